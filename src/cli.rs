@@ -1,0 +1,151 @@
+//! The command line: compose.py's flags with their names and meanings
+//! unchanged, plus `--output` and the compression settings.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::layer::Compression;
+use crate::request::RawRequest;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "triton-compose",
+    version,
+    about = "Compose a slim Triton Inference Server image from a full and a min image, without a Docker daemon.",
+    long_about = "Compose a slim Triton Inference Server image from a full and a min image, without a Docker \
+daemon. Takes compose.py's command line: the chosen backends, repository agents and caches are lifted \
+out of the full image and laid on top of the min image's untouched layers.",
+    after_help = "Image references: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG].\n\
+Example:\n  triton-compose --backend python --cache local --enable-gpu=false \\\n    \
+--image min,oci:min:latest --image full,docker-archive:full.tar --output docker-archive:out.tar"
+)]
+pub struct Cli {
+    /// Disable console output.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Enable verbose output.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Name for the generated image (tag `latest` unless given).
+    #[arg(long, default_value = "tritonserver")]
+    pub output_name: String,
+
+    /// Generated Dockerfile.compose (and scratch files) are placed here.
+    #[arg(long, default_value = ".")]
+    pub work_dir: PathBuf,
+
+    /// Container version for NGC's default images, used when --image is not given.
+    #[arg(long)]
+    pub container_version: Option<String>,
+
+    /// Image to compose from, as <image-name>,<ref>; <image-name> is min, full or gpu-min.
+    /// Both min and full are needed. Overrides --container-version.
+    #[arg(long = "image", value_name = "NAME,REF", action = ArgAction::Append)]
+    pub images: Vec<String>,
+
+    /// Whether the composed image has GPU support, as the full image was built
+    /// (compose.py's hidden flag; default true).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true",
+          default_missing_value = "true", value_parser = parse_compose_bool)]
+    pub enable_gpu: bool,
+
+    /// Include this backend (repeatable).
+    #[arg(long = "backend", value_name = "NAME", action = ArgAction::Append)]
+    pub backends: Vec<String>,
+
+    /// Include this repository agent (repeatable).
+    #[arg(long = "repoagent", value_name = "NAME", action = ArgAction::Append)]
+    pub repoagents: Vec<String>,
+
+    /// Include this cache (repeatable).
+    #[arg(long = "cache", value_name = "NAME", action = ArgAction::Append)]
+    pub caches: Vec<String>,
+
+    /// The images are local already (compose.py's meaning); nothing is pulled.
+    #[arg(long)]
+    pub skip_pull: bool,
+
+    /// Only write Dockerfile.compose; build nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Where to write the image: oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG].
+    #[arg(long, value_name = "DEST")]
+    pub output: Option<String>,
+
+    /// Compression of the new layers.
+    #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
+    pub compression: CompressionKind,
+
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompressionKind {
+    Gzip,
+    Zstd,
+}
+
+/// compose.py's `lambda x: str(x).lower() == "true"`.
+fn parse_compose_bool(value: &str) -> Result<bool, String> {
+    Ok(value.eq_ignore_ascii_case("true"))
+}
+
+impl Cli {
+    pub fn compression(&self) -> Result<Compression, String> {
+        match (self.compression, self.compression_level) {
+            (CompressionKind::Gzip, None) => Ok(Compression::Gzip { level: 6 }),
+            (CompressionKind::Gzip, Some(level @ 0..=9)) => Ok(Compression::Gzip { level: level as u32 }),
+            (CompressionKind::Zstd, None) => Ok(Compression::Zstd { level: 3 }),
+            (CompressionKind::Zstd, Some(level @ 1..=22)) => Ok(Compression::Zstd { level }),
+            (kind, Some(level)) => Err(format!("--compression-level {level} is out of range for {kind:?}")),
+        }
+    }
+
+    pub fn into_raw(self, compression: Compression, source_date_epoch: Option<String>) -> RawRequest {
+        RawRequest {
+            images: self.images,
+            container_version: self.container_version,
+            backends: self.backends,
+            repoagents: self.repoagents,
+            caches: self.caches,
+            enable_gpu: self.enable_gpu,
+            output: self.output,
+            output_name: self.output_name,
+            work_dir: self.work_dir,
+            dry_run: self.dry_run,
+            skip_pull: self.skip_pull,
+            compression,
+            source_date_epoch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_compose_py_command_lines() {
+        let cli = Cli::try_parse_from([
+            "triton-compose", "--backend", "python", "--backend", "onnxruntime", "--repoagent",
+            "checksum", "--cache", "local", "--image", "min,oci:m", "--image", "full,oci:f",
+            "--enable-gpu", "false", "--dry-run", "-q", "--work-dir", "/tmp/w",
+        ])
+        .unwrap();
+        assert_eq!(cli.backends, ["python", "onnxruntime"]);
+        assert!(!cli.enable_gpu);
+        assert!(cli.dry_run && cli.quiet);
+        let cli = Cli::try_parse_from(["triton-compose", "--enable-gpu"]).unwrap();
+        assert!(cli.enable_gpu);
+        let cli = Cli::try_parse_from(["triton-compose", "--enable-gpu=False"]).unwrap();
+        assert!(!cli.enable_gpu);
+        assert!(Cli::try_parse_from(["triton-compose"]).unwrap().enable_gpu);
+        assert!(Cli::try_parse_from(["triton-compose", "-q", "-v"]).is_err());
+    }
+}

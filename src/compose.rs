@@ -1,0 +1,143 @@
+//! The compose pipeline, start to end: open the images and the destination,
+//! scan both images (in parallel), plan, write Dockerfile.compose, and unless
+//! this is a dry run, execute the plan into the destination.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, IoContext, Result};
+use crate::execute::Execution;
+use crate::image::ImageSource;
+use crate::layer::ImagePath;
+use crate::plan::{self, PlanInput, PlanOptions};
+use crate::render;
+use crate::request::ComposeRequest;
+use crate::scan::{self, ScanOptions};
+use crate::spool::Spool;
+use crate::transport::{self, ImageRef};
+use crate::triton;
+
+pub const DOCKERFILE_NAME: &str = "Dockerfile.compose";
+
+/// What a compose produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub dockerfile: PathBuf,
+    /// The sink's description of the written image; `None` for a dry run.
+    pub written: Option<String>,
+}
+
+pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
+    std::fs::create_dir_all(&request.work_dir)
+        .ctx(|| format!("creating --work-dir {}", request.work_dir.display()))?;
+    if request.skip_pull {
+        tracing::debug!("--skip-pull: images are read from where their references point");
+    }
+    let min = transport::open_source(&request.min).map_err(|e| e.context("--image min"))?;
+    let full = transport::open_source(&request.full).map_err(|e| e.context("--image full"))?;
+    let sink = if request.dry_run {
+        None
+    } else {
+        let output = request.output.as_ref().ok_or_else(|| {
+            Error::new("no --output given, and loading into the local Docker engine is not supported yet")
+                .hint("pass --output oci:DIR[:TAG] or --output docker-archive:FILE[:NAME:TAG]")
+        })?;
+        Some(transport::open_sink(output, &request.output_name)?)
+    };
+
+    let scratch = tempfile::Builder::new()
+        .prefix(".triton-compose-")
+        .tempdir_in(&request.work_dir)
+        .ctx(|| format!("creating a scratch directory in {}", request.work_dir.display()))?;
+    let mut spool = Spool::create(scratch.path())?;
+    let roots = plan::candidate_roots(&request.components);
+    let keep: Vec<ImagePath> = triton::ACCOUNT_FILES.iter().map(|p| ImagePath::from_static(p)).collect();
+    let shared = min.image().layers.iter().map(|l| l.diff_id.clone()).collect();
+
+    let (min_scan, full_scan) = std::thread::scope(|scope| {
+        let min_ref: &dyn ImageSource = min.as_ref();
+        let min_job = scope.spawn(|| {
+            scan::scan(
+                min_ref,
+                "min",
+                ScanOptions {
+                    keep: &keep,
+                    ..Default::default()
+                },
+            )
+        });
+        let full_scan = scan::scan(
+            full.as_ref(),
+            "full",
+            ScanOptions {
+                skip: shared,
+                spool: (!request.dry_run).then_some((&roots[..], &mut spool)),
+                keep: &[],
+            },
+        );
+        let min_scan = min_job
+            .join()
+            .unwrap_or_else(|_| Err(Error::new("the min scan panicked")));
+        (min_scan, full_scan)
+    });
+    let (min_scan, full_scan) = (min_scan?, full_scan?);
+
+    let plan = plan::build(
+        &PlanInput {
+            name: min.name(),
+            config: &min.image().config,
+            scan: &min_scan,
+        },
+        &PlanInput {
+            name: full.name(),
+            config: &full.image().config,
+            scan: &full_scan,
+        },
+        &PlanOptions {
+            components: &request.components,
+            enable_gpu: request.enable_gpu,
+            timestamp: request.timestamp,
+        },
+    )?;
+
+    let dockerfile_path = request.work_dir.join(DOCKERFILE_NAME);
+    let dockerfile = render::dockerfile(
+        &plan,
+        &buildable_name(&request.full, "triton-compose-full"),
+        &buildable_name(&request.min, "triton-compose-min"),
+    );
+    std::fs::write(&dockerfile_path, dockerfile)
+        .ctx(|| format!("writing {}", dockerfile_path.display()))?;
+    tracing::info!("wrote {}", dockerfile_path.display());
+
+    let Some(mut sink) = sink else {
+        return Ok(Outcome {
+            dockerfile: dockerfile_path,
+            written: None,
+        });
+    };
+    let image = Execution {
+        plan: &plan,
+        min: min.as_ref(),
+        full: full.as_ref(),
+        compression: request.compression,
+        scratch: scratch.path(),
+    }
+    .run(&mut spool, sink.as_mut())?;
+    let written = sink.commit(&image)?;
+    Ok(Outcome {
+        dockerfile: dockerfile_path,
+        written: Some(written),
+    })
+}
+
+/// A name `docker build` can resolve for a reference, for FROM lines.
+fn buildable_name(reference: &ImageRef, fallback: &str) -> String {
+    match reference {
+        ImageRef::Registry(name) | ImageRef::DockerDaemon(name) => name.clone(),
+        ImageRef::DockerArchive {
+            reference: Some(name),
+            ..
+        } => name.clone(),
+        _ => fallback.to_string(),
+    }
+}

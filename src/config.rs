@@ -1,0 +1,190 @@
+//! Edits to an image config kept as raw JSON (`serde_json::Value`), so that
+//! fields this program does not know survive untouched. Also the Dockerfile
+//! style `$VAR` expansion that ENV instructions perform.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// A change to the container config, as a Dockerfile instruction would make
+/// it. The executor applies these; the Dockerfile renderer prints them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// `ENV KEY=VALUE`; VALUE may refer to `$VAR` / `${VAR}`.
+    Env(String, String),
+    Label(String, String),
+    Workdir(String),
+    /// `ENTRYPOINT [...]`; like Docker, it clears an inherited CMD.
+    Entrypoint(Vec<String>),
+}
+
+fn container_config(config: &mut Value) -> &mut Map<String, Value> {
+    if !config.get("config").is_some_and(Value::is_object) {
+        config["config"] = Value::Object(Map::new());
+    }
+    config["config"].as_object_mut().expect("just ensured")
+}
+
+/// The config's environment as (key, value) pairs, in order.
+pub fn env(config: &Value) -> Vec<(String, String)> {
+    config
+        .pointer("/config/Env")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (kv.to_string(), String::new()),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn env_var(config: &Value, key: &str) -> Option<String> {
+    env(config).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+pub fn label(config: &Value, key: &str) -> Option<String> {
+    config
+        .pointer("/config/Labels")
+        .and_then(|labels| labels.get(key))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+pub fn entrypoint(config: &Value) -> Option<Vec<String>> {
+    config
+        .pointer("/config/Entrypoint")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+}
+
+/// Expands `$VAR` and `${VAR}` from `env`, as Docker does for ENV values;
+/// unset variables expand to nothing. `\$` and `\\` are literal.
+pub fn expand(value: &str, env: &[(String, String)]) -> String {
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if matches!(chars.peek(), Some('$' | '\\')) => {
+                out.push(chars.next().expect("peeked"));
+            }
+            '$' if chars.peek() == Some(&'{') => {
+                chars.next();
+                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                out.push_str(&lookup(&name));
+            }
+            '$' if chars.peek().is_some_and(|c| c.is_ascii_alphabetic() || *c == '_') => {
+                let mut name = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        name.push(c);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push_str(&lookup(&name));
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Escapes a literal value for an ENV change, so that expansion (ours or
+/// Docker's) leaves it as it is.
+pub fn literal(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('$', "\\$")
+}
+
+/// Applies one change to a full image config.
+pub fn apply(config: &mut Value, change: &ConfigChange) {
+    match change {
+        ConfigChange::Env(key, raw) => {
+            let mut vars = env(config);
+            let value = expand(raw, &vars);
+            match vars.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value,
+                None => vars.push((key.clone(), value)),
+            }
+            container_config(config).insert(
+                "Env".into(),
+                vars.into_iter().map(|(k, v)| Value::String(format!("{k}={v}"))).collect(),
+            );
+        }
+        ConfigChange::Label(key, value) => {
+            let cfg = container_config(config);
+            if !cfg.get("Labels").is_some_and(Value::is_object) {
+                cfg.insert("Labels".into(), Value::Object(Map::new()));
+            }
+            cfg["Labels"]
+                .as_object_mut()
+                .expect("just ensured")
+                .insert(key.clone(), Value::String(value.clone()));
+        }
+        ConfigChange::Workdir(dir) => {
+            container_config(config).insert("WorkingDir".into(), Value::String(dir.clone()));
+        }
+        ConfigChange::Entrypoint(args) => {
+            let cfg = container_config(config);
+            cfg.insert(
+                "Entrypoint".into(),
+                args.iter().cloned().map(Value::String).collect(),
+            );
+            cfg.remove("Cmd");
+        }
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp such as a config's `created`.
+pub fn parse_timestamp(text: &str) -> Result<u64> {
+    let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z').split('+').next().unwrap_or(text))
+        .map_err(|e| Error::new(format!("unreadable timestamp {text:?}")).with_source(e))?;
+    Ok(time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0))
+}
+
+pub fn format_timestamp(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn env_changes_expand_like_docker() {
+        let mut config = json!({"config": {"Env": ["PATH=/usr/bin:/bin", "A=1"], "Cmd": ["sh"]}});
+        apply(&mut config, &ConfigChange::Env("PATH".into(), "/opt/tritonserver/bin:${PATH}".into()));
+        apply(&mut config, &ConfigChange::Env("LD_LIBRARY_PATH".into(), "/x:$LD_LIBRARY_PATH".into()));
+        apply(&mut config, &ConfigChange::Entrypoint(vec!["/e.sh".into()]));
+        assert_eq!(
+            config["config"]["Env"],
+            json!(["PATH=/opt/tritonserver/bin:/usr/bin:/bin", "A=1", "LD_LIBRARY_PATH=/x:"])
+        );
+        assert!(config["config"].get("Cmd").is_none());
+        assert_eq!(expand(r"\$HOME and ${A}", &[("A".into(), "1".into())]), "$HOME and 1");
+        assert_eq!(expand(&literal(r"a$b\c"), &[]), r"a$b\c");
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = parse_timestamp("2024-10-01T12:30:00.123456789Z").unwrap();
+        assert_eq!(format_timestamp(t), "2024-10-01T12:30:00Z");
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00Z").unwrap(), 0);
+    }
+}

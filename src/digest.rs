@@ -1,0 +1,257 @@
+//! Content digests (`sha256:<hex>`) and the readers and writers that compute
+//! and check them while data streams through.
+//!
+//! Every blob we read is checked: size first (so a hostile size cannot make us
+//! hash forever), then the digest at end of stream. A mismatch surfaces as an
+//! [`Error`] from `read`, before anything downstream commits output.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+
+/// A validated `sha256:<64 lowercase hex>` digest. Only sha256 is accepted,
+/// which also guarantees the hex part is safe to use as a file name.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn from_sha256(bytes: &[u8]) -> Self {
+        Digest(format!("sha256:{}", hex::encode(bytes)))
+    }
+
+    pub fn of(data: &[u8]) -> Self {
+        Digest::from_sha256(&Sha256::digest(data))
+    }
+
+    pub fn algorithm(&self) -> &str {
+        "sha256"
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let Some(hex) = s.strip_prefix("sha256:") else {
+            return Err(Error::new(format!(
+                "unsupported digest {s:?}: only sha256 digests are supported"
+            )));
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::new(format!("malformed digest {s:?}")));
+        }
+        Ok(Digest(s.to_string()))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Hashes and counts everything read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The digest and size of what has been read so far.
+    pub fn finish(self) -> (Digest, u64) {
+        (Digest::from_sha256(&self.hasher.finalize()), self.count)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a blob and fails at end of stream (or as soon as it is too long)
+/// unless the bytes have exactly the expected size and digest.
+pub struct VerifyingReader<R> {
+    inner: HashingReader<R>,
+    expected: Digest,
+    expected_size: Option<u64>,
+    what: String,
+    done: bool,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, expected: Digest, expected_size: Option<u64>, what: String) -> Self {
+        VerifyingReader {
+            inner: HashingReader::new(inner),
+            expected,
+            expected_size,
+            what,
+            done: false,
+        }
+    }
+
+    fn check_end(&mut self) -> io::Result<()> {
+        self.done = true;
+        let hasher = std::mem::replace(&mut self.inner.hasher, Sha256::new());
+        let actual = Digest::from_sha256(&hasher.finalize());
+        if let Some(size) = self.expected_size {
+            if self.inner.count != size {
+                return Err(Error::new(format!(
+                    "{} is {} bytes long but its descriptor says {size}",
+                    self.what, self.inner.count
+                ))
+                .hint("the image is corrupt or was modified; fetch or export it again")
+                .into());
+            }
+        }
+        if actual != self.expected {
+            return Err(Error::new(format!(
+                "{} has digest {actual}, expected {}",
+                self.what, self.expected
+            ))
+            .hint("the image is corrupt or was modified; fetch or export it again")
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if let Some(size) = self.expected_size {
+            if self.inner.count > size {
+                return Err(Error::new(format!(
+                    "{} is longer than the {size} bytes its descriptor says",
+                    self.what
+                ))
+                .hint("the image is corrupt or was modified; fetch or export it again")
+                .into());
+            }
+        }
+        if n == 0 {
+            self.check_end()?;
+        }
+        Ok(n)
+    }
+}
+
+/// Hashes and counts everything written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    pub fn finish(self) -> (W, Digest, u64) {
+        (
+            self.inner,
+            Digest::from_sha256(&self.hasher.finalize()),
+            self.count,
+        )
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_well_formed_sha256() {
+        let d = Digest::of(b"hello");
+        assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
+        assert!("sha512:abcd".parse::<Digest>().is_err());
+        assert!("sha256:../../etc/passwd".parse::<Digest>().is_err());
+        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn verifying_reader_rejects_wrong_digest_and_size() {
+        let data = b"some blob".to_vec();
+        let good = Digest::of(&data);
+        let mut out = Vec::new();
+        VerifyingReader::new(&data[..], good.clone(), Some(9), "blob".into())
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+
+        let bad = Digest::of(b"other");
+        let err = VerifyingReader::new(&data[..], bad, None, "blob".into())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("has digest"), "{err}");
+
+        let err = VerifyingReader::new(&data[..], good.clone(), Some(4), "blob".into())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+
+        let err = VerifyingReader::new(&data[..], good, Some(20), "blob".into())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("descriptor says 20"), "{err}");
+    }
+}

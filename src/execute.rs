@@ -1,0 +1,131 @@
+//! Carries out a [`Plan`]: makes sure the content of every planned inode is
+//! in the spool, writes the new layers (in parallel, one file each, hashing
+//! as they are written), then hands min's unchanged layer blobs and the new
+//! layers to the sink and returns the final config.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::image::{canonical_json, BlobDescriptor, ImageSink, ImageSource, OutputImage};
+use crate::layer::{Compression, LayerWriter, WrittenLayer};
+use crate::plan::{Content, LayerPlan, Plan};
+use crate::scan;
+use crate::spool::Spool;
+
+pub struct Execution<'a> {
+    pub plan: &'a Plan,
+    pub min: &'a dyn ImageSource,
+    pub full: &'a dyn ImageSource,
+    pub compression: Compression,
+    /// Where layer files are staged before the sink takes them.
+    pub scratch: &'a Path,
+}
+
+impl Execution<'_> {
+    pub fn run(&self, spool: &mut Spool, sink: &mut dyn ImageSink) -> Result<OutputImage> {
+        self.fill_spool(spool)?;
+        let written = self.write_layers(spool)?;
+
+        let mut layers = Vec::new();
+        for (index, layer) in self.min.image().layers.iter().enumerate() {
+            let known = layer.blob.as_ref().map(|(digest, _)| digest);
+            let mut blob = self.min.open_layer(index)?;
+            let stored = sink
+                .put_blob(&layer.media_type, known, &mut blob)
+                .map_err(|e| e.context(format!("copying {} layer {}", self.min.name(), index + 1)))?;
+            layers.push(stored);
+        }
+        let mut config = self.plan.config.clone();
+        let diff_ids = config
+            .pointer_mut("/rootfs/diff_ids")
+            .and_then(serde_json::Value::as_array_mut)
+            .ok_or_else(|| Error::new("the min image config has no rootfs.diff_ids"))?;
+        for (plan, (file, layer)) in self.plan.layers.iter().zip(&written) {
+            let desc = BlobDescriptor {
+                media_type: self.compression.media_type().to_string(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+            };
+            sink.put_blob_file(&desc, file.path())?;
+            diff_ids.push(serde_json::Value::String(layer.diff_id.to_string()));
+            tracing::info!(
+                "layer {}: {} entries, {} ({})",
+                plan.purpose,
+                plan.entries.len(),
+                scan::human_size(layer.size),
+                layer.digest
+            );
+            layers.push(desc);
+        }
+        Ok(OutputImage {
+            config: canonical_json(&config),
+            layers,
+        })
+    }
+
+    /// Reads, from the full image, content the scan did not keep: targets of
+    /// hard links that lie outside the selected subtrees.
+    fn fill_spool(&self, spool: &mut Spool) -> Result<()> {
+        let mut missing: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
+        for inode in self.plan.full_inodes() {
+            if !spool.contains(inode) {
+                missing.entry(inode.layer).or_default().insert(inode.ordinal);
+            }
+        }
+        for (layer, ordinals) in missing {
+            scan::spool_inodes(self.full, self.full.name(), layer, &ordinals, spool)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every new layer to a staged file, a few at a time.
+    fn write_layers(&self, spool: &Spool) -> Result<Vec<(tempfile::NamedTempFile, WrittenLayer)>> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut results = Vec::with_capacity(self.plan.layers.len());
+        for chunk in self.plan.layers.chunks(workers.max(1)) {
+            let written: Vec<Result<_>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|layer| scope.spawn(move || self.write_layer(layer, spool)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(Error::new("a layer writer panicked"))))
+                    .collect()
+            });
+            for result in written {
+                results.push(result?);
+            }
+        }
+        Ok(results)
+    }
+
+    fn write_layer(&self, layer: &LayerPlan, spool: &Spool) -> Result<(tempfile::NamedTempFile, WrittenLayer)> {
+        let staged = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempfile_in(self.scratch)
+            .map_err(|e| Error::new("cannot stage a layer").with_source(e))?;
+        let mut writer = LayerWriter::new(staged.reopen()?, self.compression)?;
+        for entry in &layer.entries {
+            match &entry.content {
+                Content::None => writer.append(&entry.path, &entry.meta, None)?,
+                Content::Inline(bytes) => {
+                    writer.append(&entry.path, &entry.meta, Some(&mut &bytes[..] as &mut dyn Read))?
+                }
+                Content::Full(inode) => {
+                    let mut reader = spool.open(*inode).ok_or_else(|| {
+                        Error::new(format!("internal error: no content kept for {}", entry.path))
+                    })?;
+                    writer.append(&entry.path, &entry.meta, Some(&mut reader))?;
+                }
+            }
+        }
+        let written = writer
+            .finish()
+            .map_err(|e| e.context(format!("writing the {} layer", layer.purpose)))?;
+        Ok((staged, written))
+    }
+}
+

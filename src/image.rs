@@ -1,0 +1,163 @@
+//! What an image is to the rest of the program, whatever transport it came
+//! from or goes to: a config (kept as raw JSON so unknown fields survive), a
+//! list of layers, and two traits: [`ImageSource`] to read one and
+//! [`ImageSink`] to write one.
+//!
+//! Transports (`crate::transport::*`) implement these traits; nothing outside
+//! a transport knows how its bytes are stored.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+
+pub mod media_type {
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+    /// The OCI media type for a layer blob, whatever vocabulary it was
+    /// described in. The blob's bytes (and so its digest) do not change.
+    pub fn to_oci_layer(media_type: &str) -> &str {
+        match media_type {
+            DOCKER_LAYER_GZIP => OCI_LAYER_GZIP,
+            DOCKER_LAYER => OCI_LAYER,
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            }
+            other => other,
+        }
+    }
+}
+
+/// Where some bytes are and what they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobDescriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// One layer of a source image.
+#[derive(Clone, Debug)]
+pub struct SourceLayer {
+    /// Media type of the blob as stored (compressed or not).
+    pub media_type: String,
+    /// Digest and size of the blob as stored, when the transport knows them
+    /// without reading it (legacy `docker save` archives do not).
+    pub blob: Option<(Digest, u64)>,
+    /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
+    pub diff_id: Digest,
+}
+
+/// A resolved image: its config and its layers, bottom first.
+#[derive(Clone, Debug)]
+pub struct SourceImage {
+    pub config: Value,
+    pub layers: Vec<SourceLayer>,
+}
+
+impl SourceImage {
+    /// Pairs manifest layers with the config's diff_ids, refusing images
+    /// whose two lists disagree.
+    pub fn new(config: Value, layers: Vec<(String, Option<(Digest, u64)>)>) -> Result<Self> {
+        let diff_ids = diff_ids(&config)?;
+        if diff_ids.len() != layers.len() {
+            return Err(Error::new(format!(
+                "malformed image: the manifest lists {} layers but the config's rootfs.diff_ids lists {}",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let layers = layers
+            .into_iter()
+            .zip(diff_ids)
+            .map(|((media_type, blob), diff_id)| SourceLayer {
+                media_type,
+                blob,
+                diff_id,
+            })
+            .collect();
+        Ok(SourceImage { config, layers })
+    }
+}
+
+fn diff_ids(config: &Value) -> Result<Vec<Digest>> {
+    let Some(list) = config.pointer("/rootfs/diff_ids").and_then(Value::as_array) else {
+        return Err(Error::new("malformed image config: no rootfs.diff_ids"));
+    };
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| Error::new("malformed image config: a diff_id is not a string"))?
+                .parse()
+        })
+        .collect()
+}
+
+/// Reads an image. Implemented once per transport.
+pub trait ImageSource: Send + Sync {
+    /// The reference as the user wrote it, for messages.
+    fn name(&self) -> &str;
+
+    fn image(&self) -> &SourceImage;
+
+    /// The layer's bytes as stored (possibly compressed). The stream fails
+    /// at its end if the bytes do not match the layer's known digest.
+    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>>;
+}
+
+/// The image a sink is asked to write.
+#[derive(Clone, Debug)]
+pub struct OutputImage {
+    /// Canonical JSON of the config.
+    pub config: Vec<u8>,
+    pub layers: Vec<BlobDescriptor>,
+}
+
+/// Writes an image. Implemented once per transport. Nothing a sink writes is
+/// visible at its destination until [`ImageSink::commit`] succeeds.
+pub trait ImageSink {
+    fn name(&self) -> &str;
+
+    /// Stores a blob, hashing it on the way; fails if `expected` is given and
+    /// does not match.
+    fn put_blob(
+        &mut self,
+        media_type: &str,
+        expected: Option<&Digest>,
+        content: &mut dyn Read,
+    ) -> Result<BlobDescriptor>;
+
+    /// Stores a blob that already sits in a local file with a known digest.
+    /// Sinks that can take the file over (by renaming it) override this.
+    fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
+        let mut file =
+            std::fs::File::open(path).ctx(|| format!("opening staged layer {}", path.display()))?;
+        let stored = self.put_blob(&desc.media_type, Some(&desc.digest), &mut file)?;
+        debug_assert_eq!(stored.size, desc.size);
+        Ok(())
+    }
+
+    /// Writes config and manifest and makes the image visible. Returns a
+    /// one-line description of what was written.
+    fn commit(self: Box<Self>, image: &OutputImage) -> Result<String>;
+}
+
+/// Serializes JSON canonically: sorted keys (serde_json's default map is a
+/// BTreeMap), no insignificant whitespace.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a serde_json::Value always serializes")
+}

@@ -1,0 +1,41 @@
+//! triton-compose builds slim Triton Inference Server images by composition:
+//! it lifts pre-built components out of a *full* image and lays them on a
+//! *min* image, without a Docker daemon, taking compose.py's command line.
+//!
+//! Data flows one way: **CLI → request → plan → execute → sink**.
+//!
+//! - [`cli`] and [`request`]: compose.py's flags, validated into a
+//!   [`request::ComposeRequest`].
+//! - [`transport`]: where images come from and go to (`oci:`,
+//!   `docker-archive:`), behind the [`image::ImageSource`] and
+//!   [`image::ImageSink`] traits, one module per transport.
+//! - [`scan`]: reads each image's layers once into a [`tree::MergedTree`]
+//!   (whiteouts and opaque directories applied), keeping the content that
+//!   may be needed in a [`spool::Spool`].
+//! - [`plan`]: pure data computed from the configs and the scans: which
+//!   paths come from which inode, the generated files, the config. What is
+//!   Triton-specific lives in [`triton`] alone.
+//! - [`render`] turns the plan into Dockerfile.compose; [`execute`] turns it
+//!   into layers, written once while hashing diff-id and digest.
+//! - [`layer`]: tar reading and writing, knowing nothing about images.
+//!
+//! [`compose::compose`] strings these together.
+
+pub mod accounts;
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod execute;
+pub mod image;
+pub mod layer;
+pub mod manifest;
+pub mod plan;
+pub mod render;
+pub mod request;
+pub mod scan;
+pub mod spool;
+pub mod transport;
+pub mod tree;
+pub mod triton;

@@ -1,0 +1,216 @@
+//! A compose request: the command line, validated and with compose.py's
+//! defaults filled in, before any image is opened.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::layer::Compression;
+use crate::transport::ImageRef;
+use crate::triton::{Component, ComponentKind};
+
+#[derive(Clone, Debug)]
+pub struct ComposeRequest {
+    pub min: ImageRef,
+    pub full: ImageRef,
+    /// compose.py's `gpu-min`, for CPU-only images with pytorch.
+    pub gpu_min: Option<ImageRef>,
+    /// Selected components, de-duplicated, in the order given.
+    pub components: Vec<Component>,
+    pub enable_gpu: bool,
+    /// Where the image goes; `None` means the local Docker engine.
+    pub output: Option<ImageRef>,
+    pub output_name: String,
+    pub work_dir: PathBuf,
+    pub dry_run: bool,
+    pub skip_pull: bool,
+    pub compression: Compression,
+    /// Seconds since the epoch for generated timestamps (SOURCE_DATE_EPOCH);
+    /// `None` means the full image's creation time.
+    pub timestamp: Option<u64>,
+}
+
+/// The raw values of compose.py's flags (and ours), as parsed by the CLI.
+#[derive(Clone, Debug, Default)]
+pub struct RawRequest {
+    pub images: Vec<String>,
+    pub container_version: Option<String>,
+    pub backends: Vec<String>,
+    pub repoagents: Vec<String>,
+    pub caches: Vec<String>,
+    pub enable_gpu: bool,
+    pub output: Option<String>,
+    pub output_name: String,
+    pub work_dir: PathBuf,
+    pub dry_run: bool,
+    pub skip_pull: bool,
+    pub compression: Compression,
+    pub source_date_epoch: Option<String>,
+}
+
+impl ComposeRequest {
+    pub fn new(raw: RawRequest) -> Result<ComposeRequest> {
+        let mut min = None;
+        let mut full = None;
+        let mut gpu_min = None;
+        for spec in &raw.images {
+            let Some((kind, reference)) = spec.split_once(',') else {
+                return Err(Error::new(format!("--image {spec:?} must be <image-name>,<image-ref>"))
+                    .hint("for example --image min,oci:./min:latest --image full,docker-archive:full.tar"));
+            };
+            let slot = match kind {
+                "min" => &mut min,
+                "full" => &mut full,
+                "gpu-min" => &mut gpu_min,
+                other => {
+                    return Err(Error::new(format!("unsupported image-name {other:?} for --image"))
+                        .hint("use min, full or gpu-min"))
+                }
+            };
+            *slot = Some(reference.parse::<ImageRef>().map_err(|e| e.context(format!("--image {kind}")))?);
+        }
+        let (min, full) = match (min, full, &raw.container_version) {
+            (Some(min), Some(full), _) => (min, full),
+            (None, None, Some(version)) => {
+                // compose.py's defaults for a container version.
+                if raw.enable_gpu {
+                    (
+                        ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-py3-min")),
+                        ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-py3")),
+                    )
+                } else {
+                    (
+                        ImageRef::Registry("ubuntu:22.04".into()),
+                        ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-cpu-only-py3")),
+                    )
+                }
+            }
+            (None, None, None) => {
+                return Err(Error::new("no images to compose from")
+                    .hint("pass --image min,REF and --image full,REF, or --container-version VERSION for NGC's images"))
+            }
+            _ => {
+                return Err(Error::new("need to specify both 'full' and 'min' images if at all")
+                    .hint("pass both --image min,REF and --image full,REF"))
+            }
+        };
+        let mut components: Vec<Component> = Vec::new();
+        for (kind, names) in [
+            (ComponentKind::Backend, &raw.backends),
+            (ComponentKind::RepoAgent, &raw.repoagents),
+            (ComponentKind::Cache, &raw.caches),
+        ] {
+            for name in names {
+                let component = Component::new(kind, name)?;
+                if !components.contains(&component) {
+                    components.push(component);
+                }
+            }
+        }
+        let needs_gpu_min = !raw.enable_gpu
+            && components
+                .iter()
+                .any(|c| c.kind == ComponentKind::Backend && c.name == "pytorch");
+        if needs_gpu_min && gpu_min.is_none() {
+            if let Some(version) = &raw.container_version {
+                gpu_min = Some(ImageRef::Registry(format!(
+                    "nvcr.io/nvidia/tritonserver:{version}-py3-min"
+                )));
+            }
+        }
+        let output = raw
+            .output
+            .as_deref()
+            .map(|o| o.parse::<ImageRef>().map_err(|e| e.context("--output")))
+            .transpose()?;
+        let timestamp = raw
+            .source_date_epoch
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.trim().parse::<u64>().map_err(|_| {
+                    Error::new(format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))
+                        .hint("set it to an integer such as `$(git log -1 --format=%ct)`, or unset it")
+                })
+            })
+            .transpose()?;
+        if raw.output_name.is_empty() {
+            return Err(Error::new("--output-name must not be empty"));
+        }
+        Ok(ComposeRequest {
+            min,
+            full,
+            gpu_min,
+            components,
+            enable_gpu: raw.enable_gpu,
+            output,
+            output_name: raw.output_name,
+            work_dir: raw.work_dir,
+            dry_run: raw.dry_run,
+            skip_pull: raw.skip_pull,
+            compression: raw.compression,
+            timestamp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawRequest {
+        RawRequest {
+            enable_gpu: true,
+            output_name: "tritonserver".into(),
+            work_dir: ".".into(),
+            compression: Compression::Gzip { level: 6 },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_version_defaults_like_compose_py() {
+        let req = ComposeRequest::new(RawRequest {
+            container_version: Some("24.10".into()),
+            backends: vec!["python".into(), "python".into()],
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(req.full, ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3".into()));
+        assert_eq!(req.min, ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3-min".into()));
+        assert_eq!(req.components.len(), 1);
+
+        let cpu = ComposeRequest::new(RawRequest {
+            container_version: Some("24.10".into()),
+            enable_gpu: false,
+            backends: vec!["pytorch".into()],
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(cpu.min, ImageRef::Registry("ubuntu:22.04".into()));
+        assert_eq!(
+            cpu.gpu_min,
+            Some(ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3-min".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_incomplete_or_malformed_images() {
+        let only_min = ComposeRequest::new(RawRequest {
+            images: vec!["min,oci:x".into()],
+            ..raw()
+        });
+        assert!(only_min.unwrap_err().message().contains("both 'full' and 'min'"));
+        let bad = ComposeRequest::new(RawRequest {
+            images: vec!["mini,oci:x".into()],
+            ..raw()
+        });
+        assert!(bad.unwrap_err().message().contains("unsupported image-name"));
+        assert!(ComposeRequest::new(raw()).is_err());
+        let epoch = ComposeRequest::new(RawRequest {
+            images: vec!["min,oci:a".into(), "full,oci:b".into()],
+            source_date_epoch: Some("yesterday".into()),
+            ..raw()
+        });
+        assert!(epoch.unwrap_err().message().contains("SOURCE_DATE_EPOCH"));
+    }
+}

@@ -1,0 +1,200 @@
+//! Image references and the transports behind them, named as skopeo names
+//! them: `oci:DIR[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker://REF` or
+//! a bare registry reference, and `docker-daemon:NAME:TAG`.
+//!
+//! Each transport lives in its own module and knows nothing of the others;
+//! this module only parses references and dispatches to them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::image::{ImageSink, ImageSource};
+
+pub mod docker_archive;
+pub mod oci_layout;
+
+/// Where an image is read from or written to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRef {
+    /// An OCI image layout directory, optionally naming one tag in it.
+    Oci { dir: PathBuf, tag: Option<String> },
+    /// A `docker save` archive, optionally naming one `name:tag` in it.
+    DockerArchive {
+        file: PathBuf,
+        reference: Option<String>,
+    },
+    /// A registry reference (`nvcr.io/nvidia/tritonserver:24.10-py3`).
+    Registry(String),
+    /// An image in the local Docker engine.
+    DockerDaemon(String),
+}
+
+impl FromStr for ImageRef {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let split = |rest: &str| -> (String, Option<String>) {
+            match rest.split_once(':') {
+                Some((path, tag)) if !tag.is_empty() => (path.to_string(), Some(tag.to_string())),
+                Some((path, _)) => (path.to_string(), None),
+                None => (rest.to_string(), None),
+            }
+        };
+        let empty = |what: &str| {
+            Err(Error::new(format!("{what} reference {s:?} names no path"))
+                .hint(format!("write it as {what}:PATH[:TAG]")))
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = split(rest);
+            if dir.is_empty() {
+                return empty("oci");
+            }
+            Ok(ImageRef::Oci {
+                dir: dir.into(),
+                tag,
+            })
+        } else if let Some(rest) = s.strip_prefix("docker-archive:") {
+            let (file, reference) = split(rest);
+            if file.is_empty() {
+                return empty("docker-archive");
+            }
+            Ok(ImageRef::DockerArchive {
+                file: file.into(),
+                reference,
+            })
+        } else if let Some(rest) = s.strip_prefix("docker://") {
+            Ok(ImageRef::Registry(rest.to_string()))
+        } else if let Some(rest) = s.strip_prefix("docker-daemon:") {
+            Ok(ImageRef::DockerDaemon(rest.to_string()))
+        } else if let Some((transport, _)) = s.split_once(':').filter(|(t, rest)| {
+            !t.contains(['/', '.']) && !rest.starts_with(|c: char| c.is_ascii_digit())
+                && ["dir", "containers-storage", "oci-archive", "docker-daemon", "ostree", "sif"]
+                    .contains(t)
+        }) {
+            Err(Error::new(format!("unsupported transport {transport:?} in {s:?}"))
+                .hint("use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or a registry reference"))
+        } else if s.is_empty() {
+            Err(Error::new("empty image reference"))
+        } else {
+            Ok(ImageRef::Registry(s.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Oci { dir, tag } => {
+                write!(f, "oci:{}", dir.display())?;
+                tag.iter().try_for_each(|t| write!(f, ":{t}"))
+            }
+            ImageRef::DockerArchive { file, reference } => {
+                write!(f, "docker-archive:{}", file.display())?;
+                reference.iter().try_for_each(|r| write!(f, ":{r}"))
+            }
+            ImageRef::Registry(r) => write!(f, "docker://{r}"),
+            ImageRef::DockerDaemon(r) => write!(f, "docker-daemon:{r}"),
+        }
+    }
+}
+
+fn not_yet(r: &ImageRef) -> Error {
+    match r {
+        ImageRef::Registry(name) => Error::new(format!(
+            "cannot use registry image {name:?}: registries are not supported yet"
+        ))
+        .hint(format!(
+            "copy it to a local layout first, e.g. `skopeo copy docker://{name} oci:DIR:TAG`, then pass oci:DIR:TAG"
+        )),
+        _ => Error::new(format!(
+            "cannot use {r}: the local Docker engine is not supported yet"
+        ))
+        .hint("export it with `docker save NAME:TAG -o FILE` and pass docker-archive:FILE:NAME:TAG"),
+    }
+}
+
+/// Opens an image for reading.
+pub fn open_source(reference: &ImageRef) -> Result<Box<dyn ImageSource>> {
+    let name = reference.to_string();
+    match reference {
+        ImageRef::Oci { dir, tag } => Ok(Box::new(oci_layout::OciLayoutSource::open(
+            dir,
+            tag.as_deref(),
+            name,
+        )?)),
+        ImageRef::DockerArchive { file, reference } => Ok(Box::new(
+            docker_archive::DockerArchiveSource::open(file, reference.as_deref(), name)?,
+        )),
+        other => Err(not_yet(other)),
+    }
+}
+
+/// Opens a destination, refusing one that would overwrite an existing image.
+/// `default_name` (compose.py's `--output-name`) names the image where the
+/// reference does not.
+pub fn open_sink(reference: &ImageRef, default_name: &str) -> Result<Box<dyn ImageSink>> {
+    let name = reference.to_string();
+    match reference {
+        ImageRef::Oci { dir, tag } => {
+            let tag = tag.clone().unwrap_or_else(|| tag_of(default_name));
+            Ok(Box::new(oci_layout::OciLayoutSink::create(dir, &tag, name)?))
+        }
+        ImageRef::DockerArchive { file, reference } => {
+            let reference = with_tag(reference.as_deref().unwrap_or(default_name));
+            Ok(Box::new(docker_archive::DockerArchiveSink::create(
+                file, &reference, name,
+            )?))
+        }
+        other => Err(not_yet(other)),
+    }
+}
+
+/// `name` with `:latest` added when it has no tag.
+pub fn with_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || last.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+fn tag_of(name: &str) -> String {
+    let full = with_tag(name);
+    full.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_else(|| "latest".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_skopeo_style_references() {
+        assert_eq!(
+            "oci:/tmp/x:24.10".parse::<ImageRef>().unwrap(),
+            ImageRef::Oci {
+                dir: "/tmp/x".into(),
+                tag: Some("24.10".into())
+            }
+        );
+        assert_eq!(
+            "docker-archive:full.tar:tritonserver:full".parse::<ImageRef>().unwrap(),
+            ImageRef::DockerArchive {
+                file: "full.tar".into(),
+                reference: Some("tritonserver:full".into())
+            }
+        );
+        assert_eq!(
+            "nvcr.io/nvidia/tritonserver:24.10-py3".parse::<ImageRef>().unwrap(),
+            ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3".into())
+        );
+        assert!("oci:".parse::<ImageRef>().is_err());
+        assert!("containers-storage:foo".parse::<ImageRef>().is_err());
+        assert_eq!(with_tag("tritonserver"), "tritonserver:latest");
+        assert_eq!(with_tag("localhost:5000/triton"), "localhost:5000/triton:latest");
+        assert_eq!(with_tag("triton:1"), "triton:1");
+        assert_eq!(tag_of("tritonserver"), "latest");
+    }
+}

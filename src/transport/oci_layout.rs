@@ -1,0 +1,360 @@
+//! `oci:DIR[:TAG]`: an OCI image layout directory (index.json, oci-layout,
+//! blobs/sha256/...). Reading refuses blobs that are symlinks or whose size
+//! disagrees with their descriptor; writing stages everything so that a
+//! failed run leaves no half-written layout behind.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::{NamedTempFile, TempDir};
+
+use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{media_type, BlobDescriptor, ImageSink, ImageSource, OutputImage, SourceImage};
+use crate::manifest::{self, Document, Platform, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
+
+const LAYOUT_FILE: &str = "oci-layout";
+const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+pub struct OciLayoutSource {
+    name: String,
+    dir: PathBuf,
+    image: SourceImage,
+}
+
+impl OciLayoutSource {
+    pub fn open(dir: &Path, tag: Option<&str>, name: String) -> Result<Self> {
+        if !dir.join(LAYOUT_FILE).is_file() {
+            return Err(Error::new(format!(
+                "{} is not an OCI image layout (it has no oci-layout file)",
+                dir.display()
+            ))
+            .hint("create one with `skopeo copy SOURCE oci:DIR:TAG`, or use docker-archive:FILE for `docker save` output"));
+        }
+        let index_bytes = read_capped(&dir.join("index.json"), "index.json")?;
+        let Document::Index { manifests } = manifest::parse_document(&index_bytes, "index.json")?
+        else {
+            return Err(Error::new(format!("{}/index.json is not an index", dir.display())));
+        };
+        let chosen = match tag {
+            Some(tag) => manifests
+                .iter()
+                .find(|d| d.ref_name.as_deref() == Some(tag))
+                .ok_or_else(|| {
+                    Error::new(format!("{name}: no image tagged {tag:?}")).hint(available(&manifests))
+                })?,
+            None if manifests.len() == 1 => &manifests[0],
+            None => {
+                return Err(Error::new(format!(
+                    "{name} holds {} images; say which one",
+                    manifests.len()
+                ))
+                .hint(format!("write oci:DIR:TAG; {}", available(&manifests))))
+            }
+        };
+        let mut descriptor = chosen.clone();
+        for _ in 0..4 {
+            let bytes = read_blob_capped(dir, &descriptor.digest, descriptor.size)?;
+            match manifest::parse_document(&bytes, &format!("manifest {}", descriptor.digest))? {
+                Document::Index { manifests } => {
+                    descriptor = manifest::select_platform(&manifests, &Platform::host(), &name)?.clone();
+                }
+                Document::Manifest { config, layers } => {
+                    let config_bytes = read_blob_capped(dir, &config.digest, config.size)?;
+                    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+                        .ctx(|| format!("{name}: the image config is not valid JSON"))?;
+                    let layers = layers
+                        .into_iter()
+                        .map(|l| (l.media_type, Some((l.digest, l.size))))
+                        .collect();
+                    let image = SourceImage::new(config, layers).map_err(|e| e.context(&name))?;
+                    return Ok(OciLayoutSource {
+                        name,
+                        dir: dir.to_path_buf(),
+                        image,
+                    });
+                }
+            }
+        }
+        Err(Error::new(format!("{name}: indexes nested too deeply")))
+    }
+}
+
+fn available(manifests: &[manifest::Descriptor]) -> String {
+    let tags: Vec<&str> = manifests.iter().filter_map(|d| d.ref_name.as_deref()).collect();
+    if tags.is_empty() {
+        "the layout has no tagged images".into()
+    } else {
+        format!("tags in the layout: {}", tags.join(", "))
+    }
+}
+
+fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
+    dir.join("blobs").join(digest.algorithm()).join(digest.hex())
+}
+
+/// Opens a blob after checking it is a regular file of the expected size.
+fn open_blob(dir: &Path, digest: &Digest, size: u64) -> Result<VerifyingReader<io::BufReader<File>>> {
+    let path = blob_path(dir, digest);
+    let meta = fs::symlink_metadata(&path).ctx(|| format!("blob {digest} is missing from {}", dir.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::new(format!(
+            "blob {digest} in {} is not a regular file (a symlink or directory)",
+            dir.display()
+        ))
+        .hint("refusing to follow it; re-create the layout with skopeo"));
+    }
+    if meta.len() != size {
+        return Err(Error::new(format!(
+            "blob {digest} in {} is {} bytes but its descriptor says {size}",
+            dir.display(),
+            meta.len()
+        ))
+        .hint("the layout is corrupt; re-create it"));
+    }
+    let file = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+    Ok(VerifyingReader::new(
+        io::BufReader::with_capacity(1 << 20, file),
+        digest.clone(),
+        Some(size),
+        format!("blob {digest}"),
+    ))
+}
+
+fn read_blob_capped(dir: &Path, digest: &Digest, size: u64) -> Result<Vec<u8>> {
+    if size > MAX_DOCUMENT_SIZE {
+        return Err(Error::new(format!(
+            "document {digest} claims {size} bytes, more than the {MAX_DOCUMENT_SIZE} accepted"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    open_blob(dir, digest, size)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn read_capped(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .ctx(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+        return Err(Error::new(format!("{what} is larger than {MAX_DOCUMENT_SIZE} bytes")));
+    }
+    Ok(bytes)
+}
+
+impl ImageSource for OciLayoutSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn image(&self) -> &SourceImage {
+        &self.image
+    }
+
+    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+        let (digest, size) = self.image.layers[index]
+            .blob
+            .clone()
+            .expect("OCI layouts always describe their blobs");
+        Ok(Box::new(open_blob(&self.dir, &digest, size)?))
+    }
+}
+
+/// Writes into a new layout (built in a hidden sibling directory and renamed
+/// into place) or adds a new tag to an existing one (blobs are content
+/// addressed; index.json is replaced atomically).
+pub struct OciLayoutSink {
+    name: String,
+    dir: PathBuf,
+    tag: String,
+    /// Where blobs and documents are written: the staging directory for a
+    /// new layout, the layout itself otherwise.
+    root: PathBuf,
+    staging: Option<TempDir>,
+    existing: Vec<(BlobDescriptor, Vec<(String, String)>)>,
+}
+
+impl OciLayoutSink {
+    pub fn create(dir: &Path, tag: &str, name: String) -> Result<Self> {
+        let existing_dir = dir.is_dir();
+        if dir.exists() && !existing_dir {
+            return Err(Error::new(format!("{} exists and is not a directory", dir.display()))
+                .hint("choose another --output path"));
+        }
+        let empty = existing_dir
+            && fs::read_dir(dir)
+                .ctx(|| format!("listing {}", dir.display()))?
+                .next()
+                .is_none();
+        if existing_dir && !empty {
+            if !dir.join(LAYOUT_FILE).is_file() {
+                return Err(Error::new(format!(
+                    "{} exists and is not an OCI layout; refusing to write into it",
+                    dir.display()
+                ))
+                .hint("choose a new or empty directory for --output oci:DIR"));
+            }
+            let bytes = read_capped(&dir.join("index.json"), "index.json")?;
+            let Document::Index { manifests } = manifest::parse_document(&bytes, "index.json")? else {
+                return Err(Error::new(format!("{}/index.json is not an index", dir.display())));
+            };
+            if manifests.iter().any(|d| d.ref_name.as_deref() == Some(tag)) {
+                return Err(Error::new(format!(
+                    "{} already holds an image tagged {tag:?}; refusing to overwrite it",
+                    dir.display()
+                ))
+                .hint(format!("choose another tag (oci:{}:NEWTAG) or remove the old one", dir.display())));
+            }
+            let existing = manifests
+                .into_iter()
+                .map(|d| {
+                    let annotations = d
+                        .ref_name
+                        .clone()
+                        .map(|r| vec![(REF_NAME_ANNOTATION.to_string(), r)])
+                        .unwrap_or_default();
+                    (
+                        BlobDescriptor {
+                            media_type: d.media_type,
+                            digest: d.digest,
+                            size: d.size,
+                        },
+                        annotations,
+                    )
+                })
+                .collect();
+            fs::create_dir_all(dir.join("blobs/sha256"))?;
+            return Ok(OciLayoutSink {
+                name,
+                dir: dir.to_path_buf(),
+                tag: tag.to_string(),
+                root: dir.to_path_buf(),
+                staging: None,
+                existing,
+            });
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            return Err(Error::new(format!("{} does not exist", parent.display()))
+                .hint("create the parent directory of the --output layout first"));
+        }
+        let staging = tempfile::Builder::new()
+            .prefix(".triton-compose-oci-")
+            .tempdir_in(&parent)
+            .ctx(|| format!("creating a staging directory in {}", parent.display()))?;
+        fs::create_dir_all(staging.path().join("blobs/sha256"))?;
+        Ok(OciLayoutSink {
+            name,
+            dir: dir.to_path_buf(),
+            tag: tag.to_string(),
+            root: staging.path().to_path_buf(),
+            staging: Some(staging),
+            existing: Vec::new(),
+        })
+    }
+
+    fn write_document(&mut self, media_type: &str, bytes: &[u8]) -> Result<BlobDescriptor> {
+        self.put_blob(media_type, None, &mut &bytes[..])
+    }
+}
+
+impl ImageSink for OciLayoutSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put_blob(
+        &mut self,
+        media_type: &str,
+        expected: Option<&Digest>,
+        content: &mut dyn Read,
+    ) -> Result<BlobDescriptor> {
+        let blobs = self.root.join("blobs/sha256");
+        let temp = NamedTempFile::new_in(&blobs).ctx(|| format!("creating a blob in {}", blobs.display()))?;
+        let mut writer = HashingWriter::new(io::BufWriter::new(temp));
+        io::copy(content, &mut writer)?;
+        let (buffered, digest, size) = writer.finish();
+        let temp = buffered
+            .into_inner()
+            .map_err(|e| Error::new("cannot write a blob").with_source(e.into_error()))?;
+        if let Some(expected) = expected {
+            if &digest != expected {
+                return Err(Error::new(format!("blob has digest {digest}, expected {expected}")));
+            }
+        }
+        temp.as_file().sync_all()?;
+        let path = blob_path(&self.root, &digest);
+        if !path.exists() {
+            temp.persist(&path)
+                .map_err(|e| Error::new(format!("cannot store blob {digest}")).with_source(e.error))?;
+        }
+        Ok(BlobDescriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+        })
+    }
+
+    fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
+        let target = blob_path(&self.root, &desc.digest);
+        if target.exists() || fs::rename(path, &target).is_ok() {
+            return Ok(());
+        }
+        // Another filesystem: copy instead.
+        let mut file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+        self.put_blob(&desc.media_type, Some(&desc.digest), &mut file)?;
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
+        let config = self.write_document(media_type::OCI_CONFIG, &image.config)?;
+        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers)?;
+        let manifest = self.write_document(media_type::OCI_MANIFEST, &manifest_bytes)?;
+        let mut entries = std::mem::take(&mut self.existing);
+        entries.push((
+            manifest.clone(),
+            vec![(REF_NAME_ANNOTATION.to_string(), self.tag.clone())],
+        ));
+        let index = manifest::write_oci_index(&entries)?;
+        write_atomically(&self.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
+        write_atomically(&self.root.join("index.json"), &index)?;
+        if let Some(staging) = self.staging.take() {
+            let staged = staging.keep();
+            if let Err(err) = fs::rename(&staged, &self.dir) {
+                let _ = fs::remove_dir_all(&staged);
+                return Err(Error::new(format!("cannot move the new layout to {}", self.dir.display()))
+                    .with_source(err)
+                    .hint("the directory was created by someone else meanwhile; choose another path"));
+            }
+        }
+        Ok(format!(
+            "wrote {} (manifest {})",
+            ImageRefDisplay(&self.dir, &self.tag),
+            manifest.digest
+        ))
+    }
+}
+
+struct ImageRefDisplay<'a>(&'a Path, &'a str);
+
+impl std::fmt::Display for ImageRefDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "oci:{}:{}", self.0.display(), self.1)
+    }
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = NamedTempFile::new_in(dir).ctx(|| format!("writing {}", path.display()))?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path)
+        .map_err(|e| Error::new(format!("cannot write {}", path.display())).with_source(e.error))?;
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The merged filesystem of an image: what a container would see after all
+//! layers are applied in order, whiteouts and opaque directories included.
+//!
+//! Only metadata is kept. Each path records the layer it came from and the
+//! *inode* it names: the (layer, ordinal) of the tar entry that holds its
+//! content. Hard links are resolved to their target's inode when read, so
+//! two paths with the same inode are hard links of each other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use crate::layer::{EntryKind, EntryMeta, ImagePath};
+
+/// Identifies the tar entry that holds an inode's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeRef {
+    pub layer: u32,
+    pub ordinal: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// For a resolved hard link, the target's metadata (a hard link shares
+    /// its inode). `kind` is `HardLink` only if the target was never found.
+    pub meta: EntryMeta,
+    pub inode: InodeRef,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.meta.is_dir()
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct MergedTree {
+    nodes: BTreeMap<ImagePath, Node>,
+}
+
+impl MergedTree {
+    pub fn get(&self, path: &ImagePath) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    pub fn contains(&self, path: &ImagePath) -> bool {
+        self.nodes.contains_key(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// `path` itself (if present) and everything below it, in tree order.
+    pub fn subtree<'a>(
+        &'a self,
+        path: &'a ImagePath,
+    ) -> impl Iterator<Item = (&'a ImagePath, &'a Node)> + 'a {
+        self.nodes
+            .range((Bound::Included(path), Bound::Unbounded))
+            .take_while(move |(p, _)| p.is_within(path))
+    }
+
+    /// Names of the direct children of a directory, sorted.
+    pub fn child_names(&self, dir: &ImagePath) -> Vec<String> {
+        self.subtree(dir)
+            .filter(|(p, _)| p.parent().as_ref() == Some(dir))
+            .map(|(p, _)| String::from_utf8_lossy(p.file_name()).into_owned())
+            .collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ImagePath, &Node)> {
+        self.nodes.iter()
+    }
+
+    fn remove_below(&mut self, path: &ImagePath, including_self: bool) {
+        let doomed: Vec<ImagePath> = self
+            .subtree(path)
+            .filter(|(p, _)| including_self || *p != path)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            self.nodes.remove(&p);
+        }
+    }
+
+    /// Applies one layer's changes on top of the tree.
+    pub fn apply(&mut self, changes: LayerChanges) {
+        // Whiteouts and opaque markers delete from the layers beneath only,
+        // so they go first.
+        for dir in &changes.opaques {
+            self.remove_below(dir, false);
+        }
+        for path in &changes.whiteouts {
+            self.remove_below(path, true);
+        }
+        for (path, node) in changes.entries {
+            for ancestor in path.ancestors() {
+                if self.nodes.get(&ancestor).is_some_and(|n| !n.is_dir()) {
+                    // A lower file replaced by an (implicit) directory.
+                    self.nodes.remove(&ancestor);
+                }
+            }
+            if !node.is_dir() {
+                // A directory replaced by a non-directory loses its contents.
+                self.remove_below(&path, false);
+            }
+            self.nodes.insert(path, node);
+        }
+    }
+}
+
+/// The changes one layer makes, collected while it streams by.
+#[derive(Default)]
+pub struct LayerChanges {
+    layer: u32,
+    whiteouts: Vec<ImagePath>,
+    opaques: Vec<ImagePath>,
+    entries: Vec<(ImagePath, Node)>,
+    latest: HashMap<ImagePath, usize>,
+}
+
+impl LayerChanges {
+    pub fn new(layer: u32) -> Self {
+        LayerChanges {
+            layer,
+            ..Default::default()
+        }
+    }
+
+    pub fn whiteout(&mut self, path: ImagePath) {
+        self.whiteouts.push(path);
+    }
+
+    pub fn opaque(&mut self, dir: ImagePath) {
+        self.opaques.push(dir);
+    }
+
+    /// Records an entry; hard links are resolved against this layer's earlier
+    /// entries, then the tree beneath.
+    pub fn entry(&mut self, tree: &MergedTree, ordinal: u32, path: ImagePath, meta: EntryMeta) {
+        let own = InodeRef {
+            layer: self.layer,
+            ordinal,
+        };
+        let node = if meta.kind == EntryKind::HardLink {
+            let target = meta
+                .link_target
+                .as_deref()
+                .and_then(|t| ImagePath::parse(t).ok());
+            let resolved = target.and_then(|t| {
+                self.latest
+                    .get(&t)
+                    .map(|&i| &self.entries[i].1)
+                    .or_else(|| tree.get(&t))
+                    .filter(|n| !n.is_dir() && n.meta.kind != EntryKind::HardLink)
+                    .cloned()
+            });
+            resolved.unwrap_or(Node { meta, inode: own })
+        } else {
+            Node { meta, inode: own }
+        };
+        self.latest.insert(path.clone(), self.entries.len());
+        self.entries.push((path, node));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> EntryMeta {
+        EntryMeta {
+            kind: EntryKind::File,
+            size,
+            ..EntryMeta::plain_dir(0o644, 0)
+        }
+    }
+
+    fn p(s: &str) -> ImagePath {
+        ImagePath::from_static(s)
+    }
+
+    #[test]
+    fn whiteouts_opaques_and_replacements() {
+        let mut tree = MergedTree::default();
+        let mut l0 = LayerChanges::new(0);
+        for (i, path) in ["a", "a/x", "a/y", "b", "b/z", "c"].iter().enumerate() {
+            let meta = if path.contains('/') || *path == "c" {
+                file(1)
+            } else {
+                EntryMeta::plain_dir(0o755, 0)
+            };
+            l0.entry(&tree, i as u32, p(path), meta);
+        }
+        tree.apply(l0);
+
+        let mut l1 = LayerChanges::new(1);
+        l1.opaque(p("a"));
+        l1.entry(&tree, 0, p("a/new"), file(2));
+        l1.whiteout(p("b"));
+        l1.entry(&tree, 1, p("c/inside"), file(3)); // c was a file
+        tree.apply(l1);
+
+        let paths: Vec<String> = tree.iter().map(|(p, _)| p.display_abs()).collect();
+        assert_eq!(paths, ["/a", "/a/new", "/c/inside"]);
+    }
+
+    #[test]
+    fn hard_links_share_the_inode_even_after_target_deletion() {
+        let mut tree = MergedTree::default();
+        let mut l0 = LayerChanges::new(0);
+        l0.entry(&tree, 0, p("t"), file(5));
+        let link = EntryMeta {
+            kind: EntryKind::HardLink,
+            link_target: Some(b"t".to_vec()),
+            ..file(0)
+        };
+        l0.entry(&tree, 1, p("l"), link.clone());
+        tree.apply(l0);
+        let mut l1 = LayerChanges::new(1);
+        l1.whiteout(p("t"));
+        let dangling = EntryMeta {
+            link_target: Some(b"missing".to_vec()),
+            ..link
+        };
+        l1.entry(&tree, 0, p("l2"), dangling);
+        tree.apply(l1);
+
+        let l = tree.get(&p("l")).unwrap();
+        assert_eq!(l.inode, InodeRef { layer: 0, ordinal: 0 });
+        assert_eq!(l.meta.kind, EntryKind::File);
+        assert_eq!(l.meta.size, 5);
+        // A link to nothing stays unresolved, for the planner to refuse if selected.
+        assert_eq!(tree.get(&p("l2")).unwrap().meta.kind, EntryKind::HardLink);
+    }
+}

@@ -1,0 +1,332 @@
+//! Everything this program knows about Triton's layout and about what
+//! compose.py (and build.py's `dockerfile_prepare_container_linux`) do:
+//! which paths make the core, where backends, repository agents and caches
+//! live, which environment and labels a composed image gets, and the
+//! `triton-server` account. The generic image machinery knows none of this.
+
+use serde_json::Value;
+
+use crate::config::{self, ConfigChange};
+use crate::error::{Error, Result};
+use crate::layer::ImagePath;
+
+/// Where Triton lives inside the images.
+pub const INSTALL_DIR: &str = "opt/tritonserver";
+
+/// NVIDIA's container entrypoint directory.
+pub const NVIDIA_DIR: &str = "opt/nvidia";
+pub const ENTRYPOINT_D: &str = "opt/nvidia/entrypoint.d";
+
+/// The account compose.py creates, with its fixed uid and gid.
+pub const SERVER_USER: &str = "triton-server";
+pub const SERVER_UID: u64 = 1000;
+/// Users compose.py deletes first (`userdel ... || true`).
+pub const REMOVED_USERS: [&str; 2] = ["tensorrt-server", "ubuntu"];
+
+/// The account databases the user step edits.
+pub const ACCOUNT_FILES: [&str; 4] = ["etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"];
+
+/// The core items compose.py copies, and whether an image without them can
+/// still be called a Triton image.
+pub const CORE_ITEMS: [(&str, bool); 6] = [
+    ("LICENSE", false),
+    ("TRITON_VERSION", false),
+    ("NVIDIA_Deep_Learning_Container_License.pdf", false),
+    ("bin", true),
+    ("lib", true),
+    ("include", false),
+];
+
+/// The shell step compose.py runs to create the account; rendered into
+/// Dockerfile.compose, executed here as direct edits of /etc files.
+pub const USER_SCRIPT: &str = "userdel tensorrt-server > /dev/null 2>&1 || true \\\n      && userdel ubuntu > /dev/null 2>&1 || true \\\n      && if ! id -u $TRITON_SERVER_USER > /dev/null 2>&1 ; then \\\n          useradd $TRITON_SERVER_USER; \\\n        fi \\\n      && [ `id -u $TRITON_SERVER_USER` -eq 1000 ] \\\n      && [ `id -g $TRITON_SERVER_USER` -eq 1000 ]";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComponentKind {
+    Backend,
+    RepoAgent,
+    Cache,
+}
+
+impl ComponentKind {
+    pub const ALL: [ComponentKind; 3] = [Self::Backend, Self::RepoAgent, Self::Cache];
+
+    /// The directory under /opt/tritonserver holding components of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::Backend => "backends",
+            Self::RepoAgent => "repoagents",
+            Self::Cache => "caches",
+        }
+    }
+
+    /// The compose.py flag that selects one.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Backend => "--backend",
+            Self::RepoAgent => "--repoagent",
+            Self::Cache => "--cache",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Backend => "backend",
+            Self::RepoAgent => "repository agent",
+            Self::Cache => "cache",
+        }
+    }
+}
+
+/// A selected backend, repository agent or cache.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Component {
+    pub kind: ComponentKind,
+    pub name: String,
+}
+
+impl Component {
+    /// Validates a name as given on the command line: one path component.
+    pub fn new(kind: ComponentKind, name: &str) -> Result<Component> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+            return Err(Error::new(format!("{} {name:?} is not a valid name", kind.flag()))
+                .hint(format!("name a {} directory, e.g. {} python", kind.noun(), kind.flag())));
+        }
+        Ok(Component {
+            kind,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn path(&self) -> ImagePath {
+        kind_dir(self.kind).join(self.name.as_bytes())
+    }
+}
+
+pub fn install_dir() -> ImagePath {
+    ImagePath::from_static(INSTALL_DIR)
+}
+
+pub fn kind_dir(kind: ComponentKind) -> ImagePath {
+    install_dir().join(kind.dir().as_bytes())
+}
+
+/// What the full image's config says about the Triton build it holds,
+/// read as compose.py reads it with `docker inspect`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: String,
+    pub container_version: String,
+    pub gpu_enabled: bool,
+    pub build_id: String,
+    pub build_ref: String,
+}
+
+impl BuildInfo {
+    pub fn from_full_config(config: &Value, full_name: &str) -> Result<BuildInfo> {
+        let missing = |var: &str| {
+            Error::new(format!("{full_name} has no {var} in its environment"))
+                .hint("the full image must be a Triton server image (nvcr.io/nvidia/tritonserver:<version>-py3 or a build of build.py)")
+        };
+        let version = config::env_var(config, "TRITON_SERVER_VERSION")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing("TRITON_SERVER_VERSION"))?;
+        let container_version = config::env_var(config, "NVIDIA_TRITON_SERVER_VERSION")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing("NVIDIA_TRITON_SERVER_VERSION"))?;
+        // As compose.py: the explicit flag wins; otherwise CUDA means GPU.
+        let gpu_enabled = match config::env_var(config, "TRITON_SERVER_GPU_ENABLED") {
+            Some(flag) => flag == "1",
+            None => config::env_var(config, "CUDA_VERSION").is_some(),
+        };
+        Ok(BuildInfo {
+            version,
+            container_version,
+            gpu_enabled,
+            build_id: config::label(config, "com.nvidia.build.id").unwrap_or_default(),
+            build_ref: config::label(config, "com.nvidia.build.ref").unwrap_or_default(),
+        })
+    }
+
+    /// compose.py's GPU consistency checks between the request, full and min.
+    pub fn check_gpu(&self, enable_gpu: bool, min_config: &Value, min_name: &str) -> Result<()> {
+        if self.gpu_enabled != enable_gpu {
+            let (built, asked) = (u8::from(self.gpu_enabled), u8::from(enable_gpu));
+            return Err(Error::new(format!(
+                "the full image was built with TRITON_SERVER_GPU_ENABLED={built}, but you are composing with TRITON_SERVER_GPU_ENABLED={asked}"
+            ))
+            .hint(if self.gpu_enabled {
+                "drop --enable-gpu=false, or use a CPU-only full image"
+            } else {
+                "pass --enable-gpu=false to compose a CPU-only image"
+            }));
+        }
+        if enable_gpu && config::env_var(min_config, "CUDA_VERSION").is_none() {
+            return Err(Error::new(format!(
+                "composing with GPU support, but the min image {min_name} does not have CUDA installed (no CUDA_VERSION)"
+            ))
+            .hint("use the matching <version>-py3-min image as min, or pass --enable-gpu=false"));
+        }
+        Ok(())
+    }
+}
+
+/// The config changes compose.py's Dockerfile makes, in its order.
+pub fn config_changes(
+    info: &BuildInfo,
+    components: &[Component],
+    enable_gpu: bool,
+    full_entrypoint: Option<Vec<String>>,
+    min_entrypoint: Option<Vec<String>>,
+) -> Vec<ConfigChange> {
+    let has_backend = |name: &str| {
+        components
+            .iter()
+            .any(|c| c.kind == ComponentKind::Backend && c.name == name)
+    };
+    let env = |k: &str, v: &str| ConfigChange::Env(k.to_string(), v.to_string());
+    let literal = |k: &str, v: &str| ConfigChange::Env(k.to_string(), config::literal(v));
+    let mut changes = vec![
+        env("PIP_BREAK_SYSTEM_PACKAGES", "1"),
+        literal("TRITON_SERVER_VERSION", &info.version),
+        literal("NVIDIA_TRITON_SERVER_VERSION", &info.container_version),
+        ConfigChange::Label("com.nvidia.tritonserver.version".into(), info.version.clone()),
+        env("PATH", "/opt/tritonserver/bin:${PATH}"),
+        env("UCX_MEM_EVENTS", "no"),
+    ];
+    if has_backend("pytorch") {
+        changes.push(env(
+            "LD_LIBRARY_PATH",
+            "/opt/hpcx/ucc/lib/:/opt/hpcx/ucx/lib/:${LD_LIBRARY_PATH}",
+        ));
+    }
+    changes.extend([
+        env("TF_ADJUST_HUE_FUSED", "1"),
+        env("TF_ADJUST_SATURATION_FUSED", "1"),
+        env("TF_ENABLE_WINOGRAD_NONFUSED", "1"),
+        env("TF_AUTOTUNE_THRESHOLD", "2"),
+        env("TRITON_SERVER_GPU_ENABLED", if enable_gpu { "1" } else { "0" }),
+        env("TRITON_SERVER_USER", SERVER_USER),
+        env("DEBIAN_FRONTEND", "noninteractive"),
+        env("TCMALLOC_RELEASE_RATE", "200"),
+    ]);
+    if has_backend("tensorrtllm") || has_backend("vllm") {
+        for (k, v) in [
+            ("TRITON_CUDACRT_PATH", "/usr/local/cuda/include"),
+            ("TRITON_CUDART_PATH", "/usr/local/cuda/include"),
+            ("TRITON_CUOBJDUMP_PATH", "/usr/local/cuda/bin/cuobjdump"),
+            ("TRITON_CUPTI_PATH", "/usr/local/cuda/include"),
+            ("TRITON_NVDISASM_PATH", "/usr/local/cuda/bin/nvdisasm"),
+            ("TRITON_PTXAS_PATH", "/usr/local/cuda/bin/ptxas"),
+        ] {
+            changes.push(env(k, v));
+        }
+    }
+    if has_backend("dali") {
+        changes.push(env(
+            "PYTHONPATH",
+            "/opt/tritonserver/backends/dali/wheel/dali:$PYTHONPATH",
+        ));
+    }
+    changes.push(ConfigChange::Workdir("/opt/tritonserver".into()));
+    changes.push(env("NVIDIA_PRODUCT_NAME", "Triton Server"));
+    if let Some(entrypoint) = full_entrypoint.filter(|e| Some(e) != min_entrypoint.as_ref()) {
+        changes.push(ConfigChange::Entrypoint(entrypoint));
+    }
+    changes.push(literal("NVIDIA_BUILD_ID", &info.build_id));
+    changes.push(ConfigChange::Label("com.nvidia.build.id".into(), info.build_id.clone()));
+    changes.push(ConfigChange::Label("com.nvidia.build.ref".into(), info.build_ref.clone()));
+    changes
+}
+
+/// Names of the components of a kind that a full image offers.
+pub fn offered(tree: &crate::tree::MergedTree, kind: ComponentKind) -> Vec<String> {
+    let dir = kind_dir(kind);
+    tree.child_names(&dir)
+        .into_iter()
+        .filter(|name| tree.get(&dir.join(name.as_bytes())).is_some_and(|n| n.is_dir()))
+        .collect()
+}
+
+/// The error for a component the full image lacks, with the closest match.
+pub fn unknown_component(component: &Component, offered: &[String], full_name: &str) -> Error {
+    let kind = component.kind;
+    let closest = offered
+        .iter()
+        .map(|o| (strsim::jaro_winkler(&component.name, o), o))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, o)| o.clone());
+    let mut err = Error::new(format!(
+        "{full_name} has no {} named {:?} (no /{}/{})",
+        kind.noun(),
+        component.name,
+        kind_dir(kind).as_bytes().escape_ascii(),
+        component.name
+    ));
+    let list = if offered.is_empty() {
+        format!("it offers no {}s", kind.noun())
+    } else {
+        format!("it offers: {}", offered.join(", "))
+    };
+    err = match closest {
+        Some(c) => err.hint(format!("did you mean {} {c}? {list}", kind.flag())),
+        None => err.hint(list),
+    };
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn full_config(gpu: &str) -> Value {
+        json!({"config": {
+            "Env": ["PATH=/usr/bin", "TRITON_SERVER_VERSION=2.51.0", "NVIDIA_TRITON_SERVER_VERSION=24.10",
+                    format!("TRITON_SERVER_GPU_ENABLED={gpu}")],
+            "Labels": {"com.nvidia.build.id": "123", "com.nvidia.build.ref": "abc"},
+            "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"]}})
+    }
+
+    #[test]
+    fn reads_build_info_and_checks_gpu_like_compose_py() {
+        let info = BuildInfo::from_full_config(&full_config("0"), "full").unwrap();
+        assert_eq!(info.version, "2.51.0");
+        assert_eq!(info.container_version, "24.10");
+        assert!(!info.gpu_enabled);
+        assert_eq!(info.build_ref, "abc");
+        let min = json!({"config": {"Env": ["PATH=/usr/bin"]}});
+        let err = info.check_gpu(true, &min, "min").unwrap_err();
+        assert!(err.hint_text().unwrap().contains("--enable-gpu=false"));
+        info.check_gpu(false, &min, "min").unwrap();
+
+        let gpu = BuildInfo::from_full_config(&full_config("1"), "full").unwrap();
+        let err = gpu.check_gpu(true, &min, "min").unwrap_err();
+        assert!(err.message().contains("does not have CUDA"), "{err}");
+
+        let err = BuildInfo::from_full_config(&json!({"config": {}}), "x").unwrap_err();
+        assert!(err.message().contains("TRITON_SERVER_VERSION"));
+    }
+
+    #[test]
+    fn suggests_the_closest_component() {
+        let c = Component::new(ComponentKind::Backend, "pyhton").unwrap();
+        let err = unknown_component(&c, &["onnxruntime".into(), "python".into()], "full");
+        assert!(err.hint_text().unwrap().contains("did you mean --backend python?"), "{err:?}");
+        assert!(Component::new(ComponentKind::Backend, "../x").is_err());
+    }
+
+    #[test]
+    fn per_backend_environment() {
+        let info = BuildInfo::from_full_config(&full_config("0"), "full").unwrap();
+        let comps = vec![Component::new(ComponentKind::Backend, "dali").unwrap()];
+        let changes = config_changes(&info, &comps, false, Some(vec!["/e".into()]), None);
+        assert!(changes.contains(&ConfigChange::Env(
+            "PYTHONPATH".into(),
+            "/opt/tritonserver/backends/dali/wheel/dali:$PYTHONPATH".into()
+        )));
+        assert!(changes.contains(&ConfigChange::Entrypoint(vec!["/e".into()])));
+        assert!(!changes.iter().any(|c| matches!(c, ConfigChange::Env(k, _) if k == "LD_LIBRARY_PATH")));
+    }
+}
