@@ -318,6 +318,7 @@ fn account_layer(min: &PlanInput<'_>, timestamp: u64) -> Result<Option<LayerPlan
             content: Content::Inline(text.clone().into_bytes()),
         });
     }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Some(LayerPlan {
         purpose: format!("{} user", triton::SERVER_USER),
         steps: vec![Step::Run(triton::USER_SCRIPT.to_string())],

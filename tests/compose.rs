@@ -1,0 +1,371 @@
+//! End-to-end compose runs on images built in code: OCI layouts and
+//! docker-archives in and out, checked entry by entry and field by field.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use support::*;
+use triton_compose::compose::compose;
+use triton_compose::layer::Compression;
+use triton_compose::request::{ComposeRequest, RawRequest};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// min and full as OCI layouts under one directory.
+    fn oci() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let min = min_image();
+        min.write_oci(&dir.path().join("min"), "latest");
+        full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn request(&self, output: &str, components: &[(&str, &str)]) -> RawRequest {
+        let pick = |kind: &str| -> Vec<String> {
+            components.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.to_string()).collect()
+        };
+        RawRequest {
+            images: vec![
+                format!("min,oci:{}:latest", self.path("min").display()),
+                format!("full,oci:{}:24.10", self.path("full").display()),
+            ],
+            backends: pick("backend"),
+            repoagents: pick("repoagent"),
+            caches: pick("cache"),
+            enable_gpu: false,
+            output: Some(output.to_string()),
+            output_name: "tritonserver".into(),
+            work_dir: self.path("work"),
+            compression: Compression::default(),
+            ..Default::default()
+        }
+    }
+}
+
+fn run(raw: RawRequest) -> triton_compose::error::Result<triton_compose::compose::Outcome> {
+    compose(&ComposeRequest::new(raw)?)
+}
+
+const PYTHON_CHECKSUM_LOCAL: &[(&str, &str)] =
+    &[("backend", "python"), ("repoagent", "checksum"), ("cache", "local")];
+
+fn under_triton(image: &ReadImage) -> Vec<(String, char)> {
+    image
+        .tree
+        .iter()
+        .filter(|(p, _)| p.starts_with("opt/"))
+        .map(|(p, f)| (p.clone(), f.kind))
+        .collect()
+}
+
+#[test]
+fn composes_selected_components_from_merged_full_layers() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    let outcome = run(fx.request(&format!("oci:{}:composed", out.display()), PYTHON_CHECKSUM_LOCAL)).unwrap();
+    assert!(outcome.written.unwrap().contains("manifest sha256:"));
+    let image = read_oci(&out, "composed");
+
+    // min's layers are the same blobs; then core, python, checksum, local, entrypoint, user.
+    let min_blobs = min_image().write_oci(&fx.path("min-again"), "x");
+    assert_eq!(&image.layer_digests[..2], &min_blobs[..]);
+    assert_eq!(image.layer_digests.len(), 2 + 6);
+
+    let mut expected: Vec<(String, char)> = [
+        ("opt/nvidia", 'd'),
+        ("opt/nvidia/entrypoint.d", 'd'),
+        ("opt/nvidia/entrypoint.d/10-banner.txt", 'f'),
+        ("opt/nvidia/nvidia_entrypoint.sh", 'f'),
+        ("opt/tritonserver", 'd'),
+        ("opt/tritonserver/LICENSE", 'f'),
+        ("opt/tritonserver/TRITON_VERSION", 'f'),
+        ("opt/tritonserver/backends", 'd'),
+        ("opt/tritonserver/backends/python", 'd'),
+        ("opt/tritonserver/backends/python/a_directory_name_long_enough_to_need_an_extension_record", 'd'),
+        (LONG_NAME, 'f'),
+        ("opt/tritonserver/backends/python/libtriton_python.so", 'f'),
+        ("opt/tritonserver/backends/python/libtriton_python_copy.so", 'h'),
+        ("opt/tritonserver/backends/python/outside_link.txt", 'f'),
+        ("opt/tritonserver/backends/python/owned_by_1000", 'f'),
+        ("opt/tritonserver/bin", 'd'),
+        ("opt/tritonserver/bin/tritonserver", 'f'),
+        ("opt/tritonserver/caches", 'd'),
+        ("opt/tritonserver/caches/local", 'd'),
+        ("opt/tritonserver/caches/local/libtritoncache_local.so", 'f'),
+        ("opt/tritonserver/include", 'd'),
+        ("opt/tritonserver/include/new.h", 'f'),
+        ("opt/tritonserver/lib", 'd'),
+        ("opt/tritonserver/lib/libfoo.so.1", 'l'),
+        ("opt/tritonserver/lib/libfoo.so.1.0", 'f'),
+        ("opt/tritonserver/lib/libtritonserver.so", 'f'),
+        ("opt/tritonserver/repoagents", 'd'),
+        ("opt/tritonserver/repoagents/checksum", 'd'),
+        ("opt/tritonserver/repoagents/checksum/libtritonrepoagent_checksum.so", 'f'),
+    ]
+    .iter()
+    .map(|(p, k)| (p.to_string(), *k))
+    .collect();
+    expected.sort();
+    assert_eq!(under_triton(&image), expected);
+
+    let t = &image.tree;
+    // Later layers win; opaque dirs and whiteouts hid what they should.
+    assert_eq!(t["opt/tritonserver/lib/libtritonserver.so"].content, Some(sha256(b"new core library\n")));
+    assert_eq!(t["opt/tritonserver/lib/libfoo.so.1"].link.as_deref(), Some("libfoo.so.1.0"));
+    // Hard link inside the selection stays a link; one to a file outside it carries the content.
+    let copy = &t["opt/tritonserver/backends/python/libtriton_python_copy.so"];
+    assert_eq!(copy.link.as_deref(), Some("opt/tritonserver/backends/python/libtriton_python.so"));
+    assert_eq!(copy.content, Some(sha256(b"python backend\n")));
+    assert_eq!(copy.mode, 0o755);
+    let outside = &t["opt/tritonserver/backends/python/outside_link.txt"];
+    assert_eq!(outside.content, Some(sha256(b"outside the selection\n")));
+    assert!(!t.contains_key("usr/share/doc/outside.txt"), "only the selection is carried over");
+    // Modes, owners, xattrs, long names.
+    let server = &t["opt/tritonserver/bin/tritonserver"];
+    assert_eq!((server.mode, server.uid, server.gid), (0o755, 0, 0));
+    assert_eq!(server.xattrs, vec![("security.capability".to_string(), b"\x01\x00\x00\x02".to_vec())]);
+    let owned = &t["opt/tritonserver/backends/python/owned_by_1000"];
+    assert_eq!((owned.mode, owned.uid, owned.gid), (0o600, 1000, 1000));
+    assert_eq!(t[LONG_NAME].content, Some(sha256(b"long\n")));
+    // Parent dirs min already has are left alone; the rest are root 0755.
+    assert!(!image.layer_paths[2..].iter().flatten().any(|p| p == "opt"), "min has /opt");
+    assert_eq!(t["opt/tritonserver/backends"].mode, 0o755);
+
+    // One layer for the core, one per component.
+    let layer_of = |path: &str| image.layer_paths.iter().rposition(|l| l.iter().any(|p| p == path)).unwrap();
+    assert_eq!(layer_of("opt/tritonserver/bin/tritonserver"), 2);
+    assert_eq!(layer_of("opt/tritonserver/backends/python/libtriton_python.so"), 3);
+    assert_eq!(layer_of("opt/tritonserver/repoagents/checksum/libtritonrepoagent_checksum.so"), 4);
+    assert_eq!(layer_of("opt/tritonserver/caches/local/libtritoncache_local.so"), 5);
+    assert_eq!(layer_of("opt/nvidia/nvidia_entrypoint.sh"), 6);
+    assert_eq!(layer_of("etc/passwd"), 7);
+    // Entries are sorted within each new layer.
+    for paths in &image.layer_paths[2..] {
+        let mut sorted = paths.clone();
+        sorted.sort_by(|a, b| a.replace('/', "\0").cmp(&b.replace('/', "\0")));
+        assert_eq!(paths, &sorted);
+    }
+
+    // The triton-server account replaced ubuntu, as userdel/useradd would.
+    let passwd = String::from_utf8(read_file(&out, "composed", "etc/passwd")).unwrap();
+    assert_eq!(passwd, "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n");
+    let shadow = &t["etc/shadow"];
+    assert_eq!((shadow.mode, shadow.gid), (0o640, 42), "account files keep min's modes");
+}
+
+/// Content of one file of a composed OCI image.
+fn read_file(dir: &Path, tag: &str, wanted: &str) -> Vec<u8> {
+    let image = read_oci(dir, tag);
+    let mut found = None;
+    for digest in &image.layer_digests {
+        let data = fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap();
+        let mut tar_bytes = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut tar_bytes).unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some(wanted) {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut out).unwrap();
+                found = Some(out);
+            }
+        }
+    }
+    found.unwrap_or_else(|| panic!("{wanted} not in image"))
+}
+
+#[test]
+fn config_is_min_config_with_compose_py_changes() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    run(fx.request(&format!("oci:{}:c", out.display()), &[("backend", "python")])).unwrap();
+    let image = read_oci(&out, "c");
+    let config = &image.config;
+    let env: Vec<&str> = config["config"]["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for wanted in [
+        "PATH=/opt/tritonserver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PIP_BREAK_SYSTEM_PACKAGES=1",
+        "TRITON_SERVER_VERSION=2.51.0",
+        "NVIDIA_TRITON_SERVER_VERSION=24.10",
+        "UCX_MEM_EVENTS=no",
+        "TF_ADJUST_HUE_FUSED=1",
+        "TF_ADJUST_SATURATION_FUSED=1",
+        "TF_ENABLE_WINOGRAD_NONFUSED=1",
+        "TF_AUTOTUNE_THRESHOLD=2",
+        "TRITON_SERVER_GPU_ENABLED=0",
+        "TRITON_SERVER_USER=triton-server",
+        "DEBIAN_FRONTEND=noninteractive",
+        "TCMALLOC_RELEASE_RATE=200",
+        "NVIDIA_PRODUCT_NAME=Triton Server",
+        "NVIDIA_BUILD_ID=121212",
+    ] {
+        assert!(env.contains(&wanted), "{wanted} missing from {env:?}");
+    }
+    assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    assert!(!env.iter().any(|e| e.starts_with("LD_LIBRARY_PATH=")), "only pytorch sets it");
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["com.nvidia.tritonserver.version"], "2.51.0");
+    assert_eq!(labels["com.nvidia.build.id"], "121212");
+    assert_eq!(labels["com.nvidia.build.ref"], "0123abcd");
+    assert_eq!(config["config"]["WorkingDir"], "/opt/tritonserver");
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/opt/nvidia/nvidia_entrypoint.sh"]));
+    assert!(config["config"].get("Cmd").is_none(), "a new ENTRYPOINT clears the inherited CMD");
+    assert_eq!(config["x-unknown-field"], serde_json::json!({"kept": true}), "unknown fields survive");
+    assert_eq!(config["created"], "2024-11-05T10:00:00Z", "timestamps come from full's creation time");
+    let history = config["history"].as_array().unwrap();
+    let non_empty = history.iter().filter(|h| h.get("empty_layer") != Some(&serde_json::json!(true))).count();
+    assert_eq!(non_empty, image.layer_digests.len());
+    assert!(history.iter().any(|h| h["created_by"]
+        .as_str()
+        .unwrap()
+        .contains("COPY --from=full /opt/tritonserver/backends/python /opt/tritonserver/backends/python")));
+}
+
+#[test]
+fn same_inputs_give_the_same_digest_and_source_date_epoch_is_honoured() {
+    let fx = Fixture::oci();
+    let compose_to = |name: &str, epoch: Option<&str>| {
+        let out = fx.path(name);
+        let mut raw = fx.request(&format!("oci:{}:x", out.display()), PYTHON_CHECKSUM_LOCAL);
+        raw.source_date_epoch = epoch.map(String::from);
+        run(raw).unwrap();
+        read_oci(&out, "x")
+    };
+    let a = compose_to("a", None);
+    let b = compose_to("b", None);
+    assert_eq!(a.layer_digests, b.layer_digests);
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.manifest, b.manifest);
+    assert_eq!(a.manifest_digest, b.manifest_digest);
+    let c = compose_to("c", Some("1000000000"));
+    assert_ne!(a.manifest_digest, c.manifest_digest);
+    assert_eq!(c.config["created"], "2001-09-09T01:46:40Z");
+    assert_eq!(c.tree["opt/tritonserver/backends/python/libtriton_python.so"], a.tree["opt/tritonserver/backends/python/libtriton_python.so"]);
+}
+
+#[test]
+fn docker_archives_in_both_layouts_compose_like_oci() {
+    let fx = Fixture::oci();
+    let min = min_image();
+    let full = full_image(&min);
+    let reference = fx.path("out-oci");
+    run(fx.request(&format!("oci:{}:r", reference.display()), PYTHON_CHECKSUM_LOCAL)).unwrap();
+    let reference = read_oci(&reference, "r");
+
+    for legacy in [true, false] {
+        let min_tar = fx.path(&format!("min-{legacy}.tar"));
+        let full_tar = fx.path(&format!("full-{legacy}.tar"));
+        min.write_docker_archive(&min_tar, "debian:bookworm", legacy);
+        // An image with a repeated layer: the legacy archive stores the
+        // second copy as a symlink to the first.
+        let mut full_with_dup = full.clone();
+        let tmp_layer = layer_tar(&[dir("tmp")]);
+        full_with_dup.layers.push(tmp_layer.clone());
+        full_with_dup.layers.push(tmp_layer);
+        full_with_dup.write_docker_archive(&full_tar, "tritonserver:full", legacy);
+        let out = fx.path(&format!("out-{legacy}.tar"));
+        let mut raw = fx.request(&format!("docker-archive:{}", out.display()), PYTHON_CHECKSUM_LOCAL);
+        raw.images = vec![
+            format!("min,docker-archive:{}", min_tar.display()),
+            format!("full,docker-archive:{}:tritonserver:full", full_tar.display()),
+        ];
+        run(raw).unwrap();
+        let (manifest_json, image) = read_docker_archive(&out);
+        assert_eq!(manifest_json[0]["RepoTags"], serde_json::json!(["tritonserver:latest"]));
+        assert_eq!(under_triton(&image), under_triton(&reference), "legacy={legacy}");
+        for (path, info) in &reference.tree {
+            assert_eq!(image.tree.get(path), Some(info), "{path} (legacy={legacy})");
+        }
+        // Our new layers are byte-identical whatever the source transport.
+        assert_eq!(image.layer_digests[2..], reference.layer_digests[2..]);
+    }
+}
+
+#[test]
+fn layers_full_shares_with_min_are_never_read() {
+    let fx = Fixture::oci();
+    // Corrupt full's copy of the layer it shares with min (same diff-id):
+    // if it were read, its digest check would fail the compose.
+    let shared = full_image(&min_image()).write_oci(&fx.path("scratch"), "x")[0].clone();
+    let min_blobs = min_image().write_oci(&fx.path("scratch2"), "x");
+    assert_eq!(shared, min_blobs[0]);
+    let full_copy = fx.path("full/blobs/sha256").join(&shared[7..]);
+    let size = fs::metadata(&full_copy).unwrap().len() as usize;
+    fs::write(&full_copy, vec![b'!'; size]).unwrap();
+    let out = fx.path("out");
+    run(fx.request(&format!("oci:{}:x", out.display()), &[("backend", "python")])).unwrap();
+    assert!(read_oci(&out, "x").tree.contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+}
+
+#[test]
+fn dry_run_writes_dockerfile_from_the_same_plan_and_nothing_else() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    let mut raw = fx.request(&format!("oci:{}:x", out.display()), PYTHON_CHECKSUM_LOCAL);
+    raw.dry_run = true;
+    let outcome = run(raw).unwrap();
+    assert!(outcome.written.is_none());
+    assert!(!out.exists(), "a dry run writes no image");
+    let dockerfile = fs::read_to_string(fx.path("work/Dockerfile.compose")).unwrap();
+    for line in [
+        "FROM ${FULL_IMAGE} AS full",
+        "FROM ${MIN_IMAGE}",
+        "ENV PATH=\"/opt/tritonserver/bin:${PATH}\"",
+        "ENV TRITON_SERVER_VERSION=\"2.51.0\"",
+        "LABEL com.nvidia.build.ref=\"0123abcd\"",
+        "WORKDIR /opt/tritonserver",
+        "ENTRYPOINT [\"/opt/nvidia/nvidia_entrypoint.sh\"]",
+        "COPY --from=full /opt/tritonserver/LICENSE /opt/tritonserver/LICENSE",
+        "COPY --from=full /opt/tritonserver/bin /opt/tritonserver/bin",
+        "COPY --from=full /opt/tritonserver/lib /opt/tritonserver/lib",
+        "COPY --from=full /opt/tritonserver/include /opt/tritonserver/include",
+        "COPY --from=full /opt/tritonserver/backends/python /opt/tritonserver/backends/python",
+        "COPY --from=full /opt/tritonserver/repoagents/checksum /opt/tritonserver/repoagents/checksum",
+        "COPY --from=full /opt/tritonserver/caches/local /opt/tritonserver/caches/local",
+        "COPY --from=full /opt/nvidia /opt/nvidia",
+        "RUN userdel tensorrt-server",
+    ] {
+        assert!(dockerfile.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{dockerfile}");
+    }
+    assert!(!dockerfile.contains("NVIDIA_Deep_Learning_Container_License.pdf"), "absent core files are not copied");
+    let leftovers: Vec<_> = fs::read_dir(fx.path("work")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("Dockerfile.compose")], "scratch files are removed");
+}
+
+#[test]
+fn zstd_layers_are_written_with_oci_media_types() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    let mut raw = fx.request(&format!("oci:{}:z", out.display()), &[("backend", "python")]);
+    raw.compression = Compression::Zstd { level: 3 };
+    run(raw).unwrap();
+    let image = read_oci(&out, "z");
+    let types: Vec<&str> = image.manifest["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
+    assert_eq!(types[0], "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert!(types[2..].iter().all(|t| *t == "application/vnd.oci.image.layer.v1.tar+zstd"), "{types:?}");
+    assert!(image.tree.contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+}
+
+#[test]
+fn adds_a_tag_to_an_existing_layout_but_never_overwrites_one() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    run(fx.request(&format!("oci:{}:one", out.display()), &[("backend", "python")])).unwrap();
+    run(fx.request(&format!("oci:{}:two", out.display()), &[("backend", "onnxruntime")])).unwrap();
+    let one = read_oci(&out, "one");
+    let two = read_oci(&out, "two");
+    assert_eq!(one.layer_digests[2], two.layer_digests[2], "the core layer is shared by variants");
+    let index_before = fs::read(out.join("index.json")).unwrap();
+    let err = run(fx.request(&format!("oci:{}:one", out.display()), &[("backend", "python")])).unwrap_err();
+    assert!(err.message().contains("already holds an image tagged \"one\""), "{err}");
+    assert_eq!(fs::read(out.join("index.json")).unwrap(), index_before);
+}
