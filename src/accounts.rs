@@ -17,7 +17,7 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().filter(|l| !l.trim().is_empty())
 }
 
-fn field<'a>(line: &'a str, index: usize) -> Option<&'a str> {
+fn field(line: &str, index: usize) -> Option<&str> {
     line.split(':').nth(index)
 }
 
@@ -30,12 +30,14 @@ fn join(lines: Vec<String>) -> String {
 impl AccountFiles {
     /// The (uid, gid) of a user, if present.
     pub fn user(&self, name: &str) -> Option<(u64, u64)> {
-        lines(&self.passwd).find(|l| field(l, 0) == Some(name)).map(|l| {
-            (
-                field(l, 2).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
-                field(l, 3).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
-            )
-        })
+        lines(&self.passwd)
+            .find(|l| field(l, 0) == Some(name))
+            .map(|l| {
+                (
+                    field(l, 2).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
+                    field(l, 3).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
+                )
+            })
     }
 
     fn user_with_uid(&self, uid: u64) -> Option<String> {
@@ -102,15 +104,20 @@ impl AccountFiles {
             return Err(Error::new(format!(
                 "the min image's user {other:?} already has uid {id}, which {name} needs"
             ))
-            .hint(format!("use a min image where uid {id} is free (compose.py would fail here too)")));
+            .hint(format!(
+                "use a min image where uid {id} is free (compose.py would fail here too)"
+            )));
         }
         if let Some(other) = self.group_with_gid(id) {
             return Err(Error::new(format!(
                 "the min image's group {other:?} already has gid {id}, which {name} needs"
             ))
-            .hint(format!("use a min image where gid {id} is free (compose.py would fail here too)")));
+            .hint(format!(
+                "use a min image where gid {id} is free (compose.py would fail here too)"
+            )));
         }
-        self.passwd.push_str(&format!("{name}:x:{id}:{id}::/home/{name}:/bin/sh\n"));
+        self.passwd
+            .push_str(&format!("{name}:x:{id}:{id}::/home/{name}:/bin/sh\n"));
         self.group.push_str(&format!("{name}:x:{id}:\n"));
         if let Some(shadow) = &mut self.shadow {
             shadow.push_str(&format!("{name}:!:{days}:0:99999:7:::\n"));
@@ -145,12 +152,18 @@ mod tests {
             files.passwd,
             "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n"
         );
-        assert_eq!(files.group, "root:x:0:\nadm:x:4:syslog\ntriton-server:x:1000:\n");
+        assert_eq!(
+            files.group,
+            "root:x:0:\nadm:x:4:syslog\ntriton-server:x:1000:\n"
+        );
         assert_eq!(
             files.shadow.as_deref(),
             Some("root:*:19000:0:99999:7:::\ntriton-server:!:20000:0:99999:7:::\n")
         );
-        assert_eq!(files.gshadow.as_deref(), Some("root:*::\nadm:*::syslog\ntriton-server:!::\n"));
+        assert_eq!(
+            files.gshadow.as_deref(),
+            Some("root:*::\nadm:*::syslog\ntriton-server:!::\n")
+        );
         assert_eq!(files.user("triton-server"), Some((1000, 1000)));
     }
 
@@ -158,6 +171,9 @@ mod tests {
     fn refuses_a_taken_uid() {
         let mut files = ubuntu();
         let err = files.add_user("triton-server", 1000, 0).unwrap_err();
-        assert!(err.message().contains("\"ubuntu\" already has uid 1000"), "{err}");
+        assert!(
+            err.message().contains("\"ubuntu\" already has uid 1000"),
+            "{err}"
+        );
     }
 }

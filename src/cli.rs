@@ -100,14 +100,22 @@ impl Cli {
     pub fn compression(&self) -> Result<Compression, String> {
         match (self.compression, self.compression_level) {
             (CompressionKind::Gzip, None) => Ok(Compression::Gzip { level: 6 }),
-            (CompressionKind::Gzip, Some(level @ 0..=9)) => Ok(Compression::Gzip { level: level as u32 }),
+            (CompressionKind::Gzip, Some(level @ 0..=9)) => Ok(Compression::Gzip {
+                level: level as u32,
+            }),
             (CompressionKind::Zstd, None) => Ok(Compression::Zstd { level: 3 }),
             (CompressionKind::Zstd, Some(level @ 1..=22)) => Ok(Compression::Zstd { level }),
-            (kind, Some(level)) => Err(format!("--compression-level {level} is out of range for {kind:?}")),
+            (kind, Some(level)) => Err(format!(
+                "--compression-level {level} is out of range for {kind:?}"
+            )),
         }
     }
 
-    pub fn into_raw(self, compression: Compression, source_date_epoch: Option<String>) -> RawRequest {
+    pub fn into_raw(
+        self,
+        compression: Compression,
+        source_date_epoch: Option<String>,
+    ) -> RawRequest {
         RawRequest {
             images: self.images,
             container_version: self.container_version,
@@ -133,9 +141,25 @@ mod tests {
     #[test]
     fn accepts_compose_py_command_lines() {
         let cli = Cli::try_parse_from([
-            "triton-compose", "--backend", "python", "--backend", "onnxruntime", "--repoagent",
-            "checksum", "--cache", "local", "--image", "min,oci:m", "--image", "full,oci:f",
-            "--enable-gpu", "false", "--dry-run", "-q", "--work-dir", "/tmp/w",
+            "triton-compose",
+            "--backend",
+            "python",
+            "--backend",
+            "onnxruntime",
+            "--repoagent",
+            "checksum",
+            "--cache",
+            "local",
+            "--image",
+            "min,oci:m",
+            "--image",
+            "full,oci:f",
+            "--enable-gpu",
+            "false",
+            "--dry-run",
+            "-q",
+            "--work-dir",
+            "/tmp/w",
         ])
         .unwrap();
         assert_eq!(cli.backends, ["python", "onnxruntime"]);

@@ -38,8 +38,10 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         None
     } else {
         let output = request.output.as_ref().ok_or_else(|| {
-            Error::new("no --output given, and loading into the local Docker engine is not supported yet")
-                .hint("pass --output oci:DIR[:TAG] or --output docker-archive:FILE[:NAME:TAG]")
+            Error::new(
+                "no --output given, and loading into the local Docker engine is not supported yet",
+            )
+            .hint("pass --output oci:DIR[:TAG] or --output docker-archive:FILE[:NAME:TAG]")
         })?;
         Some(transport::open_sink(output, &request.output_name)?)
     };
@@ -47,11 +49,24 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     let scratch = tempfile::Builder::new()
         .prefix(".triton-compose-")
         .tempdir_in(&request.work_dir)
-        .ctx(|| format!("creating a scratch directory in {}", request.work_dir.display()))?;
+        .ctx(|| {
+            format!(
+                "creating a scratch directory in {}",
+                request.work_dir.display()
+            )
+        })?;
     let mut spool = Spool::create(scratch.path())?;
     let roots = plan::candidate_roots(&request.components);
-    let keep: Vec<ImagePath> = triton::ACCOUNT_FILES.iter().map(|p| ImagePath::from_static(p)).collect();
-    let shared = min.image().layers.iter().map(|l| l.diff_id.clone()).collect();
+    let keep: Vec<ImagePath> = triton::ACCOUNT_FILES
+        .iter()
+        .map(|p| ImagePath::from_static(p))
+        .collect();
+    let shared = min
+        .image()
+        .layers
+        .iter()
+        .map(|l| l.diff_id.clone())
+        .collect();
 
     let (min_scan, full_scan) = std::thread::scope(|scope| {
         let min_ref: &dyn ImageSource = min.as_ref();

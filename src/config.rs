@@ -43,7 +43,10 @@ pub fn env(config: &Value) -> Vec<(String, String)> {
 }
 
 pub fn env_var(config: &Value, key: &str) -> Option<String> {
-    env(config).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    env(config)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 pub fn label(config: &Value, key: &str) -> Option<String> {
@@ -58,7 +61,12 @@ pub fn entrypoint(config: &Value) -> Option<Vec<String>> {
     config
         .pointer("/config/Entrypoint")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
 }
 
 /// Expands `$VAR` and `${VAR}` from `env`, as Docker does for ENV values;
@@ -83,7 +91,10 @@ pub fn expand(value: &str, env: &[(String, String)]) -> String {
                 let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
                 out.push_str(&lookup(&name));
             }
-            '$' if chars.peek().is_some_and(|c| c.is_ascii_alphabetic() || *c == '_') => {
+            '$' if chars
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == '_') =>
+            {
                 let mut name = String::new();
                 while let Some(&c) = chars.peek() {
                     if c.is_ascii_alphanumeric() || c == '_' {
@@ -119,7 +130,9 @@ pub fn apply(config: &mut Value, change: &ConfigChange) {
             }
             container_config(config).insert(
                 "Env".into(),
-                vars.into_iter().map(|(k, v)| Value::String(format!("{k}={v}"))).collect(),
+                vars.into_iter()
+                    .map(|(k, v)| Value::String(format!("{k}={v}")))
+                    .collect(),
             );
         }
         ConfigChange::Label(key, value) => {
@@ -148,8 +161,9 @@ pub fn apply(config: &mut Value, change: &ConfigChange) {
 
 /// Seconds since the epoch of an RFC 3339 timestamp such as a config's `created`.
 pub fn parse_timestamp(text: &str) -> Result<u64> {
-    let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z').split('+').next().unwrap_or(text))
-        .map_err(|e| Error::new(format!("unreadable timestamp {text:?}")).with_source(e))?;
+    let time =
+        humantime::parse_rfc3339_weak(text.trim_end_matches('Z').split('+').next().unwrap_or(text))
+            .map_err(|e| Error::new(format!("unreadable timestamp {text:?}")).with_source(e))?;
     Ok(time
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -157,8 +171,10 @@ pub fn parse_timestamp(text: &str) -> Result<u64> {
 }
 
 pub fn format_timestamp(seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
-        .to_string()
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+    )
+    .to_string()
 }
 
 #[cfg(test)]
@@ -169,15 +185,28 @@ mod tests {
     #[test]
     fn env_changes_expand_like_docker() {
         let mut config = json!({"config": {"Env": ["PATH=/usr/bin:/bin", "A=1"], "Cmd": ["sh"]}});
-        apply(&mut config, &ConfigChange::Env("PATH".into(), "/opt/tritonserver/bin:${PATH}".into()));
-        apply(&mut config, &ConfigChange::Env("LD_LIBRARY_PATH".into(), "/x:$LD_LIBRARY_PATH".into()));
+        apply(
+            &mut config,
+            &ConfigChange::Env("PATH".into(), "/opt/tritonserver/bin:${PATH}".into()),
+        );
+        apply(
+            &mut config,
+            &ConfigChange::Env("LD_LIBRARY_PATH".into(), "/x:$LD_LIBRARY_PATH".into()),
+        );
         apply(&mut config, &ConfigChange::Entrypoint(vec!["/e.sh".into()]));
         assert_eq!(
             config["config"]["Env"],
-            json!(["PATH=/opt/tritonserver/bin:/usr/bin:/bin", "A=1", "LD_LIBRARY_PATH=/x:"])
+            json!([
+                "PATH=/opt/tritonserver/bin:/usr/bin:/bin",
+                "A=1",
+                "LD_LIBRARY_PATH=/x:"
+            ])
         );
         assert!(config["config"].get("Cmd").is_none());
-        assert_eq!(expand(r"\$HOME and ${A}", &[("A".into(), "1".into())]), "$HOME and 1");
+        assert_eq!(
+            expand(r"\$HOME and ${A}", &[("A".into(), "1".into())]),
+            "$HOME and 1"
+        );
         assert_eq!(expand(&literal(r"a$b\c"), &[]), r"a$b\c");
     }
 

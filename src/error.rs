@@ -94,12 +94,11 @@ impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|err| {
             let converted = Error::from(err);
-            if converted.source.is_some() {
+            match converted.source {
                 // A plain I/O error: say what we were doing.
-                let io = converted.source.expect("checked");
-                Error::new(what()).with_source(io)
-            } else {
-                converted.context(what())
+                Some(io) => Error::new(what()).with_source(io),
+                // One of ours, carried through I/O: keep it, with context.
+                None => converted.context(what()),
             }
         })
     }

@@ -34,7 +34,9 @@ impl Execution<'_> {
             let mut blob = self.min.open_layer(index)?;
             let stored = sink
                 .put_blob(&layer.media_type, known, &mut blob)
-                .map_err(|e| e.context(format!("copying {} layer {}", self.min.name(), index + 1)))?;
+                .map_err(|e| {
+                    e.context(format!("copying {} layer {}", self.min.name(), index + 1))
+                })?;
             layers.push(stored);
         }
         let mut config = self.plan.config.clone();
@@ -71,7 +73,10 @@ impl Execution<'_> {
         let mut missing: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
         for inode in self.plan.full_inodes() {
             if !spool.contains(inode) {
-                missing.entry(inode.layer).or_default().insert(inode.ordinal);
+                missing
+                    .entry(inode.layer)
+                    .or_default()
+                    .insert(inode.ordinal);
             }
         }
         for (layer, ordinals) in missing {
@@ -92,7 +97,10 @@ impl Execution<'_> {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err(Error::new("a layer writer panicked"))))
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::new("a layer writer panicked")))
+                    })
                     .collect()
             });
             for result in written {
@@ -102,7 +110,11 @@ impl Execution<'_> {
         Ok(results)
     }
 
-    fn write_layer(&self, layer: &LayerPlan, spool: &Spool) -> Result<(tempfile::NamedTempFile, WrittenLayer)> {
+    fn write_layer(
+        &self,
+        layer: &LayerPlan,
+        spool: &Spool,
+    ) -> Result<(tempfile::NamedTempFile, WrittenLayer)> {
         let staged = tempfile::Builder::new()
             .prefix("layer-")
             .tempfile_in(self.scratch)
@@ -111,12 +123,17 @@ impl Execution<'_> {
         for entry in &layer.entries {
             match &entry.content {
                 Content::None => writer.append(&entry.path, &entry.meta, None)?,
-                Content::Inline(bytes) => {
-                    writer.append(&entry.path, &entry.meta, Some(&mut &bytes[..] as &mut dyn Read))?
-                }
+                Content::Inline(bytes) => writer.append(
+                    &entry.path,
+                    &entry.meta,
+                    Some(&mut &bytes[..] as &mut dyn Read),
+                )?,
                 Content::Full(inode) => {
                     let mut reader = spool.open(*inode).ok_or_else(|| {
-                        Error::new(format!("internal error: no content kept for {}", entry.path))
+                        Error::new(format!(
+                            "internal error: no content kept for {}",
+                            entry.path
+                        ))
                     })?;
                     writer.append(&entry.path, &entry.meta, Some(&mut reader))?;
                 }
@@ -128,4 +145,3 @@ impl Execution<'_> {
         Ok((staged, written))
     }
 }
-

@@ -222,7 +222,9 @@ pub fn write_oci_manifest(
 
 /// Builds an OCI `index.json` listing manifests, each with an optional
 /// `org.opencontainers.image.ref.name` (and any extra annotations).
-pub fn write_oci_index(entries: &[(crate::image::BlobDescriptor, Vec<(String, String)>)]) -> Result<Vec<u8>> {
+pub fn write_oci_index(
+    entries: &[(crate::image::BlobDescriptor, Vec<(String, String)>)],
+) -> Result<Vec<u8>> {
     let manifests: Vec<Value> = entries
         .iter()
         .map(|(d, annotations)| {

@@ -135,7 +135,11 @@ pub fn build(min: &PlanInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_
             ))
             .hint("the full image must hold a Triton installation with bin and lib"));
         } else {
-            tracing::warn!("{} has no /{}/{name}; it is left out", full.name, triton::INSTALL_DIR);
+            tracing::warn!(
+                "{} has no /{}/{name}; it is left out",
+                full.name,
+                triton::INSTALL_DIR
+            );
         }
     }
     layers.push(builder.layer("Triton core", &core_roots)?);
@@ -195,11 +199,13 @@ impl LayerBuilder<'_> {
         for root in roots {
             for parent in root.ancestors() {
                 if !self.min.tree.contains(&parent) {
-                    entries.entry(parent.clone()).or_insert_with(|| PlannedEntry {
-                        path: parent,
-                        meta: EntryMeta::plain_dir(0o755, self.timestamp),
-                        content: Content::None,
-                    });
+                    entries
+                        .entry(parent.clone())
+                        .or_insert_with(|| PlannedEntry {
+                            path: parent,
+                            meta: EntryMeta::plain_dir(0o755, self.timestamp),
+                            content: Content::None,
+                        });
                 }
             }
             for (path, node) in self.full.tree.subtree(root) {
@@ -208,7 +214,9 @@ impl LayerBuilder<'_> {
                     EntryKind::HardLink => {
                         return Err(Error::new(format!(
                             "{path} is a hard link to {:?}, which the full image does not contain",
-                            String::from_utf8_lossy(node.meta.link_target.as_deref().unwrap_or_default())
+                            String::from_utf8_lossy(
+                                node.meta.link_target.as_deref().unwrap_or_default()
+                            )
                         ))
                         .hint("the full image is malformed; re-export it"))
                     }
@@ -306,7 +314,11 @@ fn account_layer(min: &PlanInput<'_>, timestamp: u64) -> Result<Option<LayerPlan
     ] {
         let Some(text) = text else { continue };
         let path = ImagePath::from_static(name);
-        let node = min.scan.tree.get(&path).expect("kept files are in the tree");
+        let node = min
+            .scan
+            .tree
+            .get(&path)
+            .expect("kept files are in the tree");
         let mut meta = node.meta.clone();
         meta.kind = EntryKind::File;
         meta.size = text.len() as u64;
@@ -327,7 +339,12 @@ fn account_layer(min: &PlanInput<'_>, timestamp: u64) -> Result<Option<LayerPlan
 }
 
 /// min's config with the changes applied and history for the new layers.
-fn composed_config(min: &Value, changes: &[ConfigChange], layers: &[LayerPlan], timestamp: u64) -> Value {
+fn composed_config(
+    min: &Value,
+    changes: &[ConfigChange],
+    layers: &[LayerPlan],
+    timestamp: u64,
+) -> Value {
     let mut config = min.clone();
     for change in changes {
         config::apply(&mut config, change);

@@ -54,19 +54,29 @@ impl ComposeRequest {
         let mut gpu_min = None;
         for spec in &raw.images {
             let Some((kind, reference)) = spec.split_once(',') else {
-                return Err(Error::new(format!("--image {spec:?} must be <image-name>,<image-ref>"))
-                    .hint("for example --image min,oci:./min:latest --image full,docker-archive:full.tar"));
+                return Err(Error::new(format!(
+                    "--image {spec:?} must be <image-name>,<image-ref>"
+                ))
+                .hint(
+                    "for example --image min,oci:./min:latest --image full,docker-archive:full.tar",
+                ));
             };
             let slot = match kind {
                 "min" => &mut min,
                 "full" => &mut full,
                 "gpu-min" => &mut gpu_min,
                 other => {
-                    return Err(Error::new(format!("unsupported image-name {other:?} for --image"))
-                        .hint("use min, full or gpu-min"))
+                    return Err(
+                        Error::new(format!("unsupported image-name {other:?} for --image"))
+                            .hint("use min, full or gpu-min"),
+                    )
                 }
             };
-            *slot = Some(reference.parse::<ImageRef>().map_err(|e| e.context(format!("--image {kind}")))?);
+            *slot = Some(
+                reference
+                    .parse::<ImageRef>()
+                    .map_err(|e| e.context(format!("--image {kind}")))?,
+            );
         }
         let (min, full) = match (min, full, &raw.container_version) {
             (Some(min), Some(full), _) => (min, full),
@@ -128,8 +138,10 @@ impl ComposeRequest {
             .filter(|s| !s.is_empty())
             .map(|s| {
                 s.trim().parse::<u64>().map_err(|_| {
-                    Error::new(format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))
-                        .hint("set it to an integer such as `$(git log -1 --format=%ct)`, or unset it")
+                    Error::new(format!(
+                        "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+                    ))
+                    .hint("set it to an integer such as `$(git log -1 --format=%ct)`, or unset it")
                 })
             })
             .transpose()?;
@@ -175,8 +187,14 @@ mod tests {
             ..raw()
         })
         .unwrap();
-        assert_eq!(req.full, ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3".into()));
-        assert_eq!(req.min, ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3-min".into()));
+        assert_eq!(
+            req.full,
+            ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3".into())
+        );
+        assert_eq!(
+            req.min,
+            ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3-min".into())
+        );
         assert_eq!(req.components.len(), 1);
 
         let cpu = ComposeRequest::new(RawRequest {
@@ -189,7 +207,9 @@ mod tests {
         assert_eq!(cpu.min, ImageRef::Registry("ubuntu:22.04".into()));
         assert_eq!(
             cpu.gpu_min,
-            Some(ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3-min".into()))
+            Some(ImageRef::Registry(
+                "nvcr.io/nvidia/tritonserver:24.10-py3-min".into()
+            ))
         );
     }
 
@@ -199,12 +219,18 @@ mod tests {
             images: vec!["min,oci:x".into()],
             ..raw()
         });
-        assert!(only_min.unwrap_err().message().contains("both 'full' and 'min'"));
+        assert!(only_min
+            .unwrap_err()
+            .message()
+            .contains("both 'full' and 'min'"));
         let bad = ComposeRequest::new(RawRequest {
             images: vec!["mini,oci:x".into()],
             ..raw()
         });
-        assert!(bad.unwrap_err().message().contains("unsupported image-name"));
+        assert!(bad
+            .unwrap_err()
+            .message()
+            .contains("unsupported image-name"));
         assert!(ComposeRequest::new(raw()).is_err());
         let epoch = ComposeRequest::new(RawRequest {
             images: vec!["min,oci:a".into(), "full,oci:b".into()],

@@ -35,7 +35,11 @@ pub struct ScannedImage {
     pub layers_read: Vec<usize>,
 }
 
-pub fn scan(source: &dyn ImageSource, what: &str, options: ScanOptions<'_>) -> Result<ScannedImage> {
+pub fn scan(
+    source: &dyn ImageSource,
+    what: &str,
+    options: ScanOptions<'_>,
+) -> Result<ScannedImage> {
     let ScanOptions {
         skip,
         mut spool,
@@ -47,7 +51,11 @@ pub fn scan(source: &dyn ImageSource, what: &str, options: ScanOptions<'_>) -> R
     let layers = &source.image().layers;
     for (index, layer) in layers.iter().enumerate() {
         if skip.contains(&layer.diff_id) {
-            tracing::debug!("{what}: layer {}/{} is shared, not read", index + 1, layers.len());
+            tracing::debug!(
+                "{what}: layer {}/{} is shared, not read",
+                index + 1,
+                layers.len()
+            );
             continue;
         }
         tracing::info!(
@@ -88,7 +96,7 @@ pub fn scan(source: &dyn ImageSource, what: &str, options: ScanOptions<'_>) -> R
             }
             Ok(())
         })
-        .map_err(|e| e.context(format!("{what} layer {}", index + 1)))?;
+        .map_err(|e| layer_error(e, what, index))?;
         if diff_id != layer.diff_id {
             return Err(Error::new(format!(
                 "{what} layer {} has diff-id {diff_id}, but the image config says {}",
@@ -117,6 +125,15 @@ pub fn scan(source: &dyn ImageSource, what: &str, options: ScanOptions<'_>) -> R
     })
 }
 
+fn layer_error(err: Error, what: &str, index: usize) -> Error {
+    let err = err.context(format!("{what} layer {}", index + 1));
+    if err.hint_text().is_some() {
+        err
+    } else {
+        err.hint("the layer is corrupt or truncated; fetch or export the image again")
+    }
+}
+
 /// Copies the content of the given inodes of one layer to the spool: for
 /// entries needed after the main scan (hard-link targets outside the selected
 /// subtrees).
@@ -127,20 +144,26 @@ pub fn spool_inodes(
     wanted: &HashSet<u32>,
     spool: &mut Spool,
 ) -> Result<()> {
-    tracing::info!("re-reading {what} layer {} for hard-link targets", layer + 1);
+    tracing::info!(
+        "re-reading {what} layer {} for hard-link targets",
+        layer + 1
+    );
     let raw = source.open_layer(layer as usize)?;
-    read_layer(raw, |ordinal, item| {
+    let diff_id = read_layer(raw, |ordinal, item| {
         if let LayerItem::Entry(entry) = item {
             if wanted.contains(&ordinal) && entry.meta.kind == EntryKind::File {
-                spool.store(
-                    InodeRef { layer, ordinal },
-                    entry.meta.size,
-                    entry.content,
-                )?;
+                spool.store(InodeRef { layer, ordinal }, entry.meta.size, entry.content)?;
             }
         }
         Ok(())
-    })?;
+    })
+    .map_err(|e| layer_error(e, what, layer as usize))?;
+    if diff_id != source.image().layers[layer as usize].diff_id {
+        return Err(Error::new(format!(
+            "{what} layer {} changed while it was read",
+            layer + 1
+        )));
+    }
     spool.flush()
 }
 

@@ -89,11 +89,13 @@ impl Read for SpoolReader<'_> {
         }
         let n = self.file.read_at(&mut buf[..want], self.offset)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "scratch file truncated"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "scratch file truncated",
+            ));
         }
         self.offset += n as u64;
         self.remaining -= n as u64;
         Ok(n)
     }
 }
-

@@ -231,7 +231,13 @@ mod tests {
         tree.apply(l1);
 
         let l = tree.get(&p("l")).unwrap();
-        assert_eq!(l.inode, InodeRef { layer: 0, ordinal: 0 });
+        assert_eq!(
+            l.inode,
+            InodeRef {
+                layer: 0,
+                ordinal: 0
+            }
+        );
         assert_eq!(l.meta.kind, EntryKind::File);
         assert_eq!(l.meta.size, 5);
         // A link to nothing stays unresolved, for the planner to refuse if selected.

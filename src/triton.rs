@@ -88,9 +88,19 @@ pub struct Component {
 impl Component {
     /// Validates a name as given on the command line: one path component.
     pub fn new(kind: ComponentKind, name: &str) -> Result<Component> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-            return Err(Error::new(format!("{} {name:?} is not a valid name", kind.flag()))
-                .hint(format!("name a {} directory, e.g. {} python", kind.noun(), kind.flag())));
+        if name.is_empty()
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || name.contains('\0')
+        {
+            return Err(
+                Error::new(format!("{} {name:?} is not a valid name", kind.flag())).hint(format!(
+                    "name a {} directory, e.g. {} python",
+                    kind.noun(),
+                    kind.flag()
+                )),
+            );
         }
         Ok(Component {
             kind,
@@ -190,7 +200,10 @@ pub fn config_changes(
         env("PIP_BREAK_SYSTEM_PACKAGES", "1"),
         literal("TRITON_SERVER_VERSION", &info.version),
         literal("NVIDIA_TRITON_SERVER_VERSION", &info.container_version),
-        ConfigChange::Label("com.nvidia.tritonserver.version".into(), info.version.clone()),
+        ConfigChange::Label(
+            "com.nvidia.tritonserver.version".into(),
+            info.version.clone(),
+        ),
         env("PATH", "/opt/tritonserver/bin:${PATH}"),
         env("UCX_MEM_EVENTS", "no"),
     ];
@@ -205,7 +218,10 @@ pub fn config_changes(
         env("TF_ADJUST_SATURATION_FUSED", "1"),
         env("TF_ENABLE_WINOGRAD_NONFUSED", "1"),
         env("TF_AUTOTUNE_THRESHOLD", "2"),
-        env("TRITON_SERVER_GPU_ENABLED", if enable_gpu { "1" } else { "0" }),
+        env(
+            "TRITON_SERVER_GPU_ENABLED",
+            if enable_gpu { "1" } else { "0" },
+        ),
         env("TRITON_SERVER_USER", SERVER_USER),
         env("DEBIAN_FRONTEND", "noninteractive"),
         env("TCMALLOC_RELEASE_RATE", "200"),
@@ -234,8 +250,14 @@ pub fn config_changes(
         changes.push(ConfigChange::Entrypoint(entrypoint));
     }
     changes.push(literal("NVIDIA_BUILD_ID", &info.build_id));
-    changes.push(ConfigChange::Label("com.nvidia.build.id".into(), info.build_id.clone()));
-    changes.push(ConfigChange::Label("com.nvidia.build.ref".into(), info.build_ref.clone()));
+    changes.push(ConfigChange::Label(
+        "com.nvidia.build.id".into(),
+        info.build_id.clone(),
+    ));
+    changes.push(ConfigChange::Label(
+        "com.nvidia.build.ref".into(),
+        info.build_ref.clone(),
+    ));
     changes
 }
 
@@ -244,7 +266,10 @@ pub fn offered(tree: &crate::tree::MergedTree, kind: ComponentKind) -> Vec<Strin
     let dir = kind_dir(kind);
     tree.child_names(&dir)
         .into_iter()
-        .filter(|name| tree.get(&dir.join(name.as_bytes())).is_some_and(|n| n.is_dir()))
+        .filter(|name| {
+            tree.get(&dir.join(name.as_bytes()))
+                .is_some_and(|n| n.is_dir())
+        })
         .collect()
 }
 
@@ -313,7 +338,12 @@ mod tests {
     fn suggests_the_closest_component() {
         let c = Component::new(ComponentKind::Backend, "pyhton").unwrap();
         let err = unknown_component(&c, &["onnxruntime".into(), "python".into()], "full");
-        assert!(err.hint_text().unwrap().contains("did you mean --backend python?"), "{err:?}");
+        assert!(
+            err.hint_text()
+                .unwrap()
+                .contains("did you mean --backend python?"),
+            "{err:?}"
+        );
         assert!(Component::new(ComponentKind::Backend, "../x").is_err());
     }
 
@@ -327,6 +357,8 @@ mod tests {
             "/opt/tritonserver/backends/dali/wheel/dali:$PYTHONPATH".into()
         )));
         assert!(changes.contains(&ConfigChange::Entrypoint(vec!["/e".into()])));
-        assert!(!changes.iter().any(|c| matches!(c, ConfigChange::Env(k, _) if k == "LD_LIBRARY_PATH")));
+        assert!(!changes
+            .iter()
+            .any(|c| matches!(c, ConfigChange::Env(k, _) if k == "LD_LIBRARY_PATH")));
     }
 }

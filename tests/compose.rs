@@ -31,7 +31,11 @@ impl Fixture {
 
     fn request(&self, output: &str, components: &[(&str, &str)]) -> RawRequest {
         let pick = |kind: &str| -> Vec<String> {
-            components.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.to_string()).collect()
+            components
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, n)| n.to_string())
+                .collect()
         };
         RawRequest {
             images: vec![
@@ -55,8 +59,11 @@ fn run(raw: RawRequest) -> triton_compose::error::Result<triton_compose::compose
     compose(&ComposeRequest::new(raw)?)
 }
 
-const PYTHON_CHECKSUM_LOCAL: &[(&str, &str)] =
-    &[("backend", "python"), ("repoagent", "checksum"), ("cache", "local")];
+const PYTHON_CHECKSUM_LOCAL: &[(&str, &str)] = &[
+    ("backend", "python"),
+    ("repoagent", "checksum"),
+    ("cache", "local"),
+];
 
 fn under_triton(image: &ReadImage) -> Vec<(String, char)> {
     image
@@ -71,7 +78,11 @@ fn under_triton(image: &ReadImage) -> Vec<(String, char)> {
 fn composes_selected_components_from_merged_full_layers() {
     let fx = Fixture::oci();
     let out = fx.path("out");
-    let outcome = run(fx.request(&format!("oci:{}:composed", out.display()), PYTHON_CHECKSUM_LOCAL)).unwrap();
+    let outcome = run(fx.request(
+        &format!("oci:{}:composed", out.display()),
+        PYTHON_CHECKSUM_LOCAL,
+    ))
+    .unwrap();
     assert!(outcome.written.unwrap().contains("manifest sha256:"));
     let image = read_oci(&out, "composed");
 
@@ -119,47 +130,87 @@ fn composes_selected_components_from_merged_full_layers() {
 
     let t = &image.tree;
     // Later layers win; opaque dirs and whiteouts hid what they should.
-    assert_eq!(t["opt/tritonserver/lib/libtritonserver.so"].content, Some(sha256(b"new core library\n")));
-    assert_eq!(t["opt/tritonserver/lib/libfoo.so.1"].link.as_deref(), Some("libfoo.so.1.0"));
+    assert_eq!(
+        t["opt/tritonserver/lib/libtritonserver.so"].content,
+        Some(sha256(b"new core library\n"))
+    );
+    assert_eq!(
+        t["opt/tritonserver/lib/libfoo.so.1"].link.as_deref(),
+        Some("libfoo.so.1.0")
+    );
     // Hard link inside the selection stays a link; one to a file outside it carries the content.
     let copy = &t["opt/tritonserver/backends/python/libtriton_python_copy.so"];
-    assert_eq!(copy.link.as_deref(), Some("opt/tritonserver/backends/python/libtriton_python.so"));
+    assert_eq!(
+        copy.link.as_deref(),
+        Some("opt/tritonserver/backends/python/libtriton_python.so")
+    );
     assert_eq!(copy.content, Some(sha256(b"python backend\n")));
     assert_eq!(copy.mode, 0o755);
     let outside = &t["opt/tritonserver/backends/python/outside_link.txt"];
     assert_eq!(outside.content, Some(sha256(b"outside the selection\n")));
-    assert!(!t.contains_key("usr/share/doc/outside.txt"), "only the selection is carried over");
+    assert!(
+        !t.contains_key("usr/share/doc/outside.txt"),
+        "only the selection is carried over"
+    );
     // Modes, owners, xattrs, long names.
     let server = &t["opt/tritonserver/bin/tritonserver"];
     assert_eq!((server.mode, server.uid, server.gid), (0o755, 0, 0));
-    assert_eq!(server.xattrs, vec![("security.capability".to_string(), b"\x01\x00\x00\x02".to_vec())]);
+    assert_eq!(
+        server.xattrs,
+        vec![("user.triton.origin".to_string(), b"full".to_vec())]
+    );
     let owned = &t["opt/tritonserver/backends/python/owned_by_1000"];
     assert_eq!((owned.mode, owned.uid, owned.gid), (0o600, 1000, 1000));
     assert_eq!(t[LONG_NAME].content, Some(sha256(b"long\n")));
     // Parent dirs min already has are left alone; the rest are root 0755.
-    assert!(!image.layer_paths[2..].iter().flatten().any(|p| p == "opt"), "min has /opt");
+    assert!(
+        !image.layer_paths[2..].iter().flatten().any(|p| p == "opt"),
+        "min has /opt"
+    );
     assert_eq!(t["opt/tritonserver/backends"].mode, 0o755);
 
     // One layer for the core, one per component.
-    let layer_of = |path: &str| image.layer_paths.iter().rposition(|l| l.iter().any(|p| p == path)).unwrap();
+    let layer_of = |path: &str| {
+        image
+            .layer_paths
+            .iter()
+            .rposition(|l| l.iter().any(|p| p == path))
+            .unwrap()
+    };
     assert_eq!(layer_of("opt/tritonserver/bin/tritonserver"), 2);
-    assert_eq!(layer_of("opt/tritonserver/backends/python/libtriton_python.so"), 3);
-    assert_eq!(layer_of("opt/tritonserver/repoagents/checksum/libtritonrepoagent_checksum.so"), 4);
-    assert_eq!(layer_of("opt/tritonserver/caches/local/libtritoncache_local.so"), 5);
+    assert_eq!(
+        layer_of("opt/tritonserver/backends/python/libtriton_python.so"),
+        3
+    );
+    assert_eq!(
+        layer_of("opt/tritonserver/repoagents/checksum/libtritonrepoagent_checksum.so"),
+        4
+    );
+    assert_eq!(
+        layer_of("opt/tritonserver/caches/local/libtritoncache_local.so"),
+        5
+    );
     assert_eq!(layer_of("opt/nvidia/nvidia_entrypoint.sh"), 6);
     assert_eq!(layer_of("etc/passwd"), 7);
     // Entries are sorted within each new layer.
     for paths in &image.layer_paths[2..] {
         let mut sorted = paths.clone();
-        sorted.sort_by(|a, b| a.replace('/', "\0").cmp(&b.replace('/', "\0")));
+        sorted.sort_by_key(|p| p.replace('/', "\0"));
         assert_eq!(paths, &sorted);
     }
 
     // The triton-server account replaced ubuntu, as userdel/useradd would.
     let passwd = String::from_utf8(read_file(&out, "composed", "etc/passwd")).unwrap();
-    assert_eq!(passwd, "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n");
+    assert_eq!(
+        passwd,
+        "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n"
+    );
     let shadow = &t["etc/shadow"];
-    assert_eq!((shadow.mode, shadow.gid), (0o640, 42), "account files keep min's modes");
+    assert_eq!(
+        (shadow.mode, shadow.gid),
+        (0o640, 42),
+        "account files keep min's modes"
+    );
 }
 
 /// Content of one file of a composed OCI image.
@@ -169,7 +220,8 @@ fn read_file(dir: &Path, tag: &str, wanted: &str) -> Vec<u8> {
     for digest in &image.layer_digests {
         let data = fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap();
         let mut tar_bytes = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut tar_bytes).unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut tar_bytes)
+            .unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();
@@ -187,10 +239,19 @@ fn read_file(dir: &Path, tag: &str, wanted: &str) -> Vec<u8> {
 fn config_is_min_config_with_compose_py_changes() {
     let fx = Fixture::oci();
     let out = fx.path("out");
-    run(fx.request(&format!("oci:{}:c", out.display()), &[("backend", "python")])).unwrap();
+    run(fx.request(
+        &format!("oci:{}:c", out.display()),
+        &[("backend", "python")],
+    ))
+    .unwrap();
     let image = read_oci(&out, "c");
     let config = &image.config;
-    let env: Vec<&str> = config["config"]["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     for wanted in [
         "PATH=/opt/tritonserver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PIP_BREAK_SYSTEM_PACKAGES=1",
@@ -211,23 +272,43 @@ fn config_is_min_config_with_compose_py_changes() {
         assert!(env.contains(&wanted), "{wanted} missing from {env:?}");
     }
     assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
-    assert!(!env.iter().any(|e| e.starts_with("LD_LIBRARY_PATH=")), "only pytorch sets it");
+    assert!(
+        !env.iter().any(|e| e.starts_with("LD_LIBRARY_PATH=")),
+        "only pytorch sets it"
+    );
     let labels = &config["config"]["Labels"];
     assert_eq!(labels["com.nvidia.tritonserver.version"], "2.51.0");
     assert_eq!(labels["com.nvidia.build.id"], "121212");
     assert_eq!(labels["com.nvidia.build.ref"], "0123abcd");
     assert_eq!(config["config"]["WorkingDir"], "/opt/tritonserver");
-    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/opt/nvidia/nvidia_entrypoint.sh"]));
-    assert!(config["config"].get("Cmd").is_none(), "a new ENTRYPOINT clears the inherited CMD");
-    assert_eq!(config["x-unknown-field"], serde_json::json!({"kept": true}), "unknown fields survive");
-    assert_eq!(config["created"], "2024-11-05T10:00:00Z", "timestamps come from full's creation time");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/opt/nvidia/nvidia_entrypoint.sh"])
+    );
+    assert!(
+        config["config"].get("Cmd").is_none(),
+        "a new ENTRYPOINT clears the inherited CMD"
+    );
+    assert_eq!(
+        config["x-unknown-field"],
+        serde_json::json!({"kept": true}),
+        "unknown fields survive"
+    );
+    assert_eq!(
+        config["created"], "2024-11-05T10:00:00Z",
+        "timestamps come from full's creation time"
+    );
     let history = config["history"].as_array().unwrap();
-    let non_empty = history.iter().filter(|h| h.get("empty_layer") != Some(&serde_json::json!(true))).count();
+    let non_empty = history
+        .iter()
+        .filter(|h| h.get("empty_layer") != Some(&serde_json::json!(true)))
+        .count();
     assert_eq!(non_empty, image.layer_digests.len());
-    assert!(history.iter().any(|h| h["created_by"]
-        .as_str()
-        .unwrap()
-        .contains("COPY --from=full /opt/tritonserver/backends/python /opt/tritonserver/backends/python")));
+    assert!(history
+        .iter()
+        .any(|h| h["created_by"].as_str().unwrap().contains(
+            "COPY --from=full /opt/tritonserver/backends/python /opt/tritonserver/backends/python"
+        )));
 }
 
 #[test]
@@ -249,7 +330,10 @@ fn same_inputs_give_the_same_digest_and_source_date_epoch_is_honoured() {
     let c = compose_to("c", Some("1000000000"));
     assert_ne!(a.manifest_digest, c.manifest_digest);
     assert_eq!(c.config["created"], "2001-09-09T01:46:40Z");
-    assert_eq!(c.tree["opt/tritonserver/backends/python/libtriton_python.so"], a.tree["opt/tritonserver/backends/python/libtriton_python.so"]);
+    assert_eq!(
+        c.tree["opt/tritonserver/backends/python/libtriton_python.so"],
+        a.tree["opt/tritonserver/backends/python/libtriton_python.so"]
+    );
 }
 
 #[test]
@@ -258,7 +342,11 @@ fn docker_archives_in_both_layouts_compose_like_oci() {
     let min = min_image();
     let full = full_image(&min);
     let reference = fx.path("out-oci");
-    run(fx.request(&format!("oci:{}:r", reference.display()), PYTHON_CHECKSUM_LOCAL)).unwrap();
+    run(fx.request(
+        &format!("oci:{}:r", reference.display()),
+        PYTHON_CHECKSUM_LOCAL,
+    ))
+    .unwrap();
     let reference = read_oci(&reference, "r");
 
     for legacy in [true, false] {
@@ -273,15 +361,28 @@ fn docker_archives_in_both_layouts_compose_like_oci() {
         full_with_dup.layers.push(tmp_layer);
         full_with_dup.write_docker_archive(&full_tar, "tritonserver:full", legacy);
         let out = fx.path(&format!("out-{legacy}.tar"));
-        let mut raw = fx.request(&format!("docker-archive:{}", out.display()), PYTHON_CHECKSUM_LOCAL);
+        let mut raw = fx.request(
+            &format!("docker-archive:{}", out.display()),
+            PYTHON_CHECKSUM_LOCAL,
+        );
         raw.images = vec![
             format!("min,docker-archive:{}", min_tar.display()),
-            format!("full,docker-archive:{}:tritonserver:full", full_tar.display()),
+            format!(
+                "full,docker-archive:{}:tritonserver:full",
+                full_tar.display()
+            ),
         ];
         run(raw).unwrap();
         let (manifest_json, image) = read_docker_archive(&out);
-        assert_eq!(manifest_json[0]["RepoTags"], serde_json::json!(["tritonserver:latest"]));
-        assert_eq!(under_triton(&image), under_triton(&reference), "legacy={legacy}");
+        assert_eq!(
+            manifest_json[0]["RepoTags"],
+            serde_json::json!(["tritonserver:latest"])
+        );
+        assert_eq!(
+            under_triton(&image),
+            under_triton(&reference),
+            "legacy={legacy}"
+        );
         for (path, info) in &reference.tree {
             assert_eq!(image.tree.get(path), Some(info), "{path} (legacy={legacy})");
         }
@@ -302,8 +403,14 @@ fn layers_full_shares_with_min_are_never_read() {
     let size = fs::metadata(&full_copy).unwrap().len() as usize;
     fs::write(&full_copy, vec![b'!'; size]).unwrap();
     let out = fx.path("out");
-    run(fx.request(&format!("oci:{}:x", out.display()), &[("backend", "python")])).unwrap();
-    assert!(read_oci(&out, "x").tree.contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+    run(fx.request(
+        &format!("oci:{}:x", out.display()),
+        &[("backend", "python")],
+    ))
+    .unwrap();
+    assert!(read_oci(&out, "x")
+        .tree
+        .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
 }
 
 #[test]
@@ -336,36 +443,80 @@ fn dry_run_writes_dockerfile_from_the_same_plan_and_nothing_else() {
     ] {
         assert!(dockerfile.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{dockerfile}");
     }
-    assert!(!dockerfile.contains("NVIDIA_Deep_Learning_Container_License.pdf"), "absent core files are not copied");
-    let leftovers: Vec<_> = fs::read_dir(fx.path("work")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("Dockerfile.compose")], "scratch files are removed");
+    assert!(
+        !dockerfile.contains("NVIDIA_Deep_Learning_Container_License.pdf"),
+        "absent core files are not copied"
+    );
+    let leftovers: Vec<_> = fs::read_dir(fx.path("work"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("Dockerfile.compose")],
+        "scratch files are removed"
+    );
 }
 
 #[test]
 fn zstd_layers_are_written_with_oci_media_types() {
     let fx = Fixture::oci();
     let out = fx.path("out");
-    let mut raw = fx.request(&format!("oci:{}:z", out.display()), &[("backend", "python")]);
+    let mut raw = fx.request(
+        &format!("oci:{}:z", out.display()),
+        &[("backend", "python")],
+    );
     raw.compression = Compression::Zstd { level: 3 };
     run(raw).unwrap();
     let image = read_oci(&out, "z");
-    let types: Vec<&str> = image.manifest["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
+    let types: Vec<&str> = image.manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
     assert_eq!(types[0], "application/vnd.oci.image.layer.v1.tar+gzip");
-    assert!(types[2..].iter().all(|t| *t == "application/vnd.oci.image.layer.v1.tar+zstd"), "{types:?}");
-    assert!(image.tree.contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+    assert!(
+        types[2..]
+            .iter()
+            .all(|t| *t == "application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{types:?}"
+    );
+    assert!(image
+        .tree
+        .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
 }
 
 #[test]
 fn adds_a_tag_to_an_existing_layout_but_never_overwrites_one() {
     let fx = Fixture::oci();
     let out = fx.path("out");
-    run(fx.request(&format!("oci:{}:one", out.display()), &[("backend", "python")])).unwrap();
-    run(fx.request(&format!("oci:{}:two", out.display()), &[("backend", "onnxruntime")])).unwrap();
+    run(fx.request(
+        &format!("oci:{}:one", out.display()),
+        &[("backend", "python")],
+    ))
+    .unwrap();
+    run(fx.request(
+        &format!("oci:{}:two", out.display()),
+        &[("backend", "onnxruntime")],
+    ))
+    .unwrap();
     let one = read_oci(&out, "one");
     let two = read_oci(&out, "two");
-    assert_eq!(one.layer_digests[2], two.layer_digests[2], "the core layer is shared by variants");
+    assert_eq!(
+        one.layer_digests[2], two.layer_digests[2],
+        "the core layer is shared by variants"
+    );
     let index_before = fs::read(out.join("index.json")).unwrap();
-    let err = run(fx.request(&format!("oci:{}:one", out.display()), &[("backend", "python")])).unwrap_err();
-    assert!(err.message().contains("already holds an image tagged \"one\""), "{err}");
+    let err = run(fx.request(
+        &format!("oci:{}:one", out.display()),
+        &[("backend", "python")],
+    ))
+    .unwrap_err();
+    assert!(
+        err.message()
+            .contains("already holds an image tagged \"one\""),
+        "{err}"
+    );
     assert_eq!(fs::read(out.join("index.json")).unwrap(), index_before);
 }

@@ -228,7 +228,10 @@ mod tests {
         let p = ImagePath::from_static("opt/tritonserver/lib");
         assert!(p.is_within(&ImagePath::from_static("opt")));
         assert!(!ImagePath::from_static("optx").is_within(&ImagePath::from_static("opt")));
-        assert_eq!(p.parent().unwrap(), ImagePath::from_static("opt/tritonserver"));
+        assert_eq!(
+            p.parent().unwrap(),
+            ImagePath::from_static("opt/tritonserver")
+        );
         assert_eq!(p.file_name(), b"lib");
         assert_eq!(
             p.ancestors(),

@@ -122,9 +122,11 @@ impl<R: Read> HeaderGuard<R> {
                 declared
             }
             b'S' => {
-                return Err(Error::new("layer contains a GNU sparse file, which is not supported")
-                    .hint("re-export the image with a tool that writes plain tar entries")
-                    .into())
+                return Err(
+                    Error::new("layer contains a GNU sparse file, which is not supported")
+                        .hint("re-export the image with a tool that writes plain tar entries")
+                        .into(),
+                )
             }
             // Entries that carry no data whatever their size field says.
             b'1' | b'2' | b'3' | b'4' | b'5' | b'6' => {
@@ -205,7 +207,10 @@ mod tests {
 
     #[test]
     fn pax_size_record() {
-        assert_eq!(pax_size(b"16 size=1234567\n19 path=some/thing\n"), Some(1234567));
+        assert_eq!(
+            pax_size(b"16 size=1234567\n19 path=some/thing\n"),
+            Some(1234567)
+        );
         assert_eq!(pax_size(b"19 path=some/thing\n"), None);
     }
 }

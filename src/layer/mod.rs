@@ -11,7 +11,7 @@ mod reader;
 mod writer;
 
 pub use compression::{decompress, Compression};
-pub(crate) use guard::HeaderGuard;
 pub use entry::{EntryKind, EntryMeta, ImagePath};
+pub(crate) use guard::HeaderGuard;
 pub use reader::{read_layer, LayerEntry, LayerItem};
 pub use writer::{LayerWriter, WrittenLayer};

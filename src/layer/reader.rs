@@ -46,7 +46,8 @@ pub fn read_layer<'r>(
             .entries()
             .map_err(|e| Error::from(e).context("reading the layer as tar"))?;
         for (ordinal, entry) in entries.enumerate() {
-            let mut entry = entry.map_err(|e| Error::from(e).context("reading the layer as tar"))?;
+            let mut entry =
+                entry.map_err(|e| Error::from(e).context("reading the layer as tar"))?;
             let ordinal = u32::try_from(ordinal)
                 .map_err(|_| Error::new("a layer has more than 2^32 entries"))?;
             let raw_path = entry.path_bytes().into_owned();
@@ -149,7 +150,11 @@ fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryKind) -> Result
             let extension = extension.map_err(Error::from)?;
             let Ok(key) = extension.key() else { continue };
             let value = extension.value_bytes();
-            let number = || std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
+            let number = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 meta.xattrs.push((name.to_string(), value.to_vec()));
             } else {

@@ -71,7 +71,11 @@ impl LayerWriter {
                 .and_then(|_| header.set_device_minor(meta.device.1))
                 .map_err(|e| Error::new("cannot write a device number").with_source(e))?;
         }
-        let size = if meta.kind == EntryKind::File { meta.size } else { 0 };
+        let size = if meta.kind == EntryKind::File {
+            meta.size
+        } else {
+            0
+        };
         header.set_size(size);
         if !meta.xattrs.is_empty() {
             let records: Vec<(String, &[u8])> = meta
@@ -99,8 +103,8 @@ impl LayerWriter {
                     .map_err(|e| write_error(path, e))?;
             }
             EntryKind::File => {
-                let content = content
-                    .ok_or_else(|| Error::new(format!("no content for file {path}")))?;
+                let content =
+                    content.ok_or_else(|| Error::new(format!("no content for file {path}")))?;
                 let mut exact = ExactReader {
                     inner: content.take(size),
                     remaining: size,

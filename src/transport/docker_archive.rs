@@ -43,7 +43,10 @@ impl DockerArchiveSource {
     pub fn open(file: &Path, reference: Option<&str>, name: String) -> Result<Self> {
         let handle = File::open(file).ctx(|| format!("opening {}", file.display()))?;
         let members = index_members(handle).map_err(|e| {
-            e.context(format!("{} is not a readable docker-archive", file.display()))
+            e.context(format!(
+                "{} is not a readable docker-archive",
+                file.display()
+            ))
         })?;
         let mut source = DockerArchiveSource {
             name,
@@ -55,15 +58,20 @@ impl DockerArchiveSource {
                 layers: Vec::new(),
             },
         };
-        let manifest_bytes = source.read_small("manifest.json").map_err(|e| {
-            e.hint("a `docker save` archive has a manifest.json at its top level")
-        })?;
+        let manifest_bytes = source
+            .read_small("manifest.json")
+            .map_err(|e| e.hint("a `docker save` archive has a manifest.json at its top level"))?;
         let entries: Vec<Value> = serde_json::from_slice(&manifest_bytes)
             .ctx(|| format!("{}: manifest.json is not a JSON list", source.name))?;
         let tags_of = |e: &Value| -> Vec<String> {
             e.get("RepoTags")
                 .and_then(Value::as_array)
-                .map(|t| t.iter().filter_map(Value::as_str).map(String::from).collect())
+                .map(|t| {
+                    t.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let chosen = match reference {
@@ -217,9 +225,9 @@ fn index_members(file: File) -> Result<HashMap<ImagePath, Member>> {
                 };
                 Member::Link(resolve_dots(&joined)?)
             }
-            tar::EntryType::Link => {
-                Member::Link(ImagePath::parse(&entry.link_name_bytes().unwrap_or_default())?)
-            }
+            tar::EntryType::Link => Member::Link(ImagePath::parse(
+                &entry.link_name_bytes().unwrap_or_default(),
+            )?),
             _ => continue,
         };
         members.insert(path, member);
@@ -358,8 +366,13 @@ impl ImageSink for DockerArchiveSink {
         content: &mut dyn Read,
     ) -> Result<BlobDescriptor> {
         // A tar member needs its size up front: stage the blob first.
-        let dir = self.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let temp = tempfile::tempfile_in(dir).ctx(|| format!("staging a blob in {}", dir.display()))?;
+        let dir = self
+            .file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp =
+            tempfile::tempfile_in(dir).ctx(|| format!("staging a blob in {}", dir.display()))?;
         let mut writer = HashingWriter::new(BufWriter::new(temp));
         io::copy(content, &mut writer)?;
         let (buffered, digest, size) = writer.finish();
@@ -368,7 +381,9 @@ impl ImageSink for DockerArchiveSink {
             .map_err(|e| Error::new("cannot stage a blob").with_source(e.into_error()))?;
         if let Some(expected) = expected {
             if &digest != expected {
-                return Err(Error::new(format!("blob has digest {digest}, expected {expected}")));
+                return Err(Error::new(format!(
+                    "blob has digest {digest}, expected {expected}"
+                )));
             }
         }
         temp.seek(SeekFrom::Start(0))?;
@@ -400,15 +415,26 @@ impl ImageSink for DockerArchiveSink {
                 .collect::<Vec<_>>(),
         }]);
         let docker_manifest = crate::image::canonical_json(&docker_manifest);
-        let tag = self.reference.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
+        let tag = self
+            .reference
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
         let index = manifest::write_oci_index(&[(
             manifest.clone(),
             vec![
-                ("io.containerd.image.name".to_string(), self.reference.clone()),
+                (
+                    "io.containerd.image.name".to_string(),
+                    self.reference.clone(),
+                ),
                 (REF_NAME_ANNOTATION.to_string(), tag),
             ],
         )])?;
-        self.append("manifest.json", docker_manifest.len() as u64, &mut &docker_manifest[..])?;
+        self.append(
+            "manifest.json",
+            docker_manifest.len() as u64,
+            &mut &docker_manifest[..],
+        )?;
         self.append("index.json", index.len() as u64, &mut &index[..])?;
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         self.append("oci-layout", layout.len() as u64, &mut &layout[..])?;
@@ -421,8 +447,11 @@ impl ImageSink for DockerArchiveSink {
             .map_err(|e| Error::new("cannot flush the archive").with_source(e.into_error()))?;
         temp.as_file().sync_all()?;
         temp.persist_noclobber(&self.file).map_err(|e| {
-            Error::new(format!("cannot move the archive to {}", self.file.display()))
-                .with_source(e.error)
+            Error::new(format!(
+                "cannot move the archive to {}",
+                self.file.display()
+            ))
+            .with_source(e.error)
         })?;
         Ok(format!(
             "wrote docker-archive:{} ({}, manifest {})",

@@ -69,9 +69,17 @@ impl FromStr for ImageRef {
         } else if let Some(rest) = s.strip_prefix("docker-daemon:") {
             Ok(ImageRef::DockerDaemon(rest.to_string()))
         } else if let Some((transport, _)) = s.split_once(':').filter(|(t, rest)| {
-            !t.contains(['/', '.']) && !rest.starts_with(|c: char| c.is_ascii_digit())
-                && ["dir", "containers-storage", "oci-archive", "docker-daemon", "ostree", "sif"]
-                    .contains(t)
+            !t.contains(['/', '.'])
+                && !rest.starts_with(|c: char| c.is_ascii_digit())
+                && [
+                    "dir",
+                    "containers-storage",
+                    "oci-archive",
+                    "docker-daemon",
+                    "ostree",
+                    "sif",
+                ]
+                .contains(t)
         }) {
             Err(Error::new(format!("unsupported transport {transport:?} in {s:?}"))
                 .hint("use oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or a registry reference"))
@@ -139,7 +147,9 @@ pub fn open_sink(reference: &ImageRef, default_name: &str) -> Result<Box<dyn Ima
     match reference {
         ImageRef::Oci { dir, tag } => {
             let tag = tag.clone().unwrap_or_else(|| tag_of(default_name));
-            Ok(Box::new(oci_layout::OciLayoutSink::create(dir, &tag, name)?))
+            Ok(Box::new(oci_layout::OciLayoutSink::create(
+                dir, &tag, name,
+            )?))
         }
         ImageRef::DockerArchive { file, reference } => {
             let reference = with_tag(reference.as_deref().unwrap_or(default_name));
@@ -163,7 +173,9 @@ pub fn with_tag(name: &str) -> String {
 
 fn tag_of(name: &str) -> String {
     let full = with_tag(name);
-    full.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_else(|| "latest".into())
+    full.rsplit_once(':')
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_else(|| "latest".into())
 }
 
 #[cfg(test)]
@@ -180,20 +192,27 @@ mod tests {
             }
         );
         assert_eq!(
-            "docker-archive:full.tar:tritonserver:full".parse::<ImageRef>().unwrap(),
+            "docker-archive:full.tar:tritonserver:full"
+                .parse::<ImageRef>()
+                .unwrap(),
             ImageRef::DockerArchive {
                 file: "full.tar".into(),
                 reference: Some("tritonserver:full".into())
             }
         );
         assert_eq!(
-            "nvcr.io/nvidia/tritonserver:24.10-py3".parse::<ImageRef>().unwrap(),
+            "nvcr.io/nvidia/tritonserver:24.10-py3"
+                .parse::<ImageRef>()
+                .unwrap(),
             ImageRef::Registry("nvcr.io/nvidia/tritonserver:24.10-py3".into())
         );
         assert!("oci:".parse::<ImageRef>().is_err());
         assert!("containers-storage:foo".parse::<ImageRef>().is_err());
         assert_eq!(with_tag("tritonserver"), "tritonserver:latest");
-        assert_eq!(with_tag("localhost:5000/triton"), "localhost:5000/triton:latest");
+        assert_eq!(
+            with_tag("localhost:5000/triton"),
+            "localhost:5000/triton:latest"
+        );
         assert_eq!(with_tag("triton:1"), "triton:1");
         assert_eq!(tag_of("tritonserver"), "latest");
     }

@@ -35,14 +35,18 @@ impl OciLayoutSource {
         let index_bytes = read_capped(&dir.join("index.json"), "index.json")?;
         let Document::Index { manifests } = manifest::parse_document(&index_bytes, "index.json")?
         else {
-            return Err(Error::new(format!("{}/index.json is not an index", dir.display())));
+            return Err(Error::new(format!(
+                "{}/index.json is not an index",
+                dir.display()
+            )));
         };
         let chosen = match tag {
             Some(tag) => manifests
                 .iter()
                 .find(|d| d.ref_name.as_deref() == Some(tag))
                 .ok_or_else(|| {
-                    Error::new(format!("{name}: no image tagged {tag:?}")).hint(available(&manifests))
+                    Error::new(format!("{name}: no image tagged {tag:?}"))
+                        .hint(available(&manifests))
                 })?,
             None if manifests.len() == 1 => &manifests[0],
             None => {
@@ -58,7 +62,8 @@ impl OciLayoutSource {
             let bytes = read_blob_capped(dir, &descriptor.digest, descriptor.size)?;
             match manifest::parse_document(&bytes, &format!("manifest {}", descriptor.digest))? {
                 Document::Index { manifests } => {
-                    descriptor = manifest::select_platform(&manifests, &Platform::host(), &name)?.clone();
+                    descriptor =
+                        manifest::select_platform(&manifests, &Platform::host(), &name)?.clone();
                 }
                 Document::Manifest { config, layers } => {
                     let config_bytes = read_blob_capped(dir, &config.digest, config.size)?;
@@ -82,7 +87,10 @@ impl OciLayoutSource {
 }
 
 fn available(manifests: &[manifest::Descriptor]) -> String {
-    let tags: Vec<&str> = manifests.iter().filter_map(|d| d.ref_name.as_deref()).collect();
+    let tags: Vec<&str> = manifests
+        .iter()
+        .filter_map(|d| d.ref_name.as_deref())
+        .collect();
     if tags.is_empty() {
         "the layout has no tagged images".into()
     } else {
@@ -91,13 +99,20 @@ fn available(manifests: &[manifest::Descriptor]) -> String {
 }
 
 fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs").join(digest.algorithm()).join(digest.hex())
+    dir.join("blobs")
+        .join(digest.algorithm())
+        .join(digest.hex())
 }
 
 /// Opens a blob after checking it is a regular file of the expected size.
-fn open_blob(dir: &Path, digest: &Digest, size: u64) -> Result<VerifyingReader<io::BufReader<File>>> {
+fn open_blob(
+    dir: &Path,
+    digest: &Digest,
+    size: u64,
+) -> Result<VerifyingReader<io::BufReader<File>>> {
     let path = blob_path(dir, digest);
-    let meta = fs::symlink_metadata(&path).ctx(|| format!("blob {digest} is missing from {}", dir.display()))?;
+    let meta = fs::symlink_metadata(&path)
+        .ctx(|| format!("blob {digest} is missing from {}", dir.display()))?;
     if !meta.file_type().is_file() {
         return Err(Error::new(format!(
             "blob {digest} in {} is not a regular file (a symlink or directory)",
@@ -140,7 +155,9 @@ fn read_capped(path: &Path, what: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .ctx(|| format!("reading {}", path.display()))?;
     if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
-        return Err(Error::new(format!("{what} is larger than {MAX_DOCUMENT_SIZE} bytes")));
+        return Err(Error::new(format!(
+            "{what} is larger than {MAX_DOCUMENT_SIZE} bytes"
+        )));
     }
     Ok(bytes)
 }
@@ -181,8 +198,10 @@ impl OciLayoutSink {
     pub fn create(dir: &Path, tag: &str, name: String) -> Result<Self> {
         let existing_dir = dir.is_dir();
         if dir.exists() && !existing_dir {
-            return Err(Error::new(format!("{} exists and is not a directory", dir.display()))
-                .hint("choose another --output path"));
+            return Err(
+                Error::new(format!("{} exists and is not a directory", dir.display()))
+                    .hint("choose another --output path"),
+            );
         }
         let empty = existing_dir
             && fs::read_dir(dir)
@@ -198,15 +217,22 @@ impl OciLayoutSink {
                 .hint("choose a new or empty directory for --output oci:DIR"));
             }
             let bytes = read_capped(&dir.join("index.json"), "index.json")?;
-            let Document::Index { manifests } = manifest::parse_document(&bytes, "index.json")? else {
-                return Err(Error::new(format!("{}/index.json is not an index", dir.display())));
+            let Document::Index { manifests } = manifest::parse_document(&bytes, "index.json")?
+            else {
+                return Err(Error::new(format!(
+                    "{}/index.json is not an index",
+                    dir.display()
+                )));
             };
             if manifests.iter().any(|d| d.ref_name.as_deref() == Some(tag)) {
                 return Err(Error::new(format!(
                     "{} already holds an image tagged {tag:?}; refusing to overwrite it",
                     dir.display()
                 ))
-                .hint(format!("choose another tag (oci:{}:NEWTAG) or remove the old one", dir.display())));
+                .hint(format!(
+                    "choose another tag (oci:{}:NEWTAG) or remove the old one",
+                    dir.display()
+                )));
             }
             let existing = manifests
                 .into_iter()
@@ -276,7 +302,8 @@ impl ImageSink for OciLayoutSink {
         content: &mut dyn Read,
     ) -> Result<BlobDescriptor> {
         let blobs = self.root.join("blobs/sha256");
-        let temp = NamedTempFile::new_in(&blobs).ctx(|| format!("creating a blob in {}", blobs.display()))?;
+        let temp = NamedTempFile::new_in(&blobs)
+            .ctx(|| format!("creating a blob in {}", blobs.display()))?;
         let mut writer = HashingWriter::new(io::BufWriter::new(temp));
         io::copy(content, &mut writer)?;
         let (buffered, digest, size) = writer.finish();
@@ -285,14 +312,17 @@ impl ImageSink for OciLayoutSink {
             .map_err(|e| Error::new("cannot write a blob").with_source(e.into_error()))?;
         if let Some(expected) = expected {
             if &digest != expected {
-                return Err(Error::new(format!("blob has digest {digest}, expected {expected}")));
+                return Err(Error::new(format!(
+                    "blob has digest {digest}, expected {expected}"
+                )));
             }
         }
         temp.as_file().sync_all()?;
         let path = blob_path(&self.root, &digest);
         if !path.exists() {
-            temp.persist(&path)
-                .map_err(|e| Error::new(format!("cannot store blob {digest}")).with_source(e.error))?;
+            temp.persist(&path).map_err(|e| {
+                Error::new(format!("cannot store blob {digest}")).with_source(e.error)
+            })?;
         }
         Ok(BlobDescriptor {
             media_type: media_type.to_string(),
@@ -328,9 +358,12 @@ impl ImageSink for OciLayoutSink {
             let staged = staging.keep();
             if let Err(err) = fs::rename(&staged, &self.dir) {
                 let _ = fs::remove_dir_all(&staged);
-                return Err(Error::new(format!("cannot move the new layout to {}", self.dir.display()))
-                    .with_source(err)
-                    .hint("the directory was created by someone else meanwhile; choose another path"));
+                return Err(Error::new(format!(
+                    "cannot move the new layout to {}",
+                    self.dir.display()
+                ))
+                .with_source(err)
+                .hint("the directory was created by someone else meanwhile; choose another path"));
             }
         }
         Ok(format!(

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Composes a Triton image from two small demo images, without Docker:
+# python backend, checksum repository agent and local cache, written as an
+# OCI layout and as a `docker load`-able archive under target/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+need_rust
+
+demo=target/demo
+rm -rf "$demo/out" "$demo/tritonserver.tar"
+cargo run --quiet --example demo_images -- "$demo"
+cargo build --quiet --release
+compose=(target/release/triton-compose --enable-gpu=false
+  --backend python --repoagent checksum --cache local
+  --image "min,oci:$demo/min:latest" --image "full,oci:$demo/full:24.10"
+  --work-dir "$demo/work")
+"${compose[@]}" --dry-run
+"${compose[@]}" --output "oci:$demo/out:python"
+"${compose[@]}" --output "docker-archive:$demo/tritonserver.tar"
+echo
+echo "Dockerfile.compose (the same plan, for docker build): $demo/work/Dockerfile.compose"
+echo "OCI layout:  $demo/out  (try: skopeo inspect oci:$demo/out:python)"
+echo "Archive:     $demo/tritonserver.tar  (try: docker load -i $demo/tritonserver.tar)"

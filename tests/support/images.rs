@@ -1,0 +1,689 @@
+//! Builds small images in code (OCI layouts and docker-archives) and reads
+//! composed images back, independently of the crate's own readers, so the
+//! tests check the tool against a second implementation. Also used by the
+//! demo example.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// One entry of a layer under construction.
+#[derive(Clone, Debug)]
+pub enum Item {
+    Dir {
+        path: String,
+        mode: u32,
+        uid: u64,
+    },
+    File {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        xattrs: Vec<(String, Vec<u8>)>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    HardLink {
+        path: String,
+        target: String,
+    },
+    Whiteout {
+        path: String,
+    },
+    Opaque {
+        dir: String,
+    },
+    /// Raw bytes appended as-is (for hostile archives).
+    Raw(Vec<u8>),
+}
+
+pub fn dir(path: &str) -> Item {
+    Item::Dir {
+        path: path.into(),
+        mode: 0o755,
+        uid: 0,
+    }
+}
+pub fn file(path: &str, data: &str) -> Item {
+    Item::File {
+        path: path.into(),
+        data: data.as_bytes().to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    }
+}
+pub fn exe(path: &str, data: &str) -> Item {
+    Item::File {
+        path: path.into(),
+        data: data.as_bytes().to_vec(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    }
+}
+pub fn symlink(path: &str, target: &str) -> Item {
+    Item::Symlink {
+        path: path.into(),
+        target: target.into(),
+    }
+}
+pub fn hardlink(path: &str, target: &str) -> Item {
+    Item::HardLink {
+        path: path.into(),
+        target: target.into(),
+    }
+}
+pub fn whiteout(path: &str) -> Item {
+    Item::Whiteout { path: path.into() }
+}
+pub fn opaque(dir: &str) -> Item {
+    Item::Opaque { dir: dir.into() }
+}
+
+/// An uncompressed layer tar, as Docker writes them (PAX for extras).
+pub fn layer_tar(items: &[Item]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for item in items {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        match item {
+            Item::Dir { path, mode, uid } => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                header.set_uid(*uid);
+                header.set_gid(*uid);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, format!("{path}/"), std::io::empty())
+                    .unwrap();
+            }
+            Item::File {
+                path,
+                data,
+                mode,
+                uid,
+                gid,
+                xattrs,
+            } => {
+                if !xattrs.is_empty() {
+                    let records: Vec<(String, &[u8])> = xattrs
+                        .iter()
+                        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                        .collect();
+                    builder
+                        .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+                        .unwrap();
+                }
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_uid(*uid);
+                header.set_gid(*gid);
+                header.set_size(data.len() as u64);
+                builder.append_data(&mut header, path, &data[..]).unwrap();
+            }
+            Item::Symlink { path, target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(&mut header, path, target).unwrap();
+            }
+            Item::HardLink { path, target } => {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_mode(0o644);
+                header.set_size(0);
+                builder.append_link(&mut header, path, target).unwrap();
+            }
+            Item::Whiteout { path } => {
+                let (parent, name) = path
+                    .rsplit_once('/')
+                    .map_or(("", path.as_str()), |(p, n)| (p, n));
+                let wh = if parent.is_empty() {
+                    format!(".wh.{name}")
+                } else {
+                    format!("{parent}/.wh.{name}")
+                };
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, wh, std::io::empty())
+                    .unwrap();
+            }
+            Item::Opaque { dir } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, format!("{dir}/.wh..wh..opq"), std::io::empty())
+                    .unwrap();
+            }
+            Item::Raw(bytes) => builder.get_mut().extend_from_slice(bytes),
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// An image under construction: uncompressed layer tars and a config.
+#[derive(Clone)]
+pub struct TestImage {
+    pub layers: Vec<Vec<u8>>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub created: String,
+}
+
+impl TestImage {
+    pub fn new(layers: Vec<Vec<u8>>) -> TestImage {
+        TestImage {
+            layers,
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            labels: BTreeMap::new(),
+            entrypoint: None,
+            cmd: Some(vec!["/bin/bash".into()]),
+            created: "2024-10-01T00:00:00Z".into(),
+        }
+    }
+
+    pub fn config(&self) -> Value {
+        let diff_ids: Vec<String> = self.layers.iter().map(|l| sha256(l)).collect();
+        let history: Vec<Value> = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, _)| json!({"created": self.created, "created_by": format!("layer {i}")}))
+            .collect();
+        let mut config = json!({"Env": self.env, "Labels": self.labels, "Cmd": self.cmd});
+        if let Some(e) = &self.entrypoint {
+            config["Entrypoint"] = json!(e);
+        }
+        json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "created": self.created,
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": history,
+            "x-unknown-field": {"kept": true},
+        })
+    }
+
+    /// Writes an OCI layout with gzip layers, tagged `tag`. Returns the
+    /// compressed layer blobs' digests.
+    pub fn write_oci(&self, dir: &Path, tag: &str) -> Vec<String> {
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |data: &[u8]| -> (String, usize) {
+            let digest = sha256(data);
+            fs::write(blobs.join(&digest[7..]), data).unwrap();
+            (digest, data.len())
+        };
+        let mut layer_descs = Vec::new();
+        let mut digests = Vec::new();
+        for layer in &self.layers {
+            let (digest, size) = put(&gzip(layer));
+            digests.push(digest.clone());
+            layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}));
+        }
+        let config = serde_json::to_vec(&self.config()).unwrap();
+        let (config_digest, config_size) = put(&config);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": layer_descs,
+        }))
+        .unwrap();
+        let (manifest_digest, manifest_size) = put(&manifest);
+        let index_path = dir.join("index.json");
+        let mut manifests: Vec<Value> = if index_path.exists() {
+            let index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+            index["manifests"].as_array().unwrap().clone()
+        } else {
+            vec![]
+        };
+        manifests.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+        fs::write(
+            index_path,
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
+        )
+        .unwrap();
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        digests
+    }
+
+    /// Writes a docker-archive. `legacy` uses `<id>/layer.tar` members and
+    /// stores a repeated layer as a symlink, as old `docker save` did;
+    /// otherwise Docker 25's blobs/sha256 layout with index.json.
+    pub fn write_docker_archive(&self, file: &Path, name: &str, legacy: bool) {
+        let mut builder = tar::Builder::new(Vec::new());
+        let add = |builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            h.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut h, path, data).unwrap();
+        };
+        let config = serde_json::to_vec(&self.config()).unwrap();
+        let config_digest = sha256(&config);
+        let mut layer_paths = Vec::new();
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for layer in &self.layers {
+            let digest = sha256(layer);
+            if legacy {
+                let id = &digest[7..];
+                let path = format!("{id}/layer.tar");
+                if let Some(first) = seen.get(&digest) {
+                    // Already stored: docker save links duplicates.
+                    let alias = format!("{}x/layer.tar", &id[..20]);
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    builder
+                        .append_link(&mut h, &alias, format!("../{first}"))
+                        .unwrap();
+                    layer_paths.push(alias);
+                    continue;
+                }
+                add(&mut builder, &path, layer);
+                seen.insert(digest.clone(), path.clone());
+                layer_paths.push(path);
+            } else {
+                let path = format!("blobs/sha256/{}", &digest[7..]);
+                if seen.insert(digest.clone(), path.clone()).is_none() {
+                    add(&mut builder, &path, layer);
+                }
+                layer_paths.push(path);
+            }
+        }
+        let config_path = if legacy {
+            format!("{}.json", &config_digest[7..])
+        } else {
+            format!("blobs/sha256/{}", &config_digest[7..])
+        };
+        add(&mut builder, &config_path, &config);
+        let manifest = json!([{"Config": config_path, "RepoTags": [name], "Layers": layer_paths}]);
+        add(
+            &mut builder,
+            "manifest.json",
+            &serde_json::to_vec(&manifest).unwrap(),
+        );
+        if !legacy {
+            add(
+                &mut builder,
+                "oci-layout",
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            );
+        }
+        fs::write(file, builder.into_inner().unwrap()).unwrap();
+    }
+}
+
+/// A composed file, as the tests compare them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub content: Option<String>,
+    pub link: Option<String>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// An image read back: config, layer blobs (as stored) and the merged tree.
+pub struct ReadImage {
+    pub manifest: Value,
+    pub manifest_digest: String,
+    pub config: Value,
+    pub layer_digests: Vec<String>,
+    /// Paths of each layer, in archive order.
+    pub layer_paths: Vec<Vec<String>>,
+    pub tree: BTreeMap<String, FileInfo>,
+}
+
+fn decompress(data: &[u8]) -> Vec<u8> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::decode_all(data).unwrap()
+    } else {
+        data.to_vec()
+    }
+}
+
+/// Applies a layer to a tree, whiteouts included (a simple second
+/// implementation, for cross-checking).
+fn apply_layer(tree: &mut BTreeMap<String, FileInfo>, tar_bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut paths = Vec::new();
+    let mut contents: BTreeMap<String, (Option<String>, u64)> = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        paths.push(path.clone());
+        let name = path.rsplit('/').next().unwrap().to_string();
+        let parent = path
+            .rsplit_once('/')
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        if name == ".wh..wh..opq" {
+            let prefix = format!("{parent}/");
+            tree.retain(|k, _| !k.starts_with(&prefix));
+            continue;
+        }
+        if let Some(target) = name.strip_prefix(".wh.") {
+            let victim = if parent.is_empty() {
+                target.to_string()
+            } else {
+                format!("{parent}/{target}")
+            };
+            let prefix = format!("{victim}/");
+            tree.retain(|k, _| k != &victim && !k.starts_with(&prefix));
+            continue;
+        }
+        let h = entry.header().clone();
+        let mut xattrs = Vec::new();
+        if let Some(exts) = entry.pax_extensions().unwrap() {
+            for ext in exts {
+                let ext = ext.unwrap();
+                if let Some(n) = ext.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((n.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap());
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            tar::EntryType::Regular => 'f',
+            other => panic!("unexpected {other:?}"),
+        };
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        let (content, size) = if kind == 'f' {
+            (Some(sha256(&data)), data.len() as u64)
+        } else if kind == 'h' {
+            contents
+                .get(link.as_ref().unwrap())
+                .cloned()
+                .expect("hard link target earlier in the layer")
+        } else {
+            (None, 0)
+        };
+        if kind == 'f' {
+            contents.insert(path.clone(), (content.clone(), size));
+        }
+        tree.insert(
+            path,
+            FileInfo {
+                kind,
+                mode: h.mode().unwrap() & 0o7777,
+                uid: h.uid().unwrap(),
+                gid: h.gid().unwrap(),
+                size,
+                content,
+                link,
+                xattrs,
+            },
+        );
+    }
+    paths
+}
+
+/// Reads a composed image from an OCI layout.
+pub fn read_oci(dir: &Path, tag: &str) -> ReadImage {
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no {tag} in {index}"));
+    let blob = |digest: &str| fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap();
+    let manifest_digest = desc["digest"].as_str().unwrap().to_string();
+    let manifest: Value = serde_json::from_slice(&blob(&manifest_digest)).unwrap();
+    let config_bytes = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(sha256(&config_bytes), manifest["config"]["digest"]);
+    let config: Value = serde_json::from_slice(&config_bytes).unwrap();
+    let mut tree = BTreeMap::new();
+    let mut layer_digests = Vec::new();
+    let mut layer_paths = Vec::new();
+    for (i, layer) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+        let digest = layer["digest"].as_str().unwrap();
+        let data = blob(digest);
+        assert_eq!(sha256(&data), digest, "layer blob digest");
+        assert_eq!(data.len() as u64, layer["size"].as_u64().unwrap());
+        let tar_bytes = decompress(&data);
+        assert_eq!(
+            sha256(&tar_bytes),
+            config["rootfs"]["diff_ids"][i],
+            "diff_id of layer {i}"
+        );
+        layer_paths.push(apply_layer(&mut tree, &tar_bytes));
+        layer_digests.push(digest.to_string());
+    }
+    ReadImage {
+        manifest,
+        manifest_digest,
+        config,
+        layer_digests,
+        layer_paths,
+        tree,
+    }
+}
+
+/// Reads a docker-archive through its manifest.json, as `docker load` does.
+pub fn read_docker_archive(file: &Path) -> (Value, ReadImage) {
+    let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut archive = tar::Archive::new(fs::File::open(file).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        members.insert(path, data);
+    }
+    let manifest_json: Value = serde_json::from_slice(&members["manifest.json"]).unwrap();
+    let entry = &manifest_json[0];
+    let config: Value =
+        serde_json::from_slice(&members[entry["Config"].as_str().unwrap()]).unwrap();
+    let mut tree = BTreeMap::new();
+    let mut layer_digests = Vec::new();
+    let mut layer_paths = Vec::new();
+    for (i, layer) in entry["Layers"].as_array().unwrap().iter().enumerate() {
+        let data = &members[layer.as_str().unwrap()];
+        let tar_bytes = decompress(data);
+        assert_eq!(sha256(&tar_bytes), config["rootfs"]["diff_ids"][i]);
+        layer_paths.push(apply_layer(&mut tree, &tar_bytes));
+        layer_digests.push(sha256(data));
+    }
+    let index: Value = serde_json::from_slice(&members["index.json"]).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: Value =
+        serde_json::from_slice(&members[&format!("blobs/sha256/{}", &manifest_digest[7..])])
+            .unwrap();
+    (
+        manifest_json.clone(),
+        ReadImage {
+            manifest,
+            manifest_digest,
+            config,
+            layer_digests,
+            layer_paths,
+            tree,
+        },
+    )
+}
+
+pub const LONG_NAME: &str = "opt/tritonserver/backends/python/a_directory_name_long_enough_to_need_an_extension_record/and_then_some_file_name_too.py";
+
+/// A Debian-like min image: accounts with an `ubuntu` user at uid 1000.
+pub fn min_image() -> TestImage {
+    let base = layer_tar(&[
+        dir("etc"),
+        file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\nubuntu:x:1000:1000:Ubuntu:/home/ubuntu:/bin/bash\n",
+        ),
+        file("etc/group", "root:x:0:\nubuntu:x:1000:\n"),
+        Item::File {
+            path: "etc/shadow".into(),
+            data: b"root:*:19000:0:99999:7:::\nubuntu:!:19000:0:99999:7:::\n".to_vec(),
+            mode: 0o640,
+            uid: 0,
+            gid: 42,
+            xattrs: vec![],
+        },
+        file("etc/gshadow", "root:*::\nubuntu:!::\n"),
+        dir("opt"),
+        dir("usr"),
+        dir("usr/bin"),
+        exe("usr/bin/sh", "#!fake shell\n"),
+    ]);
+    let second = layer_tar(&[file("etc/os-release", "ID=debian\n")]);
+    TestImage::new(vec![base, second])
+}
+
+/// A full image built FROM min (sharing its first layer), with Triton laid
+/// out across several layers, one of which deletes and hides earlier files.
+pub fn full_image(min: &TestImage) -> TestImage {
+    let triton = layer_tar(&[
+        dir("usr/share"),
+        dir("usr/share/doc"),
+        file("usr/share/doc/outside.txt", "outside the selection\n"),
+        dir("opt/tritonserver"),
+        file("opt/tritonserver/LICENSE", "BSD-3-Clause\n"),
+        file("opt/tritonserver/TRITON_VERSION", "2.51.0\n"),
+        dir("opt/tritonserver/bin"),
+        Item::File {
+            path: "opt/tritonserver/bin/tritonserver".into(),
+            data: b"\x7fELF fake server".to_vec(),
+            mode: 0o755, uid: 0, gid: 0,
+            xattrs: vec![("user.triton.origin".into(), b"full".to_vec())],
+        },
+        dir("opt/tritonserver/lib"),
+        file("opt/tritonserver/lib/libtritonserver.so", "old core library\n"),
+        file("opt/tritonserver/lib/libfoo.so.1.0", "foo\n"),
+        symlink("opt/tritonserver/lib/libfoo.so.1", "libfoo.so.1.0"),
+        dir("opt/tritonserver/include"),
+        file("opt/tritonserver/include/old.h", "old\n"),
+        dir("opt/tritonserver/backends"),
+        dir("opt/tritonserver/backends/python"),
+        exe("opt/tritonserver/backends/python/libtriton_python.so", "python backend\n"),
+        hardlink("opt/tritonserver/backends/python/libtriton_python_copy.so", "opt/tritonserver/backends/python/libtriton_python.so"),
+        hardlink("opt/tritonserver/backends/python/outside_link.txt", "usr/share/doc/outside.txt"),
+        Item::File { path: "opt/tritonserver/backends/python/owned_by_1000".into(), data: b"x".to_vec(), mode: 0o600, uid: 1000, gid: 1000, xattrs: vec![] },
+        file("opt/tritonserver/backends/python/removed.txt", "to be deleted\n"),
+        dir("opt/tritonserver/backends/python/a_directory_name_long_enough_to_need_an_extension_record"),
+        file(LONG_NAME, "long\n"),
+        dir("opt/tritonserver/backends/onnxruntime"),
+        file("opt/tritonserver/backends/onnxruntime/libtriton_onnxruntime.so", "onnx\n"),
+        dir("opt/tritonserver/backends/identity"),
+        file("opt/tritonserver/backends/identity/libtriton_identity.so", "identity\n"),
+        dir("opt/tritonserver/repoagents"),
+        dir("opt/tritonserver/repoagents/checksum"),
+        file("opt/tritonserver/repoagents/checksum/libtritonrepoagent_checksum.so", "checksum\n"),
+        dir("opt/tritonserver/caches"),
+        dir("opt/tritonserver/caches/local"),
+        file("opt/tritonserver/caches/local/libtritoncache_local.so", "local\n"),
+        dir("opt/tritonserver/caches/redis"),
+        file("opt/tritonserver/caches/redis/libtritoncache_redis.so", "redis\n"),
+    ]);
+    let changes = layer_tar(&[
+        whiteout("opt/tritonserver/backends/identity"),
+        opaque("opt/tritonserver/include"),
+        file("opt/tritonserver/include/new.h", "new\n"),
+        file(
+            "opt/tritonserver/lib/libtritonserver.so",
+            "new core library\n",
+        ),
+        whiteout("opt/tritonserver/backends/python/removed.txt"),
+    ]);
+    let entrypoint = layer_tar(&[
+        dir("opt/nvidia"),
+        exe(
+            "opt/nvidia/nvidia_entrypoint.sh",
+            "#!/bin/bash\nexec \"$@\"\n",
+        ),
+        dir("opt/nvidia/entrypoint.d"),
+        file("opt/nvidia/entrypoint.d/10-banner.txt", "Triton\n"),
+    ]);
+    let mut full = TestImage::new(vec![min.layers[0].clone(), triton, changes, entrypoint]);
+    full.env.extend([
+        "TRITON_SERVER_VERSION=2.51.0".to_string(),
+        "NVIDIA_TRITON_SERVER_VERSION=24.10".to_string(),
+        "TRITON_SERVER_GPU_ENABLED=0".to_string(),
+        "NVIDIA_BUILD_ID=121212".to_string(),
+    ]);
+    full.labels
+        .insert("com.nvidia.build.id".into(), "121212".into());
+    full.labels
+        .insert("com.nvidia.build.ref".into(), "0123abcd".into());
+    full.entrypoint = Some(vec!["/opt/nvidia/nvidia_entrypoint.sh".into()]);
+    full.created = "2024-11-05T10:00:00Z".into();
+    full
+}
+
+/// A raw tar header with an arbitrary name and type, bypassing the tar
+/// crate's own checks (for hostile archives).
+pub fn raw_header(name: &[u8], typeflag: u8, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_old();
+    {
+        let old = header.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name);
+    }
+    header.as_mut_bytes()[156] = typeflag;
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
