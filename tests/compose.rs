@@ -129,6 +129,37 @@ fn composes_selected_components_from_merged_full_layers() {
     assert_eq!(under_triton(&image), expected);
 
     let t = &image.tree;
+    // Entry by entry, everything copied is what full's merged tree holds
+    // (read by the tests' own reader): type, mode, owner, size, content,
+    // symlink target, xattrs. Hard links compare by the content they share.
+    let full = read_oci(&fx.path("full"), "24.10");
+    let copied_roots = [
+        "opt/tritonserver/LICENSE",
+        "opt/tritonserver/TRITON_VERSION",
+        "opt/tritonserver/bin",
+        "opt/tritonserver/lib",
+        "opt/tritonserver/include",
+        "opt/tritonserver/backends/python",
+        "opt/tritonserver/repoagents/checksum",
+        "opt/tritonserver/caches/local",
+        "opt/nvidia",
+    ];
+    let mut compared = 0;
+    for (path, ours) in t.iter().filter(|(p, _)| {
+        copied_roots
+            .iter()
+            .any(|r| p == r || p.starts_with(&format!("{r}/")))
+    }) {
+        let theirs = &full.tree[path];
+        let strip = |f: &FileInfo| FileInfo {
+            kind: if f.kind == 'h' { 'f' } else { f.kind },
+            link: if f.kind == 'l' { f.link.clone() } else { None },
+            ..f.clone()
+        };
+        assert_eq!(strip(ours), strip(theirs), "{path}");
+        compared += 1;
+    }
+    assert_eq!(compared, 25);
     // Later layers win; opaque dirs and whiteouts hid what they should.
     assert_eq!(
         t["opt/tritonserver/lib/libtritonserver.so"].content,

@@ -392,7 +392,7 @@ fn decompress(data: &[u8]) -> Vec<u8> {
 fn apply_layer(tree: &mut BTreeMap<String, FileInfo>, tar_bytes: &[u8]) -> Vec<String> {
     let mut archive = tar::Archive::new(tar_bytes);
     let mut paths = Vec::new();
-    let mut contents: BTreeMap<String, (Option<String>, u64)> = BTreeMap::new();
+    let mut contents: BTreeMap<String, FileInfo> = BTreeMap::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         let path = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
@@ -443,32 +443,32 @@ fn apply_layer(tree: &mut BTreeMap<String, FileInfo>, tar_bytes: &[u8]) -> Vec<S
         };
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
-        let (content, size) = if kind == 'f' {
-            (Some(sha256(&data)), data.len() as u64)
-        } else if kind == 'h' {
-            contents
+        let info = if kind == 'h' {
+            // A hard link is its target's inode: same mode, owner, content.
+            let target = contents
                 .get(link.as_ref().unwrap())
-                .cloned()
-                .expect("hard link target earlier in the layer")
+                .expect("hard link target earlier in the layer");
+            FileInfo {
+                kind: 'h',
+                link: link.clone(),
+                ..target.clone()
+            }
         } else {
-            (None, 0)
-        };
-        if kind == 'f' {
-            contents.insert(path.clone(), (content.clone(), size));
-        }
-        tree.insert(
-            path,
             FileInfo {
                 kind,
                 mode: h.mode().unwrap() & 0o7777,
                 uid: h.uid().unwrap(),
                 gid: h.gid().unwrap(),
-                size,
-                content,
+                size: data.len() as u64,
+                content: (kind == 'f').then(|| sha256(&data)),
                 link,
                 xattrs,
-            },
-        );
+            }
+        };
+        if kind == 'f' {
+            contents.insert(path.clone(), info.clone());
+        }
+        tree.insert(path, info);
     }
     paths
 }
