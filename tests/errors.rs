@@ -31,8 +31,8 @@ impl Case {
         format!("{kind},oci:{}:{tag}", self.path(name).display())
     }
 
-    /// Runs a compose to `out` with extra arguments; returns stderr and
-    /// asserts failure and that nothing was written.
+    /// Runs a compose (to `out` unless `extra` names an --output) with extra
+    /// arguments; returns stderr and asserts failure and that nothing was written.
     fn fails(&self, extra: &[&str]) -> String {
         let out = self.path("out");
         let work = self.path("work");
@@ -44,11 +44,12 @@ impl Case {
             &min,
             "--image",
             &full,
-            "--output",
-            &output,
             "--work-dir",
             work.to_str().unwrap(),
         ];
+        if !extra.contains(&"--output") {
+            args.extend(["--output", &output]);
+        }
         args.extend_from_slice(extra);
         let (ok, stderr) = run_cli(&args);
         assert!(!ok, "expected failure, got success; stderr:\n{stderr}");
@@ -113,19 +114,11 @@ fn gpu_flag_must_match_the_full_image() {
 fn images_that_are_not_triton_images_are_refused() {
     let case = Case::new();
     // min as full: no Triton environment at all.
-    let min = case.arg("min", "min", "latest");
-    let full = case.arg("full", "min", "latest");
-    let out = case.path("out");
-    let (ok, stderr) = run_cli(&[
+    let stderr = case.fails(&[
         "--enable-gpu=false",
         "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &format!("oci:{}", out.display()),
+        &case.arg("full", "min", "latest"),
     ]);
-    assert!(!ok);
     assert!(stderr.contains("has no TRITON_SERVER_VERSION"), "{stderr}");
     // Triton's environment but no /opt/tritonserver.
     let mut fake = min_image();
@@ -133,77 +126,70 @@ fn images_that_are_not_triton_images_are_refused() {
     fake.env.push("NVIDIA_TRITON_SERVER_VERSION=24.10".into());
     fake.env.push("TRITON_SERVER_GPU_ENABLED=0".into());
     fake.write_oci(&case.path("fake"), "x");
-    let full = case.arg("full", "fake", "x");
-    let (ok, stderr) = run_cli(&[
+    let stderr = case.fails(&[
         "--enable-gpu=false",
         "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &format!("oci:{}", out.display()),
+        &case.arg("full", "fake", "x"),
     ]);
-    assert!(!ok);
     assert!(
         stderr.contains("is not a Triton image: it has no /opt/tritonserver"),
         "{stderr}"
     );
-    assert!(!out.exists());
+}
+
+/// Runs the binary expecting failure; returns stderr.
+fn cli_fails(args: &[&str]) -> String {
+    let (ok, stderr) = run_cli(args);
+    assert!(!ok, "expected failure, got success; stderr:\n{stderr}");
+    stderr
 }
 
 #[test]
 fn missing_or_malformed_image_arguments() {
     let case = Case::new();
     let min = case.arg("min", "min", "latest");
-    let (ok, stderr) = run_cli(&["--image", &min, "--dry-run"]);
-    assert!(!ok);
+    let stderr = cli_fails(&["--image", &min, "--dry-run"]);
     assert!(
         stderr.contains("need to specify both 'full' and 'min'"),
         "{stderr}"
     );
-    let (ok, stderr) = run_cli(&["--dry-run"]);
-    assert!(!ok);
+    let stderr = cli_fails(&["--dry-run"]);
     assert!(
         stderr.contains("hint: pass --image min,REF and --image full,REF"),
         "{stderr}"
     );
-    let (ok, stderr) = run_cli(&["--image", "min", "--image", "full,oci:x", "--dry-run"]);
-    assert!(!ok);
+    let stderr = cli_fails(&["--image", "min", "--image", "full,oci:x", "--dry-run"]);
     assert!(
         stderr.contains("must be <image-name>,<image-ref>"),
         "{stderr}"
     );
-    let stderr = case.fails(&[
-        "--enable-gpu=false",
-        "--image",
-        &format!("full,oci:{}:nosuchtag", case.path("full").display()),
-    ]);
+    let missing_tag = format!("full,oci:{}:nosuchtag", case.path("full").display());
+    let stderr = case.fails(&["--enable-gpu=false", "--image", &missing_tag]);
     assert!(stderr.contains("no image tagged \"nosuchtag\""), "{stderr}");
     assert!(stderr.contains("tags in the layout: 24.10"), "{stderr}");
-    let (ok, stderr) = run_cli(&[
+    let stderr = cli_fails(&[
         "--image",
         "min,nvcr.io/nvidia/tritonserver:24.10-py3-min",
         "--image",
         "full,nvcr.io/nvidia/tritonserver:24.10-py3",
         "--dry-run",
     ]);
-    assert!(!ok);
     assert!(
         stderr.contains("registries are not supported yet"),
         "{stderr}"
     );
     assert!(stderr.contains("skopeo copy"), "{stderr}");
     let full = case.arg("full", "full", "24.10");
-    let (ok, stderr) = run_cli(&[
+    let work = case.path("w");
+    let stderr = cli_fails(&[
         "--enable-gpu=false",
         "--image",
         &min,
         "--image",
         &full,
         "--work-dir",
-        case.path("w").to_str().unwrap(),
+        work.to_str().unwrap(),
     ]);
-    assert!(!ok);
     assert!(stderr.contains("hint: pass --output oci:DIR"), "{stderr}");
 }
 
@@ -212,18 +198,8 @@ fn an_existing_output_is_never_overwritten() {
     let case = Case::new();
     let archive = case.path("taken.tar");
     fs::write(&archive, b"precious").unwrap();
-    let min = case.arg("min", "min", "latest");
-    let full = case.arg("full", "full", "24.10");
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &format!("docker-archive:{}", archive.display()),
-    ]);
-    assert!(!ok);
+    let taken = format!("docker-archive:{}", archive.display());
+    let stderr = case.fails(&["--enable-gpu=false", "--output", &taken]);
     assert!(
         stderr.contains("already exists; refusing to overwrite it"),
         "{stderr}"
@@ -232,20 +208,16 @@ fn an_existing_output_is_never_overwritten() {
     let dir = case.path("somedir");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("file"), b"x").unwrap();
-    let (ok, stderr) = run_cli(&[
+    let stderr = case.fails(&[
         "--enable-gpu=false",
-        "--image",
-        &min,
-        "--image",
-        &full,
         "--output",
         &format!("oci:{}", dir.display()),
     ]);
-    assert!(!ok);
     assert!(
         stderr.contains("is not an OCI layout; refusing to write into it"),
         "{stderr}"
     );
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
 }
 
 /// Replaces the blob of full's layer `index` (in manifest order).
@@ -302,37 +274,13 @@ fn a_config_that_lies_about_diff_ids_is_refused() {
     full.layers[2] = layer_tar(&[file("opt/tritonserver/other", "x")]);
     let lying_dir = case.path("lying");
     full.write_oci(&lying_dir, "x");
-    // Rewrite its config with the honest diff_ids (which do not match).
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(lying_dir.join("index.json")).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let manifest_path = lying_dir.join("blobs/sha256").join(&manifest_digest[7..]);
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+    // Point its manifest at the honest config (whose diff_ids do not match).
     let config = serde_json::to_vec(&honest).unwrap();
-    let config_digest = sha256(&config);
-    fs::write(
-        lying_dir.join("blobs/sha256").join(&config_digest[7..]),
-        &config,
-    )
-    .unwrap();
-    manifest["config"]["digest"] = config_digest.into();
-    manifest["config"]["size"] = config.len().into();
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    let new_digest = sha256(&manifest);
-    fs::write(
-        lying_dir.join("blobs/sha256").join(&new_digest[7..]),
-        &manifest,
-    )
-    .unwrap();
-    let mut index = index;
-    index["manifests"][0]["digest"] = new_digest.into();
-    index["manifests"][0]["size"] = manifest.len().into();
-    fs::write(
-        lying_dir.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    let config_digest = put_blob(&lying_dir, &config);
+    rewrite_manifest(&lying_dir, |manifest| {
+        manifest["config"]["digest"] = config_digest.into();
+        manifest["config"]["size"] = config.len().into();
+    });
     let stderr = case.fails(&[
         "--enable-gpu=false",
         "--image",
@@ -342,6 +290,35 @@ fn a_config_that_lies_about_diff_ids_is_refused() {
         stderr.contains("has diff-id") && stderr.contains("but the image config says"),
         "{stderr}"
     );
+}
+
+/// Stores a blob in an OCI layout; returns its digest.
+fn put_blob(layout: &Path, data: &[u8]) -> String {
+    let digest = sha256(data);
+    fs::write(layout.join("blobs/sha256").join(&digest[7..]), data).unwrap();
+    digest
+}
+
+/// Edits the first manifest of an OCI layout and re-points index.json at it.
+fn rewrite_manifest(layout: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    };
+    let mut index = read(&layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest = read(&layout.join("blobs/sha256").join(&digest[7..]));
+    edit(&mut manifest);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = put_blob(layout, &bytes).into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
 }
 
 fn with_hostile_layer(case: &Case, name: &str, layer: Vec<u8>) -> String {
@@ -403,20 +380,9 @@ fn ambiguous_manifests_and_archive_link_cycles_are_refused() {
     // A manifest with both `layers` and `manifests`.
     let dir = case.path("ambiguous");
     full_image(&min_image()).write_oci(&dir, "x");
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let path = dir.join("blobs/sha256").join(&digest[7..]);
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    manifest["manifests"] = serde_json::json!([]);
-    let bytes = serde_json::to_vec(&manifest).unwrap();
-    let new_digest = sha256(&bytes);
-    fs::write(dir.join("blobs/sha256").join(&new_digest[7..]), &bytes).unwrap();
-    let mut index = index;
-    index["manifests"][0]["digest"] = new_digest.into();
-    index["manifests"][0]["size"] = bytes.len().into();
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    rewrite_manifest(&dir, |manifest| {
+        manifest["manifests"] = serde_json::json!([])
+    });
     let stderr = case.fails(&[
         "--enable-gpu=false",
         "--image",

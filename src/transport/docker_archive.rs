@@ -285,6 +285,8 @@ impl ImageSource for DockerArchiveSource {
 pub struct DockerArchiveSink {
     name: String,
     file: PathBuf,
+    /// The destination's directory, where blobs are staged too.
+    dir: PathBuf,
     reference: String,
     builder: tar::Builder<BufWriter<NamedTempFile>>,
     written: BTreeSet<Digest>,
@@ -299,14 +301,7 @@ impl DockerArchiveSink {
             ))
             .hint("remove it first or choose another --output file"));
         }
-        let dir = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() {
-            return Err(Error::new(format!("{} does not exist", dir.display()))
-                .hint("create the directory for the --output archive first"));
-        }
+        let dir = super::output_parent(file)?;
         let temp = tempfile::Builder::new()
             .prefix(".triton-compose-archive-")
             .tempfile_in(&dir)
@@ -315,6 +310,7 @@ impl DockerArchiveSink {
         Ok(DockerArchiveSink {
             name,
             file: file.to_path_buf(),
+            dir,
             reference: reference.to_string(),
             builder,
             written: BTreeSet::new(),
@@ -366,13 +362,8 @@ impl ImageSink for DockerArchiveSink {
         content: &mut dyn Read,
     ) -> Result<BlobDescriptor> {
         // A tar member needs its size up front: stage the blob first.
-        let dir = self
-            .file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let temp =
-            tempfile::tempfile_in(dir).ctx(|| format!("staging a blob in {}", dir.display()))?;
+        let temp = tempfile::tempfile_in(&self.dir)
+            .ctx(|| format!("staging a blob in {}", self.dir.display()))?;
         let mut writer = HashingWriter::new(BufWriter::new(temp));
         io::copy(content, &mut writer)?;
         let (buffered, digest, size) = writer.finish();

@@ -161,6 +161,19 @@ pub fn open_sink(reference: &ImageRef, default_name: &str) -> Result<Box<dyn Ima
     }
 }
 
+/// The directory an output path will be created in, which must exist.
+pub(crate) fn output_parent(path: &std::path::Path) -> Result<PathBuf> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::new(format!("{} does not exist", parent.display()))
+            .hint("create the directory the --output goes into first"));
+    }
+    Ok(parent)
+}
+
 /// `name` with `:latest` added when it has no tag.
 pub fn with_tag(name: &str) -> String {
     let last = name.rsplit('/').next().unwrap_or(name);

@@ -262,14 +262,7 @@ impl OciLayoutSink {
                 existing,
             });
         }
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !parent.is_dir() {
-            return Err(Error::new(format!("{} does not exist", parent.display()))
-                .hint("create the parent directory of the --output layout first"));
-        }
+        let parent = super::output_parent(dir)?;
         let staging = tempfile::Builder::new()
             .prefix(".triton-compose-oci-")
             .tempdir_in(&parent)
