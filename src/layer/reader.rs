@@ -120,11 +120,24 @@ fn entry_kind(entry_type: EntryType, raw_path: &[u8]) -> Result<Option<EntryKind
 fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryKind) -> Result<EntryMeta> {
     let bad = |what: &str| Error::new(format!("malformed tar header: unreadable {what}"));
     let header = entry.header();
+    // An all-blank numeric field reads as 0, as Go's archive/tar reads it.
+    let blank = |range: std::ops::Range<usize>| {
+        header.as_bytes()[range]
+            .iter()
+            .all(|&b| b == 0 || b == b' ')
+    };
+    let number = |range: std::ops::Range<usize>, parsed: io::Result<u64>, what: &str| {
+        if blank(range) {
+            Ok(0)
+        } else {
+            parsed.map_err(|_| bad(what))
+        }
+    };
     let mut meta = EntryMeta {
         kind,
-        mode: header.mode().map_err(|_| bad("mode"))? & 0o7777,
-        uid: header.uid().map_err(|_| bad("uid"))?,
-        gid: header.gid().map_err(|_| bad("gid"))?,
+        mode: number(100..108, header.mode().map(u64::from), "mode")? as u32 & 0o7777,
+        uid: number(108..116, header.uid(), "uid")?,
+        gid: number(116..124, header.gid(), "gid")?,
         uname: header
             .username_bytes()
             .filter(|u| !u.is_empty())
@@ -133,7 +146,7 @@ fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>, kind: EntryKind) -> Result
             .groupname_bytes()
             .filter(|g| !g.is_empty())
             .map(|g| String::from_utf8_lossy(g).into_owned()),
-        mtime: header.mtime().map_err(|_| bad("mtime"))?,
+        mtime: number(136..148, header.mtime(), "mtime")?,
         size: 0,
         link_target: None,
         xattrs: Vec::new(),

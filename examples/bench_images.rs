@@ -1,0 +1,196 @@
+//! Writes a large synthetic min and full image (OCI layouts) for the
+//! benchmark: `cargo run --release --example bench_images -- DIR SIZE_MIB`.
+//! Layers are streamed to disk; file content is pseudo-random (so it does
+//! not compress away) with some text-like files.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Pseudo-random bytes (xorshift), cheap to make.
+struct Noise(u64);
+
+impl io::Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(buf.len())
+    }
+}
+
+/// Files of a layer: (path, size); directories are made for parents.
+fn write_layer(blobs: &Path, files: &[(String, u64)], seed: u64) -> (String, String, u64) {
+    let tmp = blobs.join("tmp-layer");
+    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).unwrap());
+    let compressed = Hashing {
+        inner: file,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
+    let uncompressed = Hashing {
+        inner: gz,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut builder = tar::Builder::new(uncompressed);
+    let mut dirs = std::collections::BTreeSet::new();
+    for (i, (path, size)) in files.iter().enumerate() {
+        let mut parent = Path::new(path).parent();
+        let mut missing = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            if dirs.insert(p.to_path_buf()) {
+                missing.push(p.to_path_buf());
+            }
+            parent = p.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            builder
+                .append_data(&mut h, format!("{}/", dir.display()), io::empty())
+                .unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(*size);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        let content = io::Read::take(Noise(seed ^ ((i as u64 + 1) * 0x9e3779b97f4a7c15)), *size);
+        builder.append_data(&mut h, path, content).unwrap();
+    }
+    let uncompressed = builder.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(uncompressed.hasher.finalize()));
+    let mut compressed = uncompressed.inner.finish().unwrap();
+    compressed.flush().unwrap();
+    let digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
+    let size = compressed.count;
+    fs::rename(&tmp, blobs.join(&digest[7..])).unwrap();
+    (digest, diff_id, size)
+}
+
+fn write_image(
+    dir: &Path,
+    tag: &str,
+    layers: &[Vec<(String, u64)>],
+    env: &[&str],
+    shared: Option<(String, String, u64)>,
+) -> (String, String, u64) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let mut written = Vec::new();
+    if let Some(first) = shared.clone() {
+        written.push(first);
+    }
+    for (i, files) in layers.iter().enumerate() {
+        written.push(write_layer(&blobs, files, i as u64 + 7));
+    }
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-11-05T10:00:00Z",
+        "config": {"Env": env, "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"]},
+        "rootfs": {"type": "layers", "diff_ids": written.iter().map(|l| l.1.clone()).collect::<Vec<_>>()},
+    })).unwrap();
+    let put = |data: &[u8]| {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        fs::write(blobs.join(&digest[7..]), data).unwrap();
+        (digest, data.len())
+    };
+    let (config_digest, config_size) = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": written.iter().map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l.0, "size": l.2})).collect::<Vec<_>>(),
+    })).unwrap();
+    let (manifest_digest, manifest_size) = put(&manifest);
+    fs::write(dir.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]})).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    written[0].clone()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "target/bench".into()));
+    let mib: u64 = args.next().map(|s| s.parse().unwrap()).unwrap_or(1024);
+    let _ = fs::remove_dir_all(&dir);
+    let unit = mib * 1024 * 1024 / 100;
+    let many = |prefix: &str, count: u64, total: u64| -> Vec<(String, u64)> {
+        (0..count)
+            .map(|i| (format!("{prefix}/file{i:05}.so"), total / count))
+            .collect()
+    };
+    let base = vec![("etc/passwd".to_string(), 0), ("etc/group".to_string(), 0)];
+    let mut base_layer = base;
+    base_layer.extend(many("usr/lib/x86_64-linux-gnu", 200, 10 * unit));
+    let min_first = write_image(
+        &dir.join("min"),
+        "latest",
+        &[base_layer],
+        &["PATH=/usr/bin:/bin"],
+        None,
+    );
+    let install = "opt/tritonserver";
+    let mut triton = many(&format!("{install}/bin"), 4, 2 * unit);
+    triton.extend(many(&format!("{install}/lib"), 40, 8 * unit));
+    triton.extend(many(&format!("{install}/include/triton"), 400, unit));
+    triton.extend(many(&format!("{install}/backends/python"), 50, 4 * unit));
+    triton.extend(many(
+        &format!("{install}/backends/onnxruntime"),
+        20,
+        15 * unit,
+    ));
+    triton.extend(many(&format!("{install}/backends/pytorch"), 100, 40 * unit));
+    triton.extend(many(&format!("{install}/backends/openvino"), 30, 15 * unit));
+    triton.extend(many(&format!("{install}/caches/local"), 2, unit / 10));
+    triton.push(("opt/nvidia/nvidia_entrypoint.sh".into(), 100));
+    let other = many("usr/local/lib/python3/dist-packages/big", 1000, 5 * unit);
+    write_image(
+        &dir.join("full"),
+        "bench",
+        &[other, triton],
+        &[
+            "PATH=/usr/bin:/bin",
+            "TRITON_SERVER_VERSION=2.51.0",
+            "NVIDIA_TRITON_SERVER_VERSION=24.10",
+            "TRITON_SERVER_GPU_ENABLED=0",
+        ],
+        Some(min_first),
+    );
+    println!(
+        "wrote {dir}/min and {dir}/full (about {mib} MiB uncompressed)",
+        dir = dir.display()
+    );
+}
