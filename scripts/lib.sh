@@ -21,3 +21,21 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# Makes sure a Docker engine answers, starting dockerd if needed (as
+# the test machines have no init system running it).
+start_docker() {
+  apt_install docker.io
+  if docker info >/dev/null 2>&1; then return 0; fi
+  local log=${TMPDIR:-/tmp}/triton-compose-dockerd.log
+  echo "starting dockerd (log: $log)" >&2
+  nohup dockerd --iptables=false --bridge=none >"$log" 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  echo "error: the Docker engine did not start within 60 s" >&2
+  tail -n 20 "$log" >&2 || true
+  echo "  hint: the end-to-end tests need a Docker engine; see $log" >&2
+  return 1
+}

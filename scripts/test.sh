@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, clippy, unit and integration tests
-# (with skopeo, umoci and oci-image-tool reading our output).
+# Runs every check and test: formatting, clippy, unit and integration tests,
+# skopeo/umoci/oci-image-tool reading our output, and the end-to-end tests
+# against real Triton in a Docker engine (fixture images are built once and
+# cached; see scripts/fixtures.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -9,4 +11,11 @@ apt_install skopeo umoci oci-image-tool
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+
+# Builds or reuses the fixtures and starts the Docker engine; a failure here
+# fails the run (the end-to-end tests never pass silently).
+TRITON_COMPOSE_FIXTURES=$(bash scripts/fixtures.sh)
+export TRITON_COMPOSE_FIXTURES
+
+# --nocapture: the end-to-end tests print the image sizes they compare.
+cargo test --all-targets --locked -- --nocapture

@@ -118,12 +118,20 @@ pub fn literal(value: &str) -> String {
     value.replace('\\', "\\\\").replace('$', "\\$")
 }
 
+/// The PATH a container gets when its image sets none; Docker uses it for
+/// `${PATH}` in ENV too (BuildKit even writes it into the config).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Applies one change to a full image config.
 pub fn apply(config: &mut Value, change: &ConfigChange) {
     match change {
         ConfigChange::Env(key, raw) => {
             let mut vars = env(config);
-            let value = expand(raw, &vars);
+            let mut scope = vars.clone();
+            if !scope.iter().any(|(k, _)| k == "PATH") {
+                scope.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+            }
+            let value = expand(raw, &scope);
             match vars.iter_mut().find(|(k, _)| k == key) {
                 Some(slot) => slot.1 = value,
                 None => vars.push((key.clone(), value)),
@@ -203,6 +211,17 @@ mod tests {
             ])
         );
         assert!(config["config"].get("Cmd").is_none());
+
+        // An image without PATH (docker import) gets Docker's default.
+        let mut bare = json!({"config": {}});
+        apply(
+            &mut bare,
+            &ConfigChange::Env("PATH".into(), "/opt/tritonserver/bin:${PATH}".into()),
+        );
+        assert_eq!(
+            bare["config"]["Env"],
+            json!([format!("PATH=/opt/tritonserver/bin:{DEFAULT_PATH}")])
+        );
         assert_eq!(
             expand(r"\$HOME and ${A}", &[("A".into(), "1".into())]),
             "$HOME and 1"

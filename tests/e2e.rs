@@ -1,0 +1,358 @@
+//! End to end, against things nobody here wrote: a debootstrapped Debian
+//! min, a full image holding the real Triton 2.51.0, a Docker engine, skopeo,
+//! umoci and oci-image-tool. The fixtures come from scripts/fixtures.sh;
+//! scripts/test.sh builds them, starts Docker and runs these tests.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::docker::*;
+use support::run_cli;
+
+/// An image loaded into the engine, removed when dropped.
+struct Loaded(String);
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+/// Composes with compose.py-style arguments into a docker-archive and loads it.
+fn compose_and_load(fx: &Fixtures, work: &Path, args: &[&str]) -> Loaded {
+    let name = format!("triton-compose-e2e/{}:test", unique("img"));
+    let archive = work.join(format!("{}.tar", unique("out")));
+    let output = format!("docker-archive:{}:{name}", archive.display());
+    let min = format!("min,{}", fx.archive("min"));
+    let full = format!("full,{}", fx.archive("full"));
+    let mut all = vec![
+        "-q",
+        "--enable-gpu=false",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+    ];
+    all.extend(["--work-dir", work.to_str().unwrap()]);
+    all.extend_from_slice(args);
+    let (ok, stderr) = run_cli(&all);
+    assert!(ok, "compose failed:\n{stderr}");
+    let loaded = docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains(&name), "{loaded}");
+    std::fs::remove_file(&archive).unwrap();
+    Loaded(name)
+}
+
+fn models_dir(with_add_sub: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if with_add_sub {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
+        let dst = dir.path().join("add_sub");
+        std::fs::create_dir_all(dst.join("1")).unwrap();
+        std::fs::copy(src.join("config.pbtxt"), dst.join("config.pbtxt")).unwrap();
+        std::fs::copy(src.join("1/model.py"), dst.join("1/model.py")).unwrap();
+    }
+    // The container runs as root but the mount must be readable to all.
+    Command::new("chmod")
+        .args(["-R", "a+rX", dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    dir
+}
+
+/// Asks add_sub for [1,2,3,4] + [10,20,30,40] and checks the sums.
+fn assert_add_sub_answers(server: &Server) {
+    let (status, body) = http(server.http_port, "GET", "/v2/models/add_sub/ready", None).unwrap();
+    assert_eq!(
+        status,
+        200,
+        "add_sub is not ready ({body}):\n{}",
+        server.logs()
+    );
+    let request = r#"{"inputs":[
+        {"name":"INPUT0","shape":[4],"datatype":"FP32","data":[1,2,3,4]},
+        {"name":"INPUT1","shape":[4],"datatype":"FP32","data":[10,20,30,40]}]}"#;
+    let (status, body) = http(
+        server.http_port,
+        "POST",
+        "/v2/models/add_sub/infer",
+        Some(request),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}\n{}", server.logs());
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let output = &reply["outputs"][0];
+    assert_eq!(output["name"], "OUTPUT0");
+    assert_eq!(
+        output["data"],
+        serde_json::json!([11.0, 22.0, 33.0, 44.0]),
+        "{body}"
+    );
+}
+
+#[test]
+fn full_fixture_serves_add_sub() {
+    // The harness itself: the real server in the full image answers correctly.
+    let Some(fx) = Fixtures::get() else { return };
+    let models = models_dir(true);
+    let server = Server::start(&fx.full_image, models.path());
+    server.wait_ready(Duration::from_secs(120));
+    assert_add_sub_answers(&server);
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+}
+
+#[test]
+fn composed_python_image_starts_and_shuts_down_cleanly() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let image = compose_and_load(
+        &fx,
+        work.path(),
+        &["--backend", "python", "--cache", "local"],
+    );
+    // `tritonserver --help` exits non-zero; its text is what counts.
+    let help = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image.0,
+            "tritonserver",
+            "--help",
+        ])
+        .output()
+        .unwrap();
+    let help = format!(
+        "{}{}",
+        String::from_utf8_lossy(&help.stdout),
+        String::from_utf8_lossy(&help.stderr)
+    );
+    assert!(help.contains("--model-repository"), "{help}");
+    // The python backend's runtime (python3, numpy, libpython) is not carried
+    // over yet, so the server is checked with an empty model repository.
+    let models = models_dir(false);
+    let server = Server::start(&image.0, models.path());
+    server.wait_ready(Duration::from_secs(120));
+    let (status, body) = http(server.http_port, "GET", "/v2", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("\"version\":\"2.51.0\""), "{body}");
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+}
+
+#[test]
+fn composed_standin_and_checksum_variant_has_exactly_its_components() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let image = compose_and_load(
+        &fx,
+        work.path(),
+        &["--backend", "standin", "--repoagent", "checksum"],
+    );
+    let listing = docker(&[
+        "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &image.0, "-c",
+        "ls /opt/tritonserver/backends /opt/tritonserver/repoagents; ls /opt/tritonserver/caches 2>&1; id triton-server",
+    ]);
+    assert!(listing.contains("standin"), "{listing}");
+    assert!(listing.contains("checksum"), "{listing}");
+    assert!(
+        !listing.contains("python") && !listing.contains("obsolete"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("uid=1000(triton-server) gid=1000(triton-server)"),
+        "{listing}"
+    );
+    let models = models_dir(false);
+    let server = Server::start(&image.0, models.path());
+    server.wait_ready(Duration::from_secs(120));
+    assert_eq!(server.stop(), 0);
+}
+
+#[test]
+fn oci_output_from_oci_fixtures_passes_skopeo_umoci_and_oci_image_tool() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let output = format!("oci:{}:python", layout.display());
+    let min = format!("min,{}", fx.oci("min"));
+    let full = format!("full,{}", fx.oci("full"));
+    let (ok, stderr) = run_cli(&[
+        "-q",
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--cache",
+        "local",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+        "--work-dir",
+        work.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let inspect = docker_free(&["skopeo", "inspect", &output]);
+    assert!(
+        inspect.contains("\"com.nvidia.build.id\": \"test-build-1\""),
+        "{inspect}"
+    );
+    let bundle = work.path().join("bundle");
+    docker_free(&[
+        "umoci",
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:python", layout.display()),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(bundle
+        .join("rootfs/opt/tritonserver/bin/tritonserver")
+        .is_file());
+    assert!(bundle
+        .join("rootfs/opt/tritonserver/backends/python/triton_python_backend_stub")
+        .is_file());
+    docker_free(&[
+        "oci-image-tool",
+        "validate",
+        "--type",
+        "image",
+        "--ref",
+        "name=python",
+        layout.to_str().unwrap(),
+    ]);
+}
+
+/// Runs another tool; panics with its output unless it succeeds.
+fn docker_free(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
+    assert!(
+        out.status.success(),
+        "{argv:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dockerfile_compose_builds_the_same_files_as_the_daemonless_output() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let components = [
+        "--backend",
+        "python",
+        "--backend",
+        "standin",
+        "--repoagent",
+        "checksum",
+        "--cache",
+        "local",
+    ];
+    let ours = compose_and_load(&fx, work.path(), &components);
+    // compose_and_load wrote Dockerfile.compose from the same plan.
+    let dockerfile = work.path().join("Dockerfile.compose");
+    let built = Loaded(format!("triton-compose-e2e/{}:built", unique("parity")));
+    let out = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args([
+            "build",
+            "-q",
+            "--network",
+            "none",
+            "-f",
+            dockerfile.to_str().unwrap(),
+        ])
+        .args(["--build-arg", &format!("FULL_IMAGE={}", fx.full_image)])
+        .args(["--build-arg", &format!("MIN_IMAGE={}", fx.min_image)])
+        .args(["-t", &built.0, work.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefixes = ["opt/tritonserver", "opt/nvidia", "etc/passwd", "etc/group"];
+    let theirs = exported_tree(&built.0, &prefixes);
+    let mine = exported_tree(&ours.0, &prefixes);
+    assert!(
+        mine.len() > 50,
+        "the export holds the composed tree ({} entries)",
+        mine.len()
+    );
+    let comparable = |info: &support::FileInfo| support::FileInfo {
+        // Hard links are compared as the inode they name.
+        kind: if info.kind == 'h' { 'f' } else { info.kind },
+        link: if info.kind == 'l' {
+            info.link.clone()
+        } else {
+            None
+        },
+        ..info.clone()
+    };
+    let mut differences = Vec::new();
+    for path in mine
+        .keys()
+        .chain(theirs.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (a, b) = (
+            mine.get(path).map(comparable),
+            theirs.get(path).map(comparable),
+        );
+        if a != b {
+            differences.push(format!(
+                "{path}:\n  daemonless:   {a:?}\n  docker build: {b:?}"
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn composed_image_is_smaller_than_full_by_more_than_the_backends_left_out() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let image = compose_and_load(
+        &fx,
+        work.path(),
+        &["--backend", "python", "--cache", "local"],
+    );
+    let full = image_size(&fx.full_image);
+    let composed = image_size(&image.0);
+    let min = image_size(&fx.min_image);
+    let left_out: u64 = exported_tree(
+        &fx.full_image,
+        &["opt/tritonserver/backends", "opt/tritonserver/repoagents"],
+    )
+    .iter()
+    .filter(|(p, _)| !p.starts_with("opt/tritonserver/backends/python"))
+    .map(|(_, f)| f.size)
+    .sum();
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "image sizes: full {:.1} MB, composed (python + local cache) {:.1} MB, min {:.1} MB; components left out {:.1} MB",
+        mb(full), mb(composed), mb(min), mb(left_out)
+    );
+    assert!(left_out > 0);
+    assert!(
+        full >= composed + left_out,
+        "full {full} B, composed {composed} B, left out {left_out} B"
+    );
+}
