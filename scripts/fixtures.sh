@@ -7,7 +7,8 @@
 #   min   debootstrap --variant=minbase bookworm, `docker import`ed
 #   full  FROM min: python3, numpy, libgomp1, libarchive13, libpython3.11;
 #         Triton 2.51.0 from the nvidia-pytriton 0.7.0 wheel as /opt/tritonserver
-#         (RPATHs rewritten with patchelf); stand-in backends and repoagent;
+#         (RPATHs rewritten with patchelf); stand-in backends (standin and a
+#         25 MB onnxruntime, both needing libgomp.so.1) and checksum repoagent;
 #         /opt/nvidia; NGC's ENV and LABELs
 #
 # The directory gets min.tar and full.tar (`docker save`), min-oci/ and
@@ -70,6 +71,8 @@ echo "/* stand-in for Triton's headers */" > "$t/include/triton/core/tritonserve
 echo "/* deleted by a later layer */" > "$t/include/triton/obsolete.h"
 patchelf --set-rpath '$ORIGIN/../lib' "$t/bin/tritonserver"
 for lib in "$t"/lib/*.so*; do patchelf --set-rpath '$ORIGIN' "$lib"; done
+# NGC's name for the core library, next to the wheel's mangled one.
+ln -s "$(basename "$t"/lib/libtritonserver-*.so)" "$t/lib/libtritonserver.so"
 patchelf --set-rpath '$ORIGIN:$ORIGIN/../../lib' "$t/backends/python/libtriton_python.so"
 patchelf --set-rpath '$ORIGIN/../../lib' "$t/backends/python/triton_python_backend_stub"
 patchelf --set-rpath '$ORIGIN/../../lib' "$t/caches/local/libtritoncache_local.so"
@@ -77,8 +80,11 @@ chmod 0755 "$t/bin/tritonserver" "$t/backends/python/triton_python_backend_stub"
 
 log "stand-in components"
 s=$ctx/standins
-mkdir -p "$s/backends/standin" "$s/backends/obsolete" "$s/repoagents/checksum"
+mkdir -p "$s/backends/standin" "$s/backends/onnxruntime" "$s/backends/obsolete" "$s/repoagents/checksum"
 gcc -shared -fPIC -fopenmp -o "$s/backends/standin/libtriton_standin.so" tests/fixtures/standins/standin.c
+# A bulky backend that composes leave out, so size comparisons mean something.
+gcc -shared -fPIC -fopenmp -o "$s/backends/onnxruntime/libtriton_onnxruntime.so" tests/fixtures/standins/standin.c
+head -c 25000000 /dev/urandom > "$s/backends/onnxruntime/libonnxruntime_payload.bin"
 gcc -shared -fPIC -o "$s/backends/obsolete/libtriton_obsolete.so" tests/fixtures/standins/standin.c
 gcc -shared -fPIC -o "$s/repoagents/checksum/libtritonrepoagent_checksum.so" tests/fixtures/standins/standin.c
 cp -r tests/fixtures/nvidia "$ctx/nvidia"
@@ -94,5 +100,9 @@ skopeo copy -q "docker-archive:$out/min.tar" "oci:$out/min-oci:latest" >&2
 skopeo copy -q "docker-archive:$out/full.tar" "oci:$out/full-oci:latest" >&2
 printf 'MIN_IMAGE=%s\nFULL_IMAGE=%s\n' "$min_name" "$full_name" > "$out/images.env"
 touch "$out/done"
+# Older fixtures (another recipe hash) are dropped, from disk and engine.
+find "$cache_root" -maxdepth 1 -name 'fixtures-*' ! -name "fixtures-$key" -exec rm -rf {} +
+docker images --format '{{.Repository}}:{{.Tag}}' | grep '^triton-compose-fixture/' \
+  | grep -v ":$key\$" | xargs -r docker rmi -f >/dev/null 2>&1 || true
 log "done: $out"
 echo "$out"

@@ -350,7 +350,10 @@ fn composed_image_is_smaller_than_full_by_more_than_the_backends_left_out() {
         "image sizes: full {:.1} MB, composed (python + local cache) {:.1} MB, min {:.1} MB; components left out {:.1} MB",
         mb(full), mb(composed), mb(min), mb(left_out)
     );
-    assert!(left_out > 0);
+    assert!(
+        left_out > 20_000_000,
+        "the fixture's onnxruntime stand-in is left out"
+    );
     assert!(
         full >= composed + left_out,
         "full {full} B, composed {composed} B, left out {left_out} B"
