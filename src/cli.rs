@@ -16,7 +16,7 @@ use crate::request::RawRequest;
     long_about = "Compose a slim Triton Inference Server image from a full and a min image, without a Docker \
 daemon. Takes compose.py's command line: the chosen backends, repository agents and caches are lifted \
 out of the full image and laid on top of the min image's untouched layers.",
-    after_help = "Image references: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG].\n\
+    after_help = "Image references: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or a bare registry REF.\n\
 Example:\n  triton-compose --backend python --cache local --enable-gpu=false \\\n    \
 --image min,oci:min:latest --image full,docker-archive:full.tar --output docker-archive:out.tar"
 )]
@@ -72,9 +72,24 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Where to write the image: oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG].
+    /// Where to write the image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG],
+    /// or a registry (docker://REF or a bare REF).
     #[arg(long, value_name = "DEST")]
     pub output: Option<String>,
+
+    /// Platform to pick from multi-platform images (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    /// Registry (HOST[:PORT]) that may be reached over plain HTTP (repeatable).
+    /// Registries on this machine (localhost, 127.0.0.1) always may.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", action = ArgAction::Append)]
+    pub insecure_registries: Vec<String>,
+
+    /// Registry credentials file (containers-auth.json format); default
+    /// REGISTRY_AUTH_FILE, then Docker's config and credential helpers.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 
     /// Compression of the new layers.
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
@@ -130,6 +145,9 @@ impl Cli {
             skip_pull: self.skip_pull,
             compression,
             source_date_epoch,
+            platform: self.platform,
+            insecure_registries: self.insecure_registries,
+            authfile: self.authfile,
         }
     }
 }

@@ -32,8 +32,11 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     if request.skip_pull {
         tracing::debug!("--skip-pull: images are read from where their references point");
     }
-    let min = transport::open_source(&request.min).map_err(|e| e.context("--image min"))?;
-    let full = transport::open_source(&request.full).map_err(|e| e.context("--image full"))?;
+    let options = &request.transport;
+    let min =
+        transport::open_source(&request.min, options).map_err(|e| e.context("--image min"))?;
+    let full =
+        transport::open_source(&request.full, options).map_err(|e| e.context("--image full"))?;
     let sink = if request.dry_run {
         None
     } else {
@@ -43,7 +46,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             )
             .hint("pass --output oci:DIR[:TAG] or --output docker-archive:FILE[:NAME:TAG]")
         })?;
-        Some(transport::open_sink(output, &request.output_name)?)
+        Some(transport::open_sink(output, &request.output_name, options)?)
     };
 
     let scratch = tempfile::Builder::new()

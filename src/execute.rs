@@ -29,7 +29,19 @@ impl Execution<'_> {
         let written = self.write_layers(spool)?;
 
         let mut layers = Vec::new();
+        let origin = self.min.origin();
         for (index, layer) in self.min.image().layers.iter().enumerate() {
+            if let Some((digest, size)) = &layer.blob {
+                let desc = BlobDescriptor {
+                    media_type: layer.media_type.clone(),
+                    digest: digest.clone(),
+                    size: *size,
+                };
+                if sink.reuse_blob(&desc, origin.as_ref())? {
+                    layers.push(desc);
+                    continue;
+                }
+            }
             let known = layer.blob.as_ref().map(|(digest, _)| digest);
             let mut blob = self.min.open_layer(index)?;
             let stored = sink

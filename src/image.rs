@@ -107,6 +107,14 @@ fn diff_ids(config: &Value) -> Result<Vec<Digest>> {
         .collect()
 }
 
+/// Where a registry keeps a source's blobs, so that a destination in the
+/// same registry can mount them instead of receiving their bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobOrigin {
+    pub registry: String,
+    pub repository: String,
+}
+
 /// Reads an image. Implemented once per transport.
 pub trait ImageSource: Send + Sync {
     /// The reference as the user wrote it, for messages.
@@ -117,6 +125,11 @@ pub trait ImageSource: Send + Sync {
     /// The layer's bytes as stored (possibly compressed). The stream fails
     /// at its end if the bytes do not match the layer's known digest.
     fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>>;
+
+    /// The registry repository the blobs live in, for registry sources.
+    fn origin(&self) -> Option<BlobOrigin> {
+        None
+    }
 }
 
 /// The image a sink is asked to write.
@@ -149,6 +162,13 @@ pub trait ImageSink {
         let stored = self.put_blob(&desc.media_type, Some(&desc.digest), &mut file)?;
         debug_assert_eq!(stored.size, desc.size);
         Ok(())
+    }
+
+    /// Gets a blob to the destination without its bytes passing through
+    /// here, if it can: already present, or mounted from `origin`. `false`
+    /// means it must be put.
+    fn reuse_blob(&mut self, _desc: &BlobDescriptor, _origin: Option<&BlobOrigin>) -> Result<bool> {
+        Ok(false)
     }
 
     /// Writes config and manifest and makes the image visible. Returns a

@@ -27,6 +27,8 @@ pub struct ComposeRequest {
     /// Seconds since the epoch for generated timestamps (SOURCE_DATE_EPOCH);
     /// `None` means the full image's creation time.
     pub timestamp: Option<u64>,
+    /// Platform, registry access and the like.
+    pub transport: crate::transport::Options,
 }
 
 /// The raw values of compose.py's flags (and ours), as parsed by the CLI.
@@ -45,6 +47,10 @@ pub struct RawRequest {
     pub skip_pull: bool,
     pub compression: Compression,
     pub source_date_epoch: Option<String>,
+    /// `os/arch[/variant]`.
+    pub platform: Option<String>,
+    pub insecure_registries: Vec<String>,
+    pub authfile: Option<PathBuf>,
 }
 
 impl ComposeRequest {
@@ -148,6 +154,12 @@ impl ComposeRequest {
         if raw.output_name.is_empty() {
             return Err(Error::new("--output-name must not be empty"));
         }
+        let mut transport = crate::transport::Options::default();
+        if let Some(text) = &raw.platform {
+            transport.platform = parse_platform(text)?;
+        }
+        transport.registry.insecure = raw.insecure_registries.clone();
+        transport.registry.authfile = raw.authfile.clone();
         Ok(ComposeRequest {
             min,
             full,
@@ -161,7 +173,26 @@ impl ComposeRequest {
             skip_pull: raw.skip_pull,
             compression: raw.compression,
             timestamp,
+            transport,
         })
+    }
+}
+
+/// Parses `os/arch[/variant]` (`linux/amd64`, `linux/arm64/v8`).
+fn parse_platform(text: &str) -> Result<crate::manifest::Platform> {
+    let parts: Vec<&str> = text.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => {
+            Ok(crate::manifest::Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+            })
+        }
+        _ => Err(
+            Error::new(format!("--platform {text:?} is not os/arch[/variant]"))
+                .hint("for example --platform linux/amd64 or --platform linux/arm64/v8"),
+        ),
     }
 }
 

@@ -167,18 +167,22 @@ fn missing_or_malformed_image_arguments() {
     let stderr = case.fails(&["--enable-gpu=false", "--image", &missing_tag]);
     assert!(stderr.contains("no image tagged \"nosuchtag\""), "{stderr}");
     assert!(stderr.contains("tags in the layout: 24.10"), "{stderr}");
-    let stderr = cli_fails(&[
-        "--image",
-        "min,nvcr.io/nvidia/tritonserver:24.10-py3-min",
-        "--image",
-        "full,nvcr.io/nvidia/tritonserver:24.10-py3",
-        "--dry-run",
-    ]);
+    // A registry nobody answers at (a closed port on this machine).
+    let closed = free_port();
+    let unreachable = format!("full,127.0.0.1:{closed}/triton/full:1");
+    let (ok, stderr) = run_cli_env(
+        &["--image", &min, "--image", &unreachable, "--dry-run"],
+        &[("TRITON_COMPOSE_RETRY_BASE_MS", "10")],
+    );
+    assert!(!ok);
     assert!(
-        stderr.contains("registries are not supported yet"),
+        stderr.contains(&format!("cannot reach 127.0.0.1:{closed}")),
         "{stderr}"
     );
-    assert!(stderr.contains("skopeo copy"), "{stderr}");
+    assert!(
+        stderr.contains("hint: check the registry address"),
+        "{stderr}"
+    );
     let full = case.arg("full", "full", "24.10");
     let work = case.path("w");
     let stderr = cli_fails(&[

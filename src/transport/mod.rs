@@ -14,6 +14,28 @@ use crate::image::{ImageSink, ImageSource};
 
 pub mod docker_archive;
 pub mod oci_layout;
+pub mod registry;
+
+pub use registry::RegistryOptions;
+
+use crate::manifest::Platform;
+
+/// Settings that apply to every transport.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The platform to pick from multi-platform images.
+    pub platform: Platform,
+    pub registry: RegistryOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            platform: Platform::host(),
+            registry: RegistryOptions::default(),
+        }
+    }
+}
 
 /// Where an image is read from or written to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,32 +131,30 @@ impl fmt::Display for ImageRef {
 }
 
 fn not_yet(r: &ImageRef) -> Error {
-    match r {
-        ImageRef::Registry(name) => Error::new(format!(
-            "cannot use registry image {name:?}: registries are not supported yet"
-        ))
-        .hint(format!(
-            "copy it to a local layout first, e.g. `skopeo copy docker://{name} oci:DIR:TAG`, then pass oci:DIR:TAG"
-        )),
-        _ => Error::new(format!(
-            "cannot use {r}: the local Docker engine is not supported yet"
-        ))
-        .hint("export it with `docker save NAME:TAG -o FILE` and pass docker-archive:FILE:NAME:TAG"),
-    }
+    Error::new(format!(
+        "cannot use {r}: the local Docker engine is not supported yet"
+    ))
+    .hint("export it with `docker save NAME:TAG -o FILE` and pass docker-archive:FILE:NAME:TAG")
 }
 
 /// Opens an image for reading.
-pub fn open_source(reference: &ImageRef) -> Result<Box<dyn ImageSource>> {
+pub fn open_source(reference: &ImageRef, options: &Options) -> Result<Box<dyn ImageSource>> {
     let name = reference.to_string();
     match reference {
         ImageRef::Oci { dir, tag } => Ok(Box::new(oci_layout::OciLayoutSource::open(
             dir,
             tag.as_deref(),
+            &options.platform,
             name,
         )?)),
         ImageRef::DockerArchive { file, reference } => Ok(Box::new(
             docker_archive::DockerArchiveSource::open(file, reference.as_deref(), name)?,
         )),
+        ImageRef::Registry(text) => Ok(Box::new(registry::RegistrySource::open(
+            &registry::Reference::parse(text)?,
+            &options.platform,
+            &options.registry,
+        )?)),
         other => Err(not_yet(other)),
     }
 }
@@ -142,7 +162,11 @@ pub fn open_source(reference: &ImageRef) -> Result<Box<dyn ImageSource>> {
 /// Opens a destination, refusing one that would overwrite an existing image.
 /// `default_name` (compose.py's `--output-name`) names the image where the
 /// reference does not.
-pub fn open_sink(reference: &ImageRef, default_name: &str) -> Result<Box<dyn ImageSink>> {
+pub fn open_sink(
+    reference: &ImageRef,
+    default_name: &str,
+    options: &Options,
+) -> Result<Box<dyn ImageSink>> {
     let name = reference.to_string();
     match reference {
         ImageRef::Oci { dir, tag } => {
@@ -157,6 +181,10 @@ pub fn open_sink(reference: &ImageRef, default_name: &str) -> Result<Box<dyn Ima
                 file, &reference, name,
             )?))
         }
+        ImageRef::Registry(text) => Ok(Box::new(registry::RegistrySink::create(
+            &registry::Reference::parse(text)?,
+            &options.registry,
+        )?)),
         other => Err(not_yet(other)),
     }
 }

@@ -24,7 +24,7 @@ pub struct OciLayoutSource {
 }
 
 impl OciLayoutSource {
-    pub fn open(dir: &Path, tag: Option<&str>, name: String) -> Result<Self> {
+    pub fn open(dir: &Path, tag: Option<&str>, platform: &Platform, name: String) -> Result<Self> {
         if !dir.join(LAYOUT_FILE).is_file() {
             return Err(Error::new(format!(
                 "{} is not an OCI image layout (it has no oci-layout file)",
@@ -62,8 +62,7 @@ impl OciLayoutSource {
             let bytes = read_blob_capped(dir, &descriptor.digest, descriptor.size)?;
             match manifest::parse_document(&bytes, &format!("manifest {}", descriptor.digest))? {
                 Document::Index { manifests } => {
-                    descriptor =
-                        manifest::select_platform(&manifests, &Platform::host(), &name)?.clone();
+                    descriptor = manifest::select_platform(&manifests, platform, &name)?.clone();
                 }
                 Document::Manifest { config, layers } => {
                     let config_bytes = read_blob_capped(dir, &config.digest, config.size)?;

@@ -1,0 +1,472 @@
+//! `docker://REF` and bare references: images in an OCI/Docker registry.
+//!
+//! Reading resolves tags to manifests (choosing a platform from an index),
+//! checks every manifest, config and layer against its digest and size, and
+//! streams layers with resumable downloads. Writing skips blobs the
+//! destination has, mounts blobs across repositories of the same registry
+//! (cancelling the upload session when the registry declines with 202), and
+//! uploads the rest as sized streams before putting the manifest.
+
+mod auth;
+mod client;
+mod reference;
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+
+pub use reference::Reference;
+
+use self::client::{Payload, RegistryClient, Request};
+use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{
+    media_type, BlobDescriptor, BlobOrigin, ImageSink, ImageSource, OutputImage, SourceImage,
+};
+use crate::manifest::{self, Document, Platform, MAX_DOCUMENT_SIZE};
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// How to reach registries.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// `HOST[:PORT]` of registries that may be spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    pub authfile: Option<std::path::PathBuf>,
+}
+
+fn connect(reference: &Reference, options: &RegistryOptions) -> Result<RegistryClient> {
+    let insecure =
+        reference.is_local() || options.insecure.iter().any(|h| h == &reference.registry);
+    RegistryClient::connect(
+        &reference.registry,
+        reference.api_host(),
+        insecure,
+        options.authfile.as_deref(),
+    )
+}
+
+pub struct RegistrySource {
+    name: String,
+    reference: Reference,
+    client: RegistryClient,
+    image: SourceImage,
+}
+
+impl RegistrySource {
+    pub fn open(
+        reference: &Reference,
+        platform: &Platform,
+        options: &RegistryOptions,
+    ) -> Result<Self> {
+        let name = reference.to_string();
+        let client = connect(reference, options)?;
+        let repo = &reference.repository;
+        let (mut bytes, mut digest) =
+            fetch_manifest(&client, repo, &reference.manifest_reference(), None)
+                .map_err(|e| e.context(&name))?;
+        if let Some(wanted) = &reference.digest {
+            if &digest != wanted {
+                return Err(Error::new(format!(
+                    "{name}: the registry sent a manifest with digest {digest}"
+                ))
+                .hint("the registry or a proxy altered the manifest; nothing was used"));
+            }
+        }
+        for _ in 0..4 {
+            match manifest::parse_document(&bytes, &format!("manifest {digest}"))? {
+                Document::Index { manifests } => {
+                    let chosen = manifest::select_platform(&manifests, platform, &name)?.clone();
+                    (bytes, digest) =
+                        fetch_manifest(&client, repo, chosen.digest.as_str(), Some(&chosen))?;
+                }
+                Document::Manifest { config, layers } => {
+                    let config_bytes = read_document_blob(&client, repo, &config)?;
+                    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+                        .ctx(|| format!("{name}: the image config is not valid JSON"))?;
+                    let layers = layers
+                        .into_iter()
+                        .map(|l| (l.media_type, Some((l.digest, l.size))))
+                        .collect();
+                    let image = SourceImage::new(config, layers).map_err(|e| e.context(&name))?;
+                    tracing::debug!("{name}: manifest {digest}");
+                    return Ok(RegistrySource {
+                        name,
+                        reference: reference.clone(),
+                        client,
+                        image,
+                    });
+                }
+            }
+        }
+        Err(Error::new(format!("{name}: indexes nested too deeply")))
+    }
+}
+
+/// Fetches a manifest or index; checks it against `expected` when known.
+fn fetch_manifest(
+    client: &RegistryClient,
+    repo: &str,
+    reference: &str,
+    expected: Option<&manifest::Descriptor>,
+) -> Result<(Vec<u8>, Digest)> {
+    if let Some(d) = expected {
+        if d.size > MAX_DOCUMENT_SIZE {
+            return Err(Error::new(format!(
+                "manifest {} claims {} bytes; refusing",
+                d.digest, d.size
+            )));
+        }
+    }
+    let request = Request::new(
+        Method::GET,
+        repo,
+        format!("/v2/{repo}/manifests/{reference}"),
+        "pull",
+    )
+    .header(ACCEPT.as_str(), MANIFEST_ACCEPT);
+    let response = client.send(&request).map_err(|e| {
+        if e.message().contains("HTTP 404") {
+            e.hint("check the repository and tag; `skopeo list-tags docker://REPO` lists the tags")
+        } else {
+            e
+        }
+    })?;
+    let header_digest = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    let mut bytes = Vec::new();
+    response
+        .take(MAX_DOCUMENT_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::new("cannot read a manifest").with_source(e))?;
+    if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+        return Err(Error::new(format!(
+            "manifest {reference} is larger than {MAX_DOCUMENT_SIZE} bytes"
+        )));
+    }
+    let digest = Digest::of(&bytes);
+    if let Some(d) = expected {
+        if d.size != bytes.len() as u64 || d.digest != digest {
+            return Err(Error::new(format!(
+                "manifest {} does not match its descriptor (got {} bytes, digest {digest})",
+                d.digest,
+                bytes.len()
+            ))
+            .hint("the registry or a proxy altered it; nothing was used"));
+        }
+    }
+    if let Some(claimed) = header_digest {
+        if claimed != digest {
+            return Err(Error::new(format!(
+                "manifest {reference}: the registry says digest {claimed}, the bytes hash to {digest}"
+            ))
+            .hint("the registry or a proxy altered it; nothing was used"));
+        }
+    }
+    Ok((bytes, digest))
+}
+
+fn read_document_blob(
+    client: &RegistryClient,
+    repo: &str,
+    desc: &manifest::Descriptor,
+) -> Result<Vec<u8>> {
+    if desc.size > MAX_DOCUMENT_SIZE {
+        return Err(Error::new(format!(
+            "config {} claims {} bytes; refusing",
+            desc.digest, desc.size
+        )));
+    }
+    let reader = client.blob_reader(repo, desc.digest.as_str(), desc.size)?;
+    let mut verified = VerifyingReader::new(
+        reader,
+        desc.digest.clone(),
+        Some(desc.size),
+        format!("config {}", desc.digest),
+    );
+    let mut bytes = Vec::with_capacity(desc.size as usize);
+    verified.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+impl ImageSource for RegistrySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn image(&self) -> &SourceImage {
+        &self.image
+    }
+
+    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+        let (digest, size) = self.image.layers[index]
+            .blob
+            .clone()
+            .expect("registry manifests always describe their blobs");
+        tracing::info!(
+            "{}: fetching layer {} ({})",
+            self.name,
+            index + 1,
+            crate::scan::human_size(size)
+        );
+        let reader = self
+            .client
+            .blob_reader(&self.reference.repository, digest.as_str(), size)?;
+        Ok(Box::new(VerifyingReader::new(
+            reader,
+            digest.clone(),
+            Some(size),
+            format!("{} layer {}", self.name, index + 1),
+        )))
+    }
+
+    fn origin(&self) -> Option<BlobOrigin> {
+        Some(BlobOrigin {
+            registry: self.reference.registry.clone(),
+            repository: self.reference.repository.clone(),
+        })
+    }
+}
+
+/// Pushes an image; blobs go up as they come, the manifest last.
+pub struct RegistrySink {
+    name: String,
+    reference: Reference,
+    client: RegistryClient,
+    scratch: tempfile::TempDir,
+}
+
+impl RegistrySink {
+    pub fn create(reference: &Reference, options: &RegistryOptions) -> Result<Self> {
+        if reference.tag.is_none() {
+            return Err(
+                Error::new(format!("cannot push to {reference}: a tag is needed"))
+                    .hint("write the destination as REGISTRY/REPOSITORY:TAG"),
+            );
+        }
+        let client = connect(reference, options)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("triton-compose-push-")
+            .tempdir()
+            .map_err(|e| Error::new("cannot create a staging directory").with_source(e))?;
+        Ok(RegistrySink {
+            name: reference.to_string(),
+            reference: reference.clone(),
+            client,
+            scratch,
+        })
+    }
+
+    fn repo(&self) -> &str {
+        &self.reference.repository
+    }
+
+    fn exists(&self, digest: &Digest) -> Result<bool> {
+        let request = Request::new(
+            Method::HEAD,
+            self.repo(),
+            format!("/v2/{}/blobs/{digest}", self.repo()),
+            "pull,push",
+        );
+        match self.client.send(&request) {
+            Ok(response) => Ok(response.status() == StatusCode::OK),
+            Err(e) if e.message().contains("HTTP 404") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads a blob (monolithic PUT of a sized stream), unless present.
+    fn upload(&self, digest: &Digest, payload: Payload) -> Result<()> {
+        if self.exists(digest)? {
+            tracing::info!("{}: blob {digest} already present", self.name);
+            return Ok(());
+        }
+        let mut last = None;
+        for attempt in 1..=3 {
+            match self.upload_once(digest, payload.clone()) {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(
+                        "{}: uploading {digest} failed ({err}); try {attempt}/3",
+                        self.name
+                    );
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.expect("at least one try"))
+    }
+
+    fn upload_once(&self, digest: &Digest, payload: Payload) -> Result<()> {
+        let start = Request::new(
+            Method::POST,
+            self.repo(),
+            format!("/v2/{}/blobs/uploads/", self.repo()),
+            "pull,push",
+        )
+        .header("content-length", "0");
+        let response = self.client.send(&start)?;
+        let location = upload_location(&response, &self.name)?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let put = Request::new(
+            Method::PUT,
+            self.repo(),
+            format!("{location}{separator}digest={digest}"),
+            "pull,push",
+        )
+        .header(CONTENT_TYPE.as_str(), "application/octet-stream")
+        .payload(payload);
+        let response = self.client.send(&put)?;
+        if response.status() != StatusCode::CREATED {
+            return Err(Error::new(format!(
+                "{}: uploading {digest} ended with HTTP {}",
+                self.name,
+                response.status().as_u16()
+            )));
+        }
+        tracing::info!("{}: pushed blob {digest}", self.name);
+        Ok(())
+    }
+}
+
+fn upload_location(response: &reqwest::blocking::Response, name: &str) -> Result<String> {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .ok_or_else(|| {
+            Error::new(format!(
+                "{name}: the registry started an upload without a Location"
+            ))
+        })
+}
+
+impl ImageSink for RegistrySink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put_blob(
+        &mut self,
+        media_type: &str,
+        expected: Option<&Digest>,
+        content: &mut dyn Read,
+    ) -> Result<BlobDescriptor> {
+        // Stage it: an upload that fails part-way must be able to start over.
+        let staged = tempfile::NamedTempFile::new_in(self.scratch.path())
+            .map_err(|e| Error::new("cannot stage a blob").with_source(e))?;
+        let mut writer = HashingWriter::new(io::BufWriter::new(staged.reopen()?));
+        io::copy(content, &mut writer)?;
+        let (buffered, digest, size) = writer.finish();
+        buffered
+            .into_inner()
+            .map_err(|e| Error::new("cannot stage a blob").with_source(e.into_error()))?;
+        if let Some(expected) = expected {
+            if &digest != expected {
+                return Err(Error::new(format!(
+                    "blob has digest {digest}, expected {expected}"
+                )));
+            }
+        }
+        self.upload(&digest, Payload::File(staged.path().to_path_buf(), size))?;
+        Ok(BlobDescriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+        })
+    }
+
+    fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
+        self.upload(&desc.digest, Payload::File(path.to_path_buf(), desc.size))
+    }
+
+    fn reuse_blob(&mut self, desc: &BlobDescriptor, origin: Option<&BlobOrigin>) -> Result<bool> {
+        if self.exists(&desc.digest)? {
+            tracing::info!("{}: blob {} already present", self.name, desc.digest);
+            return Ok(true);
+        }
+        let Some(origin) = origin.filter(|o| o.registry == self.reference.registry) else {
+            return Ok(false);
+        };
+        let mount = Request::new(
+            Method::POST,
+            self.repo(),
+            format!(
+                "/v2/{}/blobs/uploads/?mount={}&from={}",
+                self.repo(),
+                desc.digest,
+                origin.repository
+            ),
+            "pull,push",
+        )
+        .header("content-length", "0");
+        let response = self.client.send(&mount)?;
+        match response.status() {
+            StatusCode::CREATED => {
+                tracing::info!(
+                    "{}: mounted {} from {}",
+                    self.name,
+                    desc.digest,
+                    origin.repository
+                );
+                Ok(true)
+            }
+            StatusCode::ACCEPTED => {
+                // The registry opened an upload instead of mounting: close it.
+                let location = upload_location(&response, &self.name)?;
+                let cancel = Request::new(Method::DELETE, self.repo(), location, "pull,push");
+                if let Err(err) = self.client.send(&cancel) {
+                    tracing::debug!("{}: cancelling the upload session failed: {err}", self.name);
+                }
+                Ok(false)
+            }
+            other => Err(Error::new(format!(
+                "{}: mounting {} gave HTTP {}",
+                self.name,
+                desc.digest,
+                other.as_u16()
+            ))),
+        }
+    }
+
+    fn commit(self: Box<Self>, image: &OutputImage) -> Result<String> {
+        let config = BlobDescriptor {
+            media_type: media_type::OCI_CONFIG.to_string(),
+            digest: Digest::of(&image.config),
+            size: image.config.len() as u64,
+        };
+        self.upload(&config.digest, Payload::Bytes(image.config.clone()))?;
+        let manifest = manifest::write_oci_manifest(&config, &image.layers)?;
+        let digest = Digest::of(&manifest);
+        let tag = self.reference.tag.clone().expect("checked at create");
+        let put = Request::new(
+            Method::PUT,
+            self.repo(),
+            format!("/v2/{}/manifests/{tag}", self.repo()),
+            "pull,push",
+        )
+        .header(CONTENT_TYPE.as_str(), media_type::OCI_MANIFEST)
+        .payload(Payload::Bytes(manifest));
+        let response = self.client.send(&put)?;
+        if let Some(claimed) = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            if claimed != digest.as_str() {
+                return Err(Error::new(format!(
+                    "{}: the registry stored the manifest as {claimed}, not {digest}",
+                    self.name
+                )));
+            }
+        }
+        Ok(format!("pushed {} (manifest {digest})", self.name))
+    }
+}

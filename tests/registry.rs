@@ -1,0 +1,229 @@
+//! Registries as source and destination, against a real registry
+//! (distribution 2.8 with htpasswd auth) on 127.0.0.1.
+
+mod support;
+
+use support::registry::{Registry, PASSWORD};
+use support::*;
+
+struct Setup {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    min_layers: Vec<String>,
+}
+
+/// A registry holding the in-code min and full images.
+fn setup() -> Option<Setup> {
+    let registry = Registry::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    let min_layers = min.write_oci(&dir.path().join("min"), "latest");
+    full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    registry.push_oci(&dir.path().join("min"), "latest", "triton/min:latest");
+    registry.push_oci(&dir.path().join("full"), "24.10", "triton/full:24.10");
+    Some(Setup {
+        registry,
+        dir,
+        min_layers,
+    })
+}
+
+const COMPONENTS: [&str; 6] = [
+    "--backend",
+    "python",
+    "--repoagent",
+    "checksum",
+    "--cache",
+    "local",
+];
+
+#[test]
+fn composes_registry_to_registry_like_local_layouts() {
+    let Some(s) = setup() else { return };
+    let host = &s.registry.host;
+    let authfile = s.registry.authfile();
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,docker://{host}/triton/full:24.10");
+    let output = format!("{host}/triton/composed:python");
+    let work = s.dir.path().join("work");
+    let mut args = vec![
+        "-v",
+        "--enable-gpu=false",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+    ];
+    args.extend([
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    args.extend(COMPONENTS);
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        !stderr.contains(PASSWORD),
+        "credentials leaked into the log"
+    );
+
+    // The same compose from the OCI layouts gives the very same image.
+    let local = s.dir.path().join("local");
+    let mut args = vec![
+        "-q",
+        "--enable-gpu=false",
+        "--work-dir",
+        work.to_str().unwrap(),
+    ];
+    let min_oci = format!("min,oci:{}:latest", s.dir.path().join("min").display());
+    let full_oci = format!("full,oci:{}:24.10", s.dir.path().join("full").display());
+    let local_out = format!("oci:{}:python", local.display());
+    args.extend([
+        "--image", &min_oci, "--image", &full_oci, "--output", &local_out,
+    ]);
+    args.extend(COMPONENTS);
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+    let pulled = s.dir.path().join("pulled");
+    s.registry
+        .pull_oci("triton/composed:python", &pulled, "python");
+    let pulled = read_oci(&pulled, "python");
+    let local = read_oci(&local, "python");
+    assert_eq!(pulled.manifest_digest, local.manifest_digest);
+    assert_eq!(pulled.tree, local.tree);
+    assert!(pulled
+        .tree
+        .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+
+    // min's layers were mounted into the new repository, not uploaded.
+    let requests = s.registry.requests();
+    for digest in &s.min_layers {
+        let mounted = requests.iter().any(|(m, p)| {
+            m == "POST"
+                && p.starts_with("/v2/triton/composed/blobs/uploads/")
+                && p.contains(&format!("mount={digest}"))
+        });
+        assert!(mounted, "no mount of {digest}:\n{requests:#?}");
+        let uploaded = requests.iter().any(|(m, p)| {
+            m == "PUT" && p.contains(&format!("digest={digest}")) && p.contains("/triton/composed/")
+        });
+        assert!(!uploaded, "{digest} was uploaded instead of mounted");
+    }
+    assert!(requests
+        .iter()
+        .any(|(m, p)| m == "PUT" && p == "/v2/triton/composed/manifests/python"));
+}
+
+#[test]
+fn a_second_push_skips_blobs_the_registry_has() {
+    let Some(s) = setup() else { return };
+    let host = &s.registry.host;
+    let authfile = s.registry.authfile();
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:24.10");
+    let work = s.dir.path().join("work");
+    for tag in ["one", "two"] {
+        let output = format!("{host}/triton/composed:{tag}");
+        let mut args = vec![
+            "-q",
+            "--enable-gpu=false",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--output",
+            &output,
+        ];
+        args.extend([
+            "--authfile",
+            authfile.to_str().unwrap(),
+            "--work-dir",
+            work.to_str().unwrap(),
+        ]);
+        args.extend(COMPONENTS);
+        let (ok, stderr) = run_cli(&args);
+        assert!(ok, "{stderr}");
+    }
+    let uploads = s
+        .registry
+        .requests()
+        .into_iter()
+        .filter(|(m, p)| m == "PUT" && p.starts_with("/v2/triton/composed/blobs/uploads/"))
+        .count();
+    // The first push uploads the new layers and the config; the second, nothing.
+    assert_eq!(uploads, 6 + 1, "{:#?}", s.registry.requests());
+}
+
+#[test]
+fn missing_credentials_give_a_clear_error_and_push_nothing() {
+    let Some(s) = setup() else { return };
+    let host = &s.registry.host;
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:24.10");
+    let empty_auth = s.dir.path().join("empty.json");
+    std::fs::write(&empty_auth, r#"{"auths":{}}"#).unwrap();
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--dry-run",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--authfile",
+        empty_auth.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("authentication failed (HTTP 401)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("docker login {host}")), "{stderr}");
+
+    let wrong = s.dir.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        format!(r#"{{"auths":{{"{host}":{{"auth":"dGVzdGVyOndyb25n"}}}}}}"#),
+    )
+    .unwrap();
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--dry-run",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--authfile",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    assert!(!stderr.contains("wrong"), "credentials leaked: {stderr}");
+}
+
+#[test]
+fn unknown_tags_and_repositories_are_named() {
+    let Some(s) = setup() else { return };
+    let host = &s.registry.host;
+    let authfile = s.registry.authfile();
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:nope");
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--dry-run",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--authfile",
+        authfile.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("triton/full/manifests/nope") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+}

@@ -1,0 +1,160 @@
+//! A real registry for the tests: Debian's docker-registry (CNCF
+//! distribution 2.8) on 127.0.0.1, with htpasswd auth and its access log
+//! kept, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+pub const USER: &str = "tester";
+pub const PASSWORD: &str = "pa55-w0rd-not-for-logs";
+
+pub struct Registry {
+    pub host: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry, or returns None (skipping) when it is not
+    /// installed outside CI.
+    pub fn start() -> Option<Registry> {
+        for tool in ["docker-registry", "htpasswd", "skopeo"] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "{tool} must be installed under CI"
+                );
+                eprintln!("skipping: {tool} is not installed (scripts/test.sh installs it)");
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .unwrap();
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\nauth:\n  htpasswd:\n    realm: triton-compose-test\n    path: {htpasswd}\n",
+            root = dir.path().join("storage").display(),
+            htpasswd = dir.path().join("htpasswd").display(),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .args(["serve", config_path.to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let registry = Registry { host, child, dir };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&registry.host).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the registry did not start:\n{}",
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(registry)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// A containers-auth.json with this registry's credentials.
+    pub fn authfile(&self) -> PathBuf {
+        use base64::Engine as _;
+        let path = self.dir.path().join("auth.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, self.host),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Pushes an OCI layout's image with skopeo, blobs unchanged.
+    pub fn push_oci(&self, layout: &Path, tag: &str, repository: &str) {
+        let out = Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &format!("{USER}:{PASSWORD}"),
+            ])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repository}", self.host))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Pulls an image with skopeo into an OCI layout, tagged `tag`.
+    pub fn pull_oci(&self, repository: &str, layout: &Path, tag: &str) {
+        let out = Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                "--src-creds",
+                &format!("{USER}:{PASSWORD}"),
+            ])
+            .arg(format!("docker://{}/{repository}", self.host))
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Request lines of the access log: (method, path).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let start = line.find('"')? + 1;
+                let rest = &line[start..];
+                let request = &rest[..rest.find('"')?];
+                let mut parts = request.split_whitespace();
+                Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+            .filter(|(method, path)| {
+                matches!(
+                    method.as_str(),
+                    "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"
+                ) && path.starts_with("/v2")
+            })
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
