@@ -213,3 +213,38 @@ fn redirected_blob_reads_never_carry_credentials_to_the_other_host() {
         "the registry itself got credentials"
     );
 }
+
+#[test]
+fn bearer_tokens_are_fetched_per_repository_and_reused() {
+    let Some(s) = setup() else { return };
+    let proxy = Proxy::start_with_token_server(&s.registry.host, basic_auth());
+    let (ok, stderr) = compose_through(&s, &proxy, "token");
+    assert!(ok, "{stderr}");
+    let seen = proxy.seen();
+    let token_requests: Vec<_> = seen.iter().filter(|r| r.host == "token").collect();
+    assert!(
+        token_requests
+            .iter()
+            .any(|r| r.path.contains("scope=repository%3Atriton%2Ffull%3Apull")),
+        "{token_requests:#?}"
+    );
+    assert!(
+        token_requests
+            .iter()
+            .all(|r| r.scheme.as_deref() == Some("Basic")),
+        "{token_requests:#?}"
+    );
+    // One token per repository scope, reused for every manifest and blob.
+    assert!(
+        token_requests.len() <= 2,
+        "tokens were not reused: {token_requests:#?}"
+    );
+    let registry_requests = seen.iter().filter(|r| r.host == "registry").count();
+    assert!(registry_requests > 2 * token_requests.len());
+    assert!(
+        seen.iter()
+            .filter(|r| r.host == "registry")
+            .all(|r| r.scheme.as_deref() != Some("Basic")),
+        "the token-protected registry never got Basic credentials"
+    );
+}

@@ -38,7 +38,12 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub authorization: bool,
+    /// The Authorization scheme (`Basic`, `Bearer`), if any.
+    pub scheme: Option<String>,
 }
+
+/// The token the test token server issues.
+pub const TOKEN: &str = "test-token-7f3a";
 
 pub struct Proxy {
     pub host: String,
@@ -49,7 +54,55 @@ impl Proxy {
     /// Proxies `upstream` (`127.0.0.1:PORT`); `storage_auth` is what the
     /// storage host adds when it fetches from the registry.
     pub fn start(upstream: &str, rules: Vec<Rule>, storage_auth: String) -> Proxy {
+        Proxy::start_inner(
+            upstream,
+            rules,
+            storage_auth,
+            None,
+            Arc::new(Mutex::new(Vec::new())),
+        )
+    }
+
+    /// A registry front that demands Bearer tokens, with a token server
+    /// that hands out [`TOKEN`] for Basic credentials equal to `upstream_auth`
+    /// (which the front then uses upstream).
+    pub fn start_with_token_server(upstream: &str, upstream_auth: String) -> Proxy {
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let tokens = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", tokens.local_addr().unwrap());
+        {
+            let (seen, expected) = (seen.clone(), upstream_auth.clone());
+            std::thread::spawn(move || {
+                for conn in tokens.incoming().flatten() {
+                    let Some((head, _)) = read_request(&conn) else {
+                        continue;
+                    };
+                    record(&seen, "token", &head);
+                    let authorized = head
+                        .lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {expected}")));
+                    let reply = if authorized {
+                        let body = format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#);
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    } else {
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    };
+                    let _ = (&conn).write_all(reply.as_bytes());
+                    let _ = conn.shutdown(Shutdown::Both);
+                }
+            });
+        }
+        Proxy::start_inner(upstream, Vec::new(), upstream_auth, Some(realm), seen)
+    }
+
+    fn start_inner(
+        upstream: &str,
+        rules: Vec<Rule>,
+        storage_auth: String,
+        bearer_realm: Option<String>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    ) -> Proxy {
+        let front_auth = storage_auth.clone();
         let storage = TcpListener::bind("127.0.0.2:0").unwrap();
         let storage_host = storage.local_addr().unwrap().to_string();
         let front = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -84,12 +137,31 @@ impl Proxy {
                         rules.clone(),
                         storage_host.clone(),
                     );
+                    let (realm, front_auth) = (bearer_realm.clone(), front_auth.clone());
                     std::thread::spawn(move || {
-                        let Some((head, body)) = read_request(&conn) else {
+                        let Some((mut head, body)) = read_request(&conn) else {
                             return;
                         };
                         let (method, path) = request_line(&head);
                         record(&seen, "registry", &head);
+                        if let Some(realm) = realm {
+                            let bearer = format!("authorization: bearer {TOKEN}");
+                            if !head.lines().any(|l| l.eq_ignore_ascii_case(&bearer)) {
+                                let repo = path.trim_start_matches("/v2/");
+                                let repo = repo.split("/blobs/").next().unwrap_or("");
+                                let repo = repo.split("/manifests/").next().unwrap_or("");
+                                let challenge = format!(
+                                    "Bearer realm=\"{realm}\",service=\"test-registry\",scope=\"repository:{repo}:pull\""
+                                );
+                                let reply = format!(
+                                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                );
+                                let _ = (&conn).write_all(reply.as_bytes());
+                                let _ = conn.shutdown(Shutdown::Both);
+                                return;
+                            }
+                            head = with_header(&head, "Authorization", &front_auth);
+                        }
                         let fault = {
                             let mut rules = rules.lock().unwrap();
                             rules
@@ -150,14 +222,17 @@ impl Proxy {
 
 fn record(seen: &Mutex<Vec<Seen>>, host: &'static str, head: &str) {
     let (method, path) = request_line(head);
-    let authorization = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("authorization:"));
+    let scheme = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().split(' ').next().unwrap_or("").to_string())
+    });
     seen.lock().unwrap().push(Seen {
         host,
         method,
         path,
-        authorization,
+        authorization: scheme.is_some(),
+        scheme,
     });
 }
 
