@@ -8,7 +8,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::execute::Execution;
 use crate::image::ImageSource;
 use crate::layer::ImagePath;
-use crate::plan::{self, PlanInput, PlanOptions};
+use crate::plan::{self, MinInput, MinView, PlanInput, PlanOptions};
 use crate::render;
 use crate::request::ComposeRequest;
 use crate::scan::{self, ScanOptions};
@@ -71,39 +71,62 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         .map(|l| l.diff_id.clone())
         .collect();
 
-    let (min_scan, full_scan) = std::thread::scope(|scope| {
-        let min_ref: &dyn ImageSource = min.as_ref();
-        let min_job = scope.spawn(|| {
-            scan::scan(
-                min_ref,
-                "min",
-                ScanOptions {
-                    keep: &keep,
-                    ..Default::default()
-                },
-            )
-        });
+    let spool_roots = (!request.dry_run).then_some(&roots[..]);
+    let (min_scan, full_scan) = if is_base_of(min.as_ref(), full.as_ref()) {
+        // full was built FROM min: read only full's own layers, and min not
+        // at all unless full's layers lack the account files.
+        tracing::info!(
+            "{} is the base of {}: only full's own layers are read",
+            min.name(),
+            full.name()
+        );
         let full_scan = scan::scan(
             full.as_ref(),
             "full",
             ScanOptions {
                 skip: shared,
-                spool: (!request.dry_run).then_some((&roots[..], &mut spool)),
-                keep: &[],
+                spool: spool_roots.map(|r| (r, &mut spool)),
+                keep: &keep,
             },
-        );
-        let min_scan = min_job
-            .join()
-            .unwrap_or_else(|_| Err(Error::new("the min scan panicked")));
+        )?;
+        let min_scan = if plan::needs_min_accounts(&full_scan) {
+            tracing::info!(
+                "full's own layers lack /etc/passwd or /etc/group: reading min for them"
+            );
+            Some(scan_min(min.as_ref(), &keep)?)
+        } else {
+            None
+        };
         (min_scan, full_scan)
-    });
-    let (min_scan, full_scan) = (min_scan?, full_scan?);
+    } else {
+        let (min_scan, full_scan) = std::thread::scope(|scope| {
+            let min_ref: &dyn ImageSource = min.as_ref();
+            let min_job = scope.spawn(|| scan_min(min_ref, &keep));
+            let full_scan = scan::scan(
+                full.as_ref(),
+                "full",
+                ScanOptions {
+                    skip: shared,
+                    spool: spool_roots.map(|r| (r, &mut spool)),
+                    keep: &[],
+                },
+            );
+            let min_scan = min_job
+                .join()
+                .unwrap_or_else(|_| Err(Error::new("the min scan panicked")));
+            (min_scan, full_scan)
+        });
+        (Some(min_scan?), full_scan?)
+    };
 
     let plan = plan::build(
-        &PlanInput {
+        &MinInput {
             name: min.name(),
             config: &min.image().config,
-            scan: &min_scan,
+            view: match &min_scan {
+                Some(scan) => MinView::Scanned(scan),
+                None => MinView::BaseOfFull,
+            },
         },
         &PlanInput {
             name: full.name(),
@@ -146,6 +169,23 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         dockerfile: dockerfile_path,
         written: Some(written),
     })
+}
+
+fn scan_min(min: &dyn ImageSource, keep: &[ImagePath]) -> Result<scan::ScannedImage> {
+    scan::scan(
+        min,
+        "min",
+        ScanOptions {
+            keep,
+            ..Default::default()
+        },
+    )
+}
+
+/// True when min's layers are full's first layers (full was built FROM min).
+fn is_base_of(min: &dyn ImageSource, full: &dyn ImageSource) -> bool {
+    let (min, full) = (&min.image().layers, &full.image().layers);
+    min.len() <= full.len() && min.iter().zip(full).all(|(m, f)| m.diff_id == f.diff_id)
 }
 
 /// A name `docker build` can resolve for a reference, for FROM lines.

@@ -66,11 +66,28 @@ pub struct Plan {
     pub timestamp: u64,
 }
 
-/// What the planner reads about one image.
+/// What the planner reads about the full image.
 pub struct PlanInput<'a> {
     pub name: &'a str,
     pub config: &'a Value,
     pub scan: &'a ScannedImage,
+}
+
+/// What the planner knows of the min image's files.
+pub enum MinView<'a> {
+    /// min was read: what it holds is known.
+    Scanned(&'a ScannedImage),
+    /// full was built FROM min (min's layers are full's first layers) and
+    /// min is not read: full's scan of its other layers says what full
+    /// added or changed, and whatever full has outside them, min has.
+    BaseOfFull,
+}
+
+/// What the planner reads about the min image.
+pub struct MinInput<'a> {
+    pub name: &'a str,
+    pub config: &'a Value,
+    pub view: MinView<'a>,
 }
 
 pub struct PlanOptions<'a> {
@@ -92,7 +109,7 @@ pub fn candidate_roots(components: &[Component]) -> Vec<ImagePath> {
     roots
 }
 
-pub fn build(min: &PlanInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_>) -> Result<Plan> {
+pub fn build(min: &MinInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_>) -> Result<Plan> {
     let info = BuildInfo::from_full_config(full.config, full.name)?;
     info.check_gpu(options.enable_gpu, min.config, min.name)?;
     let timestamp = match options.timestamp {
@@ -117,7 +134,7 @@ pub fn build(min: &PlanInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_
     }
     let builder = LayerBuilder {
         full: full.scan,
-        min: min.scan,
+        min: &min.view,
         timestamp,
     };
 
@@ -156,13 +173,21 @@ pub fn build(min: &PlanInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_
 
     let nvidia = ImagePath::from_static(triton::NVIDIA_DIR);
     let entrypoint_d = ImagePath::from_static(triton::ENTRYPOINT_D);
-    if !min.scan.tree.contains(&nvidia) && full_tree.contains(&nvidia) {
-        layers.push(builder.layer("NVIDIA entrypoint", &[nvidia])?);
-    } else if full_tree.contains(&entrypoint_d) {
-        layers.push(builder.layer("NVIDIA entrypoint.d", &[entrypoint_d])?);
+    match &min.view {
+        MinView::Scanned(scan) if !scan.tree.contains(&nvidia) && full_tree.contains(&nvidia) => {
+            layers.push(builder.layer("NVIDIA entrypoint", &[nvidia])?);
+        }
+        MinView::Scanned(_) if full_tree.contains(&entrypoint_d) => {
+            layers.push(builder.layer("NVIDIA entrypoint.d", &[entrypoint_d])?);
+        }
+        // What full's own layers put under /opt/nvidia (min has the rest).
+        MinView::BaseOfFull if full_tree.contains(&nvidia) => {
+            layers.push(builder.layer("NVIDIA entrypoint", &[nvidia])?);
+        }
+        _ => {}
     }
 
-    if let Some(layer) = account_layer(min, timestamp)? {
+    if let Some(layer) = account_layer(min, full, timestamp)? {
         layers.push(layer);
     }
 
@@ -187,7 +212,7 @@ pub fn build(min: &PlanInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_
 
 struct LayerBuilder<'a> {
     full: &'a ScannedImage,
-    min: &'a ScannedImage,
+    min: &'a MinView<'a>,
     timestamp: u64,
 }
 
@@ -198,15 +223,21 @@ impl LayerBuilder<'_> {
         let mut entries: BTreeMap<ImagePath, PlannedEntry> = BTreeMap::new();
         for root in roots {
             for parent in root.ancestors() {
-                if !self.min.tree.contains(&parent) {
-                    entries
-                        .entry(parent.clone())
-                        .or_insert_with(|| PlannedEntry {
-                            path: parent,
-                            meta: EntryMeta::plain_dir(0o755, self.timestamp),
-                            content: Content::None,
-                        });
-                }
+                let meta = match self.min {
+                    MinView::Scanned(min) if min.tree.contains(&parent) => continue,
+                    MinView::Scanned(_) => EntryMeta::plain_dir(0o755, self.timestamp),
+                    // Parents full's own layers touched carry full's metadata;
+                    // the others are min's already.
+                    MinView::BaseOfFull => match self.full.tree.get(&parent) {
+                        Some(node) if node.is_dir() => node.meta.clone(),
+                        _ => continue,
+                    },
+                };
+                entries.entry(parent.clone()).or_insert(PlannedEntry {
+                    path: parent,
+                    meta,
+                    content: Content::None,
+                });
             }
             for (path, node) in self.full.tree.subtree(root) {
                 let content = match node.meta.kind {
@@ -266,9 +297,19 @@ fn relink(entries: &mut [PlannedEntry]) {
 
 /// The layer that makes the `triton-server` account as compose.py's
 /// `userdel`/`useradd` step would, or `None` if min already has it.
-fn account_layer(min: &PlanInput<'_>, timestamp: u64) -> Result<Option<LayerPlan>> {
+fn account_layer(
+    min: &MinInput<'_>,
+    full: &PlanInput<'_>,
+    timestamp: u64,
+) -> Result<Option<LayerPlan>> {
+    // When min is not read, the account files come from full's own layers
+    // (compose checks first that they are there) and are always written.
+    let (source, always) = match &min.view {
+        MinView::Scanned(scan) => (*scan, false),
+        MinView::BaseOfFull => (full.scan, true),
+    };
     let file = |name: &str| {
-        min.scan
+        source
             .kept
             .get(&ImagePath::from_static(name))
             .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
@@ -302,7 +343,7 @@ fn account_layer(min: &PlanInput<'_>, timestamp: u64) -> Result<Option<LayerPlan
         }
         None => files.add_user(triton::SERVER_USER, triton::SERVER_UID, timestamp / 86_400)?,
     }
-    if files == original {
+    if files == original && !always {
         return Ok(None);
     }
     let mut entries = Vec::new();
@@ -314,11 +355,7 @@ fn account_layer(min: &PlanInput<'_>, timestamp: u64) -> Result<Option<LayerPlan
     ] {
         let Some(text) = text else { continue };
         let path = ImagePath::from_static(name);
-        let node = min
-            .scan
-            .tree
-            .get(&path)
-            .expect("kept files are in the tree");
+        let node = source.tree.get(&path).expect("kept files are in the tree");
         let mut meta = node.meta.clone();
         meta.kind = EntryKind::File;
         meta.size = text.len() as u64;
@@ -376,6 +413,14 @@ fn composed_config(
         }));
     }
     config
+}
+
+/// True when full's own layers do not hold the account files, so that min
+/// must be read to edit them.
+pub fn needs_min_accounts(full_delta: &ScannedImage) -> bool {
+    ["etc/passwd", "etc/group"]
+        .iter()
+        .any(|p| !full_delta.kept.contains_key(&ImagePath::from_static(p)))
 }
 
 impl Plan {

@@ -359,3 +359,86 @@ fn composed_image_is_smaller_than_full_by_more_than_the_backends_left_out() {
         "full {full} B, composed {composed} B, left out {left_out} B"
     );
 }
+
+#[test]
+fn registry_to_registry_mounts_min_and_the_result_runs_after_docker_pull() {
+    let Some(fx) = Fixtures::get() else { return };
+    let Some(registry) = support::registry::Registry::start() else {
+        return;
+    };
+    registry.push_oci(&fx.dir.join("min-oci"), "latest", "triton/min:latest");
+    registry.push_oci(&fx.dir.join("full-oci"), "latest", "triton/full:latest");
+    let min_layers = support::oci_layer_digests(&fx.dir.join("min-oci"), "latest");
+    let host = &registry.host;
+    let work = tempfile::tempdir().unwrap();
+    let authfile = registry.authfile();
+    let (min, full) = (
+        format!("min,{host}/triton/min:latest"),
+        format!("full,{host}/triton/full:latest"),
+    );
+    let output = format!("{host}/triton/composed:python");
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--cache",
+        "local",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--work-dir",
+        work.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let requests = registry.requests();
+    for digest in &min_layers {
+        assert!(
+            !requests
+                .iter()
+                .any(|(m, p)| m == "GET" && p.ends_with(&format!("/blobs/{digest}"))),
+            "min's layer {digest} was downloaded"
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|(m, p)| m == "POST" && p.contains(&format!("mount={digest}"))),
+            "no mount of {digest}"
+        );
+    }
+
+    // skopeo reads it back; docker pulls and runs it.
+    let pulled = work.path().join("pulled");
+    registry.pull_oci("triton/composed:python", &pulled, "python");
+    let docker_config = tempfile::tempdir().unwrap();
+    let docker_as_user = |args: &[&str]| {
+        let out = Command::new("docker")
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker_as_user(&[
+        "login",
+        "-u",
+        support::registry::USER,
+        "-p",
+        support::registry::PASSWORD,
+        host,
+    ]);
+    docker_as_user(&["pull", "-q", &output]);
+    let image = Loaded(output.clone());
+    let models = models_dir(false);
+    let server = Server::start(&image.0, models.path());
+    server.wait_ready(Duration::from_secs(120));
+    assert_eq!(server.stop(), 0);
+}

@@ -227,3 +227,108 @@ fn unknown_tags_and_repositories_are_named() {
     );
     assert!(stderr.contains("hint:"), "{stderr}");
 }
+
+#[test]
+fn when_full_is_built_from_min_min_is_never_downloaded() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    let min_layers = min.write_oci(&dir.path().join("min"), "latest");
+    full_image_from(&min).write_oci(&dir.path().join("full"), "24.10");
+    registry.push_oci(&dir.path().join("min"), "latest", "triton/min:latest");
+    registry.push_oci(&dir.path().join("full"), "24.10", "triton/full:24.10");
+    let host = &registry.host;
+    let authfile = registry.authfile();
+    let work = dir.path().join("work");
+    let (min_ref, full_ref) = (
+        format!("min,{host}/triton/min:latest"),
+        format!("full,{host}/triton/full:24.10"),
+    );
+    let output = format!("{host}/triton/composed:python");
+    let mut args = vec![
+        "-q",
+        "--enable-gpu=false",
+        "--image",
+        &min_ref,
+        "--image",
+        &full_ref,
+        "--output",
+        &output,
+    ];
+    args.extend([
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    args.extend(COMPONENTS);
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+
+    let requests = registry.requests();
+    for digest in &min_layers {
+        let fetched: Vec<_> = requests
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with(&format!("/blobs/{digest}")))
+            .collect();
+        assert!(
+            fetched.is_empty(),
+            "min's layer {digest} was downloaded: {fetched:?}"
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|(m, p)| m == "POST" && p.contains(&format!("mount={digest}"))),
+            "no mount of {digest}"
+        );
+    }
+
+    // The same from OCI layouts, with min's blobs destroyed: min is not read,
+    // and the result is the same image.
+    for digest in &min_layers {
+        let blob = dir.path().join("min/blobs/sha256").join(&digest[7..]);
+        let size = std::fs::metadata(&blob).unwrap().len() as usize;
+        std::fs::write(&blob, vec![0u8; size]).unwrap();
+        let shared = dir.path().join("full/blobs/sha256").join(&digest[7..]);
+        std::fs::write(&shared, vec![0u8; size]).unwrap();
+    }
+    let local = dir.path().join("local");
+    let (min_oci, full_oci) = (
+        format!("min,oci:{}:latest", dir.path().join("min").display()),
+        format!("full,oci:{}:24.10", dir.path().join("full").display()),
+    );
+    let local_out = format!("docker-archive:{}", local.display());
+    let mut args = vec![
+        "-q",
+        "--enable-gpu=false",
+        "--image",
+        &min_oci,
+        "--image",
+        &full_oci,
+        "--output",
+        &local_out,
+    ];
+    args.extend(["--work-dir", work.to_str().unwrap()]);
+    args.extend(COMPONENTS);
+    let (ok, stderr) = run_cli(&args);
+    // min's blobs must be copied into an archive, so this one fails, but
+    // only when copying, after everything else was planned and written.
+    assert!(!ok);
+    assert!(
+        stderr.contains("copying") && stderr.contains("min"),
+        "{stderr}"
+    );
+    let pulled = dir.path().join("pulled");
+    registry.pull_oci("triton/composed:python", &pulled, "python");
+    let image = read_oci(&pulled, "python");
+    let passwd = image.tree.get("etc/passwd").expect("account layer");
+    assert!(passwd.size > 0);
+    assert!(image
+        .tree
+        .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+    assert!(!image
+        .tree
+        .contains_key("opt/tritonserver/backends/onnxruntime"));
+}

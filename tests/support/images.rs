@@ -687,3 +687,44 @@ pub fn raw_header(name: &[u8], typeflag: u8, size: u64) -> Vec<u8> {
     header.set_cksum();
     header.as_bytes().to_vec()
 }
+
+/// A full image built FROM min the way build.py builds NGC's: all of min's
+/// layers first, then Triton, and the triton-server account added in full's
+/// own layers.
+pub fn full_image_from(min: &TestImage) -> TestImage {
+    let mut full = full_image(min);
+    let accounts = layer_tar(&[
+        dir("etc"),
+        file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n",
+        ),
+        file("etc/group", "root:x:0:\ntriton-server:x:1000:\n"),
+    ]);
+    let mut layers = min.layers.clone();
+    layers.push(accounts);
+    layers.extend(full.layers[1..].iter().cloned());
+    full.layers = layers;
+    full
+}
+
+/// The layer digests of an image in an OCI layout, bottom first.
+pub fn oci_layer_digests(dir: &Path, tag: &str) -> Vec<String> {
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let digest = desc["digest"].as_str().unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap())
+            .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
