@@ -32,6 +32,7 @@ pub mod image;
 pub mod layer;
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 pub mod render;
 pub mod request;
 pub mod scan;

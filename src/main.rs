@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let quiet = cli.quiet;
+    triton_compose::progress::configure(std::io::stderr().is_terminal(), quiet);
     let compression = match cli.compression() {
         Ok(c) => c,
         Err(message) => return report(&triton_compose::error::Error::new(message)),

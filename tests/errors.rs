@@ -427,3 +427,57 @@ fn ambiguous_manifests_and_archive_link_cycles_are_refused() {
     ]);
     assert!(stderr.contains("chain of more than 16 links"), "{stderr}");
 }
+
+#[test]
+fn multi_platform_images_pick_the_platform_or_say_what_exists() {
+    let case = Case::new();
+    // Wrap full's manifest in an image index that offers only linux/arm64.
+    let layout = case.path("full");
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    };
+    let mut index = read(&layout.join("index.json"));
+    let mut entry = index["manifests"][0].clone();
+    entry["platform"] =
+        serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
+    entry.as_object_mut().unwrap().remove("annotations");
+    let image_index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry],
+    }))
+    .unwrap();
+    let digest = put_blob(&layout, &image_index);
+    index["manifests"][0]["mediaType"] = "application/vnd.oci.image.index.v1+json".into();
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = image_index.len().into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let stderr = case.fails(&["--enable-gpu=false", "--platform", "linux/amd64"]);
+    assert!(
+        stderr.contains("has no image for platform linux/amd64; it offers: linux/arm64/v8"),
+        "{stderr}"
+    );
+    let stderr = case.fails(&["--enable-gpu=false", "--platform", "amd64"]);
+    assert!(stderr.contains("is not os/arch[/variant]"), "{stderr}");
+
+    let out = case.path("arm");
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--platform",
+        "linux/arm64",
+        "--image",
+        &case.arg("min", "min", "latest"),
+        "--image",
+        &case.arg("full", "full", "24.10"),
+        "--output",
+        &format!("oci:{}:arm", out.display()),
+        "--work-dir",
+        case.path("work").to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+}

@@ -332,3 +332,39 @@ fn when_full_is_built_from_min_min_is_never_downloaded() {
         .tree
         .contains_key("opt/tritonserver/backends/onnxruntime"));
 }
+
+#[test]
+fn credentials_come_from_docker_config_when_no_authfile_is_named() {
+    let Some(s) = setup() else { return };
+    use base64::Engine as _;
+    let host = &s.registry.host;
+    let docker_config = s.dir.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{PASSWORD}", support::registry::USER));
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let (min, full) = (
+        format!("min,{host}/triton/min:latest"),
+        format!("full,{host}/triton/full:24.10"),
+    );
+    let work = s.dir.path().join("work");
+    let (ok, stderr) = run_cli_env(
+        &[
+            "--enable-gpu=false",
+            "--dry-run",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
+    );
+    assert!(ok, "{stderr}");
+    assert!(work.join("Dockerfile.compose").is_file());
+}

@@ -44,6 +44,8 @@ pub enum Payload {
     None,
     Bytes(Vec<u8>),
     File(PathBuf, u64),
+    /// A file whose transfer is shown as progress, with this label.
+    Tracked(PathBuf, u64, String),
 }
 
 impl Payload {
@@ -51,11 +53,17 @@ impl Payload {
         Ok(match self {
             Payload::None => None,
             Payload::Bytes(bytes) => Some(Body::from(bytes.clone())),
-            Payload::File(path, len) => {
+            Payload::File(path, len) | Payload::Tracked(path, len, _) => {
                 let file = std::fs::File::open(path).map_err(|e| {
                     Error::new(format!("cannot open {}", path.display())).with_source(e)
                 })?;
-                Some(Body::sized(file, *len))
+                match self {
+                    Payload::Tracked(_, _, label) => Some(Body::sized(
+                        crate::progress::track(file, *len, label.clone()),
+                        *len,
+                    )),
+                    _ => Some(Body::sized(file, *len)),
+                }
             }
         })
     }

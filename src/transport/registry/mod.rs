@@ -11,8 +11,11 @@ mod auth;
 mod client;
 mod reference;
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
@@ -209,15 +212,14 @@ impl ImageSource for RegistrySource {
             .blob
             .clone()
             .expect("registry manifests always describe their blobs");
-        tracing::info!(
-            "{}: fetching layer {} ({})",
-            self.name,
-            index + 1,
-            crate::scan::human_size(size)
-        );
         let reader = self
             .client
             .blob_reader(&self.reference.repository, digest.as_str(), size)?;
+        let reader = crate::progress::track(
+            reader,
+            size,
+            format!("{}: pulling layer {}", self.name, index + 1),
+        );
         Ok(Box::new(VerifyingReader::new(
             reader,
             digest.clone(),
@@ -234,12 +236,19 @@ impl ImageSource for RegistrySource {
     }
 }
 
-/// Pushes an image; blobs go up as they come, the manifest last.
+/// At most this many blob uploads run at once.
+const PARALLEL_UPLOADS: usize = 3;
+
+/// Pushes an image: blobs go up as they come, a few at a time, and the
+/// manifest last, only once every blob is there.
 pub struct RegistrySink {
     name: String,
     reference: Reference,
-    client: RegistryClient,
-    scratch: tempfile::TempDir,
+    client: Arc<RegistryClient>,
+    /// Where blobs wait for their upload; made beside the first staged layer
+    /// (so taking it over is a rename) or in the temporary directory.
+    scratch: Option<tempfile::TempDir>,
+    uploads: VecDeque<JoinHandle<Result<()>>>,
 }
 
 impl RegistrySink {
@@ -251,15 +260,12 @@ impl RegistrySink {
             );
         }
         let client = connect(reference, options)?;
-        let scratch = tempfile::Builder::new()
-            .prefix("triton-compose-push-")
-            .tempdir()
-            .map_err(|e| Error::new("cannot create a staging directory").with_source(e))?;
         Ok(RegistrySink {
             name: reference.to_string(),
             reference: reference.clone(),
-            client,
-            scratch,
+            client: Arc::new(client),
+            scratch: None,
+            uploads: VecDeque::new(),
         })
     }
 
@@ -267,72 +273,132 @@ impl RegistrySink {
         &self.reference.repository
     }
 
-    fn exists(&self, digest: &Digest) -> Result<bool> {
-        let request = Request::new(
-            Method::HEAD,
-            self.repo(),
-            format!("/v2/{}/blobs/{digest}", self.repo()),
-            "pull,push",
-        );
-        match self.client.send(&request) {
-            Ok(response) => Ok(response.status() == StatusCode::OK),
-            Err(e) if e.message().contains("HTTP 404") => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Uploads a blob (monolithic PUT of a sized stream), unless present.
-    fn upload(&self, digest: &Digest, payload: Payload) -> Result<()> {
-        if self.exists(digest)? {
-            tracing::info!("{}: blob {digest} already present", self.name);
-            return Ok(());
-        }
-        let mut last = None;
-        for attempt in 1..=3 {
-            match self.upload_once(digest, payload.clone()) {
-                Ok(()) => return Ok(()),
-                Err(err) => {
-                    tracing::warn!(
-                        "{}: uploading {digest} failed ({err}); try {attempt}/3",
-                        self.name
-                    );
-                    last = Some(err);
-                }
+    fn scratch(&mut self, near: Option<&Path>) -> Result<&Path> {
+        if self.scratch.is_none() {
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(".triton-compose-push-");
+            let dir = match near {
+                Some(dir) => builder.tempdir_in(dir),
+                None => builder.tempdir(),
             }
+            .map_err(|e| Error::new("cannot create a staging directory").with_source(e))?;
+            self.scratch = Some(dir);
         }
-        Err(last.expect("at least one try"))
+        Ok(self.scratch.as_ref().expect("just made").path())
     }
 
-    fn upload_once(&self, digest: &Digest, payload: Payload) -> Result<()> {
-        let start = Request::new(
-            Method::POST,
-            self.repo(),
-            format!("/v2/{}/blobs/uploads/", self.repo()),
-            "pull,push",
-        )
-        .header("content-length", "0");
-        let response = self.client.send(&start)?;
-        let location = upload_location(&response, &self.name)?;
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let put = Request::new(
-            Method::PUT,
-            self.repo(),
-            format!("{location}{separator}digest={digest}"),
-            "pull,push",
-        )
-        .header(CONTENT_TYPE.as_str(), "application/octet-stream")
-        .payload(payload);
-        let response = self.client.send(&put)?;
-        if response.status() != StatusCode::CREATED {
-            return Err(Error::new(format!(
-                "{}: uploading {digest} ended with HTTP {}",
-                self.name,
-                response.status().as_u16()
-            )));
+    /// Starts an upload in the background, waiting first if too many run.
+    fn spawn_upload(&mut self, digest: Digest, path: PathBuf, size: u64) -> Result<()> {
+        while self.uploads.len() >= PARALLEL_UPLOADS {
+            join(self.uploads.pop_front().expect("non-empty"))?;
         }
-        tracing::info!("{}: pushed blob {digest}", self.name);
+        let (client, repo, name) = (
+            self.client.clone(),
+            self.repo().to_string(),
+            self.name.clone(),
+        );
+        self.uploads.push_back(std::thread::spawn(move || {
+            upload(&client, &repo, &name, &digest, Payload::File(path, size))
+        }));
         Ok(())
     }
+
+    fn finish_uploads(&mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(handle) = self.uploads.pop_front() {
+            if let Err(err) = join(handle) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn join(handle: JoinHandle<Result<()>>) -> Result<()> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(Error::new("an upload thread panicked")))
+}
+
+fn blob_exists(client: &RegistryClient, repo: &str, digest: &Digest) -> Result<bool> {
+    let request = Request::new(
+        Method::HEAD,
+        repo,
+        format!("/v2/{repo}/blobs/{digest}"),
+        "pull,push",
+    );
+    match client.send(&request) {
+        Ok(response) => Ok(response.status() == StatusCode::OK),
+        Err(e) if e.message().contains("HTTP 404") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Uploads a blob (a monolithic PUT of a sized stream) unless the registry
+/// has it; a failed upload starts over, at most three times.
+fn upload(
+    client: &RegistryClient,
+    repo: &str,
+    name: &str,
+    digest: &Digest,
+    payload: Payload,
+) -> Result<()> {
+    if blob_exists(client, repo, digest)? {
+        tracing::info!("{name}: blob {digest} already present");
+        return Ok(());
+    }
+    let mut last = None;
+    for attempt in 1..=3 {
+        match upload_once(client, repo, name, digest, payload.clone()) {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!("{name}: uploading {digest} failed ({err}); try {attempt}/3");
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.expect("at least one try"))
+}
+
+fn upload_once(
+    client: &RegistryClient,
+    repo: &str,
+    name: &str,
+    digest: &Digest,
+    payload: Payload,
+) -> Result<()> {
+    let start = Request::new(
+        Method::POST,
+        repo,
+        format!("/v2/{repo}/blobs/uploads/"),
+        "pull,push",
+    )
+    .header("content-length", "0");
+    let response = client.send(&start)?;
+    let location = upload_location(&response, name)?;
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let payload = match payload {
+        Payload::File(path, size) => {
+            Payload::Tracked(path, size, format!("{name}: pushing {digest}"))
+        }
+        other => other,
+    };
+    let put = Request::new(
+        Method::PUT,
+        repo,
+        format!("{location}{separator}digest={digest}"),
+        "pull,push",
+    )
+    .header(CONTENT_TYPE.as_str(), "application/octet-stream")
+    .payload(payload);
+    let response = client.send(&put)?;
+    if response.status() != StatusCode::CREATED {
+        return Err(Error::new(format!(
+            "{name}: uploading {digest} ended with HTTP {}",
+            response.status().as_u16()
+        )));
+    }
+    Ok(())
 }
 
 fn upload_location(response: &reqwest::blocking::Response, name: &str) -> Result<String> {
@@ -359,8 +425,10 @@ impl ImageSink for RegistrySink {
         expected: Option<&Digest>,
         content: &mut dyn Read,
     ) -> Result<BlobDescriptor> {
-        // Stage it: an upload that fails part-way must be able to start over.
-        let staged = tempfile::NamedTempFile::new_in(self.scratch.path())
+        // Staged first: an upload that fails part-way must be able to start over.
+        let staged = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.scratch(None)?)
             .map_err(|e| Error::new("cannot stage a blob").with_source(e))?;
         let mut writer = HashingWriter::new(io::BufWriter::new(staged.reopen()?));
         io::copy(content, &mut writer)?;
@@ -375,7 +443,10 @@ impl ImageSink for RegistrySink {
                 )));
             }
         }
-        self.upload(&digest, Payload::File(staged.path().to_path_buf(), size))?;
+        let (_, path) = staged
+            .keep()
+            .map_err(|e| Error::new("cannot stage a blob").with_source(e.error))?;
+        self.spawn_upload(digest.clone(), path, size)?;
         Ok(BlobDescriptor {
             media_type: media_type.to_string(),
             digest,
@@ -384,11 +455,17 @@ impl ImageSink for RegistrySink {
     }
 
     fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
-        self.upload(&desc.digest, Payload::File(path.to_path_buf(), desc.size))
+        // Take the staged layer over, so it outlives the caller's handle.
+        let target = self.scratch(path.parent())?.join(desc.digest.hex());
+        if std::fs::rename(path, &target).is_err() {
+            std::fs::copy(path, &target)
+                .ctx(|| format!("staging {} for upload", path.display()))?;
+        }
+        self.spawn_upload(desc.digest.clone(), target, desc.size)
     }
 
     fn reuse_blob(&mut self, desc: &BlobDescriptor, origin: Option<&BlobOrigin>) -> Result<bool> {
-        if self.exists(&desc.digest)? {
+        if blob_exists(&self.client, self.repo(), &desc.digest)? {
             tracing::info!("{}: blob {} already present", self.name, desc.digest);
             return Ok(true);
         }
@@ -436,13 +513,20 @@ impl ImageSink for RegistrySink {
         }
     }
 
-    fn commit(self: Box<Self>, image: &OutputImage) -> Result<String> {
+    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
+        self.finish_uploads()?;
         let config = BlobDescriptor {
             media_type: media_type::OCI_CONFIG.to_string(),
             digest: Digest::of(&image.config),
             size: image.config.len() as u64,
         };
-        self.upload(&config.digest, Payload::Bytes(image.config.clone()))?;
+        upload(
+            &self.client,
+            self.repo(),
+            &self.name,
+            &config.digest,
+            Payload::Bytes(image.config.clone()),
+        )?;
         let manifest = manifest::write_oci_manifest(&config, &image.layers)?;
         let digest = Digest::of(&manifest);
         let tag = self.reference.tag.clone().expect("checked at create");
