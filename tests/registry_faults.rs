@@ -248,3 +248,58 @@ fn bearer_tokens_are_fetched_per_repository_and_reused() {
         "the token-protected registry never got Basic credentials"
     );
 }
+
+#[test]
+fn a_declined_mount_cancels_its_upload_session_and_uploads_instead() {
+    let Some(s) = setup() else { return };
+    let proxy = Proxy::start(
+        &s.registry.host,
+        vec![rule("POST", "mount=", usize::MAX, Fault::DeclineMount)],
+        basic_auth(),
+    );
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let authfile = s.dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, proxy.host),
+    )
+    .unwrap();
+    let (min, full) = (
+        format!("min,{}/triton/min:latest", proxy.host),
+        format!("full,{}/triton/full:24.10", proxy.host),
+    );
+    let output = format!("{}/triton/composed:declined", proxy.host);
+    let work = s.dir.path().join("work");
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let seen = proxy.seen();
+    let mounts = seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("mount="))
+        .count();
+    let cancels = seen
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/"))
+        .count();
+    assert!(mounts >= 2, "{seen:#?}");
+    assert_eq!(
+        cancels, mounts,
+        "every declined mount's session was cancelled: {seen:#?}"
+    );
+    assert!(tag_exists(&s, "declined"));
+}

@@ -20,6 +20,9 @@ pub enum Fault {
     Corrupt,
     /// Redirect to the storage host on 127.0.0.2.
     Redirect,
+    /// For a mount request: forward it without its mount parameters, so the
+    /// registry opens an upload session (202) instead of mounting.
+    DeclineMount,
 }
 
 #[derive(Clone, Debug)]
@@ -190,6 +193,11 @@ impl Proxy {
                                 "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{storage_host}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                             )
                             .into_bytes(),
+                            Some(Fault::DeclineMount) => {
+                                let plain = path.split('?').next().unwrap_or(&path).to_string();
+                                let head = head.replacen(&path, &plain, 1);
+                                forward(&upstream, &head, &body)
+                            }
                             Some(Fault::Truncate) => {
                                 let full = forward(&upstream, &head, &body);
                                 let start = body_start(&full);
