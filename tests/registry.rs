@@ -368,3 +368,60 @@ fn credentials_come_from_docker_config_when_no_authfile_is_named() {
     assert!(ok, "{stderr}");
     assert!(work.join("Dockerfile.compose").is_file());
 }
+
+#[test]
+fn digest_references_and_registry_auth_file_work() {
+    let Some(s) = setup() else { return };
+    let host = &s.registry.host;
+    let authfile = s.registry.authfile();
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            &format!("{}:{PASSWORD}", support::registry::USER),
+        ])
+        .arg(format!("docker://{host}/triton/full:24.10"))
+        .output()
+        .unwrap();
+    let digest = serde_json::from_slice::<serde_json::Value>(&inspect.stdout).unwrap()["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (min, full) = (
+        format!("min,{host}/triton/min:latest"),
+        format!("full,{host}/triton/full@{digest}"),
+    );
+    let work = s.dir.path().join("work");
+    let (ok, stderr) = run_cli_env(
+        &[
+            "--enable-gpu=false",
+            "--dry-run",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())],
+    );
+    assert!(ok, "{stderr}");
+    // A digest that does not exist is named, not guessed around.
+    let missing = format!("full,{host}/triton/full@sha256:{}", "0".repeat(64));
+    let (ok, stderr) = run_cli_env(
+        &[
+            "--enable-gpu=false",
+            "--dry-run",
+            "--image",
+            &min,
+            "--image",
+            &missing,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("not found"), "{stderr}");
+}
