@@ -336,17 +336,10 @@ fn when_full_is_built_from_min_min_is_never_downloaded() {
 #[test]
 fn credentials_come_from_docker_config_when_no_authfile_is_named() {
     let Some(s) = setup() else { return };
-    use base64::Engine as _;
     let host = &s.registry.host;
     let docker_config = s.dir.path().join("docker-config");
     std::fs::create_dir_all(&docker_config).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{PASSWORD}", support::registry::USER));
-    std::fs::write(
-        docker_config.join("config.json"),
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    support::registry::write_auth_file(&docker_config.join("config.json"), &[host]);
     let (min, full) = (
         format!("min,{host}/triton/min:latest"),
         format!("full,{host}/triton/full:24.10"),

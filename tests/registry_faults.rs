@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use support::proxy::{Fault, Proxy, Rule};
-use support::registry::{Registry, PASSWORD, USER};
+use support::registry::{write_auth_file, Registry, PASSWORD, USER};
 use support::*;
 
 struct Setup {
@@ -48,17 +48,8 @@ fn rule(method: &'static str, path: &str, times: usize, fault: Fault) -> Rule {
 
 /// Composes from the proxy to the registry itself; returns (ok, stderr).
 fn compose_through(s: &Setup, proxy: &Proxy, tag: &str) -> (bool, String) {
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let authfile = s.dir.path().join("auth.json");
-    std::fs::write(
-        &authfile,
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{auth}"}},"{}":{{"auth":"{auth}"}}}}}}"#,
-            proxy.host, s.registry.host
-        ),
-    )
-    .unwrap();
+    write_auth_file(&authfile, &[&proxy.host, &s.registry.host]);
     let min = format!("min,{}/triton/min:latest", proxy.host);
     let full = format!("full,{}/triton/full:24.10", proxy.host);
     let output = format!("{}/triton/composed:{tag}", s.registry.host);
@@ -257,14 +248,8 @@ fn a_declined_mount_cancels_its_upload_session_and_uploads_instead() {
         vec![rule("POST", "mount=", usize::MAX, Fault::DeclineMount)],
         basic_auth(),
     );
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let authfile = s.dir.path().join("auth.json");
-    std::fs::write(
-        &authfile,
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, proxy.host),
-    )
-    .unwrap();
+    write_auth_file(&authfile, &[&proxy.host]);
     let (min, full) = (
         format!("min,{}/triton/min:latest", proxy.host),
         format!("full,{}/triton/full:24.10", proxy.host),

@@ -78,14 +78,8 @@ impl Registry {
 
     /// A containers-auth.json with this registry's credentials.
     pub fn authfile(&self) -> PathBuf {
-        use base64::Engine as _;
         let path = self.dir.path().join("auth.json");
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-        std::fs::write(
-            &path,
-            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, self.host),
-        )
-        .unwrap();
+        write_auth_file(&path, &[&self.host]);
         path
     }
 
@@ -150,6 +144,22 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// Writes an `{"auths": ...}` file (containers-auth.json, or Docker's
+/// config.json) giving the test credentials for each host.
+pub fn write_auth_file(path: &Path, hosts: &[&str]) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let auths: serde_json::Map<String, serde_json::Value> = hosts
+        .iter()
+        .map(|h| (h.to_string(), serde_json::json!({ "auth": auth })))
+        .collect();
+    std::fs::write(
+        path,
+        serde_json::to_vec(&serde_json::json!({ "auths": auths })).unwrap(),
+    )
+    .unwrap();
 }
 
 impl Drop for Registry {
