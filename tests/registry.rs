@@ -345,19 +345,7 @@ fn credentials_come_from_docker_config_when_no_authfile_is_named() {
         format!("full,{host}/triton/full:24.10"),
     );
     let work = s.dir.path().join("work");
-    let (ok, stderr) = run_cli_env(
-        &[
-            "--enable-gpu=false",
-            "--dry-run",
-            "--image",
-            &min,
-            "--image",
-            &full,
-            "--work-dir",
-            work.to_str().unwrap(),
-        ],
-        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
-    );
+    let (ok, stderr) = dry_run(&min, &full, &work, ("DOCKER_CONFIG", &docker_config));
     assert!(ok, "{stderr}");
     assert!(work.join("Dockerfile.compose").is_file());
 }
@@ -386,35 +374,33 @@ fn digest_references_and_registry_auth_file_work() {
         format!("full,{host}/triton/full@{digest}"),
     );
     let work = s.dir.path().join("work");
-    let (ok, stderr) = run_cli_env(
-        &[
-            "--enable-gpu=false",
-            "--dry-run",
-            "--image",
-            &min,
-            "--image",
-            &full,
-            "--work-dir",
-            work.to_str().unwrap(),
-        ],
-        &[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())],
-    );
+    let (ok, stderr) = dry_run(&min, &full, &work, ("REGISTRY_AUTH_FILE", &authfile));
     assert!(ok, "{stderr}");
     // A digest that does not exist is named, not guessed around.
     let missing = format!("full,{host}/triton/full@sha256:{}", "0".repeat(64));
-    let (ok, stderr) = run_cli_env(
+    let (ok, stderr) = dry_run(&min, &missing, &work, ("REGISTRY_AUTH_FILE", &authfile));
+    assert!(!ok);
+    assert!(stderr.contains("not found"), "{stderr}");
+}
+
+/// A dry run from registry references, with one extra environment variable.
+fn dry_run(
+    min: &str,
+    full: &str,
+    work: &std::path::Path,
+    env: (&str, &std::path::Path),
+) -> (bool, String) {
+    run_cli_env(
         &[
             "--enable-gpu=false",
             "--dry-run",
             "--image",
-            &min,
+            min,
             "--image",
-            &missing,
+            full,
             "--work-dir",
             work.to_str().unwrap(),
         ],
-        &[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())],
-    );
-    assert!(!ok);
-    assert!(stderr.contains("not found"), "{stderr}");
+        &[(env.0, env.1.to_str().unwrap())],
+    )
 }

@@ -48,11 +48,16 @@ fn rule(method: &'static str, path: &str, times: usize, fault: Fault) -> Rule {
 
 /// Composes from the proxy to the registry itself; returns (ok, stderr).
 fn compose_through(s: &Setup, proxy: &Proxy, tag: &str) -> (bool, String) {
+    compose_from_proxy_to(s, proxy, &s.registry.host, tag)
+}
+
+/// Composes from the proxy to `output_host` (the registry or the proxy).
+fn compose_from_proxy_to(s: &Setup, proxy: &Proxy, output_host: &str, tag: &str) -> (bool, String) {
     let authfile = s.dir.path().join("auth.json");
     write_auth_file(&authfile, &[&proxy.host, &s.registry.host]);
     let min = format!("min,{}/triton/min:latest", proxy.host);
     let full = format!("full,{}/triton/full:24.10", proxy.host);
-    let output = format!("{}/triton/composed:{tag}", s.registry.host);
+    let output = format!("{output_host}/triton/composed:{tag}");
     let work = s.dir.path().join("work");
     run_cli_env(
         &[
@@ -248,29 +253,8 @@ fn a_declined_mount_cancels_its_upload_session_and_uploads_instead() {
         vec![rule("POST", "mount=", usize::MAX, Fault::DeclineMount)],
         basic_auth(),
     );
-    let authfile = s.dir.path().join("auth.json");
-    write_auth_file(&authfile, &[&proxy.host]);
-    let (min, full) = (
-        format!("min,{}/triton/min:latest", proxy.host),
-        format!("full,{}/triton/full:24.10", proxy.host),
-    );
-    let output = format!("{}/triton/composed:declined", proxy.host);
-    let work = s.dir.path().join("work");
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &output,
-        "--authfile",
-        authfile.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-    ]);
+    // Source and destination behind the proxy: one registry, so mounts are tried.
+    let (ok, stderr) = compose_from_proxy_to(&s, &proxy, &proxy.host, "declined");
     assert!(ok, "{stderr}");
     let seen = proxy.seen();
     let mounts = seen
