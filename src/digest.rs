@@ -88,10 +88,6 @@ impl<R: Read> HashingReader<R> {
     pub fn finish(self) -> (Digest, u64) {
         (Digest::from_sha256(&self.hasher.finalize()), self.count)
     }
-
-    pub fn count(&self) -> u64 {
-        self.count
-    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -195,10 +191,6 @@ impl<W: Write> HashingWriter<W> {
             Digest::from_sha256(&self.hasher.finalize()),
             self.count,
         )
-    }
-
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
     }
 }
 

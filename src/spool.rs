@@ -69,10 +69,6 @@ impl Spool {
             remaining: len,
         })
     }
-
-    pub fn bytes(&self) -> u64 {
-        self.len
-    }
 }
 
 pub struct SpoolReader<'a> {

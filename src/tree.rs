@@ -46,14 +46,6 @@ impl MergedTree {
         self.nodes.contains_key(path)
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// `path` itself (if present) and everything below it, in tree order.
     pub fn subtree<'a>(
         &'a self,

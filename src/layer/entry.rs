@@ -106,11 +106,6 @@ impl ImagePath {
     pub fn display_abs(&self) -> String {
         format!("/{}", String::from_utf8_lossy(&self.0))
     }
-
-    pub fn to_path_buf(&self) -> std::path::PathBuf {
-        use std::os::unix::ffi::OsStrExt;
-        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.0)).to_path_buf()
-    }
 }
 
 impl Ord for ImagePath {
