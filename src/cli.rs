@@ -72,6 +72,11 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Do not carry runtime dependencies (libraries, dpkg and python
+    /// packages) over from the full image; install them yourself.
+    #[arg(long)]
+    pub no_deps: bool,
+
     /// Where to write the image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG],
     /// or a registry (docker://REF or a bare REF).
     #[arg(long, value_name = "DEST")]
@@ -143,6 +148,7 @@ impl Cli {
             work_dir: self.work_dir,
             dry_run: self.dry_run,
             skip_pull: self.skip_pull,
+            no_deps: self.no_deps,
             compression,
             source_date_epoch,
             platform: self.platform,

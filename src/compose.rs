@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::deps::{self, Deps};
 use crate::error::{Error, IoContext, Result};
 use crate::execute::Execution;
 use crate::image::ImageSource;
@@ -11,7 +12,7 @@ use crate::layer::ImagePath;
 use crate::plan::{self, MinInput, MinView, PlanInput, PlanOptions};
 use crate::render;
 use crate::request::ComposeRequest;
-use crate::scan::{self, ScanOptions};
+use crate::scan::{self, PathFilter, ScanOptions};
 use crate::spool::Spool;
 use crate::transport::{self, ImageRef};
 use crate::triton;
@@ -60,10 +61,17 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         })?;
     let mut spool = Spool::create(scratch.path())?;
     let roots = plan::candidate_roots(&request.components);
-    let keep: Vec<ImagePath> = triton::ACCOUNT_FILES
+    let accounts: Vec<ImagePath> = triton::ACCOUNT_FILES
         .iter()
         .map(|p| ImagePath::from_static(p))
         .collect();
+    let with_deps = request.deps;
+    let keep = |p: &ImagePath| accounts.contains(p) || (with_deps && deps::keeps(p));
+    let keep: PathFilter<'_> = &keep;
+    let elf = |p: &ImagePath| {
+        with_deps && (roots.iter().any(|r| p.is_within(r)) || deps::may_be_library(p))
+    };
+    let elf: PathFilter<'_> = &elf;
     let shared = min
         .image()
         .layers
@@ -86,14 +94,15 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             ScanOptions {
                 skip: shared,
                 spool: spool_roots.map(|r| (r, &mut spool)),
-                keep: &keep,
+                keep: Some(keep),
+                elf: Some(elf),
             },
         )?;
         let min_scan = if plan::needs_min_accounts(&full_scan) {
             tracing::info!(
                 "full's own layers lack /etc/passwd or /etc/group: reading min for them"
             );
-            Some(scan_min(min.as_ref(), &keep)?)
+            Some(scan_min(min.as_ref(), keep)?)
         } else {
             None
         };
@@ -101,14 +110,15 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     } else {
         let (min_scan, full_scan) = std::thread::scope(|scope| {
             let min_ref: &dyn ImageSource = min.as_ref();
-            let min_job = scope.spawn(|| scan_min(min_ref, &keep));
+            let min_job = scope.spawn(|| scan_min(min_ref, keep));
             let full_scan = scan::scan(
                 full.as_ref(),
                 "full",
                 ScanOptions {
                     skip: shared,
                     spool: spool_roots.map(|r| (r, &mut spool)),
-                    keep: &[],
+                    keep: Some(keep),
+                    elf: Some(elf),
                 },
             );
             let min_scan = min_job
@@ -137,8 +147,12 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             components: &request.components,
             enable_gpu: request.enable_gpu,
             timestamp: request.timestamp,
+            deps: request.deps,
         },
     )?;
+    if let Some(deps) = &plan.deps {
+        report_deps(deps);
+    }
 
     let dockerfile_path = request.work_dir.join(DOCKERFILE_NAME);
     let dockerfile = render::dockerfile(
@@ -148,6 +162,10 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     );
     std::fs::write(&dockerfile_path, dockerfile)
         .ctx(|| format!("writing {}", dockerfile_path.display()))?;
+    for (name, bytes) in render::context_files(&plan) {
+        let path = request.work_dir.join(name);
+        std::fs::write(&path, bytes).ctx(|| format!("writing {}", path.display()))?;
+    }
     tracing::info!("wrote {}", dockerfile_path.display());
 
     let Some(mut sink) = sink else {
@@ -171,15 +189,42 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     })
 }
 
-fn scan_min(min: &dyn ImageSource, keep: &[ImagePath]) -> Result<scan::ScannedImage> {
+fn scan_min(min: &dyn ImageSource, keep: PathFilter<'_>) -> Result<scan::ScannedImage> {
     scan::scan(
         min,
         "min",
         ScanOptions {
-            keep,
+            keep: Some(keep),
             ..Default::default()
         },
     )
+}
+
+/// Says what was added and why, and what no image has.
+fn report_deps(deps: &Deps) {
+    if deps.paths.is_empty() && deps.missing.is_empty() {
+        tracing::info!("runtime dependencies: min has everything the selection needs");
+    } else {
+        tracing::info!(
+            "runtime dependencies: {} paths from full{}",
+            deps.paths.len(),
+            if deps.packages.is_empty() {
+                String::new()
+            } else {
+                format!(" (packages {})", deps.packages.join(", "))
+            }
+        );
+    }
+    for reason in &deps.reasons {
+        tracing::info!("  {}: {}", reason.added, reason.because);
+    }
+    for missing in &deps.missing {
+        tracing::warn!(
+            "{} is in neither image ({}); the composed image lacks it too",
+            missing.need,
+            missing.of
+        );
+    }
 }
 
 /// True when min's layers are full's first layers (full was built FROM min).

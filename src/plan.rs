@@ -4,14 +4,16 @@
 //! the images' configs and the scans of their layers, and then either
 //! executed (`crate::execute`) or rendered as a Dockerfile (`crate::render`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
 use crate::accounts::AccountFiles;
 use crate::config::{self, ConfigChange};
+use crate::deps::{self, Deps, DepsInput};
 use crate::error::{Error, Result};
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
+pub use crate::scan::MinView;
 use crate::scan::ScannedImage;
 use crate::tree::InodeRef;
 use crate::triton::{self, BuildInfo, Component};
@@ -41,12 +43,22 @@ pub enum Step {
     Copy(ImagePath),
     /// `RUN script`
     Run(String),
+    /// Single paths of full copied with their parents through a staging
+    /// stage: files and symlinks, and directories that hold none of them.
+    CopyListed {
+        files: Vec<ImagePath>,
+        dirs: Vec<ImagePath>,
+    },
+    /// A file the plan generates, copied from the build context.
+    CopyGenerated(ImagePath),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerPlan {
     /// What the layer holds, for history and logs ("backend python").
     pub purpose: String,
+    /// Why the layer holds what it holds, one line each (for comments).
+    pub notes: Vec<String>,
     pub steps: Vec<Step>,
     /// Sorted by path; parents before children.
     pub entries: Vec<PlannedEntry>,
@@ -58,6 +70,8 @@ pub struct Plan {
     pub full_name: String,
     pub info: BuildInfo,
     pub config_changes: Vec<ConfigChange>,
+    /// The runtime dependencies found (`None` with `--no-deps`).
+    pub deps: Option<Deps>,
     /// min's layers are all kept, unchanged; these go on top.
     pub layers: Vec<LayerPlan>,
     /// The composed config, complete but for the new layers' diff-ids.
@@ -73,16 +87,6 @@ pub struct PlanInput<'a> {
     pub scan: &'a ScannedImage,
 }
 
-/// What the planner knows of the min image's files.
-pub enum MinView<'a> {
-    /// min was read: what it holds is known.
-    Scanned(&'a ScannedImage),
-    /// full was built FROM min (min's layers are full's first layers) and
-    /// min is not read: full's scan of its other layers says what full
-    /// added or changed, and whatever full has outside them, min has.
-    BaseOfFull,
-}
-
 /// What the planner reads about the min image.
 pub struct MinInput<'a> {
     pub name: &'a str,
@@ -94,6 +98,8 @@ pub struct PlanOptions<'a> {
     pub components: &'a [Component],
     pub enable_gpu: bool,
     pub timestamp: Option<u64>,
+    /// Carry runtime dependencies over from full.
+    pub deps: bool,
 }
 
 /// The subtrees of the full image that a request could need, known before
@@ -187,10 +193,6 @@ pub fn build(min: &MinInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_>
         _ => {}
     }
 
-    if let Some(layer) = account_layer(min, full, timestamp)? {
-        layers.push(layer);
-    }
-
     let config_changes = triton::config_changes(
         &info,
         options.components,
@@ -198,12 +200,42 @@ pub fn build(min: &MinInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_>
         config::entrypoint(full.config),
         config::entrypoint(min.config),
     );
+    let deps = if options.deps {
+        let mut env = min.config.clone();
+        for change in &config_changes {
+            config::apply(&mut env, change);
+        }
+        let selected: BTreeSet<ImagePath> = layers
+            .iter()
+            .flat_map(|l| &l.entries)
+            .map(|e| e.path.clone())
+            .collect();
+        let deps = deps::resolve_deps(&DepsInput {
+            full: full.scan,
+            min: &min.view,
+            selected: &selected,
+            ld_library_path: config::env_var(&env, "LD_LIBRARY_PATH").as_deref(),
+            needs: &triton::runtime_needs(options.components),
+        });
+        if let Some(layer) = builder.deps_layer(&deps)? {
+            layers.push(layer);
+        }
+        Some(deps)
+    } else {
+        None
+    };
+
+    if let Some(layer) = account_layer(min, full, timestamp)? {
+        layers.push(layer);
+    }
+
     let config = composed_config(min.config, &config_changes, &layers, timestamp);
     Ok(Plan {
         min_name: min.name.to_string(),
         full_name: full.name.to_string(),
         info,
         config_changes,
+        deps,
         layers,
         config,
         timestamp,
@@ -222,55 +254,147 @@ impl LayerBuilder<'_> {
     fn layer(&self, purpose: &str, roots: &[ImagePath]) -> Result<LayerPlan> {
         let mut entries: BTreeMap<ImagePath, PlannedEntry> = BTreeMap::new();
         for root in roots {
-            for parent in root.ancestors() {
-                let meta = match self.min {
-                    MinView::Scanned(min) if min.tree.contains(&parent) => continue,
-                    MinView::Scanned(_) => EntryMeta::plain_dir(0o755, self.timestamp),
-                    // Parents full's own layers touched carry full's metadata;
-                    // the others are min's already.
-                    MinView::BaseOfFull => match self.full.tree.get(&parent) {
-                        Some(node) if node.is_dir() => node.meta.clone(),
-                        _ => continue,
-                    },
-                };
-                entries.entry(parent.clone()).or_insert(PlannedEntry {
-                    path: parent,
-                    meta,
-                    content: Content::None,
-                });
-            }
-            for (path, node) in self.full.tree.subtree(root) {
-                let content = match node.meta.kind {
-                    EntryKind::File => Content::Full(node.inode),
-                    EntryKind::HardLink => {
-                        return Err(Error::new(format!(
-                            "{path} is a hard link to {:?}, which the full image does not contain",
-                            String::from_utf8_lossy(
-                                node.meta.link_target.as_deref().unwrap_or_default()
-                            )
-                        ))
-                        .hint("the full image is malformed; re-export it"))
-                    }
-                    _ => Content::None,
-                };
-                entries.insert(
-                    path.clone(),
-                    PlannedEntry {
-                        path: path.clone(),
-                        meta: node.meta.clone(),
-                        content,
-                    },
-                );
+            self.add_parents(&mut entries, root);
+            for (path, _) in self.full.tree.subtree(root) {
+                entries.insert(path.clone(), self.entry(path)?);
             }
         }
-        let mut entries: Vec<PlannedEntry> = entries.into_values().collect();
-        relink(&mut entries);
-        Ok(LayerPlan {
-            purpose: purpose.to_string(),
-            steps: roots.iter().cloned().map(Step::Copy).collect(),
+        Ok(finish_layer(
+            purpose,
+            Vec::new(),
+            roots.iter().cloned().map(Step::Copy).collect(),
             entries,
+        ))
+    }
+
+    /// The layer of runtime dependencies: single paths of full and the
+    /// merged dpkg status; `None` when nothing is needed.
+    fn deps_layer(&self, deps: &Deps) -> Result<Option<LayerPlan>> {
+        if deps.paths.is_empty() && deps.dpkg_status.is_none() {
+            return Ok(None);
+        }
+        let mut entries: BTreeMap<ImagePath, PlannedEntry> = BTreeMap::new();
+        for path in &deps.paths {
+            self.add_parents(&mut entries, path);
+            entries.insert(path.clone(), self.entry(path)?);
+        }
+        let (files, dirs) = listed_paths(&entries);
+        let mut steps = vec![Step::CopyListed { files, dirs }];
+        if let Some(status) = &deps.dpkg_status {
+            let path = ImagePath::from_static(deps::dpkg::STATUS);
+            let mut meta = self
+                .full
+                .tree
+                .get(&path)
+                .map(|n| n.meta.clone())
+                .unwrap_or_else(|| EntryMeta::plain_dir(0o644, self.timestamp));
+            meta.kind = EntryKind::File;
+            meta.size = status.len() as u64;
+            meta.mtime = self.timestamp;
+            meta.link_target = None;
+            self.add_parents(&mut entries, &path);
+            entries.insert(
+                path.clone(),
+                PlannedEntry {
+                    path: path.clone(),
+                    meta,
+                    content: Content::Inline(status.clone()),
+                },
+            );
+            steps.push(Step::CopyGenerated(path));
+        }
+        let notes = deps
+            .reasons
+            .iter()
+            .map(|r| format!("{}: {}", r.added, r.because))
+            .collect();
+        Ok(Some(finish_layer(
+            "runtime dependencies",
+            notes,
+            steps,
+            entries,
+        )))
+    }
+
+    fn add_parents(&self, entries: &mut BTreeMap<ImagePath, PlannedEntry>, path: &ImagePath) {
+        for parent in path.ancestors() {
+            let meta = match self.min {
+                MinView::Scanned(min) if min.tree.contains(&parent) => continue,
+                MinView::Scanned(_) => EntryMeta::plain_dir(0o755, self.timestamp),
+                // Parents full's own layers touched carry full's metadata;
+                // the others are min's already.
+                MinView::BaseOfFull => match self.full.tree.get(&parent) {
+                    Some(node) if node.is_dir() => node.meta.clone(),
+                    _ => continue,
+                },
+            };
+            entries.entry(parent.clone()).or_insert(PlannedEntry {
+                path: parent,
+                meta,
+                content: Content::None,
+            });
+        }
+    }
+
+    fn entry(&self, path: &ImagePath) -> Result<PlannedEntry> {
+        let node = self
+            .full
+            .tree
+            .get(path)
+            .expect("paths come from full's tree");
+        let content = match node.meta.kind {
+            EntryKind::File => Content::Full(node.inode),
+            EntryKind::HardLink => {
+                return Err(Error::new(format!(
+                    "{path} is a hard link to {:?}, which the full image does not contain",
+                    String::from_utf8_lossy(node.meta.link_target.as_deref().unwrap_or_default())
+                ))
+                .hint("the full image is malformed; re-export it"))
+            }
+            _ => Content::None,
+        };
+        Ok(PlannedEntry {
+            path: path.clone(),
+            meta: node.meta.clone(),
+            content,
         })
     }
+}
+
+fn finish_layer(
+    purpose: &str,
+    notes: Vec<String>,
+    steps: Vec<Step>,
+    entries: BTreeMap<ImagePath, PlannedEntry>,
+) -> LayerPlan {
+    let mut entries: Vec<PlannedEntry> = entries.into_values().collect();
+    relink(&mut entries);
+    LayerPlan {
+        purpose: purpose.to_string(),
+        notes,
+        steps,
+        entries,
+    }
+}
+
+/// What a `cp -a --parents` needs to be given to recreate the entries:
+/// the files and links, and the directories no other entry lies in.
+fn listed_paths(entries: &BTreeMap<ImagePath, PlannedEntry>) -> (Vec<ImagePath>, Vec<ImagePath>) {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let mut iter = entries.values().peekable();
+    while let Some(entry) = iter.next() {
+        if entry.meta.is_dir() {
+            let holds_more = iter
+                .peek()
+                .is_some_and(|next| next.path.is_within(&entry.path));
+            if !holds_more {
+                dirs.push(entry.path.clone());
+            }
+        } else if !matches!(entry.content, Content::Inline(_)) {
+            files.push(entry.path.clone());
+        }
+    }
+    (files, dirs)
 }
 
 /// Files of one layer that share an inode become hard links to the first of
@@ -370,6 +494,7 @@ fn account_layer(
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Some(LayerPlan {
         purpose: format!("{} user", triton::SERVER_USER),
+        notes: Vec::new(),
         steps: vec![Step::Run(triton::USER_SCRIPT.to_string())],
         entries,
     }))
@@ -404,6 +529,10 @@ fn composed_config(
             .map(|step| match step {
                 Step::Copy(path) => format!("COPY --from=full {path} {path}"),
                 Step::Run(_) => "RUN userdel/useradd".to_string(),
+                Step::CopyListed { files, dirs } => {
+                    format!("COPY --from=full {} paths", files.len() + dirs.len())
+                }
+                Step::CopyGenerated(path) => format!("COPY {path} (generated)"),
             })
             .collect();
         history.push(json!({

@@ -1,9 +1,58 @@
 //! Renders a [`Plan`] as `Dockerfile.compose`: the multi-stage Dockerfile
 //! compose.py would write for the same request, so that `docker build` of it
-//! gives the same files as the daemonless build. It needs no build context.
+//! gives the same files as the daemonless build. Its build context is the
+//! work directory, where [`context_files`] are written beside it: the list
+//! of dependency paths and the generated files.
 
 use crate::config::ConfigChange;
-use crate::plan::{Plan, Step};
+use crate::layer::ImagePath;
+use crate::plan::{Content, Plan, Step};
+
+/// The staging stage and directory that dependency files pass through.
+const DEPS_STAGE: &str = "deps";
+const DEPS_DIR: &str = "/triton-compose-deps";
+const FILES_LIST: &str = "triton-compose-deps.files";
+const DIRS_LIST: &str = "triton-compose-deps.dirs";
+
+/// Files `docker build` of Dockerfile.compose needs in its context.
+pub fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let list = |paths: &[ImagePath]| -> Vec<u8> {
+        let mut text = Vec::new();
+        for path in paths.iter().filter(|p| !p.as_bytes().contains(&b'\n')) {
+            text.push(b'/');
+            text.extend_from_slice(path.as_bytes());
+            text.push(b'\n');
+        }
+        text
+    };
+    for layer in &plan.layers {
+        for step in &layer.steps {
+            match step {
+                Step::CopyListed { files, dirs } => {
+                    out.push((FILES_LIST.to_string(), list(files)));
+                    out.push((DIRS_LIST.to_string(), list(dirs)));
+                }
+                Step::CopyGenerated(path) => {
+                    if let Some(entry) = layer.entries.iter().find(|e| &e.path == path) {
+                        if let Content::Inline(bytes) = &entry.content {
+                            out.push((generated_name(path), bytes.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn generated_name(path: &ImagePath) -> String {
+    format!(
+        "triton-compose-{}",
+        String::from_utf8_lossy(path.as_bytes()).replace('/', "-")
+    )
+}
 
 /// `full_from` and `min_from` are names a Docker engine can resolve; they
 /// become overridable `ARG` defaults.
@@ -11,7 +60,7 @@ pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "#\n# Dockerfile.compose, written by triton-compose {} from the same plan\n\
-         # as its daemonless build. No build context is used:\n\
+         # as its daemonless build. Build it from the directory it is in:\n\
          #   docker build -f Dockerfile.compose --build-arg FULL_IMAGE=... --build-arg MIN_IMAGE=... .\n\
          #\n# full: {}\n# min:  {}\n#\n",
         env!("CARGO_PKG_VERSION"),
@@ -22,7 +71,24 @@ pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
         "ARG TRITON_VERSION={}\nARG TRITON_CONTAINER_VERSION={}\nARG FULL_IMAGE={full_from}\nARG MIN_IMAGE={min_from}\n\n",
         plan.info.version, plan.info.container_version
     ));
-    out.push_str("FROM ${FULL_IMAGE} AS full\n\nFROM ${MIN_IMAGE}\n\n");
+    out.push_str("FROM ${FULL_IMAGE} AS full\n\n");
+    let listed = plan
+        .layers
+        .iter()
+        .flat_map(|l| &l.steps)
+        .any(|s| matches!(s, Step::CopyListed { .. }));
+    if listed {
+        // Single files keep their symlinks, modes and owners through cp -a;
+        // the result is one layer, as in the daemonless build.
+        out.push_str(&format!(
+            "FROM ${{FULL_IMAGE}} AS {DEPS_STAGE}\n\
+             COPY {FILES_LIST} {DIRS_LIST} /\n\
+             RUN mkdir {DEPS_DIR} \\\n      \
+             && xargs -a /{FILES_LIST} -r -d '\\n' cp -a --parents --no-dereference -t {DEPS_DIR} \\\n      \
+             && xargs -a /{DIRS_LIST} -r -d '\\n' -I{{}} mkdir -p {DEPS_DIR}{{}}\n\n"
+        ));
+    }
+    out.push_str("FROM ${MIN_IMAGE}\n\n");
     for change in &plan.config_changes {
         out.push_str(&match change {
             ConfigChange::Env(key, value) => format!("ENV {key}={}\n", quote(value)),
@@ -38,10 +104,20 @@ pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
     }
     for layer in &plan.layers {
         out.push_str(&format!("\n# {}\n", layer.purpose));
+        for note in &layer.notes {
+            out.push_str(&format!("#   {note}\n"));
+        }
         for step in &layer.steps {
             out.push_str(&match step {
                 Step::Copy(path) => format!("COPY --from=full {path} {path}\n"),
                 Step::Run(script) => format!("RUN {script}\n"),
+                Step::CopyListed { files, dirs } => format!(
+                    "# {} files and links, {} directories: see {FILES_LIST}, {DIRS_LIST}\n\
+                     COPY --from={DEPS_STAGE} {DEPS_DIR}/ /\n",
+                    files.len(),
+                    dirs.len()
+                ),
+                Step::CopyGenerated(path) => format!("COPY {} {path}\n", generated_name(path)),
             });
         }
     }

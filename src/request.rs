@@ -23,6 +23,8 @@ pub struct ComposeRequest {
     pub work_dir: PathBuf,
     pub dry_run: bool,
     pub skip_pull: bool,
+    /// Carry runtime dependencies over from full (off with --no-deps).
+    pub deps: bool,
     pub compression: Compression,
     /// Seconds since the epoch for generated timestamps (SOURCE_DATE_EPOCH);
     /// `None` means the full image's creation time.
@@ -45,6 +47,7 @@ pub struct RawRequest {
     pub work_dir: PathBuf,
     pub dry_run: bool,
     pub skip_pull: bool,
+    pub no_deps: bool,
     pub compression: Compression,
     pub source_date_epoch: Option<String>,
     /// `os/arch[/variant]`.
@@ -170,6 +173,7 @@ impl ComposeRequest {
             output_name: raw.output_name,
             work_dir: raw.work_dir,
             dry_run: raw.dry_run,
+            deps: !raw.no_deps,
             skip_pull: raw.skip_pull,
             compression: raw.compression,
             timestamp,

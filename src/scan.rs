@@ -1,12 +1,15 @@
 //! Reads an image's layers once, bottom to top, into a [`MergedTree`],
 //! checking each layer's diff-id on the way. While the bytes stream by it can
 //! keep what later stages need: the content of selected subtrees goes to a
-//! [`Spool`] on disk, and a few small files (such as /etc/passwd) are kept in
-//! memory.
+//! [`Spool`] on disk, small files (such as /etc/passwd or dpkg's lists) are
+//! kept in memory, and the dynamic-linking facts of ELF files are read
+//! ([`crate::elf`]) without keeping their content.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, Write};
 
 use crate::digest::Digest;
+use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
 use crate::layer::{read_layer, EntryKind, ImagePath, LayerItem};
@@ -15,6 +18,12 @@ use crate::tree::{InodeRef, LayerChanges, MergedTree};
 
 /// Small files are kept in memory only up to this size.
 const MAX_KEPT_FILE: u64 = 16 << 20;
+/// ELF files up to this size are read in memory; larger ones go through a
+/// scratch file, one at a time.
+const ELF_IN_MEMORY: u64 = 16 << 20;
+
+/// Chooses paths by their name.
+pub type PathFilter<'a> = &'a (dyn Fn(&ImagePath) -> bool + Sync);
 
 #[derive(Default)]
 pub struct ScanOptions<'a> {
@@ -23,14 +32,28 @@ pub struct ScanOptions<'a> {
     pub skip: HashSet<Digest>,
     /// Subtrees whose file content is copied to the spool.
     pub spool: Option<(&'a [ImagePath], &'a mut Spool)>,
-    /// Exact paths of small files to keep in memory.
-    pub keep: &'a [ImagePath],
+    /// Small files to keep in memory.
+    pub keep: Option<PathFilter<'a>>,
+    /// Files whose ELF dynamic section is read, if they are ELF files.
+    pub elf: Option<PathFilter<'a>>,
+}
+
+/// What the planner knows of the min image's files.
+pub enum MinView<'a> {
+    /// min was read: what it holds is known.
+    Scanned(&'a ScannedImage),
+    /// full was built FROM min (min's layers are full's first layers) and
+    /// min is not read: full's scan of its other layers says what full
+    /// added or changed, and whatever full has outside them, min has.
+    BaseOfFull,
 }
 
 pub struct ScannedImage {
     pub tree: MergedTree,
     /// Content of the `keep` files as they are in the merged tree.
     pub kept: HashMap<ImagePath, Vec<u8>>,
+    /// Dynamic-linking facts of the ELF files the `elf` filter chose.
+    pub elf: HashMap<InodeRef, ElfInfo>,
     /// Indexes of the layers that were read.
     pub layers_read: Vec<usize>,
 }
@@ -44,9 +67,15 @@ pub fn scan(
         skip,
         mut spool,
         keep,
+        elf,
     } = options;
+    let keep = keep.unwrap_or(&|_| false);
+    let wants_elf = elf.unwrap_or(&|_| false);
     let mut tree = MergedTree::default();
     let mut kept_by_inode: HashMap<InodeRef, Vec<u8>> = HashMap::new();
+    let mut kept_paths: HashSet<ImagePath> = HashSet::new();
+    let mut elf_infos: HashMap<InodeRef, ElfInfo> = HashMap::new();
+    let mut elf_scratch: Option<std::fs::File> = None;
     let mut layers_read = Vec::new();
     let layers = &source.image().layers;
     for (index, layer) in layers.iter().enumerate() {
@@ -80,15 +109,37 @@ pub fn scan(
                         layer: layer_no,
                         ordinal,
                     };
+                    let kept = keep(&entry.path);
+                    if kept {
+                        kept_paths.insert(entry.path.clone());
+                    }
                     if entry.meta.kind == EntryKind::File {
-                        if keep.contains(&entry.path) && entry.meta.size <= MAX_KEPT_FILE {
-                            let mut data = Vec::with_capacity(entry.meta.size as usize);
+                        let size = entry.meta.size;
+                        let wanted = wants_elf(&entry.path);
+                        let spooled = spool.as_ref().is_some_and(|(roots, _)| {
+                            roots.iter().any(|root| entry.path.is_within(root))
+                        });
+                        let info = if kept && size <= MAX_KEPT_FILE {
+                            let mut data = Vec::with_capacity(size as usize);
                             entry.content.read_to_end(&mut data)?;
+                            let info = wanted.then(|| elf::read(&data[..], size)).flatten();
                             kept_by_inode.insert(inode, data);
-                        } else if let Some((roots, spool)) = spool.as_mut() {
-                            if roots.iter().any(|root| entry.path.is_within(root)) {
-                                spool.store(inode, entry.meta.size, entry.content)?;
+                            info
+                        } else if let (true, Some((_, spool))) = (spooled, spool.as_mut()) {
+                            spool.store(inode, size, entry.content)?;
+                            if wanted {
+                                spool.flush()?;
+                                spool.slice(inode).and_then(|s| elf::read(&s, size))
+                            } else {
+                                None
                             }
+                        } else if wanted {
+                            sniff_elf(entry.content, size, &mut elf_scratch)?
+                        } else {
+                            None
+                        };
+                        if let Some(info) = info {
+                            elf_infos.insert(inode, info);
                         }
                     }
                     changes.entry(&tree, ordinal, entry.path, entry.meta);
@@ -111,18 +162,52 @@ pub fn scan(
     if let Some((_, spool)) = spool {
         spool.flush()?;
     }
-    let kept = keep
-        .iter()
+    let kept = kept_paths
+        .into_iter()
         .filter_map(|path| {
-            let node = tree.get(path)?;
-            Some((path.clone(), kept_by_inode.get(&node.inode)?.clone()))
+            let node = tree.get(&path)?;
+            let data = kept_by_inode.get(&node.inode)?.clone();
+            Some((path, data))
         })
         .collect();
     Ok(ScannedImage {
         tree,
         kept,
+        elf: elf_infos,
         layers_read,
     })
+}
+
+/// Reads the ELF facts of a file streaming by, if it is one. Small files are
+/// read in memory; large ones are copied to a reused scratch file first.
+fn sniff_elf(
+    content: &mut dyn Read,
+    size: u64,
+    scratch: &mut Option<std::fs::File>,
+) -> Result<Option<ElfInfo>> {
+    let mut head = [0u8; 4];
+    if size < 4 {
+        return Ok(None);
+    }
+    content.read_exact(&mut head)?;
+    if !elf::is_elf(&head) {
+        return Ok(None);
+    }
+    if size <= ELF_IN_MEMORY {
+        let mut data = Vec::with_capacity(size as usize);
+        data.extend_from_slice(&head);
+        content.take(size - 4).read_to_end(&mut data)?;
+        return Ok(elf::read(&data[..], size));
+    }
+    let file = match scratch {
+        Some(file) => file,
+        None => scratch.insert(tempfile::tempfile()?),
+    };
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(&head)?;
+    std::io::copy(&mut content.take(size - 4), file)?;
+    Ok(elf::read(&*file, size))
 }
 
 fn layer_error(err: Error, what: &str, index: usize) -> Error {

@@ -60,6 +60,16 @@ impl Spool {
         Ok(())
     }
 
+    /// Random access to an inode's content. Call [`Spool::flush`] after storing.
+    pub fn slice(&self, inode: InodeRef) -> Option<SpoolSlice<'_>> {
+        let &(offset, len) = self.index.get(&inode)?;
+        Some(SpoolSlice {
+            file: &self.reader,
+            offset,
+            len,
+        })
+    }
+
     /// Reads back an inode's content. Call [`Spool::flush`] after storing.
     pub fn open(&self, inode: InodeRef) -> Option<SpoolReader<'_>> {
         let &(offset, len) = self.index.get(&inode)?;
@@ -68,6 +78,20 @@ impl Spool {
             offset,
             remaining: len,
         })
+    }
+}
+
+/// Random access to one stored inode.
+pub struct SpoolSlice<'a> {
+    file: &'a File,
+    offset: u64,
+    len: u64,
+}
+
+impl crate::elf::ReadAt for SpoolSlice<'_> {
+    fn fill_at(&self, buf: &mut [u8], offset: u64) -> bool {
+        offset.saturating_add(buf.len() as u64) <= self.len
+            && self.file.read_exact_at(buf, self.offset + offset).is_ok()
     }
 }
 

@@ -261,6 +261,60 @@ pub fn config_changes(
     changes
 }
 
+/// What a component needs at run time that its ELF files do not say, and
+/// that compose.py installs with apt or pip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeNeed {
+    /// A dpkg package, with the Depends it needs.
+    Package(&'static str),
+    /// A top-level python module, from whichever package installed it.
+    PythonModule(&'static str),
+}
+
+/// The runtime needs of the selected components, each with its reason.
+pub fn runtime_needs(components: &[Component]) -> Vec<(RuntimeNeed, String)> {
+    let mut needs = Vec::new();
+    for component in components {
+        if component.kind == ComponentKind::Backend && component.name == "python" {
+            // compose.py: apt python3 libarchive libpython3-dev, pip numpy.
+            let why = "the python backend runs models with python3 and numpy".to_string();
+            needs.push((RuntimeNeed::Package("python3"), why.clone()));
+            needs.push((RuntimeNeed::PythonModule("numpy"), why));
+        }
+    }
+    needs
+}
+
+/// Python modules a backend's models import, for `verify`.
+pub fn python_imports(backend: &str) -> &'static [&'static str] {
+    match backend {
+        "python" => &["numpy"],
+        _ => &[],
+    }
+}
+
+/// Libraries the NVIDIA container runtime mounts from the host driver; no
+/// image carries them.
+pub const DRIVER_LIBRARIES: [&str; 10] = [
+    "libcuda.so.1",
+    "libcuda.so",
+    "libnvidia-ml.so.1",
+    "libnvcuvid.so.1",
+    "libnvidia-encode.so.1",
+    "libnvidia-opticalflow.so.1",
+    "libnvidia-ptxjitcompiler.so.1",
+    "libnvidia-nvvm.so.4",
+    "libcudadebugger.so.1",
+    "libnvidia-fbc.so.1",
+];
+
+pub fn is_driver_library(name: &str) -> bool {
+    DRIVER_LIBRARIES.contains(&name)
+}
+
+/// SageMaker's `serve` script, copied when the full image has it.
+pub const SAGEMAKER_SERVE: &str = "usr/bin/serve";
+
 /// Names of the components of a kind that a full image offers.
 pub fn offered(tree: &crate::tree::MergedTree, kind: ComponentKind) -> Vec<String> {
     let dir = kind_dir(kind);

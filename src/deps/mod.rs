@@ -1,0 +1,557 @@
+//! Runtime dependencies, carried over from the full image instead of being
+//! installed from the network as compose.py does.
+//!
+//! Starting from the ELF files of the selection, every DT_NEEDED is looked
+//! up as ld.so would ([`ldso`]) in the *composed* filesystem: min plus what
+//! is being added, symlinks followed inside the root ([`fsview`]). A library
+//! that is not there but is in full is added with its symlink chain, and its
+//! own needs are resolved in turn. A file added that way pulls in its dpkg
+//! package ([`dpkg`]) or pip distribution ([`python`]) whole, when min lacks
+//! it, and a package pulls in the Depends min lacks. Components can ask for
+//! packages and python modules ELF cannot see ([`crate::triton::runtime_needs`]).
+//!
+//! The result is pure data, [`Deps`]: the paths to copy, the dpkg status
+//! file to write, and for each addition the reason it was made.
+//!
+//! When min was not read (full was built FROM it), a path outside full's
+//! own layers may or may not be in min: such needs count as met by min,
+//! and packages count as min's unless full's own layers wrote their
+//! `info/PKG.list`.
+
+pub mod dpkg;
+pub mod fsview;
+pub mod ldso;
+pub mod python;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
+
+use crate::elf::ElfInfo;
+use crate::layer::{EntryKind, EntryMeta, ImagePath};
+use crate::scan::{MinView, ScannedImage};
+use crate::tree::MergedTree;
+use crate::triton::{self, RuntimeNeed};
+
+use dpkg::{Installed, Owners, Stanza};
+use fsview::{resolve, FsView, Lookup, Resolution};
+use ldso::SearchPath;
+use python::Dists;
+
+/// Files the scans keep in memory for this module.
+pub fn keeps(path: &ImagePath) -> bool {
+    let bytes = path.as_bytes();
+    bytes == dpkg::STATUS.as_bytes()
+        || bytes == b"etc/ld.so.conf"
+        || (path
+            .parent()
+            .is_some_and(|p| p.as_bytes() == b"etc/ld.so.conf.d")
+            && bytes.ends_with(b".conf"))
+        || (path
+            .parent()
+            .is_some_and(|p| p.as_bytes() == dpkg::INFO_DIR.as_bytes())
+            && bytes.ends_with(b".list"))
+        || python::is_record(path)
+}
+
+/// Files whose ELF facts the scans read, besides the selection: anything
+/// named like a shared library.
+pub fn may_be_library(path: &ImagePath) -> bool {
+    let name = path.file_name();
+    name.ends_with(b".so") || name.windows(4).any(|w| w == b".so.")
+}
+
+/// Why something was added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reason {
+    /// What was added: a library path, `package NAME`, `python NAME`.
+    pub added: String,
+    pub because: String,
+}
+
+/// A need nothing in min or full meets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub need: String,
+    pub of: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Deps {
+    /// Paths of the full image to add, sorted.
+    pub paths: BTreeSet<ImagePath>,
+    /// The merged /var/lib/dpkg/status, when packages were added.
+    pub dpkg_status: Option<Vec<u8>>,
+    pub packages: Vec<String>,
+    pub reasons: Vec<Reason>,
+    pub missing: Vec<Missing>,
+}
+
+pub struct DepsInput<'a> {
+    pub full: &'a ScannedImage,
+    pub min: &'a MinView<'a>,
+    /// Paths of full the plan copies already.
+    pub selected: &'a BTreeSet<ImagePath>,
+    /// LD_LIBRARY_PATH of the composed config.
+    pub ld_library_path: Option<&'a str>,
+    pub needs: &'a [(RuntimeNeed, String)],
+}
+
+pub fn resolve_deps(input: &DepsInput<'_>) -> Deps {
+    let mut closure = Closure::new(input);
+    closure.elf_closure();
+    for (need, why) in input.needs {
+        match need {
+            RuntimeNeed::Package(name) => closure.add_package(name, why),
+            RuntimeNeed::PythonModule(module) => closure.add_module(module, why),
+        }
+    }
+    closure.finish()
+}
+
+/// The full image's files, as far as its scan saw them.
+struct FullView<'a> {
+    tree: &'a MergedTree,
+    partial: bool,
+}
+
+impl FsView for FullView<'_> {
+    fn lookup(&self, path: &ImagePath) -> Lookup<'_> {
+        match self.tree.get(path) {
+            Some(node) => Lookup::Found(&node.meta),
+            None if self.partial => Lookup::Unknown,
+            None => Lookup::Absent,
+        }
+    }
+}
+
+/// min with the selection and the dependencies found so far on top.
+struct ComposedView<'a, 'b> {
+    full: &'a MergedTree,
+    min: &'a MinView<'a>,
+    added: &'b BTreeSet<ImagePath>,
+}
+
+impl FsView for ComposedView<'_, '_> {
+    fn lookup(&self, path: &ImagePath) -> Lookup<'_> {
+        // A path added, or a directory holding one.
+        let added = self
+            .added
+            .range((Bound::Included(path), Bound::Unbounded))
+            .next()
+            .is_some_and(|p| p.is_within(path));
+        if added {
+            if let Some(node) = self.full.get(path) {
+                return Lookup::Found(&node.meta);
+            }
+        }
+        match self.min {
+            MinView::Scanned(min) => min
+                .tree
+                .get(path)
+                .map_or(Lookup::Absent, |n| Lookup::Found(&n.meta)),
+            MinView::BaseOfFull => match self.full.get(path) {
+                Some(node) if node.is_dir() => Lookup::Found(&node.meta),
+                Some(_) => Lookup::Absent, // full's own file, not min's
+                None => Lookup::Unknown,
+            },
+        }
+    }
+}
+
+struct Closure<'a> {
+    input: &'a DepsInput<'a>,
+    full: &'a MergedTree,
+    search: SearchPath,
+    /// The selection and everything added so far.
+    present: BTreeSet<ImagePath>,
+    deps: Deps,
+    /// ELF files added for their own sake, for the package pass.
+    libraries: Vec<(ImagePath, String)>,
+    owners: Owners,
+    dists: Dists,
+    full_status: Vec<Stanza>,
+    full_installed: Installed,
+    min_status: Vec<Stanza>,
+    min_installed: Installed,
+    added_packages: Installed,
+    added_dists: HashSet<ImagePath>,
+}
+
+impl<'a> Closure<'a> {
+    fn new(input: &'a DepsInput<'a>) -> Self {
+        let full = input.full;
+        let text = |scan: &ScannedImage| {
+            scan.kept
+                .get(&ImagePath::from_static(dpkg::STATUS))
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let full_status = dpkg::parse_status(&text(full));
+        let owners = Owners::new(&full.kept);
+        let (min_status, kept): (Vec<Stanza>, Vec<&HashMap<ImagePath, Vec<u8>>>) = match input.min {
+            MinView::Scanned(min) => (dpkg::parse_status(&text(min)), vec![&min.kept, &full.kept]),
+            MinView::BaseOfFull => {
+                // Packages whose list full's own layers did not write are min's.
+                let own: HashSet<&str> = owners.listed().collect();
+                let min_status = full_status
+                    .iter()
+                    .filter(|s| !own.contains(s.package.as_str()))
+                    .cloned()
+                    .collect();
+                (min_status, vec![&full.kept])
+            }
+        };
+        Closure {
+            input,
+            full: &full.tree,
+            search: SearchPath::new(input.ld_library_path, &kept),
+            present: input.selected.clone(),
+            deps: Deps::default(),
+            libraries: Vec::new(),
+            dists: Dists::new(&full.kept),
+            full_installed: Installed::new(&full_status),
+            full_status,
+            min_installed: Installed::new(&min_status),
+            min_status,
+            owners,
+            added_packages: Installed::default(),
+            added_dists: HashSet::new(),
+        }
+    }
+
+    fn full_view(&self) -> FullView<'a> {
+        FullView {
+            tree: self.full,
+            partial: matches!(self.input.min, MinView::BaseOfFull),
+        }
+    }
+
+    fn elf_info(&self, path: &ImagePath) -> Option<&'a ElfInfo> {
+        let node = self.full.get(path)?;
+        self.input.full.elf.get(&node.inode)
+    }
+
+    fn add_path(&mut self, path: ImagePath) -> bool {
+        if self.present.contains(&path) {
+            return false;
+        }
+        self.present.insert(path.clone());
+        self.deps.paths.insert(path);
+        true
+    }
+
+    /// Adds every library the selection needs, transitively.
+    fn elf_closure(&mut self) {
+        let mut queue: VecDeque<(ImagePath, Vec<ImagePath>)> = self
+            .input
+            .selected
+            .iter()
+            .filter(|p| self.elf_info(p).is_some())
+            .map(|p| (p.clone(), Vec::new()))
+            .collect();
+        let mut visited: HashSet<ImagePath> = queue.iter().map(|(p, _)| p.clone()).collect();
+        while let Some((object, inherited)) = queue.pop_front() {
+            let Some(info) = self.elf_info(&object) else {
+                continue;
+            };
+            let dirs = self.search.dirs(&object, info, &inherited);
+            let passed_on = self.search.passed_on(&object, info, &inherited);
+            for need in &info.needed {
+                if triton::is_driver_library(need) {
+                    continue;
+                }
+                let found = match self.find_composed(need, &dirs, info) {
+                    Found::Here(real) => Some(real),
+                    Found::Unknown => None,
+                    Found::Nowhere => match self.find_in_full(need, &dirs, info) {
+                        Some(resolved) => {
+                            let because = format!("needed by {}", object.display_abs());
+                            for link in &resolved.links {
+                                self.add_path(link.clone());
+                            }
+                            self.add_path(resolved.path.clone());
+                            self.deps.reasons.push(Reason {
+                                added: resolved.path.display_abs(),
+                                because: format!("{need}, {because}"),
+                            });
+                            self.libraries.push((resolved.path.clone(), need.clone()));
+                            Some(resolved.path)
+                        }
+                        None => {
+                            self.deps.missing.push(Missing {
+                                need: need.clone(),
+                                of: object.display_abs(),
+                            });
+                            None
+                        }
+                    },
+                };
+                // Libraries that come from full are followed; min's are min's.
+                if let Some(real) = found.filter(|p| self.present.contains(p)) {
+                    if visited.insert(real.clone()) {
+                        queue.push_back((real, passed_on.clone()));
+                    }
+                }
+            }
+        }
+        let libraries = std::mem::take(&mut self.libraries);
+        for (path, need) in &libraries {
+            self.add_owner(path, &format!("owns {} ({need})", path.display_abs()));
+        }
+    }
+
+    fn find_composed(&self, need: &str, dirs: &[ImagePath], object: &ElfInfo) -> Found {
+        let view = ComposedView {
+            full: self.full,
+            min: self.input.min,
+            added: &self.present,
+        };
+        let mut unknown = false;
+        for candidate in candidates(need, dirs) {
+            match resolve(&view, &candidate) {
+                Resolution::Found(r) => {
+                    let compatible = self
+                        .present
+                        .contains(&r.path)
+                        .then(|| self.elf_info(&r.path))
+                        .flatten()
+                        .is_none_or(|lib| object.compatible(lib));
+                    if compatible && !is_dir(&view, &r.path) {
+                        return Found::Here(r.path);
+                    }
+                }
+                Resolution::Unknown => unknown = true,
+                Resolution::Absent => {}
+            }
+        }
+        if unknown && self.find_in_full(need, dirs, object).is_none() {
+            // Not in full's own layers: min has it, or nobody does.
+            Found::Unknown
+        } else {
+            Found::Nowhere
+        }
+    }
+
+    fn find_in_full(
+        &self,
+        need: &str,
+        dirs: &[ImagePath],
+        object: &ElfInfo,
+    ) -> Option<fsview::Resolved> {
+        let view = self.full_view();
+        candidates(need, dirs)
+            .into_iter()
+            .find_map(|candidate| match resolve(&view, &candidate) {
+                Resolution::Found(r)
+                    if self
+                        .full
+                        .get(&r.path)
+                        .is_some_and(|n| n.meta.kind == EntryKind::File)
+                        && self
+                            .elf_info(&r.path)
+                            .is_some_and(|lib| object.compatible(lib)) =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
+    }
+
+    /// Adds the package or distribution that owns a path, if min lacks it.
+    fn add_owner(&mut self, path: &ImagePath, because: &str) {
+        if let Some(package) = self.owners.owner(path).map(str::to_string) {
+            self.add_package(&package, because);
+        } else if let Some(dist) = self.dists.owner(path).cloned() {
+            self.add_dist(&dist, because);
+        }
+    }
+
+    fn add_package(&mut self, name: &str, because: &str) {
+        if self.min_installed.satisfies(name) || self.added_packages.satisfies(name) {
+            return;
+        }
+        let Some(stanza) = self.full_installed.provider(name).cloned() else {
+            self.deps.missing.push(Missing {
+                need: format!("package {name}"),
+                of: because.to_string(),
+            });
+            return;
+        };
+        let package = stanza.package.clone();
+        tracing::debug!("adding package {package}: {because}");
+        self.deps.reasons.push(Reason {
+            added: format!("package {package}"),
+            because: because.to_string(),
+        });
+        self.deps.packages.push(package.clone());
+        self.added_packages = Installed::new(
+            self.added_packages
+                .packages
+                .values()
+                .chain(std::iter::once(&stanza)),
+        );
+        let files: Vec<ImagePath> = self.owners.files(&package).to_vec();
+        for file in files {
+            let Some(node) = self.full.get(&file) else {
+                continue;
+            };
+            if node.is_dir() && self.present_in_min(&file) {
+                continue;
+            }
+            self.add_path(file);
+        }
+        for info in dpkg::info_files(self.full, &package) {
+            self.add_path(info);
+        }
+        for group in &stanza.depends {
+            let met = group
+                .iter()
+                .any(|alt| self.min_installed.satisfies(alt) || self.added_packages.satisfies(alt));
+            if met {
+                continue;
+            }
+            match group.iter().find(|alt| self.full_installed.satisfies(alt)) {
+                Some(alt) => self.add_package(&alt.clone(), &format!("Depends of {package}")),
+                None => self.deps.missing.push(Missing {
+                    need: format!("package {}", group.join(" | ")),
+                    of: format!("Depends of {package}"),
+                }),
+            }
+        }
+    }
+
+    fn present_in_min(&self, path: &ImagePath) -> bool {
+        match self.input.min {
+            MinView::Scanned(min) => min.tree.contains(path),
+            MinView::BaseOfFull => true,
+        }
+    }
+
+    fn add_dist(&mut self, dist: &ImagePath, because: &str) {
+        if !self.added_dists.insert(dist.clone()) {
+            return;
+        }
+        if let MinView::Scanned(min) = self.input.min {
+            if min.tree.contains(dist) {
+                return;
+            }
+        }
+        let name = String::from_utf8_lossy(dist.file_name()).into_owned();
+        self.deps.reasons.push(Reason {
+            added: format!("python {}", name.trim_end_matches(".dist-info")),
+            because: because.to_string(),
+        });
+        let files = self.dists.files(dist).to_vec();
+        for file in files {
+            if self.full.get(&file).is_some() {
+                self.add_path(file);
+            }
+        }
+    }
+
+    /// Makes a top-level python module importable, from its owner in full.
+    fn add_module(&mut self, module: &str, because: &str) {
+        let trees: Vec<&MergedTree> = match self.input.min {
+            MinView::Scanned(min) => vec![&min.tree, self.full],
+            MinView::BaseOfFull => vec![self.full],
+        };
+        let sites = python::site_dirs(&trees);
+        let view = ComposedView {
+            full: self.full,
+            min: self.input.min,
+            added: &self.present,
+        };
+        let here = sites
+            .iter()
+            .flat_map(|s| python::module_candidates(s, module))
+            .any(|c| matches!(resolve(&view, &c), Resolution::Found(_)));
+        if here {
+            return;
+        }
+        let full_view = self.full_view();
+        let found = sites
+            .iter()
+            .flat_map(|s| python::module_candidates(s, module))
+            .find_map(|c| match resolve(&full_view, &c) {
+                Resolution::Found(r) if self.full.contains(&r.path) => Some(r.path),
+                _ => None,
+            });
+        let Some(file) = found else {
+            if !matches!(self.input.min, MinView::BaseOfFull) {
+                self.deps.missing.push(Missing {
+                    need: format!("python module {module}"),
+                    of: because.to_string(),
+                });
+            }
+            return;
+        };
+        let because = format!("python module {module}, {because}");
+        if self.owners.owner(&file).is_some() || self.dists.owner(&file).is_some() {
+            self.add_owner(&file, &because);
+        } else {
+            // Neither dpkg nor pip knows it: copy the module's directory.
+            let root = if file.file_name() == b"__init__.py" {
+                file.parent().unwrap_or_default()
+            } else {
+                file
+            };
+            self.deps.reasons.push(Reason {
+                added: root.display_abs(),
+                because,
+            });
+            let paths: Vec<ImagePath> = self.full.subtree(&root).map(|(p, _)| p.clone()).collect();
+            for path in paths {
+                self.add_path(path);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Deps {
+        let status = ImagePath::from_static(dpkg::STATUS);
+        if !self.deps.packages.is_empty() {
+            let added: Vec<&Stanza> = self
+                .deps
+                .packages
+                .iter()
+                .filter_map(|p| self.full_status.iter().find(|s| &s.package == p))
+                .collect();
+            self.deps.dpkg_status = Some(dpkg::merge_status(&self.min_status, &added).into_bytes());
+        }
+        // The status file is generated, never copied.
+        self.deps.paths.remove(&status);
+        self.deps
+            .missing
+            .sort_by(|a, b| (&a.need, &a.of).cmp(&(&b.need, &b.of)));
+        self.deps.missing.dedup();
+        self.deps
+    }
+}
+
+enum Found {
+    /// In the composed filesystem, at this real path.
+    Here(ImagePath),
+    /// Maybe in min, which was not read.
+    Unknown,
+    Nowhere,
+}
+
+fn candidates(need: &str, dirs: &[ImagePath]) -> Vec<ImagePath> {
+    if need.contains('/') {
+        return if need.starts_with('/') {
+            vec![fsview::normalize(need)]
+        } else {
+            Vec::new()
+        };
+    }
+    dirs.iter().map(|d| d.join(need.as_bytes())).collect()
+}
+
+fn is_dir(view: &dyn FsView, path: &ImagePath) -> bool {
+    matches!(
+        view.lookup(path),
+        Lookup::Found(EntryMeta {
+            kind: EntryKind::Dir,
+            ..
+        })
+    )
+}
