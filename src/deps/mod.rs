@@ -98,12 +98,20 @@ pub struct DepsInput<'a> {
 
 pub fn resolve_deps(input: &DepsInput<'_>) -> Deps {
     let mut closure = Closure::new(input);
+    let selected: Vec<ImagePath> = input.selected.iter().cloned().collect();
+    for path in selected {
+        closure.enqueue(path, Vec::new(), true);
+    }
     closure.elf_closure();
     for (need, why) in input.needs {
         match need {
             RuntimeNeed::Package(name) => closure.add_package(name, why),
             RuntimeNeed::PythonModule(module) => closure.add_module(module, why),
         }
+    }
+    // What packages brought may need more (alternatives symlinks, say).
+    while !closure.queue.is_empty() {
+        closure.elf_closure();
     }
     closure.finish()
 }
@@ -175,6 +183,10 @@ struct Closure<'a> {
     min_installed: Installed,
     added_packages: Installed,
     added_dists: HashSet<ImagePath>,
+    /// ELF objects whose needs are still to be resolved: path, inherited
+    /// DT_RPATH dirs, and whether the selection reaches it by DT_NEEDED.
+    queue: VecDeque<(ImagePath, Vec<ImagePath>, bool)>,
+    queued: HashSet<ImagePath>,
 }
 
 impl<'a> Closure<'a> {
@@ -216,6 +228,14 @@ impl<'a> Closure<'a> {
             owners,
             added_packages: Installed::default(),
             added_dists: HashSet::new(),
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+        }
+    }
+
+    fn enqueue(&mut self, path: ImagePath, inherited: Vec<ImagePath>, from_selection: bool) {
+        if self.elf_info(&path).is_some() && self.queued.insert(path.clone()) {
+            self.queue.push_back((path, inherited, from_selection));
         }
     }
 
@@ -236,21 +256,25 @@ impl<'a> Closure<'a> {
             return false;
         }
         self.present.insert(path.clone());
-        self.deps.paths.insert(path);
+        self.deps.paths.insert(path.clone());
+        // update-alternatives keeps its state beside the link.
+        if let Some(name) = path
+            .as_bytes()
+            .strip_prefix(b"etc/alternatives/".as_slice())
+        {
+            let state = ImagePath::from_static("var/lib/dpkg/alternatives").join(name);
+            if self.full.contains(&state) {
+                self.add_path(state);
+            }
+        }
+        self.enqueue(path, Vec::new(), false);
         true
     }
 
-    /// Adds every library the selection needs, transitively.
+    /// Adds every library the queued objects need, transitively, and the
+    /// packages those libraries belong to.
     fn elf_closure(&mut self) {
-        let mut queue: VecDeque<(ImagePath, Vec<ImagePath>)> = self
-            .input
-            .selected
-            .iter()
-            .filter(|p| self.elf_info(p).is_some())
-            .map(|p| (p.clone(), Vec::new()))
-            .collect();
-        let mut visited: HashSet<ImagePath> = queue.iter().map(|(p, _)| p.clone()).collect();
-        while let Some((object, inherited)) = queue.pop_front() {
+        while let Some((object, inherited, from_selection)) = self.queue.pop_front() {
             let Some(info) = self.elf_info(&object) else {
                 continue;
             };
@@ -260,37 +284,36 @@ impl<'a> Closure<'a> {
                 if triton::is_driver_library(need) {
                     continue;
                 }
-                let found = match self.find_composed(need, &dirs, info) {
-                    Found::Here(real) => Some(real),
-                    Found::Unknown => None,
+                match self.find_composed(need, &dirs, info) {
+                    // Libraries of the selection or added are followed; min's are min's.
+                    Found::Here(real) => {
+                        if self.present.contains(&real) && self.queued.insert(real.clone()) {
+                            self.queue.push_back((real, passed_on.clone(), from_selection));
+                        }
+                    }
+                    Found::Unknown => {}
                     Found::Nowhere => match self.find_in_full(need, &dirs, info) {
                         Some(resolved) => {
-                            let because = format!("needed by {}", object.display_abs());
                             for link in &resolved.links {
                                 self.add_path(link.clone());
                             }
-                            self.add_path(resolved.path.clone());
+                            let real = resolved.path;
+                            self.queued.insert(real.clone());
+                            self.add_path(real.clone());
                             self.deps.reasons.push(Reason {
-                                added: resolved.path.display_abs(),
-                                because: format!("{need}, {because}"),
+                                added: real.display_abs(),
+                                because: format!("{need}, needed by {}", object.display_abs()),
                             });
-                            self.libraries.push((resolved.path.clone(), need.clone()));
-                            Some(resolved.path)
+                            self.libraries.push((real.clone(), need.clone()));
+                            self.queue.push_back((real, passed_on.clone(), from_selection));
                         }
-                        None => {
-                            self.deps.missing.push(Missing {
-                                need: need.clone(),
-                                of: object.display_abs(),
-                            });
-                            None
-                        }
+                        None if from_selection => self.deps.missing.push(Missing {
+                            need: need.clone(),
+                            of: object.display_abs(),
+                        }),
+                        // Packaged plugins often need what nobody installed.
+                        None => tracing::debug!("{need}, needed by {object}, is in neither image"),
                     },
-                };
-                // Libraries that come from full are followed; min's are min's.
-                if let Some(real) = found.filter(|p| self.present.contains(p)) {
-                    if visited.insert(real.clone()) {
-                        queue.push_back((real, passed_on.clone()));
-                    }
                 }
             }
         }
