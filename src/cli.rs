@@ -17,6 +17,7 @@ use crate::request::RawRequest;
 daemon. Takes compose.py's command line: the chosen backends, repository agents and caches are lifted \
 out of the full image and laid on top of the min image's untouched layers.",
     after_help = "Image references: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or a bare registry REF.\n\
+To check an image's shared libraries and python imports: triton-compose verify IMAGE [--json]\n\
 Example:\n  triton-compose --backend python --cache local --enable-gpu=false \\\n    \
 --image min,oci:min:latest --image full,docker-archive:full.tar --output docker-archive:out.tar"
 )]
@@ -103,6 +104,44 @@ pub struct Cli {
     /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
+}
+
+/// `triton-compose verify IMAGE`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "triton-compose verify",
+    version,
+    about = "Check that every ELF file under /opt/tritonserver, and the entrypoint, finds its shared \
+libraries inside the image, and that the python modules its backends import are there. \
+Exits non-zero when something is missing."
+)]
+pub struct VerifyCli {
+    /// The image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or a bare registry REF.
+    pub image: String,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Disable console output but the report.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Enable verbose output.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Platform to pick from multi-platform images (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    /// Registry (HOST[:PORT]) that may be reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", action = ArgAction::Append)]
+    pub insecure_registries: Vec<String>,
+
+    /// Registry credentials file (containers-auth.json format).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

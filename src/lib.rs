@@ -19,7 +19,11 @@
 //!   into layers, written once while hashing diff-id and digest.
 //! - [`layer`]: tar reading and writing, knowing nothing about images.
 //!
-//! [`compose::compose`] strings these together.
+//! - [`deps`]: the runtime dependencies (libraries, dpkg and python
+//!   packages) the selection needs and min lacks, found in full.
+//!
+//! [`compose::compose`] strings these together. [`verify`] checks an image
+//! the same way [`deps`] resolves one.
 
 pub mod accounts;
 pub mod cli;
@@ -42,3 +46,4 @@ pub mod spool;
 pub mod transport;
 pub mod tree;
 pub mod triton;
+pub mod verify;

@@ -2,15 +2,23 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use triton_compose::cli::Cli;
+use triton_compose::cli::{Cli, VerifyCli};
 use triton_compose::compose;
-use triton_compose::request::ComposeRequest;
+use triton_compose::error::Error;
+use triton_compose::request::{transport_options, ComposeRequest};
+use triton_compose::transport::ImageRef;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let level = if cli.quiet {
+    if std::env::args().nth(1).as_deref() == Some("verify") {
+        return verify(VerifyCli::parse_from(std::env::args().skip(1)));
+    }
+    run_compose(Cli::parse())
+}
+
+fn init_logging(quiet: bool, verbose: bool) {
+    let level = if quiet {
         "error"
-    } else if cli.verbose {
+    } else if verbose {
         "debug"
     } else {
         "info"
@@ -25,11 +33,15 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    let quiet = cli.quiet;
     triton_compose::progress::configure(std::io::stderr().is_terminal(), quiet);
+}
+
+fn run_compose(cli: Cli) -> ExitCode {
+    init_logging(cli.quiet, cli.verbose);
+    let quiet = cli.quiet;
     let compression = match cli.compression() {
         Ok(c) => c,
-        Err(message) => return report(&triton_compose::error::Error::new(message)),
+        Err(message) => return report(&Error::new(message)),
     };
     let raw = cli.into_raw(compression, std::env::var("SOURCE_DATE_EPOCH").ok());
     let result = ComposeRequest::new(raw).and_then(|request| compose::compose(&request));
@@ -47,7 +59,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(err: &triton_compose::error::Error) -> ExitCode {
+fn verify(cli: VerifyCli) -> ExitCode {
+    init_logging(cli.quiet, cli.verbose);
+    let result = cli.image.parse::<ImageRef>().and_then(|image| {
+        let options = transport_options(
+            cli.platform.as_deref(),
+            &cli.insecure_registries,
+            cli.authfile.as_ref(),
+        )?;
+        triton_compose::verify::verify(&image, &options)
+    });
+    match result {
+        Ok(verdict) => {
+            if cli.json {
+                let json = serde_json::to_string_pretty(&verdict).expect("reports serialize");
+                println!("{json}");
+            } else {
+                print!("{}", verdict.render());
+            }
+            if verdict.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => report(&err),
+    }
+}
+
+fn report(err: &Error) -> ExitCode {
     eprintln!("error: {err}");
     if let Some(hint) = err.hint_text() {
         eprintln!("  hint: {hint}");

@@ -157,12 +157,11 @@ impl ComposeRequest {
         if raw.output_name.is_empty() {
             return Err(Error::new("--output-name must not be empty"));
         }
-        let mut transport = crate::transport::Options::default();
-        if let Some(text) = &raw.platform {
-            transport.platform = parse_platform(text)?;
-        }
-        transport.registry.insecure = raw.insecure_registries.clone();
-        transport.registry.authfile = raw.authfile.clone();
+        let transport = transport_options(
+            raw.platform.as_deref(),
+            &raw.insecure_registries,
+            raw.authfile.as_ref(),
+        )?;
         Ok(ComposeRequest {
             min,
             full,
@@ -183,6 +182,22 @@ impl ComposeRequest {
 }
 
 /// Parses `os/arch[/variant]` (`linux/amd64`, `linux/arm64/v8`).
+/// How images are reached, from `--platform`, `--insecure-registry` and
+/// `--authfile`.
+pub fn transport_options(
+    platform: Option<&str>,
+    insecure_registries: &[String],
+    authfile: Option<&PathBuf>,
+) -> Result<crate::transport::Options> {
+    let mut transport = crate::transport::Options::default();
+    if let Some(text) = platform {
+        transport.platform = parse_platform(text)?;
+    }
+    transport.registry.insecure = insecure_registries.to_vec();
+    transport.registry.authfile = authfile.cloned();
+    Ok(transport)
+}
+
 fn parse_platform(text: &str) -> Result<crate::manifest::Platform> {
     let parts: Vec<&str> = text.split('/').collect();
     match parts.as_slice() {

@@ -288,7 +288,8 @@ impl<'a> Closure<'a> {
                     // Libraries of the selection or added are followed; min's are min's.
                     Found::Here(real) => {
                         if self.present.contains(&real) && self.queued.insert(real.clone()) {
-                            self.queue.push_back((real, passed_on.clone(), from_selection));
+                            self.queue
+                                .push_back((real, passed_on.clone(), from_selection));
                         }
                     }
                     Found::Unknown => {}
@@ -305,7 +306,8 @@ impl<'a> Closure<'a> {
                                 because: format!("{need}, needed by {}", object.display_abs()),
                             });
                             self.libraries.push((real.clone(), need.clone()));
-                            self.queue.push_back((real, passed_on.clone(), from_selection));
+                            self.queue
+                                .push_back((real, passed_on.clone(), from_selection));
                         }
                         None if from_selection => self.deps.missing.push(Missing {
                             need: need.clone(),
@@ -558,7 +560,8 @@ enum Found {
     Nowhere,
 }
 
-fn candidates(need: &str, dirs: &[ImagePath]) -> Vec<ImagePath> {
+/// The paths ld.so tries for a DT_NEEDED name, given its search dirs.
+pub fn candidates(need: &str, dirs: &[ImagePath]) -> Vec<ImagePath> {
     if need.contains('/') {
         return if need.starts_with('/') {
             vec![fsview::normalize(need)]
