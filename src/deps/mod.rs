@@ -116,18 +116,22 @@ pub fn resolve_deps(input: &DepsInput<'_>) -> Deps {
     closure.finish()
 }
 
-/// The full image's files, as far as its scan saw them.
+/// The full image's files, as far as its scan saw them. The layers it
+/// shares with min were not read: min's files stand in for them.
 struct FullView<'a> {
     tree: &'a MergedTree,
-    partial: bool,
+    min: &'a MinView<'a>,
 }
 
 impl FsView for FullView<'_> {
     fn lookup(&self, path: &ImagePath) -> Lookup<'_> {
-        match self.tree.get(path) {
-            Some(node) => Lookup::Found(&node.meta),
-            None if self.partial => Lookup::Unknown,
-            None => Lookup::Absent,
+        match (self.tree.get(path), self.min) {
+            (Some(node), _) => Lookup::Found(&node.meta),
+            (None, MinView::Scanned(min)) => min
+                .tree
+                .get(path)
+                .map_or(Lookup::Absent, |n| Lookup::Found(&n.meta)),
+            (None, MinView::BaseOfFull) => Lookup::Unknown,
         }
     }
 }
@@ -242,7 +246,7 @@ impl<'a> Closure<'a> {
     fn full_view(&self) -> FullView<'a> {
         FullView {
             tree: self.full,
-            partial: matches!(self.input.min, MinView::BaseOfFull),
+            min: self.input.min,
         }
     }
 
@@ -252,7 +256,10 @@ impl<'a> Closure<'a> {
     }
 
     fn add_path(&mut self, path: ImagePath) -> bool {
-        if self.present.contains(&path) {
+        let Some(node) = self.full.get(&path) else {
+            return false; // min's, seen through a shared layer
+        };
+        if self.present.contains(&path) || self.min_has_same(&path, &node.meta) {
             return false;
         }
         self.present.insert(path.clone());
@@ -442,6 +449,18 @@ impl<'a> Closure<'a> {
                     of: format!("Depends of {package}"),
                 }),
             }
+        }
+    }
+
+    /// True when min has the same symlink or directory at that path.
+    fn min_has_same(&self, path: &ImagePath, meta: &EntryMeta) -> bool {
+        let MinView::Scanned(min) = self.input.min else {
+            return false;
+        };
+        match (min.tree.get(path), meta.kind) {
+            (Some(n), EntryKind::Symlink) => n.meta.link_target == meta.link_target,
+            (Some(n), EntryKind::Dir) => n.is_dir(),
+            _ => false,
         }
     }
 

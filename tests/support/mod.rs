@@ -34,3 +34,17 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs the built binary; returns (exit code, stdout, stderr).
+pub fn run_cli_output(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,485 @@
+//! Runtime dependencies on images built in code, with real ELF files
+//! compiled here by the system C compiler: DT_NEEDED chains through
+//! versioned soname symlinks, $ORIGIN runpaths, a library nobody has, dpkg
+//! packages with Depends, a pip distribution, and `verify` on the results.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+use triton_compose::elf;
+
+const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
+
+/// Compiles a shared library without libc (so no image needs one).
+fn cc(dir: &Path, name: &str, soname: &str, source: &str, extra: &[&str]) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-nostdlib", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg(format!("-L{}", dir.display()))
+        .args(extra)
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "cc failed for {name}");
+    fs::read(out).unwrap()
+}
+
+struct Libs {
+    leaf: Vec<u8>,
+    mid: Vec<u8>,
+    helper: Vec<u8>,
+    elfy: Vec<u8>,
+    broken: Vec<u8>,
+}
+
+fn compile() -> Libs {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let leaf = cc(
+        d,
+        "libleaf.so.1",
+        "libleaf.so.1",
+        "int leaf(void){return 1;}",
+        &[],
+    );
+    let mid = cc(
+        d,
+        "libmid.so.2",
+        "libmid.so.2",
+        "int leaf(void); int mid(void){return leaf()+1;}",
+        &["-l:libleaf.so.1"],
+    );
+    let helper = cc(
+        d,
+        "libhelper.so",
+        "libhelper.so",
+        "int helper(void){return 3;}",
+        &[],
+    );
+    let elfy = cc(
+        d,
+        "libtriton_elfy.so",
+        "libtriton_elfy.so",
+        "int mid(void); int helper(void); int go(void){return mid()+helper();}",
+        &[
+            "-l:libmid.so.2",
+            "-l:libhelper.so",
+            "-Wl,-rpath,$ORIGIN",
+            "-Wl,--enable-new-dtags",
+        ],
+    );
+    let _nowhere = cc(
+        d,
+        "libnowhere.so.7",
+        "libnowhere.so.7",
+        "int nowhere(void){return 0;}",
+        &[],
+    );
+    let broken = cc(
+        d,
+        "libtriton_broken.so",
+        "libtriton_broken.so",
+        "int nowhere(void); int go(void){return nowhere();}",
+        &[
+            "-l:libnowhere.so.7",
+            "-Wl,-rpath,/opt/old/lib",
+            "-Wl,--disable-new-dtags",
+        ],
+    );
+    Libs {
+        leaf,
+        mid,
+        helper,
+        elfy,
+        broken,
+    }
+}
+
+fn bin(path: &str, data: &[u8]) -> Item {
+    Item::File {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    }
+}
+
+const MIN_STATUS: &str =
+    "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36\n";
+
+/// min: Debian-like, /lib a symlink into /usr, dpkg knowing libc6 only.
+fn min() -> TestImage {
+    let mut min = min_image();
+    min.layers.push(layer_tar(&[
+        dir("usr/lib"),
+        dir(LIBDIR),
+        symlink("lib", "usr/lib"),
+        dir("var"),
+        dir("var/lib"),
+        dir("var/lib/dpkg"),
+        file("var/lib/dpkg/status", MIN_STATUS),
+        dir("var/lib/dpkg/info"),
+        file("var/lib/dpkg/info/libc6:amd64.list", "/.\n/usr\n"),
+    ]));
+    min
+}
+
+/// full's own layers: Triton with two ELF backends and a python one, and
+/// what apt and pip put beside it.
+fn full_layers(libs: &Libs) -> Vec<Vec<u8>> {
+    let status = format!(
+        "{MIN_STATUS}\nPackage: libmid2\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.0\n\
+Depends: libleaf1 (>= 1.0), libc6\nDescription: middle\n multi-line\n\n\
+Package: libleaf1\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n\
+Package: bigpkg\nStatus: install ok installed\nArchitecture: all\nVersion: 9\n"
+    );
+    let site = "usr/local/lib/python3.11/dist-packages";
+    let system = layer_tar(&[
+        dir("usr/lib"),
+        dir(LIBDIR),
+        bin(&format!("{LIBDIR}/libleaf.so.1.0"), &libs.leaf),
+        symlink(&format!("{LIBDIR}/libleaf.so.1"), "libleaf.so.1.0"),
+        bin(&format!("{LIBDIR}/libmid.so.2.0.0"), &libs.mid),
+        symlink(&format!("{LIBDIR}/libmid.so.2"), "libmid.so.2.0.0"),
+        dir("usr/share"),
+        dir("usr/share/doc"),
+        dir("usr/share/doc/libmid2"),
+        file("usr/share/doc/libmid2/copyright", "libmid license\n"),
+        dir("usr/share/big"),
+        file("usr/share/big/data", "big\n"),
+        dir("var"),
+        dir("var/lib"),
+        dir("var/lib/dpkg"),
+        file("var/lib/dpkg/status", &status),
+        dir("var/lib/dpkg/info"),
+        file("var/lib/dpkg/info/libc6:amd64.list", "/.\n/usr\n"),
+        file(
+            "var/lib/dpkg/info/libmid2:amd64.list",
+            "/.\n/usr\n/usr/lib/x86_64-linux-gnu/libmid.so.2.0.0\n/lib/x86_64-linux-gnu/libmid.so.2\n/usr/share/doc/libmid2\n/usr/share/doc/libmid2/copyright\n",
+        ),
+        file("var/lib/dpkg/info/libmid2:amd64.md5sums", "abc  usr/lib/x86_64-linux-gnu/libmid.so.2.0.0\n"),
+        file("var/lib/dpkg/info/libleaf1:amd64.list", "/usr/lib/x86_64-linux-gnu/libleaf.so.1.0\n/usr/lib/x86_64-linux-gnu/libleaf.so.1\n"),
+        file("var/lib/dpkg/info/bigpkg.list", "/usr/share/big\n/usr/share/big/data\n"),
+        dir("usr/local"),
+        dir("usr/local/lib"),
+        dir("usr/local/lib/python3.11"),
+        dir(site),
+        dir(&format!("{site}/numpy")),
+        file(&format!("{site}/numpy/__init__.py"), "# numpy\n"),
+        file(&format!("{site}/numpy/core.py"), "# core\n"),
+        dir(&format!("{site}/numpy-1.26.4.dist-info")),
+        file(&format!("{site}/numpy-1.26.4.dist-info/METADATA"), "Name: numpy\n"),
+        file(
+            &format!("{site}/numpy-1.26.4.dist-info/RECORD"),
+            "numpy/__init__.py,sha256=x,8\nnumpy/core.py,,\nnumpy-1.26.4.dist-info/METADATA,,\nnumpy-1.26.4.dist-info/RECORD,,\n",
+        ),
+        file(&format!("{site}/unrelated.py"), "# not numpy\n"),
+    ]);
+    let triton = layer_tar(&[
+        dir("opt/tritonserver"),
+        dir("opt/tritonserver/bin"),
+        exe("opt/tritonserver/bin/tritonserver", "#!/bin/sh\n"),
+        dir("opt/tritonserver/lib"),
+        file("opt/tritonserver/lib/libtritonserver.so", "core\n"),
+        dir("opt/tritonserver/backends"),
+        dir("opt/tritonserver/backends/elfy"),
+        bin(
+            "opt/tritonserver/backends/elfy/libtriton_elfy.so",
+            &libs.elfy,
+        ),
+        bin("opt/tritonserver/backends/elfy/libhelper.so", &libs.helper),
+        dir("opt/tritonserver/backends/broken"),
+        bin(
+            "opt/tritonserver/backends/broken/libtriton_broken.so",
+            &libs.broken,
+        ),
+        dir("opt/tritonserver/backends/python"),
+        file(
+            "opt/tritonserver/backends/python/libtriton_python.so",
+            "not elf\n",
+        ),
+    ]);
+    vec![system, triton]
+}
+
+fn full(min: &TestImage, libs: &Libs, base_of_full: bool) -> TestImage {
+    let mut full = full_image(min);
+    let mut layers = if base_of_full {
+        min.layers.clone()
+    } else {
+        vec![min.layers[0].clone()]
+    };
+    layers.extend(full_layers(libs));
+    full.layers = layers;
+    full
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(base_of_full: bool) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let libs = compile();
+        let min = min();
+        min.write_oci(&dir.path().join("min"), "latest");
+        full(&min, &libs, base_of_full).write_oci(&dir.path().join("full"), "24.10");
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs a compose into oci:NAME; returns its stderr.
+    fn compose(&self, name: &str, extra: &[&str]) -> String {
+        let min = format!("min,oci:{}:latest", self.path("min").display());
+        let full = format!("full,oci:{}:24.10", self.path("full").display());
+        let output = format!("oci:{}:latest", self.path(name).display());
+        let work = self.path(&format!("work-{name}"));
+        let mut args = vec![
+            "--enable-gpu=false",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ];
+        if !extra.contains(&"--dry-run") {
+            args.extend(["--output", &output]);
+        }
+        args.extend_from_slice(extra);
+        let (ok, stderr) = run_cli(&args);
+        assert!(ok, "compose failed:\n{stderr}");
+        stderr
+    }
+
+    fn verify(&self, name: &str) -> (i32, serde_json::Value) {
+        let image = format!("oci:{}:latest", self.path(name).display());
+        let (code, stdout, stderr) = run_cli_output(&["verify", "-q", "--json", &image]);
+        let report = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{stdout}\n{stderr}"));
+        (code, report)
+    }
+}
+
+#[test]
+fn reads_needed_sonames_and_search_paths_of_compiled_libraries() {
+    let libs = compile();
+    let elfy = elf::read(&libs.elfy[..], libs.elfy.len() as u64).unwrap();
+    assert_eq!(elfy.needed, ["libmid.so.2", "libhelper.so"]);
+    assert_eq!(elfy.soname.as_deref(), Some("libtriton_elfy.so"));
+    assert_eq!(elfy.runpath, ["$ORIGIN"]);
+    assert!(elfy.rpath.is_empty());
+    assert!(elfy.is_64);
+    let broken = elf::read(&libs.broken[..], libs.broken.len() as u64).unwrap();
+    assert_eq!(broken.rpath, ["/opt/old/lib"]);
+    assert!(broken.runpath.is_empty());
+    let leaf = elf::read(&libs.leaf[..], libs.leaf.len() as u64).unwrap();
+    assert!(leaf.needed.is_empty());
+    assert!(elf::read(&b"#!/bin/sh\n"[..], 10).is_none());
+    // A truncated library is refused, not misread.
+    assert!(elf::read(&libs.mid[..200], 200).is_none());
+}
+
+fn assert_has(tree: &std::collections::BTreeMap<String, FileInfo>, paths: &[&str]) {
+    for path in paths {
+        assert!(
+            tree.contains_key(*path),
+            "{path} is missing from the composed image"
+        );
+    }
+}
+
+fn check_deps_output(setup: &Setup, name: &str) {
+    let image = read_oci(&setup.path(name), "latest");
+    let tree = &image.tree;
+    assert_has(
+        tree,
+        &[
+            "opt/tritonserver/backends/elfy/libhelper.so",
+            &format!("{LIBDIR}/libmid.so.2.0.0"),
+            &format!("{LIBDIR}/libmid.so.2"),
+            &format!("{LIBDIR}/libleaf.so.1.0"),
+            &format!("{LIBDIR}/libleaf.so.1"),
+            // All of libmid2, its info files, and its Depends.
+            "usr/share/doc/libmid2/copyright",
+            "var/lib/dpkg/info/libmid2:amd64.list",
+            "var/lib/dpkg/info/libmid2:amd64.md5sums",
+            "var/lib/dpkg/info/libleaf1:amd64.list",
+            // The pip distribution that provides numpy, whole.
+            "usr/local/lib/python3.11/dist-packages/numpy/__init__.py",
+            "usr/local/lib/python3.11/dist-packages/numpy/core.py",
+            "usr/local/lib/python3.11/dist-packages/numpy-1.26.4.dist-info/RECORD",
+        ],
+    );
+    assert_eq!(
+        tree[&format!("{LIBDIR}/libmid.so.2")].link.as_deref(),
+        Some("libmid.so.2.0.0")
+    );
+    for absent in [
+        "usr/share/big/data",
+        "var/lib/dpkg/info/bigpkg.list",
+        "usr/local/lib/python3.11/dist-packages/unrelated.py",
+    ] {
+        assert!(
+            !tree.contains_key(absent),
+            "{absent} was carried but nothing needs it"
+        );
+    }
+    // The status in the image is the one Dockerfile.compose copies.
+    let status = fs::read_to_string(
+        setup
+            .path(&format!("work-{name}"))
+            .join("triton-compose-var-lib-dpkg-status"),
+    )
+    .unwrap();
+    assert_eq!(
+        tree["var/lib/dpkg/status"].content.as_deref(),
+        Some(sha256(status.as_bytes()).as_str())
+    );
+    let packages: Vec<&str> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Package: "))
+        .collect();
+    assert_eq!(packages, ["libc6", "libleaf1", "libmid2"], "{status}");
+    assert!(
+        status.contains("Description: middle\n multi-line\n"),
+        "{status}"
+    );
+    // The dependencies have a layer of their own, between the components and the account.
+    let deps_layer = &image.layer_paths[image.layer_paths.len() - 2];
+    assert!(
+        deps_layer.iter().any(|p| p.ends_with("libmid.so.2.0.0")),
+        "{deps_layer:?}"
+    );
+    assert!(!deps_layer
+        .iter()
+        .any(|p| p.starts_with("opt/tritonserver/backends")));
+    let history = image.config["history"].as_array().unwrap();
+    assert!(history
+        .iter()
+        .any(|h| h["comment"] == "runtime dependencies"));
+}
+
+#[test]
+fn carries_libraries_packages_and_python_distributions_min_lacks() {
+    for base_of_full in [false, true] {
+        let setup = Setup::new(base_of_full);
+        let stderr = setup.compose("out", &["--backend", "elfy", "--backend", "python"]);
+        assert!(
+            stderr.contains(
+                "libmid.so.2, needed by /opt/tritonserver/backends/elfy/libtriton_elfy.so"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("package libleaf1: Depends of libmid2"),
+            "{stderr}"
+        );
+        check_deps_output(&setup, "out");
+
+        let (code, report) = setup.verify("out");
+        assert_eq!(
+            report["missing_libraries"],
+            serde_json::json!([]),
+            "{report}"
+        );
+        assert_eq!(report["python_imports"][0]["module"], "numpy");
+        assert!(report["python_imports"][0]["found"].is_string(), "{report}");
+        assert_eq!(report["ok"], true);
+        assert_eq!(code, 0);
+    }
+}
+
+#[test]
+fn without_deps_verify_names_what_is_missing_and_fails() {
+    let setup = Setup::new(false);
+    setup.compose(
+        "bare",
+        &["--backend", "elfy", "--backend", "python", "--no-deps"],
+    );
+    let image = read_oci(&setup.path("bare"), "latest");
+    assert!(!image
+        .tree
+        .contains_key(&format!("{LIBDIR}/libmid.so.2.0.0")));
+    let (code, report) = setup.verify("bare");
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["missing_libraries"],
+        serde_json::json!([{
+            "object": "/opt/tritonserver/backends/elfy/libtriton_elfy.so",
+            "needs": "libmid.so.2"
+        }])
+    );
+    assert!(report["python_imports"][0]["found"].is_null());
+    assert_eq!(report["ok"], false);
+
+    // The human report says the same.
+    let image = format!("oci:{}:latest", setup.path("bare").display());
+    let (code, stdout, _) = run_cli_output(&["verify", "-q", &image]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains(
+            "missing: /opt/tritonserver/backends/elfy/libtriton_elfy.so needs libmid.so.2"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("missing: python module numpy"), "{stdout}");
+}
+
+#[test]
+fn a_library_no_image_has_is_reported_and_left_for_verify() {
+    let setup = Setup::new(false);
+    let stderr = setup.compose("broken", &["--backend", "broken"]);
+    assert!(
+        stderr.contains("libnowhere.so.7 is in neither image (/opt/tritonserver/backends/broken/libtriton_broken.so)"),
+        "{stderr}"
+    );
+    let (code, report) = setup.verify("broken");
+    assert_eq!(code, 1);
+    assert_eq!(report["missing_libraries"][0]["needs"], "libnowhere.so.7");
+}
+
+#[test]
+fn dry_run_renders_the_dependencies_as_copies_from_full() {
+    let setup = Setup::new(false);
+    setup.compose("dry", &["--backend", "elfy", "--dry-run"]);
+    let work = setup.path("work-dry");
+    let dockerfile = fs::read_to_string(work.join("Dockerfile.compose")).unwrap();
+    assert!(
+        dockerfile.contains("FROM ${FULL_IMAGE} AS deps"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("COPY --from=deps /triton-compose-deps/ /"),
+        "{dockerfile}"
+    );
+    assert!(dockerfile.contains("COPY triton-compose-var-lib-dpkg-status /var/lib/dpkg/status"));
+    assert!(dockerfile.contains(
+        "#   /usr/lib/x86_64-linux-gnu/libmid.so.2.0.0: libmid.so.2, needed by /opt/tritonserver/backends/elfy/libtriton_elfy.so"
+    ), "{dockerfile}");
+    let files = fs::read_to_string(work.join("triton-compose-deps.files")).unwrap();
+    assert!(
+        files
+            .lines()
+            .any(|l| l == "/usr/lib/x86_64-linux-gnu/libmid.so.2"),
+        "{files}"
+    );
+    assert!(!files.contains("bigpkg"));
+    let status = fs::read_to_string(work.join("triton-compose-var-lib-dpkg-status")).unwrap();
+    assert!(status.contains("Package: libmid2"));
+    assert!(!setup.path("dry").exists(), "a dry run writes no image");
+}
