@@ -83,7 +83,7 @@ pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
         out.push_str(&format!(
             "FROM ${{FULL_IMAGE}} AS {DEPS_STAGE}\n\
              COPY {FILES_LIST} {DIRS_LIST} /\n\
-             RUN mkdir {DEPS_DIR} \\\n      \
+             RUN cd / && mkdir {DEPS_DIR} \\\n      \
              && xargs -a /{FILES_LIST} -r -d '\\n' cp -a --parents --no-dereference -t {DEPS_DIR} \\\n      \
              && xargs -a /{DIRS_LIST} -r -d '\\n' -I{{}} mkdir -p {DEPS_DIR}{{}}\n\n"
         ));

@@ -5,12 +5,12 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use support::docker::*;
-use support::run_cli;
+use support::{run_cli, run_cli_output};
 
 /// An image loaded into the engine, removed when dropped.
 struct Loaded(String);
@@ -21,8 +21,9 @@ impl Drop for Loaded {
     }
 }
 
-/// Composes with compose.py-style arguments into a docker-archive and loads it.
-fn compose_and_load(fx: &Fixtures, work: &Path, args: &[&str]) -> Loaded {
+/// Composes with compose.py-style arguments into a docker-archive; returns
+/// its path and the name:tag it holds.
+fn compose_to_archive(fx: &Fixtures, work: &Path, args: &[&str]) -> (PathBuf, String) {
     let name = format!("triton-compose-e2e/{}:test", unique("img"));
     let archive = work.join(format!("{}.tar", unique("out")));
     let output = format!("docker-archive:{}:{name}", archive.display());
@@ -42,10 +43,29 @@ fn compose_and_load(fx: &Fixtures, work: &Path, args: &[&str]) -> Loaded {
     all.extend_from_slice(args);
     let (ok, stderr) = run_cli(&all);
     assert!(ok, "compose failed:\n{stderr}");
+    (archive, name)
+}
+
+/// Loads an archive compose_to_archive wrote.
+fn load(archive: &Path, name: &str) -> Loaded {
     let loaded = docker(&["load", "-i", archive.to_str().unwrap()]);
-    assert!(loaded.contains(&name), "{loaded}");
+    assert!(loaded.contains(name), "{loaded}");
+    Loaded(name.to_string())
+}
+
+/// Composes into a docker-archive and loads it.
+fn compose_and_load(fx: &Fixtures, work: &Path, args: &[&str]) -> Loaded {
+    let (archive, name) = compose_to_archive(fx, work, args);
+    let loaded = load(&archive, &name);
     std::fs::remove_file(&archive).unwrap();
-    Loaded(name)
+    loaded
+}
+
+/// `triton-compose verify` of an archive: (exit code, report).
+fn verify(archive: &Path) -> (i32, String) {
+    let image = format!("docker-archive:{}", archive.display());
+    let (code, stdout, stderr) = run_cli_output(&["verify", "-q", &image]);
+    (code, format!("{stdout}{stderr}"))
 }
 
 fn models_dir(with_add_sub: bool) -> tempfile::TempDir {
@@ -107,13 +127,41 @@ fn full_fixture_serves_add_sub() {
 }
 
 #[test]
-fn composed_python_image_starts_and_shuts_down_cleanly() {
+fn composed_python_image_answers_add_sub_with_runtime_deps_carried_from_full() {
     let Some(fx) = Fixtures::get() else { return };
     let work = tempfile::tempdir().unwrap();
-    let image = compose_and_load(
+    let (archive, name) = compose_to_archive(
         &fx,
         work.path(),
         &["--backend", "python", "--cache", "local"],
+    );
+    let (code, report) = verify(&archive);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("ok: every need resolves inside the image"),
+        "{report}"
+    );
+    assert!(
+        report.contains("python: numpy (for the python backend)"),
+        "{report}"
+    );
+    let image = load(&archive, &name);
+
+    let run = |argv: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none", &image.0];
+        args.extend_from_slice(argv);
+        docker(&args)
+    };
+    let sum = run(&[
+        "python3",
+        "-c",
+        "import numpy; print(numpy.add([1, 2], [3, 4]))",
+    ]);
+    assert!(sum.contains("[4 6]"), "{sum}");
+    let dpkg = run(&["dpkg", "-l", "python3"]);
+    assert!(
+        dpkg.lines().any(|l| l.starts_with("ii  python3 ")),
+        "python3 is not installed as dpkg sees it:\n{dpkg}"
     );
     // `tritonserver --help` exits non-zero; its text is what counts.
     let help = Command::new("docker")
@@ -128,21 +176,35 @@ fn composed_python_image_starts_and_shuts_down_cleanly() {
         ])
         .output()
         .unwrap();
-    let help = format!(
-        "{}{}",
-        String::from_utf8_lossy(&help.stdout),
-        String::from_utf8_lossy(&help.stderr)
-    );
+    let help =
+        String::from_utf8_lossy(&help.stderr).into_owned() + &String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--model-repository"), "{help}");
-    // The python backend's runtime (python3, numpy, libpython) is not carried
-    // over yet, so the server is checked with an empty model repository.
-    let models = models_dir(false);
+
+    let models = models_dir(true);
     let server = Server::start(&image.0, models.path());
     server.wait_ready(Duration::from_secs(120));
-    let (status, body) = http(server.http_port, "GET", "/v2", None).unwrap();
-    assert_eq!(status, 200);
-    assert!(body.contains("\"version\":\"2.51.0\""), "{body}");
+    assert_add_sub_answers(&server);
     assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+}
+
+#[test]
+fn without_deps_verify_names_libpython_as_missing_and_fails() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (archive, _) = compose_to_archive(
+        &fx,
+        work.path(),
+        &["--backend", "python", "--cache", "local", "--no-deps"],
+    );
+    let (code, report) = verify(&archive);
+    assert_ne!(code, 0, "{report}");
+    assert!(
+        report.contains(
+            "missing: /opt/tritonserver/backends/python/triton_python_backend_stub needs libpython3.11.so.1.0"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("missing: python module numpy"), "{report}");
 }
 
 #[test]
@@ -283,7 +345,21 @@ fn dockerfile_compose_builds_the_same_files_as_the_daemonless_output() {
         "docker build failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let prefixes = ["opt/tritonserver", "opt/nvidia", "etc/passwd", "etc/group"];
+    let prefixes = [
+        "opt/tritonserver",
+        "opt/nvidia",
+        "etc/passwd",
+        "etc/group",
+        // Runtime dependencies, through the deps stage.
+        "usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+        "usr/lib/x86_64-linux-gnu/libblas.so.3",
+        "etc/alternatives/libblas.so.3-x86_64-linux-gnu",
+        "usr/lib/python3.11",
+        "usr/lib/python3/dist-packages/numpy",
+        "usr/bin/python3",
+        "var/lib/dpkg/status",
+        "var/lib/dpkg/info/python3.list",
+    ];
     let theirs = exported_tree(&built.0, &prefixes);
     let mine = exported_tree(&ours.0, &prefixes);
     assert!(
@@ -347,8 +423,9 @@ fn composed_image_is_smaller_than_full_by_more_than_the_backends_left_out() {
     .sum();
     let mb = |b: u64| b as f64 / 1e6;
     println!(
-        "image sizes: full {:.1} MB, composed (python + local cache) {:.1} MB, min {:.1} MB; components left out {:.1} MB",
-        mb(full), mb(composed), mb(min), mb(left_out)
+        "image sizes: full {:.1} MB, composed (python + local cache, runtime deps included) {:.1} MB, min {:.1} MB; \
+         components left out {:.1} MB, so full minus them is {:.1} MB",
+        mb(full), mb(composed), mb(min), mb(left_out), mb(full - left_out)
     );
     assert!(
         left_out > 20_000_000,
