@@ -193,12 +193,18 @@ pub fn build(min: &MinInput<'_>, full: &PlanInput<'_>, options: &PlanOptions<'_>
         _ => {}
     }
 
+    let sagemaker = triton::has_sagemaker_serve(full_tree);
+    if sagemaker {
+        let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
+        layers.push(builder.layer("SageMaker serve", &[serve])?);
+    }
     let config_changes = triton::config_changes(
         &info,
         options.components,
         options.enable_gpu,
         config::entrypoint(full.config),
         config::entrypoint(min.config),
+        sagemaker,
     );
     let deps = if options.deps {
         let mut env = min.config.clone();

@@ -188,6 +188,7 @@ pub fn config_changes(
     enable_gpu: bool,
     full_entrypoint: Option<Vec<String>>,
     min_entrypoint: Option<Vec<String>>,
+    sagemaker: bool,
 ) -> Vec<ConfigChange> {
     let has_backend = |name: &str| {
         components
@@ -258,6 +259,12 @@ pub fn config_changes(
         "com.nvidia.build.ref".into(),
         info.build_ref.clone(),
     ));
+    if sagemaker {
+        changes.push(ConfigChange::Label(
+            "com.amazonaws.sagemaker.capabilities.accept-bind-to-port".into(),
+            "true".into(),
+        ));
+    }
     changes
 }
 
@@ -312,8 +319,14 @@ pub fn is_driver_library(name: &str) -> bool {
     DRIVER_LIBRARIES.contains(&name)
 }
 
-/// SageMaker's `serve` script, copied when the full image has it.
+/// SageMaker's `serve` script: compose.py copies it, and labels the image
+/// as binding to SageMaker's port, when the full image has it.
 pub const SAGEMAKER_SERVE: &str = "usr/bin/serve";
+
+pub fn has_sagemaker_serve(tree: &crate::tree::MergedTree) -> bool {
+    tree.get(&ImagePath::from_static(SAGEMAKER_SERVE))
+        .is_some_and(|n| !n.is_dir())
+}
 
 /// Names of the components of a kind that a full image offers.
 pub fn offered(tree: &crate::tree::MergedTree, kind: ComponentKind) -> Vec<String> {
@@ -405,7 +418,7 @@ mod tests {
     fn per_backend_environment() {
         let info = BuildInfo::from_full_config(&full_config("0"), "full").unwrap();
         let comps = vec![Component::new(ComponentKind::Backend, "dali").unwrap()];
-        let changes = config_changes(&info, &comps, false, Some(vec!["/e".into()]), None);
+        let changes = config_changes(&info, &comps, false, Some(vec!["/e".into()]), None, false);
         assert!(changes.contains(&ConfigChange::Env(
             "PYTHONPATH".into(),
             "/opt/tritonserver/backends/dali/wheel/dali:$PYTHONPATH".into()

@@ -230,11 +230,18 @@ struct Setup {
 
 impl Setup {
     fn new(base_of_full: bool) -> Setup {
+        Setup::with_layer(base_of_full, None)
+    }
+
+    /// With one more layer on top of full.
+    fn with_layer(base_of_full: bool, extra: Option<Vec<u8>>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let libs = compile();
         let min = min();
         min.write_oci(&dir.path().join("min"), "latest");
-        full(&min, &libs, base_of_full).write_oci(&dir.path().join("full"), "24.10");
+        let mut full = full(&min, &libs, base_of_full);
+        full.layers.extend(extra);
+        full.write_oci(&dir.path().join("full"), "24.10");
         Setup { dir }
     }
 
@@ -482,4 +489,32 @@ fn dry_run_renders_the_dependencies_as_copies_from_full() {
     let status = fs::read_to_string(work.join("triton-compose-var-lib-dpkg-status")).unwrap();
     assert!(status.contains("Package: libmid2"));
     assert!(!setup.path("dry").exists(), "a dry run writes no image");
+}
+
+#[test]
+fn sagemaker_serve_is_copied_and_labelled_when_full_has_it() {
+    let serve = layer_tar(&[exe(
+        "usr/bin/serve",
+        "#!/bin/sh\nexec tritonserver \"$@\"\n",
+    )]);
+    let setup = Setup::with_layer(true, Some(serve));
+    setup.compose("sm", &["--backend", "elfy"]);
+    let image = read_oci(&setup.path("sm"), "latest");
+    assert_eq!(image.tree["usr/bin/serve"].mode & 0o777, 0o755);
+    assert_eq!(
+        image.config["config"]["Labels"]
+            ["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"],
+        "true"
+    );
+    let dockerfile = fs::read_to_string(setup.path("work-sm").join("Dockerfile.compose")).unwrap();
+    assert!(dockerfile.contains("COPY --from=full /usr/bin/serve /usr/bin/serve"));
+
+    // Without it, neither.
+    let setup = Setup::new(true);
+    setup.compose("plain", &["--backend", "elfy"]);
+    let image = read_oci(&setup.path("plain"), "latest");
+    assert!(!image.tree.contains_key("usr/bin/serve"));
+    assert!(image.config["config"]["Labels"]
+        .get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port")
+        .is_none());
 }
