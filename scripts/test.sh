@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust
-apt_install skopeo umoci oci-image-tool docker-registry apache2-utils
+# gcc: tests/deps.rs compiles the ELF files it composes.
+apt_install skopeo umoci oci-image-tool docker-registry apache2-utils gcc
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
