@@ -113,7 +113,7 @@ mod tests {
             .iter()
             .map(|(path, target)| {
                 let meta = match target {
-                    Some(t) if t.is_empty() => EntryMeta {
+                    Some("") => EntryMeta {
                         kind: EntryKind::File,
                         ..dir.clone()
                     },
