@@ -96,16 +96,24 @@ pub struct Installed {
 impl Installed {
     pub fn new<'a>(stanzas: impl IntoIterator<Item = &'a Stanza>) -> Self {
         let mut out = Installed::default();
-        for stanza in stanzas.into_iter().filter(|s| s.installed) {
-            for name in &stanza.provides {
-                out.provided
-                    .entry(name.clone())
-                    .or_default()
-                    .push(stanza.package.clone());
-            }
-            out.packages.insert(stanza.package.clone(), stanza.clone());
+        for stanza in stanzas {
+            out.insert(stanza);
         }
         out
+    }
+
+    /// Records a package, if its stanza says it is installed.
+    pub fn insert(&mut self, stanza: &Stanza) {
+        if !stanza.installed {
+            return;
+        }
+        for name in &stanza.provides {
+            self.provided
+                .entry(name.clone())
+                .or_default()
+                .push(stanza.package.clone());
+        }
+        self.packages.insert(stanza.package.clone(), stanza.clone());
     }
 
     /// True when a package of that name is installed or one provides it.

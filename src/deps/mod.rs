@@ -300,29 +300,29 @@ impl<'a> Closure<'a> {
                         }
                     }
                     Found::Unknown => {}
-                    Found::Nowhere => match self.find_in_full(need, &dirs, info) {
-                        Some(resolved) => {
-                            for link in &resolved.links {
-                                self.add_path(link.clone());
-                            }
-                            let real = resolved.path;
-                            self.queued.insert(real.clone());
-                            self.add_path(real.clone());
-                            self.deps.reasons.push(Reason {
-                                added: real.display_abs(),
-                                because: format!("{need}, needed by {}", object.display_abs()),
-                            });
-                            self.libraries.push((real.clone(), need.clone()));
-                            self.queue
-                                .push_back((real, passed_on.clone(), from_selection));
+                    Found::InFull(resolved) => {
+                        for link in &resolved.links {
+                            self.add_path(link.clone());
                         }
-                        None if from_selection => self.deps.missing.push(Missing {
-                            need: need.clone(),
-                            of: object.display_abs(),
-                        }),
-                        // Packaged plugins often need what nobody installed.
-                        None => tracing::debug!("{need}, needed by {object}, is in neither image"),
-                    },
+                        let real = resolved.path;
+                        self.queued.insert(real.clone());
+                        self.add_path(real.clone());
+                        self.deps.reasons.push(Reason {
+                            added: real.display_abs(),
+                            because: format!("{need}, needed by {}", object.display_abs()),
+                        });
+                        self.libraries.push((real.clone(), need.clone()));
+                        self.queue
+                            .push_back((real, passed_on.clone(), from_selection));
+                    }
+                    Found::Nowhere if from_selection => self.deps.missing.push(Missing {
+                        need: need.clone(),
+                        of: object.display_abs(),
+                    }),
+                    // Packaged plugins often need what nobody installed.
+                    Found::Nowhere => {
+                        tracing::debug!("{need}, needed by {object}, is in neither image")
+                    }
                 }
             }
         }
@@ -356,11 +356,11 @@ impl<'a> Closure<'a> {
                 Resolution::Absent => {}
             }
         }
-        if unknown && self.find_in_full(need, dirs, object).is_none() {
+        match self.find_in_full(need, dirs, object) {
+            Some(resolved) => Found::InFull(resolved),
             // Not in full's own layers: min has it, or nobody does.
-            Found::Unknown
-        } else {
-            Found::Nowhere
+            None if unknown => Found::Unknown,
+            None => Found::Nowhere,
         }
     }
 
@@ -416,12 +416,7 @@ impl<'a> Closure<'a> {
             because: because.to_string(),
         });
         self.deps.packages.push(package.clone());
-        self.added_packages = Installed::new(
-            self.added_packages
-                .packages
-                .values()
-                .chain(std::iter::once(&stanza)),
-        );
+        self.added_packages.insert(&stanza);
         let files: Vec<ImagePath> = self.owners.files(&package).to_vec();
         for file in files {
             let Some(node) = self.full.get(&file) else {
@@ -574,6 +569,8 @@ impl<'a> Closure<'a> {
 enum Found {
     /// In the composed filesystem, at this real path.
     Here(ImagePath),
+    /// Not in the composed filesystem, but in full.
+    InFull(fsview::Resolved),
     /// Maybe in min, which was not read.
     Unknown,
     Nowhere,
