@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use crate::deps::{self, Deps};
 use crate::error::{Error, IoContext, Result};
-use crate::execute::Execution;
+use crate::execute::{Execution, Spools};
 use crate::image::ImageSource;
 use crate::layer::ImagePath;
-use crate::plan::{self, MinInput, MinView, PlanInput, PlanOptions};
-use crate::render;
+use crate::plan::{self, MinInput, MinView, Origin, PlanInput, PlanOptions};
+use crate::render::{self, FromNames};
 use crate::request::ComposeRequest;
 use crate::scan::{self, PathFilter, ScanOptions};
 use crate::spool::Spool;
@@ -38,6 +38,11 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         transport::open_source(&request.min, options).map_err(|e| e.context("--image min"))?;
     let full =
         transport::open_source(&request.full, options).map_err(|e| e.context("--image full"))?;
+    let gpu_min = request
+        .gpu_min
+        .as_ref()
+        .map(|r| transport::open_source(r, options).map_err(|e| e.context("--image gpu-min")))
+        .transpose()?;
     let sink = if request.dry_run {
         None
     } else {
@@ -59,7 +64,8 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
                 request.work_dir.display()
             )
         })?;
-    let mut spool = Spool::create(scratch.path())?;
+    let mut spools = Spools::new();
+    spools.insert(Origin::Full, Spool::create(scratch.path())?);
     let roots = plan::candidate_roots(&request.components);
     let accounts: Vec<ImagePath> = triton::ACCOUNT_FILES
         .iter()
@@ -67,67 +73,66 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         .collect();
     let with_deps = request.deps;
     let keep = |p: &ImagePath| accounts.contains(p) || (with_deps && deps::keeps(p));
-    let keep: PathFilter<'_> = &keep;
     let elf = |p: &ImagePath| {
         with_deps && (roots.iter().any(|r| p.is_within(r)) || deps::may_be_library(p))
     };
-    let elf: PathFilter<'_> = &elf;
-    let shared = min
-        .image()
-        .layers
-        .iter()
-        .map(|l| l.diff_id.clone())
-        .collect();
-
-    let spool_roots = (!request.dry_run).then_some(&roots[..]);
-    let (min_scan, full_scan) = if is_base_of(min.as_ref(), full.as_ref()) {
-        // full was built FROM min: read only full's own layers, and min not
-        // at all unless full's layers lack the account files.
-        tracing::info!(
-            "{} is the base of {}: only full's own layers are read",
-            min.name(),
-            full.name()
-        );
-        let full_scan = scan::scan(
-            full.as_ref(),
-            "full",
-            ScanOptions {
-                skip: shared,
-                spool: spool_roots.map(|r| (r, &mut spool)),
-                keep: Some(keep),
-                elf: Some(elf),
-            },
-        )?;
-        let min_scan = if plan::needs_min_accounts(&full_scan) {
-            tracing::info!(
-                "full's own layers lack /etc/passwd or /etc/group: reading min for them"
-            );
-            Some(scan_min(min.as_ref(), keep)?)
-        } else {
-            None
-        };
-        (min_scan, full_scan)
-    } else {
-        let (min_scan, full_scan) = std::thread::scope(|scope| {
-            let min_ref: &dyn ImageSource = min.as_ref();
-            let min_job = scope.spawn(|| scan_min(min_ref, keep));
-            let full_scan = scan::scan(
-                full.as_ref(),
-                "full",
-                ScanOptions {
-                    skip: shared,
-                    spool: spool_roots.map(|r| (r, &mut spool)),
-                    keep: Some(keep),
-                    elf: Some(elf),
-                },
-            );
-            let min_scan = min_job
-                .join()
-                .unwrap_or_else(|_| Err(Error::new("the min scan panicked")));
-            (min_scan, full_scan)
-        });
-        (Some(min_scan?), full_scan?)
+    let in_roots = |p: &ImagePath| roots.iter().any(|r| p.is_within(r));
+    let filters = Filters {
+        keep: &keep,
+        elf: &elf,
+        spool: (!request.dry_run).then_some(&in_roots as PathFilter<'_>),
     };
+
+    // gpu-min's files are found by name: the copies' sources, and the
+    // versioned files their symlinks lead to (libcudart.so.12.4.127).
+    let architecture = full
+        .image()
+        .config
+        .get("architecture")
+        .and_then(|a| a.as_str());
+    let cuda_names: Vec<Vec<u8>> = triton::gpu_min_copies(
+        &request.components,
+        request.enable_gpu,
+        architecture.unwrap_or("amd64"),
+    )
+    .iter()
+    .map(|c| c.from.file_name().to_vec())
+    .collect();
+    let cuda_file = |p: &ImagePath| cuda_names.iter().any(|n| p.file_name().starts_with(n));
+    let mut gpu_min_spool = Spool::create(scratch.path())?;
+
+    let (scans, gpu_min_scan) = std::thread::scope(|scope| {
+        let gpu_min_job = gpu_min.as_deref().map(|source| {
+            let spool =
+                (!request.dry_run).then_some((&cuda_file as PathFilter<'_>, &mut gpu_min_spool));
+            scope.spawn(move || {
+                scan::scan(
+                    source,
+                    "gpu-min",
+                    ScanOptions {
+                        spool,
+                        ..Default::default()
+                    },
+                )
+            })
+        });
+        let scans = scan_min_and_full(
+            min.as_ref(),
+            full.as_ref(),
+            &filters,
+            spools.get_mut(&Origin::Full).expect("just inserted"),
+        );
+        let gpu_min_scan = gpu_min_job.map(|job| {
+            job.join()
+                .unwrap_or_else(|_| Err(Error::new("the gpu-min scan panicked")))
+        });
+        (scans, gpu_min_scan.transpose())
+    });
+    let (min_scan, full_scan) = scans?;
+    let gpu_min_scan = gpu_min_scan?;
+    if gpu_min.is_some() {
+        spools.insert(Origin::GpuMin, gpu_min_spool);
+    }
 
     let plan = plan::build(
         &MinInput {
@@ -143,6 +148,15 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             config: &full.image().config,
             scan: &full_scan,
         },
+        gpu_min
+            .as_deref()
+            .zip(gpu_min_scan.as_ref())
+            .map(|(source, scan)| PlanInput {
+                name: source.name(),
+                config: &source.image().config,
+                scan,
+            })
+            .as_ref(),
         &PlanOptions {
             components: &request.components,
             enable_gpu: request.enable_gpu,
@@ -155,10 +169,18 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     }
 
     let dockerfile_path = request.work_dir.join(DOCKERFILE_NAME);
+    let gpu_min_from = request
+        .gpu_min
+        .as_ref()
+        .map(|r| buildable_name(r, "triton-compose-gpu-min"))
+        .unwrap_or_default();
     let dockerfile = render::dockerfile(
         &plan,
-        &buildable_name(&request.full, "triton-compose-full"),
-        &buildable_name(&request.min, "triton-compose-min"),
+        &FromNames {
+            full: &buildable_name(&request.full, "triton-compose-full"),
+            min: &buildable_name(&request.min, "triton-compose-min"),
+            gpu_min: &gpu_min_from,
+        },
     );
     std::fs::write(&dockerfile_path, dockerfile)
         .ctx(|| format!("writing {}", dockerfile_path.display()))?;
@@ -178,15 +200,73 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         plan: &plan,
         min: min.as_ref(),
         full: full.as_ref(),
+        gpu_min: gpu_min.as_deref(),
         compression: request.compression,
         scratch: scratch.path(),
     }
-    .run(&mut spool, sink.as_mut())?;
+    .run(&mut spools, sink.as_mut())?;
     let written = sink.commit(&image)?;
     Ok(Outcome {
         dockerfile: dockerfile_path,
         written: Some(written),
     })
+}
+
+/// What the scans of min and full keep and read.
+struct Filters<'a> {
+    keep: PathFilter<'a>,
+    elf: PathFilter<'a>,
+    /// full's files to spool; `None` for a dry run.
+    spool: Option<PathFilter<'a>>,
+}
+
+/// Scans min and full, in parallel; when full was built FROM min, only
+/// full's own layers, and min not at all unless its account files are
+/// needed (`None` then).
+fn scan_min_and_full(
+    min: &dyn ImageSource,
+    full: &dyn ImageSource,
+    filters: &Filters<'_>,
+    spool: &mut Spool,
+) -> Result<(Option<scan::ScannedImage>, scan::ScannedImage)> {
+    let shared = min
+        .image()
+        .layers
+        .iter()
+        .map(|l| l.diff_id.clone())
+        .collect();
+    let full_options = ScanOptions {
+        skip: shared,
+        spool: filters.spool.map(|wanted| (wanted, spool)),
+        keep: Some(filters.keep),
+        elf: Some(filters.elf),
+    };
+    if is_base_of(min, full) {
+        tracing::info!(
+            "{} is the base of {}: only full's own layers are read",
+            min.name(),
+            full.name()
+        );
+        let full_scan = scan::scan(full, "full", full_options)?;
+        let min_scan = if plan::needs_min_accounts(&full_scan) {
+            tracing::info!(
+                "full's own layers lack /etc/passwd or /etc/group: reading min for them"
+            );
+            Some(scan_min(min, filters.keep)?)
+        } else {
+            None
+        };
+        return Ok((min_scan, full_scan));
+    }
+    let (min_scan, full_scan) = std::thread::scope(|scope| {
+        let min_job = scope.spawn(|| scan_min(min, filters.keep));
+        let full_scan = scan::scan(full, "full", full_options);
+        let min_scan = min_job
+            .join()
+            .unwrap_or_else(|_| Err(Error::new("the min scan panicked")));
+        (min_scan, full_scan)
+    });
+    Ok((Some(min_scan?), full_scan?))
 }
 
 fn scan_min(min: &dyn ImageSource, keep: PathFilter<'_>) -> Result<scan::ScannedImage> {

@@ -1,32 +1,37 @@
 //! Carries out a [`Plan`]: makes sure the content of every planned inode is
-//! in the spool, writes the new layers (in parallel, one file each, hashing
+//! in its image's spool, writes the new layers (in parallel, one file each, hashing
 //! as they are written), then hands min's unchanged layer blobs and the new
 //! layers to the sink and returns the final config.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::image::{canonical_json, BlobDescriptor, ImageSink, ImageSource, OutputImage};
 use crate::layer::{Compression, LayerWriter, WrittenLayer};
-use crate::plan::{Content, LayerPlan, Plan};
+use crate::plan::{Content, LayerPlan, Origin, Plan};
 use crate::scan;
 use crate::spool::Spool;
+
+/// Content read ahead of writing: one spool per image the plan copies from.
+pub type Spools = HashMap<Origin, Spool>;
 
 pub struct Execution<'a> {
     pub plan: &'a Plan,
     pub min: &'a dyn ImageSource,
     pub full: &'a dyn ImageSource,
+    /// The gpu-min image, when the plan copies from it.
+    pub gpu_min: Option<&'a dyn ImageSource>,
     pub compression: Compression,
     /// Where layer files are staged before the sink takes them.
     pub scratch: &'a Path,
 }
 
 impl Execution<'_> {
-    pub fn run(&self, spool: &mut Spool, sink: &mut dyn ImageSink) -> Result<OutputImage> {
-        self.fill_spool(spool)?;
-        let written = self.write_layers(spool)?;
+    pub fn run(&self, spools: &mut Spools, sink: &mut dyn ImageSink) -> Result<OutputImage> {
+        self.fill_spools(spools)?;
+        let written = self.write_layers(spools)?;
 
         let mut layers = Vec::new();
         let origin = self.min.origin();
@@ -79,33 +84,46 @@ impl Execution<'_> {
         })
     }
 
-    /// Reads, from the full image, content the scan did not keep: targets of
-    /// hard links that lie outside the selected subtrees.
-    fn fill_spool(&self, spool: &mut Spool) -> Result<()> {
-        let mut missing: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
-        for inode in self.plan.full_inodes() {
-            if !spool.contains(inode) {
-                missing
-                    .entry(inode.layer)
-                    .or_default()
-                    .insert(inode.ordinal);
+    /// Reads content the scans did not keep, such as targets of hard links
+    /// that lie outside the selected subtrees, re-reading only the layers
+    /// that hold it.
+    fn fill_spools(&self, spools: &mut Spools) -> Result<()> {
+        for (origin, source) in [
+            (Origin::Full, Some(self.full)),
+            (Origin::GpuMin, self.gpu_min),
+        ] {
+            let Some(source) = source else { continue };
+            let spool = spools
+                .get_mut(&origin)
+                .ok_or_else(|| Error::new(format!("internal error: no spool for {origin:?}")))?;
+            let mut missing: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
+            for inode in self.plan.inodes_of(origin) {
+                if !spool.contains(inode) {
+                    missing
+                        .entry(inode.layer)
+                        .or_default()
+                        .insert(inode.ordinal);
+                }
             }
-        }
-        for (layer, ordinals) in missing {
-            scan::spool_inodes(self.full, self.full.name(), layer, &ordinals, spool)?;
+            for (layer, ordinals) in missing {
+                scan::spool_inodes(source, source.name(), layer, &ordinals, spool)?;
+            }
         }
         Ok(())
     }
 
     /// Writes every new layer to a staged file, a few at a time.
-    fn write_layers(&self, spool: &Spool) -> Result<Vec<(tempfile::NamedTempFile, WrittenLayer)>> {
+    fn write_layers(
+        &self,
+        spools: &Spools,
+    ) -> Result<Vec<(tempfile::NamedTempFile, WrittenLayer)>> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut results = Vec::with_capacity(self.plan.layers.len());
         for chunk in self.plan.layers.chunks(workers.max(1)) {
             let written: Vec<Result<_>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .iter()
-                    .map(|layer| scope.spawn(move || self.write_layer(layer, spool)))
+                    .map(|layer| scope.spawn(move || self.write_layer(layer, spools)))
                     .collect();
                 handles
                     .into_iter()
@@ -125,7 +143,7 @@ impl Execution<'_> {
     fn write_layer(
         &self,
         layer: &LayerPlan,
-        spool: &Spool,
+        spools: &Spools,
     ) -> Result<(tempfile::NamedTempFile, WrittenLayer)> {
         let staged = tempfile::Builder::new()
             .prefix("layer-")
@@ -140,8 +158,10 @@ impl Execution<'_> {
                     &entry.meta,
                     Some(&mut &bytes[..] as &mut dyn Read),
                 )?,
-                Content::Full(inode) => {
-                    let mut reader = spool.open(*inode).ok_or_else(|| {
+                Content::Full(_) | Content::GpuMin(_) => {
+                    let (origin, inode) = entry.content.copied().expect("copied content");
+                    let reader = spools.get(&origin).and_then(|s| s.open(inode));
+                    let mut reader = reader.ok_or_else(|| {
                         Error::new(format!(
                             "internal error: no content kept for {}",
                             entry.path

@@ -54,9 +54,19 @@ fn generated_name(path: &ImagePath) -> String {
     )
 }
 
-/// `full_from` and `min_from` are names a Docker engine can resolve; they
-/// become overridable `ARG` defaults.
-pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
+/// The stage compose.py names the `gpu-min` image.
+const GPU_MIN_STAGE: &str = "min_container";
+
+/// Names a Docker engine can resolve for the images; they become
+/// overridable `ARG` defaults.
+pub struct FromNames<'a> {
+    pub full: &'a str,
+    pub min: &'a str,
+    /// Used when the plan copies from gpu-min.
+    pub gpu_min: &'a str,
+}
+
+pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "#\n# Dockerfile.compose, written by triton-compose {} from the same plan\n\
@@ -67,11 +77,20 @@ pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
         plan.full_name,
         plan.min_name
     ));
+    if let Some(name) = &plan.gpu_min_name {
+        out.push_str(&format!("# gpu-min: {name}\n#\n"));
+    }
     out.push_str(&format!(
-        "ARG TRITON_VERSION={}\nARG TRITON_CONTAINER_VERSION={}\nARG FULL_IMAGE={full_from}\nARG MIN_IMAGE={min_from}\n\n",
-        plan.info.version, plan.info.container_version
+        "ARG TRITON_VERSION={}\nARG TRITON_CONTAINER_VERSION={}\nARG FULL_IMAGE={}\nARG MIN_IMAGE={}\n",
+        plan.info.version, plan.info.container_version, from.full, from.min
     ));
-    out.push_str("FROM ${FULL_IMAGE} AS full\n\n");
+    if plan.gpu_min_name.is_some() {
+        out.push_str(&format!("ARG GPU_MIN_IMAGE={}\n", from.gpu_min));
+    }
+    out.push_str("\nFROM ${FULL_IMAGE} AS full\n\n");
+    if plan.gpu_min_name.is_some() {
+        out.push_str(&format!("FROM ${{GPU_MIN_IMAGE}} AS {GPU_MIN_STAGE}\n\n"));
+    }
     let listed = plan
         .layers
         .iter()
@@ -118,6 +137,9 @@ pub fn dockerfile(plan: &Plan, full_from: &str, min_from: &str) -> String {
                     dirs.len()
                 ),
                 Step::CopyGenerated(path) => format!("COPY {} {path}\n", generated_name(path)),
+                Step::CopyGpuMin { from, to } => {
+                    format!("COPY --from={GPU_MIN_STAGE} {from} {to}\n")
+                }
             });
         }
     }

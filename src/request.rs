@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::layer::Compression;
 use crate::transport::ImageRef;
-use crate::triton::{Component, ComponentKind};
+use crate::triton::{self, Component, ComponentKind};
 
 #[derive(Clone, Debug)]
 pub struct ComposeRequest {
@@ -125,16 +125,22 @@ impl ComposeRequest {
                 }
             }
         }
-        let needs_gpu_min = !raw.enable_gpu
-            && components
-                .iter()
-                .any(|c| c.kind == ComponentKind::Backend && c.name == "pytorch");
-        if needs_gpu_min && gpu_min.is_none() {
-            if let Some(version) = &raw.container_version {
+        if triton::needs_gpu_min(&components, raw.enable_gpu) {
+            if gpu_min.is_none() {
+                let version = raw.container_version.as_ref().ok_or_else(|| {
+                    Error::new(
+                        "a CPU-only image with the pytorch or tensorflow backend needs CUDA libraries from a GPU min image, and none was named",
+                    )
+                    .hint("pass --image gpu-min,nvcr.io/nvidia/tritonserver:<version>-py3-min (the GPU min image of the same release), or --container-version VERSION")
+                })?;
                 gpu_min = Some(ImageRef::Registry(format!(
                     "nvcr.io/nvidia/tritonserver:{version}-py3-min"
                 )));
             }
+        } else if gpu_min.take().is_some() {
+            tracing::debug!(
+                "--image gpu-min is only read for CPU-only pytorch or tensorflow; ignored"
+            );
         }
         let output = raw
             .output
@@ -261,6 +267,28 @@ mod tests {
                 "nvcr.io/nvidia/tritonserver:24.10-py3-min".into()
             ))
         );
+
+        let images = vec!["min,oci:a".to_string(), "full,oci:b".to_string()];
+        let no_gpu_min = ComposeRequest::new(RawRequest {
+            images: images.clone(),
+            enable_gpu: false,
+            backends: vec!["pytorch".into()],
+            ..raw()
+        })
+        .unwrap_err();
+        assert!(
+            no_gpu_min.message().contains("GPU min image"),
+            "{no_gpu_min}"
+        );
+        assert!(no_gpu_min.hint_text().unwrap().contains("--image gpu-min,"));
+        let unused = ComposeRequest::new(RawRequest {
+            images: [images, vec!["gpu-min,oci:c".to_string()]].concat(),
+            enable_gpu: false,
+            backends: vec!["python".into()],
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(unused.gpu_min, None);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub struct ScanOptions<'a> {
     /// Layers (by diff-id) not to read: their content is known to be in the
     /// other image already.
     pub skip: HashSet<Digest>,
-    /// Subtrees whose file content is copied to the spool.
-    pub spool: Option<(&'a [ImagePath], &'a mut Spool)>,
+    /// Files whose content is copied to the spool.
+    pub spool: Option<(PathFilter<'a>, &'a mut Spool)>,
     /// Small files to keep in memory.
     pub keep: Option<PathFilter<'a>>,
     /// Files whose ELF dynamic section is read, if they are ELF files.
@@ -116,9 +116,9 @@ pub fn scan(
                     if entry.meta.kind == EntryKind::File {
                         let size = entry.meta.size;
                         let wanted = wants_elf(&entry.path);
-                        let spooled = spool.as_ref().is_some_and(|(roots, _)| {
-                            roots.iter().any(|root| entry.path.is_within(root))
-                        });
+                        let spooled = spool
+                            .as_ref()
+                            .is_some_and(|(wanted, _)| wanted(&entry.path));
                         let info = if kept && size <= MAX_KEPT_FILE {
                             let mut data = Vec::with_capacity(size as usize);
                             entry.content.read_to_end(&mut data)?;
@@ -221,7 +221,7 @@ fn layer_error(err: Error, what: &str, index: usize) -> Error {
 
 /// Copies the content of the given inodes of one layer to the spool: for
 /// entries needed after the main scan (hard-link targets outside the selected
-/// subtrees).
+/// subtrees, files a symlink led to under an unexpected name).
 pub fn spool_inodes(
     source: &dyn ImageSource,
     what: &str,
@@ -230,7 +230,7 @@ pub fn spool_inodes(
     spool: &mut Spool,
 ) -> Result<()> {
     tracing::info!(
-        "re-reading {what} layer {} for hard-link targets",
+        "re-reading {what} layer {} for content the scan did not keep",
         layer + 1
     );
     let raw = source.open_layer(layer as usize)?;

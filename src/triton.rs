@@ -130,6 +130,8 @@ pub struct BuildInfo {
     pub gpu_enabled: bool,
     pub build_id: String,
     pub build_ref: String,
+    /// The full image's architecture in OCI's vocabulary (`amd64`, `arm64`).
+    pub architecture: String,
 }
 
 impl BuildInfo {
@@ -155,6 +157,11 @@ impl BuildInfo {
             gpu_enabled,
             build_id: config::label(config, "com.nvidia.build.id").unwrap_or_default(),
             build_ref: config::label(config, "com.nvidia.build.ref").unwrap_or_default(),
+            architecture: config
+                .get("architecture")
+                .and_then(Value::as_str)
+                .unwrap_or("amd64")
+                .to_string(),
         })
     }
 
@@ -190,11 +197,7 @@ pub fn config_changes(
     min_entrypoint: Option<Vec<String>>,
     sagemaker: bool,
 ) -> Vec<ConfigChange> {
-    let has_backend = |name: &str| {
-        components
-            .iter()
-            .any(|c| c.kind == ComponentKind::Backend && c.name == name)
-    };
+    let has_backend = |name: &str| has_backend(components, name);
     let env = |k: &str, v: &str| ConfigChange::Env(k.to_string(), v.to_string());
     let literal = |k: &str, v: &str| ConfigChange::Env(k.to_string(), config::literal(v));
     let mut changes = vec![
@@ -227,6 +230,15 @@ pub fn config_changes(
         env("DEBIAN_FRONTEND", "noninteractive"),
         env("TCMALLOC_RELEASE_RATE", "200"),
     ]);
+    if !enable_gpu && has_backend("pytorch") {
+        let cuda_arch = cuda_arch(&info.architecture);
+        changes.push(env(
+            "LD_LIBRARY_PATH",
+            &format!(
+                "/usr/local/cuda/targets/{cuda_arch}-linux/lib:/usr/local/cuda/lib64/stubs:${{LD_LIBRARY_PATH}}"
+            ),
+        ));
+    }
     if has_backend("tensorrtllm") || has_backend("vllm") {
         for (k, v) in [
             ("TRITON_CUDACRT_PATH", "/usr/local/cuda/include"),
@@ -266,6 +278,107 @@ pub fn config_changes(
         ));
     }
     changes
+}
+
+/// The directory names build.py uses for an architecture: CUDA's target
+/// directory and Debian's multiarch triplet prefix.
+fn cuda_arch(architecture: &str) -> &'static str {
+    if architecture == "arm64" {
+        "sbsa"
+    } else {
+        "x86_64"
+    }
+}
+
+fn libs_arch(architecture: &str) -> &'static str {
+    if architecture == "arm64" {
+        "aarch64"
+    } else {
+        "x86_64"
+    }
+}
+
+fn has_backend(components: &[Component], name: &str) -> bool {
+    components
+        .iter()
+        .any(|c| c.kind == ComponentKind::Backend && c.name == name)
+}
+
+/// True when a CPU-only compose needs the `gpu-min` image: the pytorch and
+/// tensorflow builds load CUDA libraries even without a GPU, and compose.py
+/// copies them from the GPU min image (`FROM gpu-min AS min_container`).
+pub fn needs_gpu_min(components: &[Component], enable_gpu: bool) -> bool {
+    !enable_gpu && (has_backend(components, "pytorch") || has_backend(components, "tensorflow"))
+}
+
+/// One file compose.py copies from `gpu-min`: `COPY --from=min_container
+/// FROM TO`. A symlink at `from` is followed; `to` gets a regular file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuMinCopy {
+    pub from: ImagePath,
+    pub to: ImagePath,
+}
+
+/// The files build.py's `add_cpu_libs_to_linux_dockerfile` copies from the
+/// GPU min image into a CPU-only image, for the architecture of full.
+pub fn gpu_min_copies(
+    components: &[Component],
+    enable_gpu: bool,
+    architecture: &str,
+) -> Vec<GpuMinCopy> {
+    if !needs_gpu_min(components, enable_gpu) {
+        return Vec::new();
+    }
+    let (cuda, libs) = (cuda_arch(architecture), libs_arch(architecture));
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if has_backend(components, "pytorch") {
+        // The stubs are copied under the sonames pytorch links against.
+        for (stub, soname) in [
+            ("libcusparse.so", "libcusparse.so.12"),
+            ("libcusolver.so", "libcusolver.so.11"),
+            ("libcurand.so", "libcurand.so.10"),
+            ("libcufft.so", "libcufft.so.11"),
+            ("libcublas.so", "libcublas.so.12"),
+            ("libcublasLt.so", "libcublasLt.so.12"),
+            ("libcublasLt.so", "libcublasLt.so.11"),
+        ] {
+            pairs.push((
+                format!("usr/local/cuda/lib64/stubs/{stub}"),
+                format!("usr/local/cuda/lib64/stubs/{soname}"),
+            ));
+        }
+        for lib in [
+            "libcudart.so.12",
+            "libcupti.so.12",
+            "libnvToolsExt.so.1",
+            "libnvJitLink.so.12",
+        ] {
+            pairs.push((
+                format!("usr/local/cuda/lib64/{lib}"),
+                format!("usr/local/cuda/targets/{cuda}-linux/lib/{lib}"),
+            ));
+        }
+        for lib in [
+            "ucc/lib/libucc.so.1",
+            "ucx/lib/libucm.so.0",
+            "ucx/lib/libucp.so.0",
+            "ucx/lib/libucs.so.0",
+            "ucx/lib/libuct.so.0",
+        ] {
+            pairs.push((format!("opt/hpcx/{lib}"), format!("opt/hpcx/{lib}")));
+        }
+        let cudnn = format!("usr/lib/{libs}-linux-gnu/libcudnn.so.9");
+        pairs.push((cudnn.clone(), cudnn));
+    }
+    let nccl = format!("usr/lib/{libs}-linux-gnu/libnccl.so.2");
+    pairs.push((nccl.clone(), nccl));
+    pairs
+        .into_iter()
+        .map(|(from, to)| GpuMinCopy {
+            from: ImagePath::from_static(&from),
+            to: ImagePath::from_static(&to),
+        })
+        .collect()
 }
 
 /// What a component needs at run time that its ELF files do not say, and
@@ -427,5 +540,61 @@ mod tests {
         assert!(!changes
             .iter()
             .any(|c| matches!(c, ConfigChange::Env(k, _) if k == "LD_LIBRARY_PATH")));
+    }
+
+    #[test]
+    fn cpu_only_pytorch_copies_cuda_libraries_for_the_full_architecture() {
+        let pytorch = vec![Component::new(ComponentKind::Backend, "pytorch").unwrap()];
+        assert!(gpu_min_copies(&pytorch, true, "amd64").is_empty());
+        let arm = gpu_min_copies(&pytorch, false, "arm64");
+        let pair = |from: &str, to: &str| GpuMinCopy {
+            from: ImagePath::from_static(from),
+            to: ImagePath::from_static(to),
+        };
+        for expected in [
+            pair(
+                "usr/local/cuda/lib64/stubs/libcublasLt.so",
+                "usr/local/cuda/lib64/stubs/libcublasLt.so.11",
+            ),
+            pair(
+                "usr/local/cuda/lib64/libcudart.so.12",
+                "usr/local/cuda/targets/sbsa-linux/lib/libcudart.so.12",
+            ),
+            pair(
+                "usr/lib/aarch64-linux-gnu/libcudnn.so.9",
+                "usr/lib/aarch64-linux-gnu/libcudnn.so.9",
+            ),
+        ] {
+            assert!(arm.contains(&expected), "{expected:?}");
+        }
+        // tensorflow alone needs only NCCL.
+        let tf = vec![Component::new(ComponentKind::Backend, "tensorflow").unwrap()];
+        let nccl = gpu_min_copies(&tf, false, "amd64");
+        assert_eq!(
+            nccl,
+            [pair(
+                "usr/lib/x86_64-linux-gnu/libnccl.so.2",
+                "usr/lib/x86_64-linux-gnu/libnccl.so.2"
+            )]
+        );
+
+        // The CUDA directories go in front of hpcx's, as in compose.py's order.
+        let mut config = full_config("0");
+        config["architecture"] = Value::from("arm64");
+        let info = BuildInfo::from_full_config(&config, "full").unwrap();
+        let changes = config_changes(&info, &pytorch, false, None, None, false);
+        let ld: Vec<&String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                ConfigChange::Env(k, v) if k == "LD_LIBRARY_PATH" => Some(v),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ld.len(), 2);
+        assert!(ld[0].starts_with("/opt/hpcx/"));
+        assert_eq!(
+            ld[1],
+            "/usr/local/cuda/targets/sbsa-linux/lib:/usr/local/cuda/lib64/stubs:${LD_LIBRARY_PATH}"
+        );
     }
 }

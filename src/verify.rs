@@ -10,12 +10,12 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 use serde::Serialize;
 
 use crate::config;
-use crate::deps::fsview::{resolve, FsView, Lookup, Resolution};
+use crate::deps::fsview::{resolve, Resolution};
 use crate::deps::ldso::SearchPath;
 use crate::deps::{self, python};
 use crate::error::Result;
 use crate::layer::{EntryKind, ImagePath};
-use crate::scan::{self, ScanOptions, ScannedImage};
+use crate::scan::{self, ScanOptions};
 use crate::transport::{self, ImageRef};
 use crate::triton;
 
@@ -45,17 +45,6 @@ pub struct Report {
     pub ok: bool,
 }
 
-struct Image<'a>(&'a ScannedImage);
-
-impl FsView for Image<'_> {
-    fn lookup(&self, path: &ImagePath) -> Lookup<'_> {
-        self.0
-            .tree
-            .get(path)
-            .map_or(Lookup::Absent, |n| Lookup::Found(&n.meta))
-    }
-}
-
 pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Report> {
     let source = transport::open_source(reference, options)?;
     let config = &source.image().config;
@@ -77,7 +66,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
             ..Default::default()
         },
     )?;
-    let view = Image(&scanned);
+    let view = &scanned.tree;
     let search = SearchPath::new(
         config::env_var(config, "LD_LIBRARY_PATH").as_deref(),
         &[&scanned.kept],
@@ -96,7 +85,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         .tree
         .subtree(&install)
         .map(|(p, _)| p.clone())
-        .chain(entrypoint.iter().filter_map(|e| match resolve(&view, e) {
+        .chain(entrypoint.iter().filter_map(|e| match resolve(view, e) {
             Resolution::Found(r) => Some(r.path),
             _ => None,
         }));
@@ -124,7 +113,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
             let found =
                 deps::candidates(need, &dirs)
                     .into_iter()
-                    .find_map(|c| match resolve(&view, &c) {
+                    .find_map(|c| match resolve(view, &c) {
                         Resolution::Found(r)
                             if scanned
                                 .tree
@@ -163,7 +152,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
             let found = sites
                 .iter()
                 .flat_map(|s| python::module_candidates(s, module))
-                .find(|c| matches!(resolve(&view, c), Resolution::Found(_)));
+                .find(|c| matches!(resolve(view, c), Resolution::Found(_)));
             report.python_imports.push(PythonImport {
                 backend: backend.clone(),
                 module: module.to_string(),

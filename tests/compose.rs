@@ -551,3 +551,160 @@ fn adds_a_tag_to_an_existing_layout_but_never_overwrites_one() {
     );
     assert_eq!(fs::read(out.join("index.json")).unwrap(), index_before);
 }
+
+/// min, a CPU-only full with a pytorch backend, and gpu-min as OCI layouts.
+fn cpu_pytorch_fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&tmp.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    full.layers.push(layer_tar(&[
+        dir("opt/tritonserver/backends/pytorch"),
+        file(
+            "opt/tritonserver/backends/pytorch/libtriton_pytorch.so",
+            "pytorch\n",
+        ),
+    ]));
+    full.write_oci(&tmp.path().join("full"), "24.10");
+    gpu_min_image().write_oci(&tmp.path().join("gpu-min"), "24.10");
+    Fixture { dir: tmp }
+}
+
+#[test]
+fn cpu_only_pytorch_gets_cuda_libraries_from_gpu_min_as_compose_py_copies_them() {
+    let fx = cpu_pytorch_fixture();
+    let out = fx.path("out");
+    let mut raw = fx.request(
+        &format!("oci:{}:cpu", out.display()),
+        &[("backend", "pytorch")],
+    );
+    raw.images.push(format!(
+        "gpu-min,oci:{}:24.10",
+        fx.path("gpu-min").display()
+    ));
+    run(raw.clone()).unwrap();
+    let image = read_oci(&out, "cpu");
+
+    let stubs = "usr/local/cuda/lib64/stubs";
+    let targets = "usr/local/cuda/targets/x86_64-linux/lib";
+    let expected = [
+        (
+            format!("{stubs}/libcusparse.so.12"),
+            "stub libcusparse.so\n",
+        ),
+        (
+            format!("{stubs}/libcusolver.so.11"),
+            "stub libcusolver.so\n",
+        ),
+        (format!("{stubs}/libcurand.so.10"), "stub libcurand.so\n"),
+        (format!("{stubs}/libcufft.so.11"), "stub libcufft.so\n"),
+        (format!("{stubs}/libcublas.so.12"), "stub libcublas.so\n"),
+        (
+            format!("{stubs}/libcublasLt.so.11"),
+            "stub libcublasLt.so\n",
+        ),
+        (format!("{targets}/libcudart.so.12"), "cudart\n"),
+        (format!("{targets}/libcupti.so.12"), "cupti\n"),
+        (format!("{targets}/libnvToolsExt.so.1"), "nvtx\n"),
+        (format!("{targets}/libnvJitLink.so.12"), "jitlink\n"),
+        ("opt/hpcx/ucc/lib/libucc.so.1".into(), "ucc\n"),
+        ("opt/hpcx/ucx/lib/libucm.so.0".into(), "libucm\n"),
+        ("opt/hpcx/ucx/lib/libuct.so.0".into(), "libuct\n"),
+        ("usr/lib/x86_64-linux-gnu/libcudnn.so.9".into(), "cudnn\n"),
+        ("usr/lib/x86_64-linux-gnu/libnccl.so.2".into(), "nccl\n"),
+    ];
+    for (path, content) in &expected {
+        let info = image
+            .tree
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(
+            info.kind, 'f',
+            "{path} is a regular file, its symlinks followed"
+        );
+        assert_eq!(info.content, Some(sha256(content.as_bytes())), "{path}");
+        assert_eq!(
+            (info.uid, info.gid),
+            (0, 0),
+            "{path}: COPY makes files root's"
+        );
+    }
+    assert_eq!(
+        image.tree[&format!("{stubs}/libcusparse.so.12")].mode,
+        0o755
+    );
+    // The same stub under two names is stored once.
+    let twin = &image.tree[&format!("{stubs}/libcublasLt.so.12")];
+    assert_eq!(twin.kind, 'h');
+    assert_eq!(
+        twin.link.as_deref(),
+        Some(&format!("{stubs}/libcublasLt.so.11")[..])
+    );
+    assert!(
+        !image.tree.contains_key("usr/local/cuda-12.4"),
+        "only the named files come"
+    );
+    assert!(!image
+        .tree
+        .contains_key(&format!("{targets}/libcufft.so.11.2.1")));
+    assert_eq!(image.tree["usr/local/cuda"].kind, 'd');
+
+    let env: Vec<String> = serde_json::from_value(image.config["config"]["Env"].clone()).unwrap();
+    let ld = env
+        .iter()
+        .find(|e| e.starts_with("LD_LIBRARY_PATH="))
+        .unwrap();
+    assert!(
+        ld.starts_with("LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64/stubs:/opt/hpcx/ucc/lib/:/opt/hpcx/ucx/lib/"),
+        "{ld}"
+    );
+    let history = image.config["history"].as_array().unwrap();
+    assert!(history.iter().any(|h| h["comment"] == "CUDA libraries from gpu-min"
+        && h["created_by"].as_str().unwrap().contains(
+            "COPY --from=min_container /usr/local/cuda/lib64/stubs/libcusparse.so /usr/local/cuda/lib64/stubs/libcusparse.so.12"
+        )));
+
+    // Dockerfile.compose names the stage as compose.py does.
+    raw.dry_run = true;
+    run(raw).unwrap();
+    let dockerfile = fs::read_to_string(fx.path("work/Dockerfile.compose")).unwrap();
+    for line in [
+        "ARG GPU_MIN_IMAGE=triton-compose-gpu-min",
+        "FROM ${GPU_MIN_IMAGE} AS min_container",
+        "COPY --from=min_container /usr/local/cuda/lib64/libcudart.so.12 /usr/local/cuda/targets/x86_64-linux/lib/libcudart.so.12",
+        "COPY --from=min_container /usr/lib/x86_64-linux-gnu/libnccl.so.2 /usr/lib/x86_64-linux-gnu/libnccl.so.2",
+        "ENV LD_LIBRARY_PATH=\"/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64/stubs:${LD_LIBRARY_PATH}\"",
+    ] {
+        assert!(dockerfile.lines().any(|l| l == line), "missing {line:?} in\n{dockerfile}");
+    }
+}
+
+#[test]
+fn cpu_only_pytorch_errors_name_what_gpu_min_lacks() {
+    let fx = cpu_pytorch_fixture();
+    let out = fx.path("out");
+    let raw = fx.request(
+        &format!("oci:{}:cpu", out.display()),
+        &[("backend", "pytorch")],
+    );
+    let err = run(raw.clone()).unwrap_err();
+    assert!(err.message().contains("GPU min image"), "{err}");
+    assert!(
+        err.hint_text().unwrap().contains("--image gpu-min,"),
+        "{err:?}"
+    );
+
+    // gpu-min without CUDA: min itself.
+    let mut wrong = raw;
+    wrong
+        .images
+        .push(format!("gpu-min,oci:{}:latest", fx.path("min").display()));
+    let err = run(wrong).unwrap_err();
+    assert!(
+        err.message()
+            .contains("has no file /usr/local/cuda/lib64/stubs/libcusparse.so"),
+        "{err}"
+    );
+    assert!(err.hint_text().unwrap().contains("py3-min"), "{err:?}");
+    assert!(!out.exists(), "no partial output");
+}

@@ -518,3 +518,64 @@ fn sagemaker_serve_is_copied_and_labelled_when_full_has_it() {
         .get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port")
         .is_none());
 }
+
+#[test]
+fn cuda_libraries_gpu_min_provides_are_not_taken_from_full_again() {
+    // A CPU-only full as build.py makes it has its own copy of libcudart;
+    // the composed image takes gpu-min's, as compose.py does, and the
+    // closure counts it as present.
+    let tmp = tempfile::tempdir().unwrap();
+    let cudart = cc(
+        tmp.path(),
+        "libcudart.so.12",
+        "libcudart.so.12",
+        "int cudart(void){return 12;}",
+        &[],
+    );
+    let pytorch = cc(
+        tmp.path(),
+        "libtriton_pytorch.so",
+        "libtriton_pytorch.so",
+        "int cudart(void); int go(void){return cudart();}",
+        &["-l:libcudart.so.12"],
+    );
+    let targets = "usr/local/cuda/targets/x86_64-linux/lib";
+    let layer = layer_tar(&[
+        dir("usr/local"),
+        dir("usr/local/cuda"),
+        dir("usr/local/cuda/targets"),
+        dir("usr/local/cuda/targets/x86_64-linux"),
+        dir(targets),
+        bin(&format!("{targets}/libcudart.so.12"), &cudart),
+        dir("opt/tritonserver/backends/pytorch"),
+        bin(
+            "opt/tritonserver/backends/pytorch/libtriton_pytorch.so",
+            &pytorch,
+        ),
+    ]);
+    let setup = Setup::with_layer(true, Some(layer));
+    gpu_min_image().write_oci(&setup.path("gpu-min"), "latest");
+    let gpu_min = format!("gpu-min,oci:{}:latest", setup.path("gpu-min").display());
+    let stderr = setup.compose("cpu", &["--backend", "pytorch", "--image", &gpu_min]);
+    assert!(
+        !stderr.contains("libcudart.so.12 is in neither image"),
+        "{stderr}"
+    );
+
+    let image = read_oci(&setup.path("cpu"), "latest");
+    let composed = &image.tree[&format!("{targets}/libcudart.so.12")];
+    assert_eq!(
+        composed.content,
+        Some(sha256(b"cudart\n")),
+        "gpu-min's copy, not full's"
+    );
+    let from_full = image
+        .layer_paths
+        .iter()
+        .flatten()
+        .filter(|p| p.ends_with("libcudart.so.12"))
+        .count();
+    assert_eq!(from_full, 1, "written once, by the gpu-min layer");
+    let (code, report) = setup.verify("cpu");
+    assert_eq!(code, 0, "{report}");
+}

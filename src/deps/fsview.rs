@@ -3,6 +3,7 @@
 //! start over from the image's own root, and loops end after 40 hops.
 
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
+use crate::tree::MergedTree;
 
 /// What a view knows about one path.
 pub enum Lookup<'a> {
@@ -15,6 +16,14 @@ pub enum Lookup<'a> {
 /// A filesystem to resolve paths in.
 pub trait FsView {
     fn lookup(&self, path: &ImagePath) -> Lookup<'_>;
+}
+
+/// One image's merged filesystem, as its scan saw it.
+impl FsView for MergedTree {
+    fn lookup(&self, path: &ImagePath) -> Lookup<'_> {
+        self.get(path)
+            .map_or(Lookup::Absent, |n| Lookup::Found(&n.meta))
+    }
 }
 
 /// A path resolved to what it names.

@@ -23,7 +23,7 @@ pub mod fsview;
 pub mod ldso;
 pub mod python;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
 use crate::elf::ElfInfo;
@@ -91,6 +91,9 @@ pub struct DepsInput<'a> {
     pub min: &'a MinView<'a>,
     /// Paths of full the plan copies already.
     pub selected: &'a BTreeSet<ImagePath>,
+    /// Paths other images put in the composed image (gpu-min's CUDA
+    /// libraries): present, but not followed.
+    pub provided: &'a BTreeMap<ImagePath, EntryMeta>,
     /// LD_LIBRARY_PATH of the composed config.
     pub ld_library_path: Option<&'a str>,
     pub needs: &'a [(RuntimeNeed, String)],
@@ -139,12 +142,16 @@ impl FsView for FullView<'_> {
 /// min with the selection and the dependencies found so far on top.
 struct ComposedView<'a, 'b> {
     full: &'a MergedTree,
+    provided: &'a BTreeMap<ImagePath, EntryMeta>,
     min: &'a MinView<'a>,
     added: &'b BTreeSet<ImagePath>,
 }
 
 impl FsView for ComposedView<'_, '_> {
     fn lookup(&self, path: &ImagePath) -> Lookup<'_> {
+        if let Some(meta) = self.provided.get(path) {
+            return Lookup::Found(meta);
+        }
         // A path added, or a directory holding one.
         let added = self
             .added
@@ -335,6 +342,7 @@ impl<'a> Closure<'a> {
     fn find_composed(&self, need: &str, dirs: &[ImagePath], object: &ElfInfo) -> Found {
         let view = ComposedView {
             full: self.full,
+            provided: self.input.provided,
             min: self.input.min,
             added: &self.present,
         };
@@ -497,6 +505,7 @@ impl<'a> Closure<'a> {
         let sites = python::site_dirs(&trees);
         let view = ComposedView {
             full: self.full,
+            provided: self.input.provided,
             min: self.input.min,
             added: &self.present,
         };

@@ -728,3 +728,83 @@ pub fn oci_layer_digests(dir: &Path, tag: &str) -> Vec<String> {
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A GPU min image with CUDA where NGC's has it: /usr/local/cuda a symlink
+/// to a versioned tree, sonames symlinks to versioned files.
+pub fn gpu_min_image() -> TestImage {
+    let stub = |name: &str| Item::File {
+        path: format!("usr/local/cuda-12.4/targets/x86_64-linux/lib/stubs/{name}"),
+        data: format!("stub {name}\n").into_bytes(),
+        mode: 0o755,
+        uid: 1000,
+        gid: 1000,
+        xattrs: vec![],
+    };
+    let lib = "usr/local/cuda-12.4/targets/x86_64-linux/lib";
+    let mut cuda = vec![
+        dir("usr"),
+        dir("usr/local"),
+        dir("usr/local/cuda-12.4"),
+        dir("usr/local/cuda-12.4/targets"),
+        dir("usr/local/cuda-12.4/targets/x86_64-linux"),
+        dir(lib),
+        dir(&format!("{lib}/stubs")),
+        symlink("usr/local/cuda", "cuda-12.4"),
+        symlink("usr/local/cuda-12.4/lib64", "targets/x86_64-linux/lib"),
+    ];
+    for name in [
+        "libcusparse.so",
+        "libcusolver.so",
+        "libcurand.so",
+        "libcufft.so",
+        "libcublas.so",
+        "libcublasLt.so",
+    ] {
+        cuda.push(stub(name));
+    }
+    cuda.extend([
+        file(&format!("{lib}/libcudart.so.12.4.127"), "cudart\n"),
+        symlink(&format!("{lib}/libcudart.so.12"), "libcudart.so.12.4.127"),
+        // A target whose name the scan does not expect: read in a second pass.
+        file(&format!("{lib}/cupti-real.bin"), "cupti\n"),
+        symlink(&format!("{lib}/libcupti.so.12"), "cupti-real.bin"),
+        file(&format!("{lib}/libnvToolsExt.so.1"), "nvtx\n"),
+        file(&format!("{lib}/libnvJitLink.so.12.4.99"), "jitlink\n"),
+        symlink(
+            &format!("{lib}/libnvJitLink.so.12"),
+            "libnvJitLink.so.12.4.99",
+        ),
+        file(&format!("{lib}/libcufft.so.11.2.1"), "not copied\n"),
+    ]);
+    let mut hpcx = vec![
+        dir("opt"),
+        dir("opt/hpcx"),
+        dir("opt/hpcx/ucc"),
+        dir("opt/hpcx/ucc/lib"),
+        dir("opt/hpcx/ucx"),
+        dir("opt/hpcx/ucx/lib"),
+        file("opt/hpcx/ucc/lib/libucc.so.1.0.0", "ucc\n"),
+        symlink("opt/hpcx/ucc/lib/libucc.so.1", "libucc.so.1.0.0"),
+        dir("usr/lib"),
+        dir("usr/lib/x86_64-linux-gnu"),
+        file("usr/lib/x86_64-linux-gnu/libcudnn.so.9.1.0", "cudnn\n"),
+        symlink(
+            "usr/lib/x86_64-linux-gnu/libcudnn.so.9",
+            "libcudnn.so.9.1.0",
+        ),
+        file("usr/lib/x86_64-linux-gnu/libnccl.so.2.21.5", "nccl\n"),
+        symlink(
+            "usr/lib/x86_64-linux-gnu/libnccl.so.2",
+            "/usr/lib/x86_64-linux-gnu/libnccl.so.2.21.5",
+        ),
+    ];
+    for name in ["libucm", "libucp", "libucs", "libuct"] {
+        hpcx.push(file(
+            &format!("opt/hpcx/ucx/lib/{name}.so.0"),
+            &format!("{name}\n"),
+        ));
+    }
+    let mut image = TestImage::new(vec![layer_tar(&cuda), layer_tar(&hpcx)]);
+    image.env.push("CUDA_VERSION=12.4.1".into());
+    image
+}
