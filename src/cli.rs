@@ -65,7 +65,9 @@ pub struct Cli {
     #[arg(long = "cache", value_name = "NAME", action = ArgAction::Append)]
     pub caches: Vec<String>,
 
-    /// The images are local already (compose.py's meaning); nothing is pulled.
+    /// The images named by --image (or implied by --container-version) are
+    /// in the local Docker engine already (compose.py's meaning): read them
+    /// from there, not from a registry.
     #[arg(long)]
     pub skip_pull: bool,
 
@@ -79,7 +81,8 @@ pub struct Cli {
     pub no_deps: bool,
 
     /// Where to write the image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG],
-    /// or a registry (docker://REF or a bare REF).
+    /// a registry (docker://REF or a bare REF) or docker-daemon:NAME[:TAG].
+    /// Default: the local Docker engine, as --output-name (compose.py's result).
     #[arg(long, value_name = "DEST")]
     pub output: Option<String>,
 

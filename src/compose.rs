@@ -30,30 +30,19 @@ pub struct Outcome {
 pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     std::fs::create_dir_all(&request.work_dir)
         .ctx(|| format!("creating --work-dir {}", request.work_dir.display()))?;
-    if request.skip_pull {
-        tracing::debug!("--skip-pull: images are read from where their references point");
-    }
     let options = &request.transport;
-    let min =
-        transport::open_source(&request.min, options).map_err(|e| e.context("--image min"))?;
-    let full =
-        transport::open_source(&request.full, options).map_err(|e| e.context("--image full"))?;
-    let gpu_min = request
-        .gpu_min
-        .as_ref()
-        .map(|r| transport::open_source(r, options).map_err(|e| e.context("--image gpu-min")))
-        .transpose()?;
+    // The destination first: an unreachable engine or a taken path fails
+    // before any image is read.
     let sink = if request.dry_run {
         None
     } else {
-        let output = request.output.as_ref().ok_or_else(|| {
-            Error::new(
-                "no --output given, and loading into the local Docker engine is not supported yet",
-            )
-            .hint("pass --output oci:DIR[:TAG] or --output docker-archive:FILE[:NAME:TAG]")
-        })?;
-        Some(transport::open_sink(output, &request.output_name, options)?)
+        Some(transport::open_sink(
+            &request.output,
+            &request.output_name,
+            options,
+        )?)
     };
+    let (min, full, gpu_min) = open_images(request)?;
 
     let scratch = tempfile::Builder::new()
         .prefix(".triton-compose-")
@@ -210,6 +199,46 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         dockerfile: dockerfile_path,
         written: Some(written),
     })
+}
+
+/// Opens min, full and gpu-min (when needed). Images in the local engine
+/// are exported together, so layers they share are read once.
+#[allow(clippy::type_complexity)]
+fn open_images(
+    request: &ComposeRequest,
+) -> Result<(
+    Box<dyn ImageSource>,
+    Box<dyn ImageSource>,
+    Option<Box<dyn ImageSource>>,
+)> {
+    let labelled: Vec<(&str, &ImageRef)> = [
+        ("--image min", Some(&request.min)),
+        ("--image full", Some(&request.full)),
+        ("--image gpu-min", request.gpu_min.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(label, r)| r.map(|r| (label, r)))
+    .collect();
+    let in_engine: Vec<&ImageRef> = labelled
+        .iter()
+        .map(|(_, r)| *r)
+        .filter(|r| matches!(r, ImageRef::DockerDaemon(_)))
+        .collect();
+    let mut from_engine = transport::open_sources(&in_engine, &request.transport)?.into_iter();
+    let mut opened = Vec::new();
+    for (label, reference) in labelled {
+        opened.push(match reference {
+            ImageRef::DockerDaemon(_) => from_engine.next().expect("one per engine image"),
+            other => {
+                transport::open_source(other, &request.transport).map_err(|e| e.context(label))?
+            }
+        });
+    }
+    let mut opened = opened.into_iter();
+    let (Some(min), Some(full)) = (opened.next(), opened.next()) else {
+        unreachable!("min and full are always opened");
+    };
+    Ok((min, full, opened.next()))
 }
 
 /// What the scans of min and full keep and read.

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{canonical_json, BlobDescriptor, ImageSink, ImageSource, OutputImage};
 use crate::layer::{Compression, LayerWriter, WrittenLayer};
@@ -35,7 +36,18 @@ impl Execution<'_> {
 
         let mut layers = Vec::new();
         let origin = self.min.origin();
-        for (index, layer) in self.min.image().layers.iter().enumerate() {
+        let min_layers = &self.min.image().layers;
+        let diff_ids: Vec<Digest> = min_layers.iter().map(|l| l.diff_id.clone()).collect();
+        for (index, layer) in min_layers.iter().enumerate() {
+            if sink.holds_layers(&diff_ids[..=index])? {
+                let (digest, size) = layer.blob.clone().unwrap_or((layer.diff_id.clone(), 0));
+                layers.push(BlobDescriptor {
+                    media_type: layer.media_type.clone(),
+                    digest,
+                    size,
+                });
+                continue;
+            }
             if let Some((digest, size)) = &layer.blob {
                 let desc = BlobDescriptor {
                     media_type: layer.media_type.clone(),

@@ -171,6 +171,14 @@ pub trait ImageSink {
         Ok(false)
     }
 
+    /// True when the destination holds the bottom layers with these
+    /// diff-ids already, as one stack, so that the last of them need not be
+    /// written (it is still listed in the manifest). Only the local Docker
+    /// engine, whose load skips layers it has, says yes.
+    fn holds_layers(&mut self, _diff_ids: &[Digest]) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Writes config and manifest and makes the image visible. Returns a
     /// one-line description of what was written.
     fn commit(self: Box<Self>, image: &OutputImage) -> Result<String>;

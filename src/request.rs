@@ -17,8 +17,9 @@ pub struct ComposeRequest {
     /// Selected components, de-duplicated, in the order given.
     pub components: Vec<Component>,
     pub enable_gpu: bool,
-    /// Where the image goes; `None` means the local Docker engine.
-    pub output: Option<ImageRef>,
+    /// Where the image goes: `--output`, or the local Docker engine as
+    /// `--output-name` (compose.py's result).
+    pub output: ImageRef,
     pub output_name: String,
     pub work_dir: PathBuf,
     pub dry_run: bool,
@@ -142,11 +143,19 @@ impl ComposeRequest {
                 "--image gpu-min is only read for CPU-only pytorch or tensorflow; ignored"
             );
         }
-        let output = raw
-            .output
-            .as_deref()
-            .map(|o| o.parse::<ImageRef>().map_err(|e| e.context("--output")))
-            .transpose()?;
+        if raw.output_name.is_empty() {
+            return Err(Error::new("--output-name must not be empty"));
+        }
+        let output = match raw.output.as_deref() {
+            Some(o) => o.parse::<ImageRef>().map_err(|e| e.context("--output"))?,
+            None => ImageRef::DockerDaemon(crate::transport::with_tag(&raw.output_name)),
+        };
+        // compose.py's --skip-pull: the images are in the local engine.
+        let (min, full, gpu_min) = if raw.skip_pull {
+            (local(min), local(full), gpu_min.map(local))
+        } else {
+            (min, full, gpu_min)
+        };
         let timestamp = raw
             .source_date_epoch
             .as_deref()
@@ -160,14 +169,12 @@ impl ComposeRequest {
                 })
             })
             .transpose()?;
-        if raw.output_name.is_empty() {
-            return Err(Error::new("--output-name must not be empty"));
-        }
-        let transport = transport_options(
+        let mut transport = transport_options(
             raw.platform.as_deref(),
             &raw.insecure_registries,
             raw.authfile.as_ref(),
         )?;
+        transport.scratch_dir = raw.work_dir.clone();
         Ok(ComposeRequest {
             min,
             full,
@@ -190,6 +197,15 @@ impl ComposeRequest {
 /// Parses `os/arch[/variant]` (`linux/amd64`, `linux/arm64/v8`).
 /// How images are reached, from `--platform`, `--insecure-registry` and
 /// `--authfile`.
+/// A registry reference read from the local engine instead (`--skip-pull`);
+/// layouts and archives stay where they are.
+fn local(reference: ImageRef) -> ImageRef {
+    match reference {
+        ImageRef::Registry(name) => ImageRef::DockerDaemon(name),
+        other => other,
+    }
+}
+
 pub fn transport_options(
     platform: Option<&str>,
     insecure_registries: &[String],

@@ -519,3 +519,175 @@ fn registry_to_registry_mounts_min_and_the_result_runs_after_docker_pull() {
     server.wait_ready(Duration::from_secs(120));
     assert_eq!(server.stop(), 0);
 }
+
+/// The tag an image had before a test took it over, put back when dropped
+/// (or the tag removed if there was none).
+struct TakenTag {
+    tag: String,
+    before: Option<String>,
+}
+
+impl TakenTag {
+    fn take(tag: &str) -> TakenTag {
+        let before = Command::new("docker")
+            .args(["image", "inspect", "-f", "{{.Id}}", tag])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        TakenTag {
+            tag: tag.to_string(),
+            before,
+        }
+    }
+}
+
+impl Drop for TakenTag {
+    fn drop(&mut self) {
+        let _ = match &self.before {
+            Some(id) => Command::new("docker").args(["tag", id, &self.tag]).output(),
+            None => Command::new("docker").args(["rmi", &self.tag]).output(),
+        };
+    }
+}
+
+fn image_id(tag: &str) -> String {
+    docker(&["image", "inspect", "-f", "{{.Id}}", tag])
+}
+
+#[test]
+fn engine_images_compose_into_tritonserver_latest_by_default() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let _restore = TakenTag::take("tritonserver:latest");
+    let min = format!("min,docker-daemon:{}", fx.min_image);
+    let full = format!("full,docker-daemon:{}", fx.full_image);
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--work-dir",
+        work.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "compose failed:\n{stderr}");
+    // One export for both images; min's layer is not sent back.
+    assert!(
+        stderr.contains(&format!(
+            "exporting {}, {} from the local Docker engine",
+            fx.min_image, fx.full_image
+        )),
+        "{stderr}"
+    );
+    let id = image_id("tritonserver:latest");
+    let loaded = stderr.lines().last().unwrap();
+    assert!(
+        loaded.starts_with("loaded into the local Docker engine")
+            && loaded.contains("tritonserver:latest")
+            && loaded.contains(&format!("image ID {id}"))
+            && loaded.contains("base layers it held were not sent"),
+        "{stderr}"
+    );
+    // Triton's --help prints its usage and exits 1; the composed server
+    // must do exactly what full's does.
+    let help = |image: &str| {
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                image,
+                "tritonserver",
+                "--help",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, usage) = help("tritonserver:latest");
+    assert!(
+        usage.contains("Usage: tritonserver") && usage.contains("--model-repository"),
+        "{usage}"
+    );
+    assert_eq!((code, usage), help(&fx.full_image));
+    // The engine's image reads back as a source too.
+    let (code, stdout, stderr) =
+        run_cli_output(&["verify", "-q", "docker-daemon:tritonserver:latest"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+#[test]
+fn skip_pull_reads_compose_py_style_names_from_the_engine() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("triton-compose-e2e/{}", unique("skip"));
+    let min = format!("min,{}", fx.min_image);
+    let full = format!("full,{}", fx.full_image);
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--cache",
+        "local",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--skip-pull",
+        "--output-name",
+        &name,
+        "--work-dir",
+        work.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "compose failed:\n{stderr}");
+    let tag = format!("{name}:latest");
+    let _loaded = Loaded(tag.clone());
+    assert!(stderr.contains("from the local Docker engine"), "{stderr}");
+    let listing = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &tag,
+        "ls",
+        "/opt/tritonserver/caches",
+    ]);
+    assert_eq!(listing.lines().last(), Some("local"), "{listing}");
+    // Nothing but the work directory's own files is left in it.
+    let left: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+
+    // A name the engine lacks is named in the error.
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--image",
+        "min,triton-compose-e2e/not-here:1",
+        "--image",
+        &full,
+        "--skip-pull",
+        "--output-name",
+        &name,
+        "--work-dir",
+        work.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("has no image triton-compose-e2e/not-here:1")
+            && stderr.contains("hint: pull or load it first"),
+        "{stderr}"
+    );
+}

@@ -183,18 +183,6 @@ fn missing_or_malformed_image_arguments() {
         stderr.contains("hint: check the registry address"),
         "{stderr}"
     );
-    let full = case.arg("full", "full", "24.10");
-    let work = case.path("w");
-    let stderr = cli_fails(&[
-        "--enable-gpu=false",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--work-dir",
-        work.to_str().unwrap(),
-    ]);
-    assert!(stderr.contains("hint: pass --output oci:DIR"), "{stderr}");
 }
 
 #[test]
@@ -480,4 +468,75 @@ fn multi_platform_images_pick_the_platform_or_say_what_exists() {
         case.path("work").to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
+}
+
+#[test]
+fn an_unreachable_docker_engine_is_named_with_the_other_destinations() {
+    let case = Case::new();
+    let sock = case.path("no-engine.sock");
+    let host = format!("unix://{}", sock.display());
+    let min = case.arg("min", "min", "latest");
+    let full = case.arg("full", "full", "24.10");
+    let work = case.path("work");
+    let base = [
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--work-dir",
+        work.to_str().unwrap(),
+    ];
+    // No --output: the result goes to the engine, which is not there.
+    let (ok, stderr) = run_cli_env(&base, &[("DOCKER_HOST", &host)]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot reach the local Docker engine at {host}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: start the Docker engine")
+            && stderr.contains("--output oci:DIR, --output docker-archive:FILE"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("reading"),
+        "nothing is read first:\n{stderr}"
+    );
+
+    // An engine image as a source, likewise.
+    let out = format!("oci:{}:x", case.path("out").display());
+    let (ok, stderr) = run_cli_env(
+        &[
+            "--enable-gpu=false",
+            "--image",
+            "min,docker-daemon:ubuntu:24.04",
+            "--image",
+            &full,
+            "--output",
+            &out,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[("DOCKER_HOST", &host)],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot reach the local Docker engine"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: start the Docker engine") && stderr.contains("registry reference"),
+        "{stderr}"
+    );
+    assert!(!case.path("out").exists());
+    assert_no_leftovers(&work);
+
+    let (ok, stderr) = run_cli_env(&base, &[("DOCKER_HOST", "tcp://127.0.0.1:2375")]);
+    assert!(!ok);
+    assert!(stderr.contains("is not a unix socket"), "{stderr}");
 }

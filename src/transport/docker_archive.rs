@@ -39,8 +39,23 @@ pub struct DockerArchiveSource {
     image: SourceImage,
 }
 
+/// Which image of an archive to read.
+#[derive(Clone, Copy, Debug)]
+pub enum Pick<'a> {
+    /// The only one.
+    Only,
+    /// The one tagged NAME:TAG.
+    Named(&'a str),
+    /// The one with this config digest (an engine's image ID).
+    Config(&'a Digest),
+}
+
 impl DockerArchiveSource {
     pub fn open(file: &Path, reference: Option<&str>, name: String) -> Result<Self> {
+        Self::open_picked(file, reference.map_or(Pick::Only, Pick::Named), name)
+    }
+
+    pub fn open_picked(file: &Path, pick: Pick<'_>, name: String) -> Result<Self> {
         let handle = File::open(file).ctx(|| format!("opening {}", file.display()))?;
         let members = index_members(handle).map_err(|e| {
             e.context(format!(
@@ -74,8 +89,16 @@ impl DockerArchiveSource {
                 })
                 .unwrap_or_default()
         };
-        let chosen = match reference {
-            Some(wanted) => {
+        let chosen = match pick {
+            Pick::Config(digest) => entries
+                .iter()
+                .find(|e| {
+                    e.get("Config")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| c.trim_end_matches(".json").ends_with(digest.hex()))
+                })
+                .ok_or_else(|| Error::new(format!("{}: no image with ID {digest}", source.name)))?,
+            Pick::Named(wanted) => {
                 let wanted_full = crate::transport::with_tag(wanted);
                 entries
                     .iter()
@@ -97,8 +120,8 @@ impl DockerArchiveSource {
                         )
                     })?
             }
-            None if entries.len() == 1 => &entries[0],
-            None => {
+            Pick::Only if entries.len() == 1 => &entries[0],
+            Pick::Only => {
                 let all: Vec<String> = entries.iter().flat_map(tags_of).collect();
                 return Err(Error::new(format!(
                     "{} holds {} images; say which one",

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::image::{ImageSink, ImageSource};
 
 pub mod docker_archive;
+pub mod docker_daemon;
 pub mod oci_layout;
 pub mod registry;
 
@@ -26,6 +27,9 @@ pub struct Options {
     /// The platform to pick from multi-platform images.
     pub platform: Platform,
     pub registry: RegistryOptions,
+    /// Where transports that need scratch space (the Docker engine's
+    /// export and load) put it.
+    pub scratch_dir: PathBuf,
 }
 
 impl Default for Options {
@@ -33,6 +37,7 @@ impl Default for Options {
         Options {
             platform: Platform::host(),
             registry: RegistryOptions::default(),
+            scratch_dir: std::env::temp_dir(),
         }
     }
 }
@@ -130,13 +135,6 @@ impl fmt::Display for ImageRef {
     }
 }
 
-fn not_yet(r: &ImageRef) -> Error {
-    Error::new(format!(
-        "cannot use {r}: the local Docker engine is not supported yet"
-    ))
-    .hint("export it with `docker save NAME:TAG -o FILE` and pass docker-archive:FILE:NAME:TAG")
-}
-
 /// Opens an image for reading.
 pub fn open_source(reference: &ImageRef, options: &Options) -> Result<Box<dyn ImageSource>> {
     let name = reference.to_string();
@@ -155,8 +153,42 @@ pub fn open_source(reference: &ImageRef, options: &Options) -> Result<Box<dyn Im
             &options.platform,
             &options.registry,
         )?)),
-        other => Err(not_yet(other)),
+        ImageRef::DockerDaemon(image) => Ok(Box::new(
+            docker_daemon::open_sources(&[image], &options.scratch_dir)?
+                .pop()
+                .expect("one source per name"),
+        )),
     }
+}
+
+/// Opens several images for reading, in order. Those in the local Docker
+/// engine are exported together, so layers they share are read once.
+pub fn open_sources(
+    references: &[&ImageRef],
+    options: &Options,
+) -> Result<Vec<Box<dyn ImageSource>>> {
+    let daemon_names: Vec<&str> = references
+        .iter()
+        .filter_map(|r| match r {
+            ImageRef::DockerDaemon(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut from_engine = if daemon_names.is_empty() {
+        Vec::new()
+    } else {
+        docker_daemon::open_sources(&daemon_names, &options.scratch_dir)?
+    }
+    .into_iter();
+    references
+        .iter()
+        .map(|r| match r {
+            ImageRef::DockerDaemon(_) => Ok(Box::new(
+                from_engine.next().expect("one source per engine image"),
+            ) as Box<dyn ImageSource>),
+            other => open_source(other, options),
+        })
+        .collect()
 }
 
 /// Opens a destination, refusing one that would overwrite an existing image.
@@ -185,7 +217,10 @@ pub fn open_sink(
             &registry::Reference::parse(text)?,
             &options.registry,
         )?)),
-        other => Err(not_yet(other)),
+        ImageRef::DockerDaemon(image) => Ok(Box::new(docker_daemon::DaemonSink::create(
+            &with_tag(image),
+            &options.scratch_dir,
+        )?)),
     }
 }
 
