@@ -308,6 +308,47 @@ mod tests {
     }
 
     #[test]
+    fn skip_pull_reads_registry_names_from_the_engine_and_the_default_output_is_the_engine() {
+        let req = ComposeRequest::new(RawRequest {
+            container_version: Some("24.10".into()),
+            skip_pull: true,
+            output_name: "my/triton".into(),
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(
+            req.full,
+            ImageRef::DockerDaemon("nvcr.io/nvidia/tritonserver:24.10-py3".into())
+        );
+        assert_eq!(
+            req.output,
+            ImageRef::DockerDaemon("my/triton:latest".into())
+        );
+        let layouts = ComposeRequest::new(RawRequest {
+            images: vec!["min,oci:a".into(), "full,docker://reg/full:1".into()],
+            skip_pull: true,
+            output: Some("oci:out".into()),
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(
+            layouts.min,
+            ImageRef::Oci {
+                dir: "a".into(),
+                tag: None
+            }
+        );
+        assert_eq!(layouts.full, ImageRef::DockerDaemon("reg/full:1".into()));
+        assert_eq!(
+            layouts.output,
+            ImageRef::Oci {
+                dir: "out".into(),
+                tag: None
+            }
+        );
+    }
+
+    #[test]
     fn rejects_incomplete_or_malformed_images() {
         let only_min = ComposeRequest::new(RawRequest {
             images: vec!["min,oci:x".into()],

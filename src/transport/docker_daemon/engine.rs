@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::progress;
 
 /// Where the engine listens when DOCKER_HOST does not say.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -103,8 +104,14 @@ impl Engine {
     }
 
     /// Streams `docker save` of the named images, in one archive (layers
-    /// they share appear once), into `out`.
-    pub fn export(&self, names: &[&str], out: &mut dyn std::io::Write) -> Result<u64> {
+    /// they share appear once), into `out`. `estimate` (bytes) sizes the
+    /// progress bar; the engine does not say how long the stream is.
+    pub fn export(
+        &self,
+        names: &[&str],
+        estimate: u64,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64> {
         let pairs: Vec<(&str, &str)> = names.iter().map(|n| ("names", *n)).collect();
         let url = reqwest::Url::parse_with_params(&self.url("/images/get"), &pairs)
             .map_err(|e| Error::new("cannot form the export request").with_source(e))?;
@@ -113,7 +120,9 @@ impl Engine {
             .get(url)
             .send()
             .map_err(|e| self.transport_error(e))?;
-        let mut reply = self.checked(reply, &format!("exporting {}", names.join(", ")))?;
+        let reply = self.checked(reply, &format!("exporting {}", names.join(", ")))?;
+        let label = format!("docker save of {}", names.join(", "));
+        let mut reply = progress::track(reply, estimate, label);
         let copied = std::io::copy(&mut reply, out).map_err(|e| {
             Error::from(e).context(format!(
                 "reading the export of {} from the Docker engine",
@@ -132,7 +141,10 @@ impl Engine {
             .client
             .post(self.url("/images/load?quiet=1"))
             .header("Content-Type", "application/x-tar")
-            .body(reqwest::blocking::Body::sized(file, size))
+            .body(reqwest::blocking::Body::sized(
+                progress::track(file, size, "loading into the Docker engine".into()),
+                size,
+            ))
             .send()
             .map_err(|e| self.transport_error(e))?;
         let mut reply = self.checked(reply, "loading the image")?;

@@ -60,6 +60,7 @@ impl ImageSource for DaemonSource {
 pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>> {
     let engine = Engine::connect().map_err(|e| e.hint(SOURCE_HINT))?;
     let mut ids = Vec::with_capacity(names.len());
+    let mut estimate = 0;
     for name in names {
         let inspect = engine.inspect(name)?.ok_or_else(|| {
             Error::new(format!(
@@ -75,6 +76,9 @@ pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>>
             .and_then(Value::as_str)
             .and_then(|id| id.parse().ok())
             .ok_or_else(|| Error::new(format!("the engine's inspect of {name} has no image ID")))?;
+        if !ids.contains(&id) {
+            estimate += inspect.get("Size").and_then(Value::as_u64).unwrap_or(0);
+        }
         ids.push(id);
     }
     let mut unique: Vec<&str> = Vec::new();
@@ -93,7 +97,7 @@ pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>>
         .tempfile_in(scratch)
         .ctx(|| format!("creating a scratch file in {}", scratch.display()))?;
     let mut writer = BufWriter::with_capacity(1 << 20, export.as_file());
-    let size = engine.export(&unique, &mut writer)?;
+    let size = engine.export(&unique, estimate, &mut writer)?;
     writer
         .flush()
         .ctx(|| format!("writing the export into {}", scratch.display()))?;
