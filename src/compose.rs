@@ -53,8 +53,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
                 request.work_dir.display()
             )
         })?;
-    let mut spools = Spools::new();
-    spools.insert(Origin::Full, Spool::create(scratch.path())?);
+    let mut full_spool = Spool::create(scratch.path())?;
     let roots = plan::candidate_roots(&request.components);
     let accounts: Vec<ImagePath> = triton::ACCOUNT_FILES
         .iter()
@@ -62,10 +61,8 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         .collect();
     let with_deps = request.deps;
     let keep = |p: &ImagePath| accounts.contains(p) || (with_deps && deps::keeps(p));
-    let elf = |p: &ImagePath| {
-        with_deps && (roots.iter().any(|r| p.is_within(r)) || deps::may_be_library(p))
-    };
     let in_roots = |p: &ImagePath| roots.iter().any(|r| p.is_within(r));
+    let elf = |p: &ImagePath| with_deps && (in_roots(p) || deps::may_be_library(p));
     let filters = Filters {
         keep: &keep,
         elf: &elf,
@@ -88,29 +85,29 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     .map(|c| c.from.file_name().to_vec())
     .collect();
     let cuda_file = |p: &ImagePath| cuda_names.iter().any(|n| p.file_name().starts_with(n));
-    let mut gpu_min_spool = Spool::create(scratch.path())?;
+    let mut gpu_min_spool = gpu_min
+        .as_ref()
+        .map(|_| Spool::create(scratch.path()))
+        .transpose()?;
 
     let (scans, gpu_min_scan) = std::thread::scope(|scope| {
-        let gpu_min_job = gpu_min.as_deref().map(|source| {
-            let spool =
-                (!request.dry_run).then_some((&cuda_file as PathFilter<'_>, &mut gpu_min_spool));
-            scope.spawn(move || {
-                scan::scan(
-                    source,
-                    "gpu-min",
-                    ScanOptions {
-                        spool,
-                        ..Default::default()
-                    },
-                )
-            })
-        });
-        let scans = scan_min_and_full(
-            min.as_ref(),
-            full.as_ref(),
-            &filters,
-            spools.get_mut(&Origin::Full).expect("just inserted"),
-        );
+        let gpu_min_job = gpu_min
+            .as_deref()
+            .zip(gpu_min_spool.as_mut())
+            .map(|(source, spool)| {
+                let spool = (!request.dry_run).then_some((&cuda_file as PathFilter<'_>, spool));
+                scope.spawn(move || {
+                    scan::scan(
+                        source,
+                        "gpu-min",
+                        ScanOptions {
+                            spool,
+                            ..Default::default()
+                        },
+                    )
+                })
+            });
+        let scans = scan_min_and_full(min.as_ref(), full.as_ref(), &filters, &mut full_spool);
         let gpu_min_scan = gpu_min_job.map(|job| {
             job.join()
                 .unwrap_or_else(|_| Err(Error::new("the gpu-min scan panicked")))
@@ -119,9 +116,8 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     });
     let (min_scan, full_scan) = scans?;
     let gpu_min_scan = gpu_min_scan?;
-    if gpu_min.is_some() {
-        spools.insert(Origin::GpuMin, gpu_min_spool);
-    }
+    let mut spools = Spools::from([(Origin::Full, full_spool)]);
+    spools.extend(gpu_min_spool.map(|spool| (Origin::GpuMin, spool)));
 
     let plan = plan::build(
         &MinInput {
