@@ -215,21 +215,7 @@ fn open_images(
     .into_iter()
     .filter_map(|(label, r)| r.map(|r| (label, r)))
     .collect();
-    let in_engine: Vec<&ImageRef> = labelled
-        .iter()
-        .map(|(_, r)| *r)
-        .filter(|r| matches!(r, ImageRef::DockerDaemon(_)))
-        .collect();
-    let mut from_engine = transport::open_sources(&in_engine, &request.transport)?.into_iter();
-    let mut opened = Vec::new();
-    for (label, reference) in labelled {
-        opened.push(match reference {
-            ImageRef::DockerDaemon(_) => from_engine.next().expect("one per engine image"),
-            other => {
-                transport::open_source(other, &request.transport).map_err(|e| e.context(label))?
-            }
-        });
-    }
+    let opened = transport::open_sources(&labelled, &request.transport)?;
     let mut opened = opened.into_iter();
     let (Some(min), Some(full)) = (opened.next(), opened.next()) else {
         unreachable!("min and full are always opened");

@@ -161,15 +161,16 @@ pub fn open_source(reference: &ImageRef, options: &Options) -> Result<Box<dyn Im
     }
 }
 
-/// Opens several images for reading, in order. Those in the local Docker
-/// engine are exported together, so layers they share are read once.
+/// Opens several images for reading, in order, each error in the context
+/// of its label ("--image min"). Those in the local Docker engine are
+/// exported together, so layers they share are read once.
 pub fn open_sources(
-    references: &[&ImageRef],
+    references: &[(&str, &ImageRef)],
     options: &Options,
 ) -> Result<Vec<Box<dyn ImageSource>>> {
     let daemon_names: Vec<&str> = references
         .iter()
-        .filter_map(|r| match r {
+        .filter_map(|(_, r)| match r {
             ImageRef::DockerDaemon(name) => Some(name.as_str()),
             _ => None,
         })
@@ -182,11 +183,11 @@ pub fn open_sources(
     .into_iter();
     references
         .iter()
-        .map(|r| match r {
+        .map(|(label, r)| match r {
             ImageRef::DockerDaemon(_) => Ok(Box::new(
                 from_engine.next().expect("one source per engine image"),
             ) as Box<dyn ImageSource>),
-            other => open_source(other, options),
+            other => open_source(other, options).map_err(|e| e.context(*label)),
         })
         .collect()
 }
