@@ -432,6 +432,47 @@ pub fn is_driver_library(name: &str) -> bool {
     DRIVER_LIBRARIES.contains(&name)
 }
 
+/// How a Triton process reaches an ELF object of the installation, for
+/// judging its needs along the load chain ld.so follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadRoot {
+    /// Started as a process: the programs in `bin/` and the executables
+    /// under `backends/` (the python backend's stub).
+    Executable,
+    /// Loaded with dlopen by libtritonserver inside the server's process:
+    /// `backends/NAME/libtriton_NAME.so`, `repoagents/NAME/libtritonrepoagent_NAME.so`,
+    /// `caches/NAME/libtritoncache_NAME.so`.
+    Dlopened,
+}
+
+/// The server program whose process dlopens components.
+pub const SERVER_PROGRAM: &str = "opt/tritonserver/bin/tritonserver";
+/// The library in that process that calls dlopen.
+pub const SERVER_LIBRARY: &str = "libtritonserver.so";
+
+/// Whether the installation's file at `path` is where a load starts.
+/// `executable` says the file has a program interpreter (PT_INTERP).
+pub fn load_root(path: &ImagePath, executable: bool) -> Option<LoadRoot> {
+    let rest = path.as_bytes().strip_prefix(INSTALL_DIR.as_bytes())?;
+    let rest = rest.strip_prefix(b"/")?;
+    let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+    if let [dir, name, file] = parts.as_slice() {
+        let prefix: Option<&[u8]> = match *dir {
+            b"backends" => Some(b"libtriton_"),
+            b"repoagents" => Some(b"libtritonrepoagent_"),
+            b"caches" => Some(b"libtritoncache_"),
+            _ => None,
+        };
+        if prefix.is_some_and(|prefix| *file == [prefix, name, b".so"].concat().as_slice()) {
+            return Some(LoadRoot::Dlopened);
+        }
+    }
+    match parts.as_slice() {
+        [b"bin", _] | [b"backends", ..] if executable => Some(LoadRoot::Executable),
+        _ => None,
+    }
+}
+
 /// SageMaker's `serve` script: compose.py copies it, and labels the image
 /// as binding to SageMaker's port, when the full image has it.
 pub const SAGEMAKER_SERVE: &str = "usr/bin/serve";
@@ -492,6 +533,44 @@ mod tests {
                     format!("TRITON_SERVER_GPU_ENABLED={gpu}")],
             "Labels": {"com.nvidia.build.id": "123", "com.nvidia.build.ref": "abc"},
             "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"]}})
+    }
+
+    #[test]
+    fn load_roots_are_programs_stubs_and_what_libtritonserver_dlopens() {
+        let root = |p: &str, exe: bool| load_root(&ImagePath::from_static(p), exe);
+        let t = "opt/tritonserver";
+        assert_eq!(
+            root(&format!("{t}/bin/tritonserver"), true),
+            Some(LoadRoot::Executable)
+        );
+        assert_eq!(root(&format!("{t}/bin/libfoo.so"), false), None);
+        assert_eq!(
+            root(
+                &format!("{t}/backends/python/triton_python_backend_stub"),
+                true
+            ),
+            Some(LoadRoot::Executable)
+        );
+        for dlopened in [
+            "backends/onnxruntime/libtriton_onnxruntime.so",
+            "repoagents/checksum/libtritonrepoagent_checksum.so",
+            "caches/local/libtritoncache_local.so",
+        ] {
+            assert_eq!(
+                root(&format!("{t}/{dlopened}"), false),
+                Some(LoadRoot::Dlopened)
+            );
+        }
+        assert_eq!(
+            root(
+                &format!("{t}/backends/onnxruntime/libonnxruntime.so"),
+                false
+            ),
+            None
+        );
+        assert_eq!(root(&format!("{t}/backends/a/libtriton_b.so"), false), None);
+        assert_eq!(root(&format!("{t}/lib/libtritonserver.so"), false), None);
+        assert_eq!(root("usr/bin/python3", true), None);
     }
 
     #[test]

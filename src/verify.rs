@@ -1,21 +1,27 @@
 //! `triton-compose verify IMAGE`: reads an image (any transport) once and
-//! reports every ELF file under /opt/tritonserver, and the entrypoint, whose
-//! DT_NEEDED libraries do not resolve inside the image (followed
-//! transitively, as ld.so would), and the python modules the image's
-//! backends import that python cannot find. Libraries the NVIDIA container
-//! runtime mounts from the host driver are listed apart, not as missing.
+//! judges every library the way the loader reaches it ([`chain`]). Each
+//! root (the programs in /opt/tritonserver/bin, the backends' stubs, the
+//! entrypoint, and the components libtritonserver dlopens into the server's
+//! process) is loaded as ld.so would load it, DT_RPATH inherited along the
+//! chain; a need that such a load cannot meet is missing. ELF files under
+//! /opt/tritonserver that no root reaches are judged alone, and what they
+//! lack is a warning ("unreachable"), not a failure. It also checks the
+//! python modules the image's backends import. Libraries the NVIDIA
+//! container runtime mounts from the host driver are listed apart.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
 use crate::config;
+use crate::deps::chain::{self, Finding, Objects, Roots};
 use crate::deps::fsview::{resolve, Resolution};
 use crate::deps::ldso::SearchPath;
 use crate::deps::{self, python};
+use crate::elf::ElfInfo;
 use crate::error::Result;
 use crate::layer::{EntryKind, ImagePath};
-use crate::scan::{self, ScanOptions};
+use crate::scan::{self, ScanOptions, ScannedImage};
 use crate::transport::{self, ImageRef};
 use crate::triton;
 
@@ -24,6 +30,21 @@ pub struct MissingLibrary {
     /// The ELF file whose need does not resolve.
     pub object: String,
     pub needs: String,
+    /// The program or dlopened component whose load fails.
+    pub root: String,
+    /// From the program that was started to `object`.
+    pub chain: Vec<String>,
+}
+
+impl MissingLibrary {
+    fn from_finding(finding: &Finding) -> Self {
+        MissingLibrary {
+            object: finding.object.display_abs(),
+            needs: finding.need.clone(),
+            root: finding.root.display_abs(),
+            chain: finding.chain.iter().map(ImagePath::display_abs).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -33,16 +54,64 @@ pub struct PythonImport {
     pub found: Option<String>,
 }
 
+/// Where a load starts.
+#[derive(Debug, Serialize)]
+pub struct LoadRoot {
+    pub path: String,
+    /// `program` (started as a process) or `dlopened` (by libtritonserver,
+    /// into the server's process).
+    pub kind: &'static str,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub image: String,
+    /// The loads that were replayed.
+    pub roots: Vec<LoadRoot>,
     /// ELF files whose needs were checked, the libraries they pulled in included.
     pub elf_checked: usize,
+    /// Needs a real load of a root fails on.
     pub missing_libraries: Vec<MissingLibrary>,
+    /// ELF files no root loads, and what they lack when loaded alone
+    /// (warnings: whatever loads them may provide it).
+    pub unreachable: Vec<MissingLibrary>,
     /// Needs left to the host driver (libcuda.so.1 and the like).
     pub driver_libraries: BTreeSet<String>,
     pub python_imports: Vec<PythonImport>,
     pub ok: bool,
+}
+
+/// The scanned image as the loader sees it.
+struct ImageObjects<'a> {
+    scanned: &'a ScannedImage,
+}
+
+impl Objects for ImageObjects<'_> {
+    fn elf(&self, path: &ImagePath) -> Option<&ElfInfo> {
+        self.scanned
+            .tree
+            .get(path)
+            .filter(|n| n.meta.kind == EntryKind::File)
+            .and_then(|n| self.scanned.elf.get(&n.inode))
+    }
+
+    fn find(&self, candidates: &[ImagePath], object: &ElfInfo) -> Option<ImagePath> {
+        candidates
+            .iter()
+            .find_map(|c| match resolve(&self.scanned.tree, c) {
+                Resolution::Found(r)
+                    if self
+                        .scanned
+                        .tree
+                        .get(&r.path)
+                        .is_some_and(|n| n.meta.kind == EntryKind::File)
+                        && self.elf(&r.path).is_none_or(|lib| object.compatible(lib)) =>
+                {
+                    Some(r.path)
+                }
+                _ => None,
+            })
+    }
 }
 
 pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Report> {
@@ -71,79 +140,56 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         config::env_var(config, "LD_LIBRARY_PATH").as_deref(),
         &[&scanned.kept],
     );
-    let elf_of = |path: &ImagePath| {
-        scanned
-            .tree
-            .get(path)
-            .filter(|n| n.meta.kind == EntryKind::File)
-            .and_then(|n| scanned.elf.get(&n.inode))
-    };
-
-    let mut queue: VecDeque<(ImagePath, Vec<ImagePath>)> = VecDeque::new();
-    let mut seen = HashSet::new();
-    let roots = scanned
-        .tree
-        .subtree(&install)
-        .map(|(p, _)| p.clone())
-        .chain(entrypoint.iter().filter_map(|e| match resolve(view, e) {
-            Resolution::Found(r) => Some(r.path),
-            _ => None,
-        }));
-    for path in roots {
-        if elf_of(&path).is_some() && seen.insert(path.clone()) {
-            queue.push_back((path, Vec::new()));
-        }
-    }
+    let objects = ImageObjects { scanned: &scanned };
+    let entrypoint = entrypoint.and_then(|e| match resolve(view, &e) {
+        Resolution::Found(r) => Some(r.path),
+        _ => None,
+    });
+    let installed: Vec<&ImagePath> = view.subtree(&install).map(|(p, _)| p).collect();
+    let roots = Roots::find(installed.iter().copied(), entrypoint.as_ref(), |p| {
+        objects.elf(p)
+    });
+    let loads = chain::load_roots(&objects, &search, &roots);
     let mut report = Report {
         image: source.name().to_string(),
-        elf_checked: 0,
-        missing_libraries: Vec::new(),
-        driver_libraries: BTreeSet::new(),
+        roots: roots
+            .executables
+            .iter()
+            .map(|p| (p, "program"))
+            .chain(roots.dlopened.iter().map(|p| (p, "dlopened")))
+            .map(|(p, kind)| LoadRoot {
+                path: p.display_abs(),
+                kind,
+            })
+            .collect(),
+        elf_checked: loads.reached.len(),
+        missing_libraries: loads
+            .findings
+            .iter()
+            .map(MissingLibrary::from_finding)
+            .collect(),
+        unreachable: Vec::new(),
+        driver_libraries: loads.driver,
         python_imports: Vec::new(),
         ok: true,
     };
-    while let Some((object, inherited)) = queue.pop_front() {
-        let Some(info) = elf_of(&object) else {
+    for path in installed {
+        if objects.elf(path).is_none() || loads.reached.contains(path) {
             continue;
-        };
+        }
         report.elf_checked += 1;
-        let dirs = search.dirs(&object, info, &inherited);
-        let passed_on = search.passed_on(&object, info, &inherited);
-        for need in &info.needed {
-            let found =
-                deps::candidates(need, &dirs)
-                    .into_iter()
-                    .find_map(|c| match resolve(view, &c) {
-                        Resolution::Found(r)
-                            if scanned
-                                .tree
-                                .get(&r.path)
-                                .is_some_and(|n| n.meta.kind == EntryKind::File)
-                                && elf_of(&r.path).is_none_or(|lib| info.compatible(lib)) =>
-                        {
-                            Some(r.path)
-                        }
-                        _ => None,
-                    });
-            match found {
-                Some(lib) => {
-                    if seen.insert(lib.clone()) {
-                        queue.push_back((lib, passed_on.clone()));
-                    }
-                }
-                None if triton::is_driver_library(need) => {
-                    report.driver_libraries.insert(need.clone());
-                }
-                None => report.missing_libraries.push(MissingLibrary {
-                    object: object.display_abs(),
-                    needs: need.clone(),
-                }),
+        for finding in chain::alone(&objects, &search, path) {
+            let known = report
+                .unreachable
+                .iter()
+                .any(|u| u.object == finding.object.display_abs() && u.needs == finding.need);
+            if !known {
+                report
+                    .unreachable
+                    .push(MissingLibrary::from_finding(&finding));
             }
         }
     }
-    report
-        .missing_libraries
-        .sort_by(|a, b| (&a.object, &a.needs).cmp(&(&b.object, &b.needs)));
 
     let sites = python::site_dirs(&[&scanned.tree]);
     let backends = triton::offered(&scanned.tree, triton::ComponentKind::Backend);
@@ -168,9 +214,30 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
 impl Report {
     /// The report for people: one line per problem, then a verdict.
     pub fn render(&self) -> String {
-        let mut out = format!("{}: {} ELF files checked\n", self.image, self.elf_checked);
+        let mut out = format!(
+            "{}: {} ELF files checked, loaded from {} roots\n",
+            self.image,
+            self.elf_checked,
+            self.roots.len()
+        );
         for m in &self.missing_libraries {
-            out.push_str(&format!("missing: {} needs {}\n", m.object, m.needs));
+            let by = if m.object == m.root {
+                String::new()
+            } else {
+                format!(" by {}", m.root)
+            };
+            out.push_str(&format!(
+                "missing: {} cannot be loaded{by} because {} is missing (load chain: {})\n",
+                m.object,
+                m.needs,
+                m.chain.join(" -> ")
+            ));
+        }
+        for u in &self.unreachable {
+            out.push_str(&format!(
+                "unreachable (warning): no root loads {}; alone it would not find {}\n",
+                u.object, u.needs
+            ));
         }
         for import in &self.python_imports {
             match &import.found {

@@ -428,7 +428,9 @@ fn without_deps_verify_names_what_is_missing_and_fails() {
         report["missing_libraries"],
         serde_json::json!([{
             "object": "/opt/tritonserver/backends/elfy/libtriton_elfy.so",
-            "needs": "libmid.so.2"
+            "needs": "libmid.so.2",
+            "root": "/opt/tritonserver/backends/elfy/libtriton_elfy.so",
+            "chain": ["/opt/tritonserver/backends/elfy/libtriton_elfy.so"],
         }])
     );
     assert!(report["python_imports"][0]["found"].is_null());
@@ -440,7 +442,7 @@ fn without_deps_verify_names_what_is_missing_and_fails() {
     assert_eq!(code, 1);
     assert!(
         stdout.contains(
-            "missing: /opt/tritonserver/backends/elfy/libtriton_elfy.so needs libmid.so.2"
+            "missing: /opt/tritonserver/backends/elfy/libtriton_elfy.so cannot be loaded because libmid.so.2 is missing"
         ),
         "{stdout}"
     );
@@ -578,4 +580,236 @@ fn cuda_libraries_gpu_min_provides_are_not_taken_from_full_again() {
     assert_eq!(from_full, 1, "written once, by the gpu-min layer");
     let (code, report) = setup.verify("cpu");
     assert_eq!(code, 0, "{report}");
+}
+
+/// Compiles a program without libc: a PT_INTERP executable that needs `extra`'s libraries.
+fn cc_program(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args([
+            "-nostdlib",
+            "-fPIC",
+            "-Wl,-e,_start",
+            "-Wl,--allow-shlib-undefined",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .arg(format!("-L{}", dir.display()))
+        .arg(format!("-Wl,-rpath-link,{}", dir.display()))
+        .args(extra)
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "cc failed for {name}");
+    fs::read(out).unwrap()
+}
+
+/// A Triton laid out as auditwheel-repaired wheels leave it: only the
+/// server program has a DT_RPATH (`$ORIGIN/../lib`); the libraries in
+/// lib/ find each other through it. `gone` needs a library no image has.
+struct Chained {
+    layer: Vec<u8>,
+}
+
+fn chained_triton() -> Chained {
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path();
+    let icu = cc(
+        d,
+        "libicuuc.so.70",
+        "libicuuc.so.70",
+        "int icu(void){return 1;}",
+        &[],
+    );
+    let xml = cc(
+        d,
+        "libxml2.so.2",
+        "libxml2.so.2",
+        "int icu(void); int xml(void){return icu();}",
+        &["-l:libicuuc.so.70"],
+    );
+    let core = cc(
+        d,
+        "libtritonserver.so",
+        "libtritonserver.so",
+        "int xml(void); int core(void){return xml();}",
+        &["-l:libxml2.so.2"],
+    );
+    let program = cc_program(
+        d,
+        "tritonserver",
+        "int core(void); void _start(void){ core(); for(;;); }",
+        &[
+            "-l:libtritonserver.so",
+            "-Wl,--disable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/../lib",
+        ],
+    );
+    // Only in lib/, loaded by nothing the server loads: a backend finds it
+    // through the DT_RPATH chain of libtritonserver's caller.
+    let extra = cc(
+        d,
+        "libextra.so",
+        "libextra.so",
+        "int extra(void){return 2;}",
+        &[],
+    );
+    let chained = cc(
+        d,
+        "libtriton_chained.so",
+        "libtriton_chained.so",
+        "int extra(void); int icu(void); int go(void){return extra()+icu();}",
+        &["-l:libextra.so", "-l:libicuuc.so.70"],
+    );
+    let _gone = cc(
+        d,
+        "libgone.so.3",
+        "libgone.so.3",
+        "int gone(void){return 0;}",
+        &[],
+    );
+    let middle = cc(
+        d,
+        "libmiddle.so",
+        "libmiddle.so",
+        "int gone(void); int middle(void){return gone();}",
+        &["-l:libgone.so.3"],
+    );
+    let gone = cc(
+        d,
+        "libtriton_gone.so",
+        "libtriton_gone.so",
+        "int middle(void); int go(void){return middle();}",
+        &["-l:libmiddle.so"],
+    );
+    let orphan = cc(
+        d,
+        "liborphan.so",
+        "liborphan.so",
+        "int extra(void); int orphan(void){return extra();}",
+        &["-l:libextra.so"],
+    );
+    let info = elf::read(&program[..], program.len() as u64).unwrap();
+    assert!(info.interpreter.is_some(), "{info:?}");
+    assert_eq!(info.rpath, ["$ORIGIN/../lib"]);
+    let lib = "opt/tritonserver/lib";
+    let layer = layer_tar(&[
+        dir("opt/tritonserver"),
+        dir("opt/tritonserver/bin"),
+        bin("opt/tritonserver/bin/tritonserver", &program),
+        dir(lib),
+        bin(&format!("{lib}/libtritonserver.so"), &core),
+        bin(&format!("{lib}/libxml2.so.2"), &xml),
+        bin(&format!("{lib}/libicuuc.so.70"), &icu),
+        bin(&format!("{lib}/libextra.so"), &extra),
+        bin(&format!("{lib}/libmiddle.so"), &middle),
+        bin(&format!("{lib}/liborphan.so"), &orphan),
+        dir("opt/tritonserver/backends"),
+        dir("opt/tritonserver/backends/chained"),
+        bin(
+            "opt/tritonserver/backends/chained/libtriton_chained.so",
+            &chained,
+        ),
+        dir("opt/tritonserver/backends/gone"),
+        bin("opt/tritonserver/backends/gone/libtriton_gone.so", &gone),
+        // A copy of ICU where a standalone look-up of libxml2's needs
+        // would find it; the load chain finds lib/'s first.
+        dir("usr/lib"),
+        dir(LIBDIR),
+        bin(&format!("{LIBDIR}/libicuuc.so.70"), &icu),
+    ]);
+    Chained { layer }
+}
+
+/// min, and a full whose own layer is [`chained_triton`].
+fn chained_setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let min = min();
+    min.write_oci(&dir.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    full.layers = vec![min.layers[0].clone(), chained_triton().layer];
+    full.write_oci(&dir.path().join("full"), "24.10");
+    Setup { dir }
+}
+
+#[test]
+fn libraries_found_through_an_inherited_rpath_verify_and_are_not_copied_again() {
+    let setup = chained_setup();
+    let stderr = setup.compose("chained", &["--backend", "chained"]);
+    let image = read_oci(&setup.path("chained"), "latest");
+    // lib/'s ICU is what the chain finds: full's copy in /usr/lib is not added.
+    assert!(
+        !image.tree.contains_key(&format!("{LIBDIR}/libicuuc.so.70")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("libicuuc.so.70, needed by"), "{stderr}");
+
+    let (code, report) = setup.verify("chained");
+    assert_eq!(
+        report["missing_libraries"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(code, 0);
+    // Every object of the chains was loaded and checked.
+    assert!(report["elf_checked"].as_u64().unwrap() >= 6, "{report}");
+    // liborphan and libmiddle (the gone backend's, not selected) are
+    // loaded by nothing: warnings, not failures.
+    assert_eq!(
+        report["unreachable"],
+        serde_json::json!([{
+            "object": "/opt/tritonserver/lib/libmiddle.so",
+            "needs": "libgone.so.3",
+            "root": "/opt/tritonserver/lib/libmiddle.so",
+            "chain": ["/opt/tritonserver/lib/libmiddle.so"],
+        }, {
+            "object": "/opt/tritonserver/lib/liborphan.so",
+            "needs": "libextra.so",
+            "root": "/opt/tritonserver/lib/liborphan.so",
+            "chain": ["/opt/tritonserver/lib/liborphan.so"],
+        }]),
+        "{report}"
+    );
+    let text = format!("oci:{}:latest", setup.path("chained").display());
+    let (code, stdout, _) = run_cli_output(&["verify", "-q", &text]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("unreachable (warning): no root loads /opt/tritonserver/lib/liborphan.so; alone it would not find libextra.so"), "{stdout}");
+    assert!(!stdout.contains("missing:"), "{stdout}");
+}
+
+#[test]
+fn a_library_missing_along_a_chain_fails_verify_naming_the_chain() {
+    let setup = chained_setup();
+    let stderr = setup.compose("gone", &["--backend", "gone"]);
+    assert!(
+        stderr.contains("libgone.so.3 is in neither image (/opt/tritonserver/lib/libmiddle.so)"),
+        "{stderr}"
+    );
+    let (code, report) = setup.verify("gone");
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["missing_libraries"],
+        serde_json::json!([{
+            "object": "/opt/tritonserver/lib/libmiddle.so",
+            "needs": "libgone.so.3",
+            "root": "/opt/tritonserver/backends/gone/libtriton_gone.so",
+            "chain": [
+                "/opt/tritonserver/bin/tritonserver",
+                "/opt/tritonserver/lib/libtritonserver.so",
+                "/opt/tritonserver/backends/gone/libtriton_gone.so",
+                "/opt/tritonserver/lib/libmiddle.so",
+            ],
+        }]),
+        "{report}"
+    );
+    let text = format!("oci:{}:latest", setup.path("gone").display());
+    let (code, stdout, _) = run_cli_output(&["verify", "-q", &text]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("missing: /opt/tritonserver/lib/libmiddle.so cannot be loaded by /opt/tritonserver/backends/gone/libtriton_gone.so because libgone.so.3 is missing (load chain: /opt/tritonserver/bin/tritonserver -> /opt/tritonserver/lib/libtritonserver.so -> /opt/tritonserver/backends/gone/libtriton_gone.so -> /opt/tritonserver/lib/libmiddle.so)"),
+        "{stdout}"
+    );
 }

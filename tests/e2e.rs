@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -200,7 +201,7 @@ fn without_deps_verify_names_libpython_as_missing_and_fails() {
     assert_ne!(code, 0, "{report}");
     assert!(
         report.contains(
-            "missing: /opt/tritonserver/backends/python/triton_python_backend_stub needs libpython3.11.so.1.0"
+            "missing: /opt/tritonserver/backends/python/triton_python_backend_stub cannot be loaded because libpython3.11.so.1.0 is missing"
         ),
         "{report}"
     );
@@ -690,4 +691,126 @@ fn skip_pull_reads_compose_py_style_names_from_the_engine() {
             && stderr.contains("hint: pull or load it first"),
         "{stderr}"
     );
+}
+
+/// The needs the dynamic loader itself cannot find, per root of `verify`'s
+/// report, traced inside the image: a program with LD_TRACE_LOADED_OBJECTS,
+/// a dlopened component the same way, preloaded into the server program
+/// (so its DT_RPATH applies, as when libtritonserver dlopens it).
+fn loader_not_found(image: &str, roots: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut script = String::new();
+    for (path, kind) in roots {
+        script.push_str(&format!("echo '== {path}'\n"));
+        if kind == "dlopened" {
+            script.push_str(&format!(
+                "LD_TRACE_LOADED_OBJECTS=1 LD_PRELOAD='{path}' /opt/tritonserver/bin/tritonserver 2>&1\n"
+            ));
+        } else {
+            script.push_str(&format!("LD_TRACE_LOADED_OBJECTS=1 '{path}' 2>&1\n"));
+        }
+    }
+    let output = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/sh",
+            image,
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in text.lines() {
+        if let Some(root) = line.strip_prefix("== ") {
+            current = Some(root.to_string());
+            found.entry(root.to_string()).or_default();
+        } else if let (Some(root), Some((name, _))) = (&current, line.split_once("=> not found")) {
+            let name = name.trim().to_string();
+            if !triton_compose::triton::is_driver_library(&name) {
+                found.get_mut(root).unwrap().insert(name);
+            }
+        }
+    }
+    assert_eq!(
+        found.len(),
+        roots.len(),
+        "the trace did not run for every root:\n{text}"
+    );
+    found
+}
+
+/// For every root `verify` names, the loader's own trace inside the
+/// container agrees with it: what verify calls missing, the loader cannot
+/// find, and what the loader cannot find, verify calls missing.
+fn assert_verify_agrees_with_the_loader(reference: &str, image: &str) -> usize {
+    let (_, stdout, stderr) = run_cli_output(&["verify", "-q", "--json", reference]);
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let roots: Vec<(String, String)> = report["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        roots
+            .iter()
+            .any(|(p, _)| p == "/opt/tritonserver/bin/tritonserver"),
+        "{report}"
+    );
+    assert!(roots.iter().any(|(_, k)| k == "dlopened"), "{report}");
+    let mut missing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in report["missing_libraries"].as_array().unwrap() {
+        missing
+            .entry(m["root"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(m["needs"].as_str().unwrap().to_string());
+    }
+    let traced = loader_not_found(image, &roots);
+    let server = missing
+        .get("/opt/tritonserver/bin/tritonserver")
+        .cloned()
+        .unwrap_or_default();
+    for (root, kind) in &roots {
+        let mut expected = missing.get(root).cloned().unwrap_or_default();
+        if kind == "dlopened" {
+            // Preloaded into the server program: its own findings come along.
+            expected.extend(server.iter().cloned());
+        }
+        assert_eq!(
+            traced[root], expected,
+            "{root}: the loader's trace (left) and verify (right) disagree\n{report}"
+        );
+    }
+    roots.len()
+}
+
+#[test]
+fn verify_agrees_with_the_loader_on_every_root_of_the_fixture_images() {
+    let Some(fx) = Fixtures::get() else { return };
+    let roots = assert_verify_agrees_with_the_loader(&fx.archive("full"), &fx.full_image);
+    eprintln!("full fixture: {roots} roots agree with the loader");
+    let work = tempfile::tempdir().unwrap();
+    for args in [
+        &["--backend", "python", "--cache", "local"][..],
+        &["--backend", "python", "--cache", "local", "--no-deps"][..],
+        &["--backend", "standin", "--repoagent", "checksum"][..],
+    ] {
+        let (archive, name) = compose_to_archive(&fx, work.path(), args);
+        let reference = format!("docker-archive:{}", archive.display());
+        let image = load(&archive, &name);
+        let roots = assert_verify_agrees_with_the_loader(&reference, &image.0);
+        eprintln!("{args:?}: {roots} roots agree with the loader");
+    }
 }

@@ -18,6 +18,7 @@
 //! and packages count as min's unless full's own layers wrote their
 //! `info/PKG.list`.
 
+pub mod chain;
 pub mod dpkg;
 pub mod fsview;
 pub mod ldso;
@@ -101,6 +102,21 @@ pub struct DepsInput<'a> {
 
 pub fn resolve_deps(input: &DepsInput<'_>) -> Deps {
     let mut closure = Closure::new(input);
+    // Along load chains first, as ld.so resolves them: the programs, then
+    // the components libtritonserver dlopens with its DT_RPATH chain. What
+    // no root reaches is resolved alone, afterwards.
+    let roots = chain::Roots::find(input.selected, None, |p| closure.elf_info(p));
+    for program in &roots.executables {
+        closure.enqueue(program.clone(), Vec::new(), true);
+    }
+    closure.elf_closure();
+    let inherited = closure.dlopen_chain(&roots);
+    for root in &roots.dlopened {
+        closure.enqueue(root.clone(), inherited.clone(), true);
+    }
+    closure.elf_closure();
+    // Unreached objects may be loaded by something no image shows (python
+    // extension modules, plugins): their needs are carried when full has them.
     let selected: Vec<ImagePath> = input.selected.iter().cloned().collect();
     for path in selected {
         closure.enqueue(path, Vec::new(), true);
@@ -198,6 +214,8 @@ struct Closure<'a> {
     /// DT_RPATH dirs, and whether the selection reaches it by DT_NEEDED.
     queue: VecDeque<(ImagePath, Vec<ImagePath>, bool)>,
     queued: HashSet<ImagePath>,
+    /// The DT_RPATH directories each resolved object passes on.
+    passed_on: HashMap<ImagePath, Vec<ImagePath>>,
 }
 
 impl<'a> Closure<'a> {
@@ -241,7 +259,29 @@ impl<'a> Closure<'a> {
             added_dists: HashSet::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
+            passed_on: HashMap::new(),
         }
+    }
+
+    /// The DT_RPATH chain a component dlopened by libtritonserver inherits:
+    /// what libtritonserver passes on in the server's process (the server
+    /// program's when the library was not reached).
+    fn dlopen_chain(&self, roots: &chain::Roots) -> Vec<ImagePath> {
+        let server = ImagePath::from_static(triton::SERVER_PROGRAM);
+        if !roots.executables.contains(&server) {
+            return Vec::new();
+        }
+        let library = self.passed_on.iter().find(|(path, _)| {
+            path.file_name() == triton::SERVER_LIBRARY.as_bytes()
+                || self
+                    .elf_info(path)
+                    .and_then(|i| i.soname.as_deref())
+                    .is_some_and(|s| s == triton::SERVER_LIBRARY)
+        });
+        library
+            .or_else(|| self.passed_on.get_key_value(&server))
+            .map(|(_, dirs)| dirs.clone())
+            .unwrap_or_default()
     }
 
     fn enqueue(&mut self, path: ImagePath, inherited: Vec<ImagePath>, from_selection: bool) {
@@ -294,6 +334,7 @@ impl<'a> Closure<'a> {
             };
             let dirs = self.search.dirs(&object, info, &inherited);
             let passed_on = self.search.passed_on(&object, info, &inherited);
+            self.passed_on.insert(object.clone(), passed_on.clone());
             for need in &info.needed {
                 if triton::is_driver_library(need) {
                     continue;
