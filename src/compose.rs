@@ -189,7 +189,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         compression: request.compression,
         scratch: scratch.path(),
     }
-    .run(&mut spools, sink.as_mut())?;
+    .run(&spools, sink.as_mut())?;
     let written = sink.commit(&image)?;
     Ok(Outcome {
         dockerfile: dockerfile_path,

@@ -1,7 +1,7 @@
-//! Carries out a [`Plan`]: makes sure the content of every planned inode is
-//! in its image's spool, writes the new layers (in parallel, one file each, hashing
-//! as they are written), then hands min's unchanged layer blobs and the new
-//! layers to the sink and returns the final config.
+//! Carries out a [`Plan`]: writes the new layers (in parallel from a work
+//! queue, one file each, hashing as they are written; content the scans did
+//! not keep is re-read meanwhile), then hands min's unchanged layer blobs and
+//! the new layers to the sink and returns the final config.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -30,8 +30,7 @@ pub struct Execution<'a> {
 }
 
 impl Execution<'_> {
-    pub fn run(&self, spools: &mut Spools, sink: &mut dyn ImageSink) -> Result<OutputImage> {
-        self.fill_spools(spools)?;
+    pub fn run(&self, spools: &Spools, sink: &mut dyn ImageSink) -> Result<OutputImage> {
         let written = self.write_layers(spools)?;
 
         let mut layers = Vec::new();
@@ -97,65 +96,117 @@ impl Execution<'_> {
     }
 
     /// Reads content the scans did not keep, such as targets of hard links
-    /// that lie outside the selected subtrees, re-reading only the layers
-    /// that hold it.
-    fn fill_spools(&self, spools: &mut Spools) -> Result<()> {
+    /// that lie outside the selected subtrees and the runtime dependencies,
+    /// re-reading only the layers that hold it, into spools of their own.
+    fn refill(&self, spools: &Spools) -> Result<Spools> {
+        let mut refills = Spools::new();
         for (origin, source) in [
             (Origin::Full, Some(self.full)),
             (Origin::GpuMin, self.gpu_min),
         ] {
             let Some(source) = source else { continue };
-            let spool = spools
-                .get_mut(&origin)
-                .ok_or_else(|| Error::new(format!("internal error: no spool for {origin:?}")))?;
             let mut missing: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
             for inode in self.plan.inodes_of(origin) {
-                if !spool.contains(inode) {
+                if !spools.get(&origin).is_some_and(|s| s.contains(inode)) {
                     missing
                         .entry(inode.layer)
                         .or_default()
                         .insert(inode.ordinal);
                 }
             }
-            for (layer, ordinals) in missing {
-                scan::spool_inodes(source, source.name(), layer, &ordinals, spool)?;
+            if missing.is_empty() {
+                continue;
             }
+            let mut spool = Spool::create(self.scratch)?;
+            for (layer, ordinals) in missing {
+                scan::spool_inodes(source, source.name(), layer, &ordinals, &mut spool)?;
+            }
+            refills.insert(origin, spool);
         }
-        Ok(())
+        Ok(refills)
     }
 
-    /// Writes every new layer to a staged file, a few at a time.
+    /// Writes every new layer to a staged file. Layers whose content the
+    /// scans kept are written at once, from a work queue (largest first),
+    /// while the layers that still miss content are re-read; the rest
+    /// follow when that is done.
     fn write_layers(
         &self,
         spools: &Spools,
     ) -> Result<Vec<(tempfile::NamedTempFile, WrittenLayer)>> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut results = Vec::with_capacity(self.plan.layers.len());
-        for chunk in self.plan.layers.chunks(workers.max(1)) {
-            let written: Vec<Result<_>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|layer| scope.spawn(move || self.write_layer(layer, spools)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(Error::new("a layer writer panicked")))
-                    })
-                    .collect()
-            });
-            for result in written {
-                results.push(result?);
+        let has_all = |layer: &LayerPlan| {
+            layer.entries.iter().all(|e| {
+                e.content.copied().is_none_or(|(origin, inode)| {
+                    spools.get(&origin).is_some_and(|s| s.contains(inode))
+                })
+            })
+        };
+        let (ready, waiting): (Vec<usize>, Vec<usize>) =
+            (0..self.plan.layers.len()).partition(|&i| has_all(&self.plan.layers[i]));
+        let empty = Spools::new();
+        let mut results: Vec<Option<Result<_>>> =
+            (0..self.plan.layers.len()).map(|_| None).collect();
+        let refills = std::thread::scope(|scope| {
+            let refill = (!waiting.is_empty()).then(|| scope.spawn(|| self.refill(spools)));
+            self.write_queue(&ready, spools, &empty, &mut results);
+            refill.map(|job| {
+                job.join()
+                    .unwrap_or_else(|_| Err(Error::new("re-reading a layer panicked")))
+            })
+        });
+        let refills = refills.transpose()?.unwrap_or_default();
+        self.write_queue(&waiting, spools, &refills, &mut results);
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(Error::new("internal error: a layer was not written")))
+            })
+            .collect()
+    }
+
+    /// Writes the given layers with one worker per core, each taking the
+    /// largest layer left.
+    fn write_queue(
+        &self,
+        indexes: &[usize],
+        spools: &Spools,
+        refills: &Spools,
+        results: &mut [Option<Result<(tempfile::NamedTempFile, WrittenLayer)>>],
+    ) {
+        let size = |i: &usize| -> u64 {
+            self.plan.layers[*i]
+                .entries
+                .iter()
+                .map(|e| e.meta.size)
+                .sum()
+        };
+        let mut queue: Vec<usize> = indexes.to_vec();
+        queue.sort_by_key(|i| std::cmp::Reverse(size(i)));
+        let queue = std::sync::Mutex::new(queue.into_iter());
+        let done = std::sync::Mutex::new(Vec::new());
+        let workers = crate::layer::threads().min(indexes.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                    let Some(index) = next else { break };
+                    let written = self.write_layer(&self.plan.layers[index], spools, refills);
+                    if let Ok(mut done) = done.lock() {
+                        done.push((index, written));
+                    }
+                });
             }
+        });
+        for (index, written) in done.into_inner().unwrap_or_default() {
+            results[index] = Some(written);
         }
-        Ok(results)
     }
 
     fn write_layer(
         &self,
         layer: &LayerPlan,
         spools: &Spools,
+        refills: &Spools,
     ) -> Result<(tempfile::NamedTempFile, WrittenLayer)> {
         let staged = tempfile::Builder::new()
             .prefix("layer-")
@@ -172,7 +223,9 @@ impl Execution<'_> {
                 )?,
                 Content::Full(_) | Content::GpuMin(_) => {
                     let (origin, inode) = entry.content.copied().expect("copied content");
-                    let reader = spools.get(&origin).and_then(|s| s.open(inode));
+                    let reader = [spools, refills]
+                        .iter()
+                        .find_map(|s| s.get(&origin).and_then(|s| s.open(inode)));
                     let mut reader = reader.ok_or_else(|| {
                         Error::new(format!(
                             "internal error: no content kept for {}",

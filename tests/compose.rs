@@ -708,3 +708,60 @@ fn cpu_only_pytorch_errors_name_what_gpu_min_lacks() {
     assert!(err.hint_text().unwrap().contains("py3-min"), "{err:?}");
     assert!(!out.exists(), "no partial output");
 }
+
+#[test]
+fn layers_are_byte_identical_with_one_thread_or_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    // Several gzip blocks of content that refers back across them.
+    let mut state = 7u64;
+    let big: String = (0..900_000)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if (i / 4000) % 2 == 0 {
+                "tritonserver "[i % 13..].chars().next().unwrap()
+            } else {
+                (b'a' + (state >> 59) as u8) as char
+            }
+        })
+        .collect();
+    full.layers.push(layer_tar(&[file(
+        "opt/tritonserver/backends/python/big.txt",
+        &big,
+    )]));
+    full.write_oci(&dir.path().join("full"), "24.10");
+    let compose_with = |threads: &str| {
+        let out = dir.path().join(format!("out-{threads}"));
+        let (ok, stderr) = run_cli_env(
+            &[
+                "-q",
+                "--enable-gpu=false",
+                "--image",
+                &format!("min,oci:{}:latest", dir.path().join("min").display()),
+                "--image",
+                &format!("full,oci:{}:24.10", dir.path().join("full").display()),
+                "--backend",
+                "python",
+                "--work-dir",
+                dir.path().join(format!("work-{threads}")).to_str().unwrap(),
+                "--output",
+                &format!("oci:{}:x", out.display()),
+            ],
+            &[("TRITON_COMPOSE_THREADS", threads)],
+        );
+        assert!(ok, "{stderr}");
+        read_oci(&out, "x")
+    };
+    let one = compose_with("1");
+    let three = compose_with("3");
+    assert_eq!(one.manifest_digest, three.manifest_digest);
+    assert_eq!(one.layer_digests, three.layer_digests);
+    assert_eq!(
+        one.tree["opt/tritonserver/backends/python/big.txt"],
+        three.tree["opt/tritonserver/backends/python/big.txt"]
+    );
+}

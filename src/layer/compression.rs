@@ -6,7 +6,8 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
+
+use super::pgzip::ParallelGzip;
 
 use crate::error::{Error, Result};
 
@@ -52,17 +53,13 @@ impl Compression {
 
     pub(super) fn writer<W: Write + Send + 'static>(self, inner: W) -> Result<Compressor<W>> {
         Ok(match self {
-            Compression::Gzip { level } => Compressor::Gzip(
-                flate2::GzBuilder::new()
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::new(level)),
-            ),
+            Compression::Gzip { level } => Compressor::Gzip(ParallelGzip::new(inner, level)),
             Compression::Zstd { level } => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, level)
                     .map_err(|e| Error::new("cannot start a zstd encoder").with_source(e))?;
                 // Multi-threaded mode always (even with one worker): its output
                 // is the same for any worker count, unlike single-threaded mode.
-                let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+                let workers = super::threads() as u32;
                 encoder
                     .multithread(workers.max(1))
                     .map_err(|e| Error::new("cannot enable zstd workers").with_source(e))?;
@@ -73,7 +70,7 @@ impl Compression {
 }
 
 pub(super) enum Compressor<W: Write> {
-    Gzip(GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 

@@ -7,6 +7,7 @@
 mod compression;
 mod entry;
 mod guard;
+mod pgzip;
 mod reader;
 mod writer;
 
@@ -15,3 +16,13 @@ pub use entry::{EntryKind, EntryMeta, ImagePath};
 pub(crate) use guard::HeaderGuard;
 pub use reader::{read_layer, LayerEntry, LayerItem};
 pub use writer::{LayerWriter, WrittenLayer};
+
+/// How many threads compression may use: `TRITON_COMPOSE_THREADS`, or one
+/// per core. Output bytes do not depend on it.
+pub fn threads() -> usize {
+    std::env::var("TRITON_COMPOSE_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
