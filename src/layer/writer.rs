@@ -134,10 +134,10 @@ impl LayerWriter {
             .map_err(|e| Error::new("cannot finish compressing the layer").with_source(e))?;
         let (mut file, digest, size) = sink.finish();
         file.flush()?;
-        let file = file
-            .into_inner()
+        // No fsync: the file is staging. A sink that keeps it (an OCI
+        // layout renaming it into place) makes it durable there.
+        file.into_inner()
             .map_err(|e| Error::new("cannot flush the layer").with_source(e.into_error()))?;
-        file.sync_all()?;
         Ok(WrittenLayer {
             diff_id,
             digest,

@@ -325,7 +325,14 @@ impl ImageSink for OciLayoutSink {
 
     fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
         let target = blob_path(&self.root, &desc.digest);
-        if target.exists() || fs::rename(path, &target).is_ok() {
+        if target.exists() {
+            return Ok(());
+        }
+        // The staged file becomes the blob: make it durable first.
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .ctx(|| format!("syncing {}", path.display()))?;
+        if fs::rename(path, &target).is_ok() {
             return Ok(());
         }
         // Another filesystem: copy instead.
