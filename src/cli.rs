@@ -107,6 +107,90 @@ pub struct Cli {
     /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
+
+    /// The content-addressed store of layer indexes and built layers that
+    /// later composes reuse (default: TRITON_COMPOSE_STORE, else
+    /// $XDG_CACHE_HOME/triton-compose/store, else ~/.cache/triton-compose/store).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
+    pub store: Option<PathBuf>,
+
+    /// Neither read nor fill the store.
+    #[arg(long)]
+    pub no_store: bool,
+
+    /// Evict the least recently used store entries past this size (e.g. 20G, 500M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub store_max_size: Option<u64>,
+}
+
+/// `triton-compose store du|prune`: look after the store.
+#[derive(Parser, Debug)]
+#[command(
+    name = "triton-compose store",
+    version,
+    about = "Show or trim the content-addressed store."
+)]
+pub struct StoreCli {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+
+    /// The store (default as for composes).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Print what the store holds.
+    Du {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove dead runs' staging files and the least recently used entries
+    /// until the store is at most SIZE (default: the default bound); `--all`
+    /// empties it.
+    Prune {
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "all")]
+        max_size: Option<u64>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Parses a size: bytes, or with a K, M, G or T suffix (powers of 1024).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let shift = match unit
+        .trim_end_matches(['i', 'B', 'b'])
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "{value:?} is not a size (write e.g. 20G, 500M or 1048576)"
+            ))
+        }
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size (write e.g. 20G, 500M or 1048576)"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{value:?} is too large"))
+}
+
+/// The store a command uses: `--store`, else the default location.
+pub fn store_dir(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(crate::store::Store::default_dir)
 }
 
 /// `triton-compose verify IMAGE`.
@@ -196,6 +280,16 @@ impl Cli {
             platform: self.platform,
             insecure_registries: self.insecure_registries,
             authfile: self.authfile,
+            store: if self.no_store {
+                None
+            } else {
+                store_dir(self.store).map(|dir| crate::request::StoreSettings {
+                    dir,
+                    max_size: self
+                        .store_max_size
+                        .unwrap_or(crate::store::DEFAULT_MAX_SIZE),
+                })
+            },
         }
     }
 }

@@ -2,18 +2,19 @@
 //! scan both images (in parallel), plan, write Dockerfile.compose, and unless
 //! this is a dry run, execute the plan into the destination.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::deps::{self, Deps};
 use crate::error::{Error, IoContext, Result};
 use crate::execute::{Execution, Spools};
 use crate::image::ImageSource;
 use crate::layer::ImagePath;
-use crate::plan::{self, MinInput, MinView, Origin, PlanInput, PlanOptions};
+use crate::plan::{self, MinInput, MinView, Origin, Plan, PlanInput, PlanOptions};
 use crate::render::{self, FromNames};
 use crate::request::ComposeRequest;
 use crate::scan::{self, PathFilter, ScanOptions};
 use crate::spool::Spool;
+use crate::store::Store;
 use crate::transport::{self, ImageRef};
 use crate::triton;
 
@@ -42,6 +43,11 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             options,
         )?)
     };
+    let store = request
+        .store
+        .as_ref()
+        .map(|s| Store::open(&s.dir, s.max_size))
+        .transpose()?;
     let (min, full, gpu_min) = open_images(request)?;
 
     let scratch = tempfile::Builder::new()
@@ -53,25 +59,105 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
                 request.work_dir.display()
             )
         })?;
-    let mut full_spool = Spool::create(scratch.path())?;
-    let roots = plan::candidate_roots(&request.components);
-    let accounts: Vec<ImagePath> = triton::ACCOUNT_FILES
-        .iter()
-        .map(|p| ImagePath::from_static(p))
-        .collect();
-    let with_deps = request.deps;
-    let keep = |p: &ImagePath| accounts.contains(p) || (with_deps && deps::keeps(p));
-    let in_roots = |p: &ImagePath| roots.iter().any(|r| p.is_within(r));
-    let elf = |p: &ImagePath| with_deps && (in_roots(p) || deps::may_be_library(p));
-    let filters = Filters {
-        keep: &keep,
-        elf: &elf,
-        spool: (!request.dry_run).then_some(&in_roots as PathFilter<'_>),
+    let images = Images {
+        min: min.as_ref(),
+        full: full.as_ref(),
+        gpu_min: gpu_min.as_deref(),
     };
+    let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
+    let plan = plan_compose(request, &images, &scans)?;
+    let dockerfile = write_dockerfile(request, &plan)?;
 
+    let Some(mut sink) = sink else {
+        return Ok(Outcome {
+            dockerfile,
+            written: None,
+        });
+    };
+    let image = Execution {
+        plan: &plan,
+        min: min.as_ref(),
+        full: full.as_ref(),
+        gpu_min: gpu_min.as_deref(),
+        compression: request.compression,
+        scratch: scratch.path(),
+        store: store.as_ref(),
+    }
+    .run(&spools, sink.as_mut())?;
+    let written = sink.commit(&image)?;
+    if let Some(store) = &store {
+        let freed = store.prune(None);
+        if freed > 0 {
+            tracing::info!(
+                "store: evicted {} of least recently used entries",
+                scan::human_size(freed)
+            );
+        }
+    }
+    Ok(Outcome {
+        dockerfile,
+        written: Some(written),
+    })
+}
+
+/// The images of one compose.
+struct Images<'a> {
+    min: &'a dyn ImageSource,
+    full: &'a dyn ImageSource,
+    gpu_min: Option<&'a dyn ImageSource>,
+}
+
+/// The scans of one compose: min (`None` when full was built FROM it and
+/// its accounts are in full's own layers), full, and gpu-min.
+struct Scans {
+    min: Option<scan::ScannedImage>,
+    full: scan::ScannedImage,
+    gpu_min: Option<scan::ScannedImage>,
+}
+
+/// The name under which the store keeps indexes made with [`index_keep`]
+/// and [`index_elf`]; for min, with `index_keep` only.
+const INDEX_KIND: &str = "compose-1";
+const MIN_INDEX_KIND: &str = "keep-1";
+
+/// Small files every compose may read: the account files and what the
+/// dependency closure reads. The same for every selection, so that a
+/// layer's index serves them all.
+fn index_keep(path: &ImagePath) -> bool {
+    triton::ACCOUNT_FILES
+        .iter()
+        .any(|a| path.as_bytes() == a.as_bytes())
+        || deps::keeps(path)
+}
+
+/// Files whose ELF facts every compose may need: the installation, the
+/// NVIDIA directory, and anything named like a shared library.
+fn index_elf(path: &ImagePath) -> bool {
+    path.is_within(&triton::install_dir())
+        || path.is_within(&ImagePath::from_static(triton::NVIDIA_DIR))
+        || deps::may_be_library(path)
+}
+
+/// Scans min, full and gpu-min (in parallel), spooling the content the
+/// plan may copy: full's candidate subtrees and gpu-min's CUDA libraries.
+fn scan_images(
+    request: &ComposeRequest,
+    images: &Images<'_>,
+    store: Option<&Store>,
+    scratch: &Path,
+) -> Result<(Scans, Spools)> {
+    let mut full_spool = Spool::create(scratch)?;
+    let roots = plan::candidate_roots(&request.components);
+    let in_roots = |p: &ImagePath| roots.iter().any(|r| p.is_within(r));
+    let filters = Filters {
+        spool: (!request.dry_run).then_some(&in_roots as PathFilter<'_>),
+        store: store.map(|s| (s, INDEX_KIND)),
+        min_store: store.map(|s| (s, MIN_INDEX_KIND)),
+    };
     // gpu-min's files are found by name: the copies' sources, and the
     // versioned files their symlinks lead to (libcudart.so.12.4.127).
-    let architecture = full
+    let architecture = images
+        .full
         .image()
         .config
         .get("architecture")
@@ -85,29 +171,30 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     .map(|c| c.from.file_name().to_vec())
     .collect();
     let cuda_file = |p: &ImagePath| cuda_names.iter().any(|n| p.file_name().starts_with(n));
-    let mut gpu_min_spool = gpu_min
-        .as_ref()
-        .map(|_| Spool::create(scratch.path()))
-        .transpose()?;
+    let mut gpu_min_spool = images.gpu_min.map(|_| Spool::create(scratch)).transpose()?;
 
     let (scans, gpu_min_scan) = std::thread::scope(|scope| {
-        let gpu_min_job = gpu_min
-            .as_deref()
+        let gpu_min_job = images
+            .gpu_min
             .zip(gpu_min_spool.as_mut())
             .map(|(source, spool)| {
                 let spool = (!request.dry_run).then_some((&cuda_file as PathFilter<'_>, spool));
+                let store = filters.store;
                 scope.spawn(move || {
                     scan::scan(
                         source,
                         "gpu-min",
                         ScanOptions {
                             spool,
+                            keep: Some(&index_keep),
+                            elf: Some(&index_elf),
+                            store,
                             ..Default::default()
                         },
                     )
                 })
             });
-        let scans = scan_min_and_full(min.as_ref(), full.as_ref(), &filters, &mut full_spool);
+        let scans = scan_min_and_full(images.min, images.full, &filters, &mut full_spool);
         let gpu_min_scan = gpu_min_job.map(|job| {
             job.join()
                 .unwrap_or_else(|_| Err(Error::new("the gpu-min scan panicked")))
@@ -115,27 +202,36 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         (scans, gpu_min_scan.transpose())
     });
     let (min_scan, full_scan) = scans?;
-    let gpu_min_scan = gpu_min_scan?;
     let mut spools = Spools::from([(Origin::Full, full_spool)]);
     spools.extend(gpu_min_spool.map(|spool| (Origin::GpuMin, spool)));
+    Ok((
+        Scans {
+            min: min_scan,
+            full: full_scan,
+            gpu_min: gpu_min_scan?,
+        },
+        spools,
+    ))
+}
 
+fn plan_compose(request: &ComposeRequest, images: &Images<'_>, scans: &Scans) -> Result<Plan> {
     let plan = plan::build(
         &MinInput {
-            name: min.name(),
-            config: &min.image().config,
-            view: match &min_scan {
+            name: images.min.name(),
+            config: &images.min.image().config,
+            view: match &scans.min {
                 Some(scan) => MinView::Scanned(scan),
                 None => MinView::BaseOfFull,
             },
         },
         &PlanInput {
-            name: full.name(),
-            config: &full.image().config,
-            scan: &full_scan,
+            name: images.full.name(),
+            config: &images.full.image().config,
+            scan: &scans.full,
         },
-        gpu_min
-            .as_deref()
-            .zip(gpu_min_scan.as_ref())
+        images
+            .gpu_min
+            .zip(scans.gpu_min.as_ref())
             .map(|(source, scan)| PlanInput {
                 name: source.name(),
                 config: &source.image().config,
@@ -152,7 +248,12 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     if let Some(deps) = &plan.deps {
         report_deps(deps);
     }
+    Ok(plan)
+}
 
+/// Writes Dockerfile.compose (and the files it copies from its context)
+/// into the work directory; returns its path.
+fn write_dockerfile(request: &ComposeRequest, plan: &Plan) -> Result<PathBuf> {
     let dockerfile_path = request.work_dir.join(DOCKERFILE_NAME);
     let gpu_min_from = request
         .gpu_min
@@ -160,7 +261,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         .map(|r| buildable_name(r, "triton-compose-gpu-min"))
         .unwrap_or_default();
     let dockerfile = render::dockerfile(
-        &plan,
+        plan,
         &FromNames {
             full: &buildable_name(&request.full, "triton-compose-full"),
             min: &buildable_name(&request.min, "triton-compose-min"),
@@ -169,32 +270,12 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     );
     std::fs::write(&dockerfile_path, dockerfile)
         .ctx(|| format!("writing {}", dockerfile_path.display()))?;
-    for (name, bytes) in render::context_files(&plan) {
+    for (name, bytes) in render::context_files(plan) {
         let path = request.work_dir.join(name);
         std::fs::write(&path, bytes).ctx(|| format!("writing {}", path.display()))?;
     }
     tracing::info!("wrote {}", dockerfile_path.display());
-
-    let Some(mut sink) = sink else {
-        return Ok(Outcome {
-            dockerfile: dockerfile_path,
-            written: None,
-        });
-    };
-    let image = Execution {
-        plan: &plan,
-        min: min.as_ref(),
-        full: full.as_ref(),
-        gpu_min: gpu_min.as_deref(),
-        compression: request.compression,
-        scratch: scratch.path(),
-    }
-    .run(&spools, sink.as_mut())?;
-    let written = sink.commit(&image)?;
-    Ok(Outcome {
-        dockerfile: dockerfile_path,
-        written: Some(written),
-    })
+    Ok(dockerfile_path)
 }
 
 /// Opens min, full and gpu-min (when needed). Images in the local engine
@@ -223,12 +304,12 @@ fn open_images(
     Ok((min, full, opened.next()))
 }
 
-/// What the scans of min and full keep and read.
+/// How the scans of min and full spool and use the store.
 struct Filters<'a> {
-    keep: PathFilter<'a>,
-    elf: PathFilter<'a>,
     /// full's files to spool; `None` for a dry run.
     spool: Option<PathFilter<'a>>,
+    store: Option<(&'a Store, &'a str)>,
+    min_store: Option<(&'a Store, &'a str)>,
 }
 
 /// Scans min and full, in parallel; when full was built FROM min, only
@@ -249,8 +330,9 @@ fn scan_min_and_full(
     let full_options = ScanOptions {
         skip: shared,
         spool: filters.spool.map(|wanted| (wanted, spool)),
-        keep: Some(filters.keep),
-        elf: Some(filters.elf),
+        keep: Some(&index_keep),
+        elf: Some(&index_elf),
+        store: filters.store,
     };
     if is_base_of(min, full) {
         tracing::info!(
@@ -263,14 +345,14 @@ fn scan_min_and_full(
             tracing::info!(
                 "full's own layers lack /etc/passwd or /etc/group: reading min for them"
             );
-            Some(scan_min(min, filters.keep)?)
+            Some(scan_min(min, filters)?)
         } else {
             None
         };
         return Ok((min_scan, full_scan));
     }
     let (min_scan, full_scan) = std::thread::scope(|scope| {
-        let min_job = scope.spawn(|| scan_min(min, filters.keep));
+        let min_job = scope.spawn(|| scan_min(min, filters));
         let full_scan = scan::scan(full, "full", full_options);
         let min_scan = min_job
             .join()
@@ -280,12 +362,13 @@ fn scan_min_and_full(
     Ok((Some(min_scan?), full_scan?))
 }
 
-fn scan_min(min: &dyn ImageSource, keep: PathFilter<'_>) -> Result<scan::ScannedImage> {
+fn scan_min(min: &dyn ImageSource, filters: &Filters<'_>) -> Result<scan::ScannedImage> {
     scan::scan(
         min,
         "min",
         ScanOptions {
-            keep: Some(keep),
+            keep: Some(&index_keep),
+            store: filters.min_store,
             ..Default::default()
         },
     )

@@ -46,7 +46,7 @@ impl ReadAt for std::fs::File {
 }
 
 /// The dynamic-linking facts of one ELF file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ElfInfo {
     pub is_64: bool,
     pub machine: u16,

@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -14,6 +17,7 @@ use crate::layer::{Compression, LayerWriter, WrittenLayer};
 use crate::plan::{Content, LayerPlan, Origin, Plan};
 use crate::scan;
 use crate::spool::Spool;
+use crate::store::Store;
 
 /// Content read ahead of writing: one spool per image the plan copies from.
 pub type Spools = HashMap<Origin, Spool>;
@@ -27,11 +31,35 @@ pub struct Execution<'a> {
     pub compression: Compression,
     /// Where layer files are staged before the sink takes them.
     pub scratch: &'a Path,
+    /// Layers built before are taken from here, new ones kept here.
+    pub store: Option<&'a Store>,
+}
+
+/// Bumped whenever the layer writer's output changes for the same plan.
+const LAYER_FORMAT: &str = "1";
+
+/// A new layer, ready for the sink.
+struct BuiltLayer {
+    /// A file the sink may take over (rename) or copy.
+    path: PathBuf,
+    written: WrittenLayer,
+    /// Keeps a staged file alive until the sink has it; `None` for a layer
+    /// taken from the store.
+    staged: Option<tempfile::NamedTempFile>,
+}
+
+/// What determines a layer's content, entry by entry, for its store key.
+#[derive(Serialize)]
+enum ContentId<'a> {
+    None,
+    /// An entry of a source layer: the layer's diff-id fixes its bytes.
+    Source(&'a str, u32),
+    Inline(String),
 }
 
 impl Execution<'_> {
     pub fn run(&self, spools: &Spools, sink: &mut dyn ImageSink) -> Result<OutputImage> {
-        let written = self.write_layers(spools)?;
+        let built = self.build_layers(spools)?;
 
         let mut layers = Vec::new();
         let origin = self.min.origin();
@@ -72,20 +100,26 @@ impl Execution<'_> {
             .pointer_mut("/rootfs/diff_ids")
             .and_then(serde_json::Value::as_array_mut)
             .ok_or_else(|| Error::new("the min image config has no rootfs.diff_ids"))?;
-        for (plan, (file, layer)) in self.plan.layers.iter().zip(&written) {
+        for (plan, built) in self.plan.layers.iter().zip(&built) {
+            let layer = &built.written;
             let desc = BlobDescriptor {
                 media_type: self.compression.media_type().to_string(),
                 digest: layer.digest.clone(),
                 size: layer.size,
             };
-            sink.put_blob_file(&desc, file.path())?;
+            sink.put_blob_file(&desc, &built.path)?;
             diff_ids.push(serde_json::Value::String(layer.diff_id.to_string()));
             tracing::info!(
-                "layer {}: {} entries, {} ({})",
+                "layer {}: {} entries, {} ({}){}",
                 plan.purpose,
                 plan.entries.len(),
                 scan::human_size(layer.size),
-                layer.digest
+                layer.digest,
+                if built.staged.is_none() {
+                    ", built before: from the store"
+                } else {
+                    ""
+                }
             );
             layers.push(desc);
         }
@@ -95,10 +129,88 @@ impl Execution<'_> {
         })
     }
 
+    /// Every new layer: from the store when it was built before, else
+    /// written now (and kept in the store).
+    fn build_layers(&self, spools: &Spools) -> Result<Vec<BuiltLayer>> {
+        let count = self.plan.layers.len();
+        let keys: Vec<Digest> = self.plan.layers.iter().map(|l| self.layer_key(l)).collect();
+        let mut built: Vec<Option<BuiltLayer>> = (0..count).map(|_| None).collect();
+        if let Some(store) = self.store {
+            for (index, key) in keys.iter().enumerate() {
+                // A link (or copy) the sink may take over; the store keeps its own.
+                let path = self.scratch.join(format!("stored-{index}"));
+                let Some(written) = store.take_layer(key, &path) else {
+                    continue;
+                };
+                tracing::debug!(
+                    "layer {}: built before, taken from the store",
+                    self.plan.layers[index].purpose
+                );
+                built[index] = Some(BuiltLayer {
+                    path,
+                    written,
+                    staged: None,
+                });
+            }
+        }
+        let missing: Vec<usize> = (0..count).filter(|&i| built[i].is_none()).collect();
+        for (index, result) in missing.iter().zip(self.write_layers(spools, &missing)?) {
+            let (staged, written) = result;
+            if let Some(store) = self.store {
+                if let Err(err) = store.put_layer(&keys[*index], &written, staged.path()) {
+                    tracing::warn!(
+                        "store: cannot keep the {} layer: {err}",
+                        self.plan.layers[*index].purpose
+                    );
+                }
+            }
+            built[*index] = Some(BuiltLayer {
+                path: staged.path().to_path_buf(),
+                written,
+                staged: Some(staged),
+            });
+        }
+        Ok(built.into_iter().flatten().collect())
+    }
+
+    /// Digests exactly what determines a layer's bytes: this program's
+    /// version (which pins the compressors), the format and compression,
+    /// and each entry's path, metadata and content identity.
+    fn layer_key(&self, layer: &LayerPlan) -> Digest {
+        let mut hasher = Sha256::new();
+        hasher.update(b"triton-compose layer\n");
+        hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+        hasher.update(LAYER_FORMAT.as_bytes());
+        hasher.update(format!("{:?}\n", self.compression).as_bytes());
+        fn diff_id(source: Option<&dyn ImageSource>, layer: u32) -> &str {
+            source
+                .and_then(|s| s.image().layers.get(layer as usize))
+                .map(|l| l.diff_id.as_str())
+                .unwrap_or("?")
+        }
+        for entry in &layer.entries {
+            let content = match &entry.content {
+                Content::None => ContentId::None,
+                Content::Inline(bytes) => ContentId::Inline(Digest::of(bytes).to_string()),
+                Content::Full(inode) => {
+                    ContentId::Source(diff_id(Some(self.full), inode.layer), inode.ordinal)
+                }
+                Content::GpuMin(inode) => {
+                    ContentId::Source(diff_id(self.gpu_min, inode.layer), inode.ordinal)
+                }
+            };
+            let record = postcard::to_stdvec(&(&entry.path, &entry.meta, content))
+                .expect("entries serialize");
+            hasher.update((record.len() as u64).to_le_bytes());
+            hasher.update(&record);
+        }
+        Digest::from_sha256(&hasher.finalize())
+    }
+
     /// Reads content the scans did not keep, such as targets of hard links
     /// that lie outside the selected subtrees and the runtime dependencies,
     /// re-reading only the layers that hold it, into spools of their own.
-    fn refill(&self, spools: &Spools) -> Result<Spools> {
+    fn refill(&self, spools: &Spools, layers: &[usize]) -> Result<Spools> {
         let mut refills = Spools::new();
         for (origin, source) in [
             (Origin::Full, Some(self.full)),
@@ -106,7 +218,13 @@ impl Execution<'_> {
         ] {
             let Some(source) = source else { continue };
             let mut missing: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
-            for inode in self.plan.inodes_of(origin) {
+            let inodes = layers
+                .iter()
+                .flat_map(|&i| &self.plan.layers[i].entries)
+                .filter_map(|e| e.content.copied())
+                .filter(|(from, _)| *from == origin)
+                .map(|(_, inode)| inode);
+            for inode in inodes {
                 if !spools.get(&origin).is_some_and(|s| s.contains(inode)) {
                     missing
                         .entry(inode.layer)
@@ -133,6 +251,7 @@ impl Execution<'_> {
     fn write_layers(
         &self,
         spools: &Spools,
+        layers: &[usize],
     ) -> Result<Vec<(tempfile::NamedTempFile, WrittenLayer)>> {
         let has_all = |layer: &LayerPlan| {
             layer.entries.iter().all(|e| {
@@ -142,12 +261,13 @@ impl Execution<'_> {
             })
         };
         let (ready, waiting): (Vec<usize>, Vec<usize>) =
-            (0..self.plan.layers.len()).partition(|&i| has_all(&self.plan.layers[i]));
+            layers.iter().partition(|&&i| has_all(&self.plan.layers[i]));
         let empty = Spools::new();
         let mut results: Vec<Option<Result<_>>> =
             (0..self.plan.layers.len()).map(|_| None).collect();
         let refills = std::thread::scope(|scope| {
-            let refill = (!waiting.is_empty()).then(|| scope.spawn(|| self.refill(spools)));
+            let refill =
+                (!waiting.is_empty()).then(|| scope.spawn(|| self.refill(spools, &waiting)));
             self.write_queue(&ready, spools, &empty, &mut results);
             refill.map(|job| {
                 job.join()
@@ -156,10 +276,12 @@ impl Execution<'_> {
         });
         let refills = refills.transpose()?.unwrap_or_default();
         self.write_queue(&waiting, spools, &refills, &mut results);
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| Err(Error::new("internal error: a layer was not written")))
+        layers
+            .iter()
+            .map(|&i| {
+                results[i]
+                    .take()
+                    .unwrap_or_else(|| Err(Error::new("internal error: a layer was not written")))
             })
             .collect()
     }

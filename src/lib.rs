@@ -43,6 +43,7 @@ pub mod render;
 pub mod request;
 pub mod scan;
 pub mod spool;
+pub mod store;
 pub mod transport;
 pub mod tree;
 pub mod triton;

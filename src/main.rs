@@ -2,15 +2,19 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use triton_compose::cli::{Cli, VerifyCli};
+use triton_compose::cli::{self, Cli, StoreCli, StoreCommand, VerifyCli};
 use triton_compose::compose;
 use triton_compose::error::Error;
 use triton_compose::request::{transport_options, ComposeRequest};
+use triton_compose::scan::human_size;
+use triton_compose::store::Store;
 use triton_compose::transport::ImageRef;
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("verify") {
-        return verify(VerifyCli::parse_from(std::env::args().skip(1)));
+    match std::env::args().nth(1).as_deref() {
+        Some("verify") => return verify(VerifyCli::parse_from(std::env::args().skip(1))),
+        Some("store") => return store(StoreCli::parse_from(std::env::args().skip(1))),
+        _ => {}
     }
     run_compose(Cli::parse())
 }
@@ -85,6 +89,66 @@ fn verify(cli: VerifyCli) -> ExitCode {
         }
         Err(err) => report(&err),
     }
+}
+
+fn store(cli: StoreCli) -> ExitCode {
+    init_logging(false, false);
+    let Some(dir) = cli::store_dir(cli.store) else {
+        return report(
+            &Error::new("no store directory: neither HOME nor XDG_CACHE_HOME is set")
+                .hint("pass --store DIR"),
+        );
+    };
+    let store = match Store::open(&dir, triton_compose::store::DEFAULT_MAX_SIZE) {
+        Ok(store) => store,
+        Err(err) => return report(&err),
+    };
+    match cli.command {
+        StoreCommand::Du { json } => {
+            let usage = store.usage();
+            if json {
+                let value = serde_json::json!({
+                    "store": dir.display().to_string(),
+                    "total": usage.total,
+                    "indexes": {"count": usage.indexes.0, "size": usage.indexes.1},
+                    "layers": {"count": usage.layers.0, "size": usage.layers.1},
+                    "staging": {"count": usage.staging.0, "size": usage.staging.1},
+                });
+                println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            } else {
+                println!("{}: {}", dir.display(), human_size(usage.total));
+                println!(
+                    "  source layer indexes: {} ({} files)",
+                    human_size(usage.indexes.1),
+                    usage.indexes.0
+                );
+                println!(
+                    "  built layers:         {} ({} files)",
+                    human_size(usage.layers.1),
+                    usage.layers.0
+                );
+                println!(
+                    "  staging:              {} ({} files)",
+                    human_size(usage.staging.1),
+                    usage.staging.0
+                );
+            }
+        }
+        StoreCommand::Prune { max_size, all } => {
+            let freed = store.prune(Some(if all {
+                0
+            } else {
+                max_size.unwrap_or(triton_compose::store::DEFAULT_MAX_SIZE)
+            }));
+            println!(
+                "freed {}; {} left in {}",
+                human_size(freed),
+                human_size(store.usage().total),
+                dir.display()
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn report(err: &Error) -> ExitCode {

@@ -32,6 +32,15 @@ pub struct ComposeRequest {
     pub timestamp: Option<u64>,
     /// Platform, registry access and the like.
     pub transport: crate::transport::Options,
+    /// The content-addressed store to reuse and fill (`None`: `--no-store`).
+    pub store: Option<StoreSettings>,
+}
+
+/// Where the store is and how large it may grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub dir: PathBuf,
+    pub max_size: u64,
 }
 
 /// The raw values of compose.py's flags (and ours), as parsed by the CLI.
@@ -55,6 +64,8 @@ pub struct RawRequest {
     pub platform: Option<String>,
     pub insecure_registries: Vec<String>,
     pub authfile: Option<PathBuf>,
+    /// The store (`--store`, or the default location); `None` for none.
+    pub store: Option<StoreSettings>,
 }
 
 impl ComposeRequest {
@@ -190,6 +201,7 @@ impl ComposeRequest {
             compression: raw.compression,
             timestamp,
             transport,
+            store: raw.store,
         })
     }
 }

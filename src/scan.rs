@@ -1,19 +1,28 @@
-//! Reads an image's layers once, bottom to top, into a [`MergedTree`],
-//! checking each layer's diff-id on the way. While the bytes stream by it can
-//! keep what later stages need: the content of selected subtrees goes to a
-//! [`Spool`] on disk, small files (such as /etc/passwd or dpkg's lists) are
-//! kept in memory, and the dynamic-linking facts of ELF files are read
-//! ([`crate::elf`]) without keeping their content.
+//! Reads an image's layers into a [`MergedTree`] (whiteouts and opaque
+//! directories applied), checking each layer's diff-id on the way.
+//!
+//! Each layer is read once, on its own, into a [`LayerIndex`]: its items in
+//! archive order, the small files kept in memory (such as /etc/passwd or
+//! dpkg's lists) and the dynamic-linking facts of ELF files ([`crate::elf`]).
+//! Layers are read in parallel, largest first, at most one per core (for all
+//! images of a compose together); content of the selected subtrees goes to a
+//! [`Spool`] on disk as it streams by. The indexes are then applied bottom to
+//! top. With a [`Store`], an index already stored for a diff-id is used
+//! instead of reading the layer, and a new one is stored.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, Write};
+use std::sync::{Condvar, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
-use crate::layer::{read_layer, EntryKind, ImagePath, LayerItem};
+use crate::layer::{read_layer, EntryKind, EntryMeta, ImagePath, LayerItem};
 use crate::spool::Spool;
+use crate::store::Store;
 use crate::tree::{InodeRef, LayerChanges, MergedTree};
 
 /// Small files are kept in memory only up to this size.
@@ -36,6 +45,9 @@ pub struct ScanOptions<'a> {
     pub keep: Option<PathFilter<'a>>,
     /// Files whose ELF dynamic section is read, if they are ELF files.
     pub elf: Option<PathFilter<'a>>,
+    /// Where indexes are reused from and kept, under a name that stands for
+    /// the `keep` and `elf` filters (which must always be the same for it).
+    pub store: Option<(&'a Store, &'a str)>,
 }
 
 /// What the planner knows of the min image's files.
@@ -54,9 +66,56 @@ pub struct ScannedImage {
     pub kept: HashMap<ImagePath, Vec<u8>>,
     /// Dynamic-linking facts of the ELF files the `elf` filter chose.
     pub elf: HashMap<InodeRef, ElfInfo>,
-    /// Indexes of the layers that were read.
+    /// Indexes of the layers that were read (not found in the store).
     pub layers_read: Vec<usize>,
 }
+
+/// One item of a layer, as an index keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum IndexItem {
+    Entry {
+        ordinal: u32,
+        path: ImagePath,
+        meta: EntryMeta,
+    },
+    Whiteout(ImagePath),
+    Opaque(ImagePath),
+}
+
+/// What a compose needs of one layer, read once (or taken from the store).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LayerIndex {
+    pub items: Vec<IndexItem>,
+    /// Content of the files the `keep` filter chose, by ordinal.
+    pub kept: Vec<(u32, Vec<u8>)>,
+    /// ELF facts of the files the `elf` filter chose, by ordinal.
+    pub elf: Vec<(u32, ElfInfo)>,
+}
+
+/// At most one layer read per core, across every scan of the process.
+fn read_permit() -> impl Drop {
+    struct Permit(&'static (Mutex<usize>, Condvar));
+    impl Drop for Permit {
+        fn drop(&mut self) {
+            if let Ok(mut free) = self.0 .0.lock() {
+                *free += 1;
+                self.0 .1.notify_one();
+            }
+        }
+    }
+    static SLOTS: std::sync::OnceLock<(Mutex<usize>, Condvar)> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| (Mutex::new(crate::layer::threads()), Condvar::new()));
+    let mut free = slots.0.lock().unwrap_or_else(|e| e.into_inner());
+    while *free == 0 {
+        free = slots.1.wait(free).unwrap_or_else(|e| e.into_inner());
+    }
+    *free -= 1;
+    Permit(slots)
+}
+
+/// What reading one layer yields: its index, and the spool its selected
+/// content went to (if it had any).
+type LayerRead = (LayerIndex, Option<Spool>, bool);
 
 pub fn scan(
     source: &dyn ImageSource,
@@ -68,15 +127,8 @@ pub fn scan(
         mut spool,
         keep,
         elf,
+        store,
     } = options;
-    let keep = keep.unwrap_or(&|_| false);
-    let wants_elf = elf.unwrap_or(&|_| false);
-    let mut tree = MergedTree::default();
-    let mut kept_by_inode: HashMap<InodeRef, Vec<u8>> = HashMap::new();
-    let mut kept_paths: HashSet<ImagePath> = HashSet::new();
-    let mut elf_infos: HashMap<InodeRef, ElfInfo> = HashMap::new();
-    let mut elf_scratch: Option<std::fs::File> = None;
-    let mut layers_read = Vec::new();
     let layers = &source.image().layers;
     for (index, layer) in layers.iter().enumerate() {
         if skip.contains(&layer.diff_id) {
@@ -85,82 +137,100 @@ pub fn scan(
                 index + 1,
                 layers.len()
             );
-            continue;
         }
-        tracing::info!(
-            "reading {what} layer {}/{}{}",
-            index + 1,
-            layers.len(),
-            layer
-                .blob
-                .as_ref()
-                .map(|(_, size)| format!(" ({})", human_size(*size)))
-                .unwrap_or_default()
-        );
+    }
+    let mut wanted: Vec<usize> = (0..layers.len())
+        .filter(|&i| !skip.contains(&layers[i].diff_id))
+        .collect();
+    // Largest first, so the longest read starts at once.
+    wanted.sort_by_key(|&i| std::cmp::Reverse(layers[i].blob.as_ref().map_or(0, |b| b.1)));
+    let spool_filter = spool.as_ref().map(|(filter, _)| *filter);
+    let spool_dir = spool.as_ref().map(|(_, s)| s.dir().to_path_buf());
+    let reader = LayerReader {
+        source,
+        what,
+        keep: keep.unwrap_or(&|_| false),
+        elf: elf.unwrap_or(&|_| false),
+        spool: spool_filter.zip(spool_dir),
+        store,
+    };
+    let queue = Mutex::new(wanted.clone().into_iter());
+    let results: Mutex<HashMap<usize, Result<LayerRead>>> = Mutex::new(HashMap::new());
+    let workers = crate::layer::threads().min(wanted.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                let Some(index) = next else { break };
+                let read = reader.layer(index);
+                let failed = read.is_err();
+                if let Ok(mut results) = results.lock() {
+                    results.insert(index, read);
+                }
+                if failed {
+                    // Leave the rest: the scan fails anyway.
+                    if let Ok(mut q) = queue.lock() {
+                        for _ in q.by_ref() {}
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_default();
+    let mut tree = MergedTree::default();
+    let mut kept_by_inode: HashMap<InodeRef, Vec<u8>> = HashMap::new();
+    let mut kept_paths: HashSet<ImagePath> = HashSet::new();
+    let mut elf_infos: HashMap<InodeRef, ElfInfo> = HashMap::new();
+    let mut layers_read = Vec::new();
+    let mut order = wanted;
+    order.sort();
+    for index in order {
+        let (layer_index, layer_spool, was_read) = results.remove(&index).unwrap_or_else(|| {
+            Err(Error::new(format!(
+                "{what} layer {} was not read",
+                index + 1
+            )))
+        })?;
+        if let (Some(from), Some((_, spool))) = (layer_spool, spool.as_mut()) {
+            spool.absorb(from)?;
+        }
+        if was_read {
+            layers_read.push(index);
+        }
         let layer_no = index as u32;
+        let inode = |ordinal| InodeRef {
+            layer: layer_no,
+            ordinal,
+        };
         let mut changes = LayerChanges::new(layer_no);
-        let raw = source.open_layer(index)?;
-        let diff_id = read_layer(raw, |ordinal, item| {
+        for item in layer_index.items {
             match item {
-                LayerItem::Whiteout(path) => changes.whiteout(path),
-                LayerItem::Opaque(dir) => changes.opaque(dir),
-                LayerItem::Entry(entry) => {
-                    let inode = InodeRef {
-                        layer: layer_no,
-                        ordinal,
-                    };
-                    let kept = keep(&entry.path);
-                    if kept {
-                        kept_paths.insert(entry.path.clone());
-                    }
-                    if entry.meta.kind == EntryKind::File {
-                        let size = entry.meta.size;
-                        let wanted = wants_elf(&entry.path);
-                        let spooled = spool
-                            .as_ref()
-                            .is_some_and(|(wanted, _)| wanted(&entry.path));
-                        let info = if kept && size <= MAX_KEPT_FILE {
-                            let mut data = Vec::with_capacity(size as usize);
-                            entry.content.read_to_end(&mut data)?;
-                            let info = wanted.then(|| elf::read(&data[..], size)).flatten();
-                            kept_by_inode.insert(inode, data);
-                            info
-                        } else if let (true, Some((_, spool))) = (spooled, spool.as_mut()) {
-                            spool.store(inode, size, entry.content)?;
-                            if wanted {
-                                spool.flush()?;
-                                spool.slice(inode).and_then(|s| elf::read(&s, size))
-                            } else {
-                                None
-                            }
-                        } else if wanted {
-                            sniff_elf(entry.content, size, &mut elf_scratch)?
-                        } else {
-                            None
-                        };
-                        if let Some(info) = info {
-                            elf_infos.insert(inode, info);
-                        }
-                    }
-                    changes.entry(&tree, ordinal, entry.path, entry.meta);
+                IndexItem::Whiteout(path) => changes.whiteout(path),
+                IndexItem::Opaque(dir) => changes.opaque(dir),
+                IndexItem::Entry {
+                    ordinal,
+                    path,
+                    meta,
+                } => {
+                    changes.entry(&tree, ordinal, path, meta);
                 }
             }
-            Ok(())
-        })
-        .map_err(|e| layer_error(e, what, index))?;
-        if diff_id != layer.diff_id {
-            return Err(Error::new(format!(
-                "{what} layer {} has diff-id {diff_id}, but the image config says {}",
-                index + 1,
-                layer.diff_id
-            ))
-            .hint("the image is corrupt or was modified; fetch or export it again"));
+        }
+        for (ordinal, data) in layer_index.kept {
+            kept_by_inode.insert(inode(ordinal), data);
+        }
+        for (ordinal, info) in layer_index.elf {
+            elf_infos.insert(inode(ordinal), info);
         }
         tree.apply(changes);
-        layers_read.push(index);
     }
     if let Some((_, spool)) = spool {
         spool.flush()?;
+    }
+    for (path, node) in tree.iter() {
+        if kept_by_inode.contains_key(&node.inode) && keep.is_some_and(|k| k(path)) {
+            kept_paths.insert(path.clone());
+        }
     }
     let kept = kept_paths
         .into_iter()
@@ -176,6 +246,143 @@ pub fn scan(
         elf: elf_infos,
         layers_read,
     })
+}
+
+/// Reads single layers for [`scan`].
+struct LayerReader<'a> {
+    source: &'a dyn ImageSource,
+    what: &'a str,
+    keep: PathFilter<'a>,
+    elf: PathFilter<'a>,
+    spool: Option<(PathFilter<'a>, std::path::PathBuf)>,
+    store: Option<(&'a Store, &'a str)>,
+}
+
+impl LayerReader<'_> {
+    fn layer(&self, index: usize) -> Result<LayerRead> {
+        let layer = &self.source.image().layers[index];
+        let count = self.source.image().layers.len();
+        if let Some((store, kind)) = self.store {
+            if let Some(found) = store.load_index::<LayerIndex>(kind, &layer.diff_id) {
+                tracing::debug!(
+                    "{}: layer {}/{} is indexed in the store, not read",
+                    self.what,
+                    index + 1,
+                    count
+                );
+                return Ok((found, None, false));
+            }
+        }
+        let _permit = read_permit();
+        tracing::info!(
+            "reading {} layer {}/{}{}",
+            self.what,
+            index + 1,
+            count,
+            layer
+                .blob
+                .as_ref()
+                .map(|(_, size)| format!(" ({})", human_size(*size)))
+                .unwrap_or_default()
+        );
+        let (read, spool) = self
+            .read(index)
+            .map_err(|e| layer_error(e, self.what, index))?;
+        if let Some((store, kind)) = self.store {
+            if let Err(err) = store.save_index(kind, &layer.diff_id, &read) {
+                tracing::warn!(
+                    "store: cannot keep the index of {} layer {}: {err}",
+                    self.what,
+                    index + 1
+                );
+            }
+        }
+        Ok((read, spool, true))
+    }
+
+    fn read(&self, index: usize) -> Result<(LayerIndex, Option<Spool>)> {
+        let layer = &self.source.image().layers[index];
+        let layer_no = index as u32;
+        let mut out = LayerIndex::default();
+        let mut spool = match &self.spool {
+            Some((_, dir)) => Some(Spool::create(dir)?),
+            None => None,
+        };
+        let mut elf_scratch: Option<std::fs::File> = None;
+        let raw = self.source.open_layer(index)?;
+        let diff_id = read_layer(raw, |ordinal, item| {
+            let entry = match item {
+                LayerItem::Whiteout(path) => {
+                    out.items.push(IndexItem::Whiteout(path));
+                    return Ok(());
+                }
+                LayerItem::Opaque(dir) => {
+                    out.items.push(IndexItem::Opaque(dir));
+                    return Ok(());
+                }
+                LayerItem::Entry(entry) => entry,
+            };
+            if entry.meta.kind == EntryKind::File {
+                let inode = InodeRef {
+                    layer: layer_no,
+                    ordinal,
+                };
+                let size = entry.meta.size;
+                let kept = (self.keep)(&entry.path) && size <= MAX_KEPT_FILE;
+                let wants_elf = (self.elf)(&entry.path);
+                let spooled = self
+                    .spool
+                    .as_ref()
+                    .is_some_and(|(wanted, _)| wanted(&entry.path));
+                let info = if kept {
+                    let mut data = Vec::with_capacity(size as usize);
+                    entry.content.read_to_end(&mut data)?;
+                    let info = wants_elf.then(|| elf::read(&data[..], size)).flatten();
+                    if spooled {
+                        if let Some(spool) = spool.as_mut() {
+                            spool.store(inode, size, &mut &data[..])?;
+                        }
+                    }
+                    out.kept.push((ordinal, data));
+                    info
+                } else if let (true, Some(spool)) = (spooled, spool.as_mut()) {
+                    spool.store(inode, size, entry.content)?;
+                    if wants_elf {
+                        spool.flush()?;
+                        spool.slice(inode).and_then(|s| elf::read(&s, size))
+                    } else {
+                        None
+                    }
+                } else if wants_elf {
+                    sniff_elf(entry.content, size, &mut elf_scratch)?
+                } else {
+                    None
+                };
+                if let Some(info) = info {
+                    out.elf.push((ordinal, info));
+                }
+            }
+            out.items.push(IndexItem::Entry {
+                ordinal,
+                path: entry.path,
+                meta: entry.meta,
+            });
+            Ok(())
+        })?;
+        if diff_id != layer.diff_id {
+            return Err(Error::new(format!(
+                "{} layer {} has diff-id {diff_id}, but the image config says {}",
+                self.what,
+                index + 1,
+                layer.diff_id
+            ))
+            .hint("the image is corrupt or was modified; fetch or export it again"));
+        }
+        if let Some(spool) = spool.as_mut() {
+            spool.flush()?;
+        }
+        Ok((out, spool))
+    }
 }
 
 /// Reads the ELF facts of a file streaming by, if it is one. Small files are

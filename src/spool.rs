@@ -1,35 +1,42 @@
-//! A scratch file holding the content of the entries a compose needs, keyed
+//! Scratch files holding the content of the entries a compose needs, keyed
 //! by inode, so that output layers can be written in sorted order after their
 //! sources were read once in archive order. It holds only what was selected,
-//! never a whole image, and disappears with its directory.
+//! never a whole image, and disappears with its directory. Layers read in
+//! parallel each fill a spool of their own, which one spool then absorbs.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::tree::InodeRef;
 
 pub struct Spool {
-    writer: BufWriter<File>,
-    reader: File,
-    len: u64,
-    index: HashMap<InodeRef, (u64, u64)>,
+    dir: PathBuf,
+    /// The file being appended to: its index in `files` and its length.
+    active: Option<(usize, BufWriter<File>, u64)>,
+    /// Every file, for reading.
+    files: Vec<File>,
+    /// inode -> (file, offset, length)
+    index: HashMap<InodeRef, (usize, u64, u64)>,
 }
 
 impl Spool {
+    /// A spool whose files go in `dir`; none is made until something is stored.
     pub fn create(dir: &Path) -> Result<Spool> {
-        let file = tempfile::tempfile_in(dir)
-            .ctx(|| format!("creating a scratch file in {}", dir.display()))?;
-        let reader = file.try_clone()?;
         Ok(Spool {
-            writer: BufWriter::with_capacity(1 << 20, file),
-            reader,
-            len: 0,
+            dir: dir.to_path_buf(),
+            active: None,
+            files: Vec::new(),
             index: HashMap::new(),
         })
+    }
+
+    /// Where its files go.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn contains(&self, inode: InodeRef) -> bool {
@@ -41,7 +48,18 @@ impl Spool {
         if self.index.contains_key(&inode) {
             return Ok(());
         }
-        let copied = io::copy(&mut content.take(size), &mut self.writer)
+        if self.active.is_none() {
+            let file = tempfile::tempfile_in(&self.dir)
+                .ctx(|| format!("creating a scratch file in {}", self.dir.display()))?;
+            self.files.push(file.try_clone()?);
+            self.active = Some((
+                self.files.len() - 1,
+                BufWriter::with_capacity(1 << 20, file),
+                0,
+            ));
+        }
+        let (file, writer, len) = self.active.as_mut().expect("just made");
+        let copied = io::copy(&mut content.take(size), writer)
             .map_err(|e| Error::from(e).context("writing to the scratch file"))?;
         if copied != size {
             return Err(Error::new(format!(
@@ -49,22 +67,37 @@ impl Spool {
             ))
             .hint("the layer is truncated; fetch or export the image again"));
         }
-        self.index.insert(inode, (self.len, size));
-        self.len += size;
+        self.index.insert(inode, (*file, *len, size));
+        *len += size;
         Ok(())
     }
 
     /// Makes everything stored so far readable.
     pub fn flush(&mut self) -> Result<()> {
-        self.writer.flush()?;
+        if let Some((_, writer, _)) = &mut self.active {
+            writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Takes over what another spool holds (a layer read on its own).
+    pub fn absorb(&mut self, mut other: Spool) -> Result<()> {
+        other.flush()?;
+        let base = self.files.len();
+        self.files.append(&mut other.files);
+        for (inode, (file, offset, len)) in other.index {
+            self.index
+                .entry(inode)
+                .or_insert((file + base, offset, len));
+        }
         Ok(())
     }
 
     /// Random access to an inode's content. Call [`Spool::flush`] after storing.
     pub fn slice(&self, inode: InodeRef) -> Option<SpoolSlice<'_>> {
-        let &(offset, len) = self.index.get(&inode)?;
+        let &(file, offset, len) = self.index.get(&inode)?;
         Some(SpoolSlice {
-            file: &self.reader,
+            file: &self.files[file],
             offset,
             len,
         })
@@ -72,9 +105,9 @@ impl Spool {
 
     /// Reads back an inode's content. Call [`Spool::flush`] after storing.
     pub fn open(&self, inode: InodeRef) -> Option<SpoolReader<'_>> {
-        let &(offset, len) = self.index.get(&inode)?;
+        let &(file, offset, len) = self.index.get(&inode)?;
         Some(SpoolReader {
-            file: &self.reader,
+            file: &self.files[file],
             offset,
             remaining: len,
         })

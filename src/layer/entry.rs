@@ -15,6 +15,30 @@ use crate::error::{Error, Result};
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct ImagePath(Vec<u8>);
 
+impl serde::Serialize for ImagePath {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+/// Read back (from the store) through [`ImagePath::parse`], so a damaged
+/// file cannot bring in a path that climbs out of the root.
+impl<'de> serde::Deserialize<'de> for ImagePath {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let raw: Vec<u8> = serde::Deserialize::deserialize(deserializer)?;
+        let path = ImagePath::parse(&raw).map_err(serde::de::Error::custom)?;
+        if path.0 != raw {
+            return Err(serde::de::Error::custom("a stored path is not normalized"));
+        }
+        Ok(path)
+    }
+}
+
 impl ImagePath {
     /// Normalizes a name found in a tar header or written by a user.
     /// Leading `/` and `./` are dropped, as container runtimes do; a `..`
@@ -134,7 +158,7 @@ impl fmt::Display for ImagePath {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind {
     File,
     Dir,
@@ -148,7 +172,7 @@ pub enum EntryKind {
 }
 
 /// Everything about an entry except its path and content.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryMeta {
     pub kind: EntryKind,
     pub mode: u32,

@@ -12,14 +12,26 @@ pub fn run_cli(args: &[&str]) -> (bool, String) {
     run_cli_env(args, &[])
 }
 
+/// The binary, with a store of its own for this one run (so tests never
+/// share one by accident) unless the test names one.
+fn cli_command(env: &[(&str, &str)]) -> (std::process::Command, Option<tempfile::TempDir>) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"));
+    command.env_remove("SOURCE_DATE_EPOCH");
+    let own_store = if env.iter().any(|(k, _)| *k == "TRITON_COMPOSE_STORE") {
+        None
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        command.env("TRITON_COMPOSE_STORE", dir.path());
+        Some(dir)
+    };
+    command.envs(env.iter().copied());
+    (command, own_store)
+}
+
 /// Runs the built binary with extra environment variables.
 pub fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs");
+    let (mut command, _store) = cli_command(env);
+    let out = command.args(args).output().expect("the binary runs");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -37,11 +49,14 @@ pub fn free_port() -> u16 {
 
 /// Runs the built binary; returns (exit code, stdout, stderr).
 pub fn run_cli_output(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("the binary runs");
+    run_cli_output_env(args, &[])
+}
+
+/// Runs the built binary with extra environment variables; returns (exit
+/// code, stdout, stderr).
+pub fn run_cli_output_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let (mut command, _store) = cli_command(env);
+    let out = command.args(args).output().expect("the binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,321 @@
+//! The content-addressed store: what one compose learns, every later one
+//! reuses. It sits beside the transports, as a cache under scan and
+//! execute; no transport knows it.
+//!
+//! - **Source layer indexes**, by diff-id: a layer's entries (paths and
+//!   metadata in archive order), the small files and ELF facts the planner
+//!   and the dependency closure read ([`crate::scan::LayerIndex`]). A compose
+//!   whose layers are all indexed plans without reading any layer.
+//! - **Output layers**, by a key that digests exactly what determines their
+//!   bytes (each entry's path, metadata and content identity, the
+//!   compression and its level, and this program's version, which pins the
+//!   compressors): the compressed blob, its digest and diff-id. The core,
+//!   each component and the dependency layer are built once; every variant
+//!   needing the same bytes reuses them.
+//!
+//! Everything is written to `tmp/` and renamed into place, so a killed run
+//! never leaves an entry that is used; entries are checked when reused
+//! (indexes carry a digest of their body, blobs are hashed) and a damaged
+//! one is removed and rebuilt. Two composes sharing the store write the
+//! same bytes under the same names, and a rename is atomic, so they never
+//! corrupt it. Use refreshes an entry's modification time; past
+//! `--store-max-size` the least recently used entries are evicted.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::WrittenLayer;
+
+/// Bumped whenever what an index holds changes meaning.
+const INDEX_MAGIC: &[u8] = b"triton-compose index 1\n";
+/// The default bound on the store's size.
+pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
+/// Staging files older than this belong to runs that died.
+const STALE_TMP: Duration = Duration::from_secs(6 * 3600);
+
+pub struct Store {
+    root: PathBuf,
+    max_size: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LayerRecord {
+    digest: String,
+    diff_id: String,
+    size: u64,
+}
+
+/// What the store holds, by kind.
+#[derive(Debug, Default, Serialize)]
+pub struct Usage {
+    pub indexes: (u64, u64),
+    pub layers: (u64, u64),
+    pub staging: (u64, u64),
+    pub total: u64,
+}
+
+impl Store {
+    /// The default location: `TRITON_COMPOSE_STORE`, else
+    /// `$XDG_CACHE_HOME/triton-compose/store`, else `~/.cache/triton-compose/store`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("TRITON_COMPOSE_STORE").filter(|d| !d.is_empty()) {
+            return Some(PathBuf::from(dir));
+        }
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(cache.join("triton-compose").join("store"))
+    }
+
+    pub fn open(root: &Path, max_size: u64) -> Result<Store> {
+        for sub in ["index", "layers", "blobs/sha256", "tmp"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir)
+                .ctx(|| format!("creating the store directory {}", dir.display()))
+                .map_err(|e| e.hint("pass --store DIR with a writable directory, or --no-store"))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+            max_size,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index_path(&self, kind: &str, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("index")
+            .join(format!("{kind}-{}", diff_id.hex()))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn record_path(&self, key: &Digest) -> PathBuf {
+        self.root.join("layers").join(key.hex())
+    }
+
+    /// A file in `tmp/` to write before renaming it into place.
+    fn staging(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempfile_in(self.root.join("tmp"))
+            .ctx(|| format!("writing in the store {}", self.root.display()))
+    }
+
+    fn put_atomically(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let mut staged = self.staging()?;
+        staged.write_all(bytes)?;
+        staged.persist(path).map_err(|e| {
+            Error::new(format!("cannot write {}", path.display())).with_source(e.error)
+        })?;
+        Ok(())
+    }
+
+    /// Reads a source layer's index of the given kind, if stored and sound.
+    pub fn load_index<T: for<'de> Deserialize<'de>>(
+        &self,
+        kind: &str,
+        diff_id: &Digest,
+    ) -> Option<T> {
+        let path = self.index_path(kind, diff_id);
+        let bytes = fs::read(&path).ok()?;
+        let decoded = decode_index(&bytes);
+        match decoded {
+            Some(value) => {
+                touch(&path);
+                Some(value)
+            }
+            None => {
+                tracing::warn!(
+                    "store: the index {} is damaged; it is removed and the layer read again",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    pub fn save_index<T: Serialize>(&self, kind: &str, diff_id: &Digest, index: &T) -> Result<()> {
+        let body = postcard::to_stdvec(index)
+            .map_err(|e| Error::new("cannot encode a layer index").with_source(e))?;
+        let body = zstd::bulk::compress(&body, 3)
+            .map_err(|e| Error::new("cannot compress a layer index").with_source(e))?;
+        let mut bytes = INDEX_MAGIC.to_vec();
+        bytes.extend_from_slice(Digest::of(&body).hex().as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&body);
+        self.put_atomically(&self.index_path(kind, diff_id), &bytes)
+    }
+
+    /// The output layer stored under `key`, linked (or copied) to `dest`
+    /// for the caller to keep whatever the store does meanwhile, and
+    /// checked there against its digest. A damaged entry is removed, and
+    /// `None` returned: the caller builds the layer again.
+    pub fn take_layer(&self, key: &Digest, dest: &Path) -> Option<WrittenLayer> {
+        let record_path = self.record_path(key);
+        let record: LayerRecord = serde_json::from_slice(&fs::read(&record_path).ok()?).ok()?;
+        let written = WrittenLayer {
+            digest: record.digest.parse().ok()?,
+            diff_id: record.diff_id.parse().ok()?,
+            size: record.size,
+        };
+        let blob = self.blob_path(&written.digest);
+        let _ = fs::remove_file(dest);
+        if fs::hard_link(&blob, dest).is_err() && fs::copy(&blob, dest).is_err() {
+            // Evicted meanwhile, or never complete: build it again.
+            return None;
+        }
+        let sound = File::open(dest).is_ok_and(|file| {
+            let mut hashing = HashingReader::new(file);
+            std::io::copy(&mut hashing, &mut std::io::sink()).is_ok() && {
+                let (digest, size) = hashing.finish();
+                digest == written.digest && size == written.size
+            }
+        });
+        if !sound {
+            tracing::warn!(
+                "store: the layer blob {} is damaged; it is removed and the layer built again",
+                blob.display()
+            );
+            let _ = fs::remove_file(dest);
+            let _ = fs::remove_file(&blob);
+            let _ = fs::remove_file(&record_path);
+            return None;
+        }
+        touch(&record_path);
+        touch(dest);
+        Some(written)
+    }
+
+    /// Keeps a layer just written at `staged` under `key`. The staged file
+    /// stays where it is, for the sink.
+    pub fn put_layer(&self, key: &Digest, written: &WrittenLayer, staged: &Path) -> Result<()> {
+        let blob = self.blob_path(&written.digest);
+        if !blob.exists() {
+            let temp = self.staging()?;
+            let temp_path = temp.path().to_path_buf();
+            // A hard link when the store and the work directory share a
+            // filesystem; a copy otherwise.
+            drop(temp);
+            if fs::hard_link(staged, &temp_path).is_err() {
+                fs::copy(staged, &temp_path)
+                    .ctx(|| format!("copying a layer into the store {}", self.root.display()))?;
+            }
+            fs::rename(&temp_path, &blob)
+                .ctx(|| format!("storing a layer in {}", self.root.display()))?;
+        }
+        let record = LayerRecord {
+            digest: written.digest.to_string(),
+            diff_id: written.diff_id.to_string(),
+            size: written.size,
+        };
+        let bytes = serde_json::to_vec(&record).expect("records serialize");
+        self.put_atomically(&self.record_path(key), &bytes)
+    }
+
+    /// Every file of the store with its size and last use, by kind.
+    fn entries(&self) -> Vec<(&'static str, PathBuf, u64, SystemTime)> {
+        let mut out = Vec::new();
+        for (kind, dir) in [
+            ("index", "index"),
+            ("layer", "layers"),
+            ("layer", "blobs/sha256"),
+            ("staging", "tmp"),
+        ] {
+            let Ok(list) = fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for entry in list.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_file() {
+                    let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.push((kind, entry.path(), meta.len(), used));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn usage(&self) -> Usage {
+        let mut usage = Usage::default();
+        for (kind, _, size, _) in self.entries() {
+            let slot = match kind {
+                "index" => &mut usage.indexes,
+                "layer" => &mut usage.layers,
+                _ => &mut usage.staging,
+            };
+            slot.0 += 1;
+            slot.1 += size;
+            usage.total += size;
+        }
+        usage
+    }
+
+    /// Removes what dead runs left in `tmp/`, then the least recently used
+    /// entries until the store is at most `max_size` bytes (the store's
+    /// bound when `None`). Returns the bytes freed.
+    pub fn prune(&self, max_size: Option<u64>) -> u64 {
+        let max_size = max_size.unwrap_or(self.max_size);
+        let now = SystemTime::now();
+        let mut freed = 0;
+        let mut live = Vec::new();
+        for (kind, path, size, used) in self.entries() {
+            let stale = now.duration_since(used).unwrap_or_default() > STALE_TMP;
+            if kind == "staging" {
+                if stale && fs::remove_file(&path).is_ok() {
+                    freed += size;
+                }
+                continue;
+            }
+            live.push((path, size, used));
+        }
+        let mut total: u64 = live.iter().map(|(_, size, _)| size).sum();
+        live.sort_by_key(|(_, _, used)| *used);
+        for (path, size, _) in live {
+            if total <= max_size {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total -= size;
+                freed += size;
+            }
+        }
+        freed
+    }
+}
+
+fn decode_index<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    let rest = bytes.strip_prefix(INDEX_MAGIC)?;
+    let (digest, body) = (rest.get(..64)?, rest.get(65..)?);
+    if rest.get(64) != Some(&b'\n') || Digest::of(body).hex().as_bytes() != digest {
+        return None;
+    }
+    let mut decoder = zstd::stream::read::Decoder::new(body).ok()?;
+    let mut plain = Vec::new();
+    // Indexes are metadata: a bound keeps a damaged one from ballooning.
+    decoder
+        .by_ref()
+        .take(1 << 30)
+        .read_to_end(&mut plain)
+        .ok()?;
+    postcard::from_bytes(&plain).ok()
+}
+
+/// Marks an entry as just used, for eviction.
+fn touch(path: &Path) {
+    if let Ok(file) = File::options().append(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}

@@ -1,0 +1,308 @@
+//! The content-addressed store, through the command line: warm composes
+//! reuse indexes and layers and give the bytes a cold compose gives,
+//! composes share a store safely, killed runs leave nothing that is
+//! reused, damaged entries are detected and rebuilt, and eviction keeps the
+//! store under its bound, least recently used first.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+/// ASCII noise that compresses slowly, so that writing a layer takes a while.
+fn noise(len: usize, seed: u64) -> String {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (b'a' + (state % 26) as u8) as char
+        })
+        .collect()
+}
+
+impl Setup {
+    /// min, and full with a large file in the python backend and a backend
+    /// `extra` in a layer of its own.
+    fn new() -> Setup {
+        let root = tempfile::tempdir().unwrap();
+        let min = min_image();
+        min.write_oci(&root.path().join("min"), "latest");
+        let mut full = full_image(&min);
+        full.layers.push(layer_tar(&[file(
+            "opt/tritonserver/backends/python/big.txt",
+            &noise(24 << 20, 7),
+        )]));
+        full.layers.push(layer_tar(&[
+            dir("opt/tritonserver/backends/extra"),
+            file(
+                "opt/tritonserver/backends/extra/libtriton_extra.so",
+                "extra\n",
+            ),
+        ]));
+        full.write_oci(&root.path().join("full"), "24.10");
+        Setup { dir: root }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn args(&self, out: &str, store: &str, selection: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--enable-gpu=false",
+            "--image",
+            &format!("min,oci:{}:latest", self.path("min").display()),
+            "--image",
+            &format!("full,oci:{}:24.10", self.path("full").display()),
+            "--work-dir",
+            self.path(&format!("work-{out}")).to_str().unwrap(),
+            "--output",
+            &format!("oci:{}:x", self.path(out).display()),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if store.is_empty() {
+            args.push("--no-store".into());
+        } else {
+            args.extend(["--store".into(), self.path(store).display().to_string()]);
+        }
+        args.extend(selection.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Composes into oci:OUT with the store STORE ("" for none); returns
+    /// stderr and the image.
+    fn compose(&self, out: &str, store: &str, selection: &[&str]) -> (String, ReadImage) {
+        let args = self.args(out, store, selection);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stderr) = run_cli(&args);
+        assert!(ok, "compose failed:\n{stderr}");
+        (stderr, read_oci(&self.path(out), "x"))
+    }
+
+    fn store_files(&self, store: &str) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for sub in ["index", "layers", "blobs/sha256"] {
+            for entry in std::fs::read_dir(self.path(store).join(sub)).unwrap() {
+                files.push(entry.unwrap().path());
+            }
+        }
+        files.sort();
+        files
+    }
+}
+
+const PYTHON: &[&str] = &["--backend", "python", "--cache", "local"];
+const PYTHON_EXTRA: &[&str] = &[
+    "--backend",
+    "python",
+    "--cache",
+    "local",
+    "--backend",
+    "extra",
+];
+
+fn layer_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(" layer ") && l.contains(" entries, "))
+        .collect()
+}
+
+#[test]
+fn warm_composes_reuse_indexes_and_layers_and_match_a_cold_compose() {
+    let setup = Setup::new();
+    let (cold, first) = setup.compose("cold", "store", PYTHON);
+    assert!(cold.contains("reading full layer"), "{cold}");
+    assert!(!cold.contains("from the store"), "{cold}");
+    let files = setup.store_files("store");
+
+    // The same combination again: nothing read, nothing written.
+    let (same, again) = setup.compose("same", "store", PYTHON);
+    assert!(!same.contains("reading "), "{same}");
+    let lines = layer_lines(&same);
+    assert!(!lines.is_empty(), "{same}");
+    assert!(lines.iter().all(|l| l.contains("from the store")), "{same}");
+    assert_eq!(again.manifest_digest, first.manifest_digest);
+    assert_eq!(setup.store_files("store"), files);
+
+    // Another combination reads only the layer holding what is new.
+    let (other, warm) = setup.compose("other", "store", PYTHON_EXTRA);
+    let read: Vec<&str> = other.lines().filter(|l| l.contains("reading ")).collect();
+    assert_eq!(read.len(), 1, "{other}");
+    assert!(
+        read[0].contains("re-reading") && read[0].contains("layer 6 "),
+        "{other}"
+    );
+    for line in layer_lines(&other) {
+        let new = line.contains("backend extra");
+        assert_eq!(!new, line.contains("from the store"), "{other}");
+    }
+    // Byte for byte what a compose without the store writes.
+    let (_, reference) = setup.compose("reference", "", PYTHON_EXTRA);
+    assert_eq!(warm.manifest_digest, reference.manifest_digest);
+    assert_eq!(warm.layer_digests, reference.layer_digests);
+}
+
+#[test]
+fn concurrent_composes_share_a_store_safely() {
+    let setup = Setup::new();
+    let (_, python) = setup.compose("ref-python", "", PYTHON);
+    let (_, extra) = setup.compose("ref-extra", "", PYTHON_EXTRA);
+    let store = setup.path("shared").display().to_string();
+    let children: Vec<(std::process::Child, &str, &str)> = (0..6)
+        .map(|i| {
+            let (selection, expect) = if i % 2 == 0 {
+                (PYTHON, "python")
+            } else {
+                (PYTHON_EXTRA, "extra")
+            };
+            let out = format!("out-{i}");
+            let child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+                .args(setup.args(&out, "shared", selection))
+                .arg("-q")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, expect, if i % 2 == 0 { "py" } else { "ex" })
+        })
+        .collect();
+    for (i, (child, expect, _)) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "compose {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let image = read_oci(&setup.path(&format!("out-{i}")), "x");
+        let reference = if expect == "python" { &python } else { &extra };
+        assert_eq!(
+            image.manifest_digest, reference.manifest_digest,
+            "compose {i}"
+        );
+    }
+    // And what they stored serves a later compose whole.
+    let (warm, image) = setup.compose("after", "shared", PYTHON_EXTRA);
+    assert!(
+        layer_lines(&warm)
+            .iter()
+            .all(|l| l.contains("from the store")),
+        "{warm}"
+    );
+    assert_eq!(image.manifest_digest, extra.manifest_digest);
+    assert!(Path::new(&store).join("tmp").is_dir());
+}
+
+#[test]
+fn a_compose_killed_mid_write_leaves_nothing_that_is_reused() {
+    let setup = Setup::new();
+    let (_, reference) = setup.compose("reference", "", PYTHON);
+    for (round, delay) in [30u64, 80, 150, 300, 600].into_iter().enumerate() {
+        let out = format!("killed-{round}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+            .args(setup.args(&out, "store", PYTHON))
+            .arg("-q")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // The next run succeeds, with the bytes a fresh compose gives.
+        let (_, image) = setup.compose(&format!("after-{round}"), "store", PYTHON);
+        assert_eq!(
+            image.manifest_digest, reference.manifest_digest,
+            "after a kill at {delay} ms"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_store_entry_is_detected_and_rebuilt() {
+    let setup = Setup::new();
+    let (_, cold) = setup.compose("cold", "store", PYTHON);
+    for path in setup.store_files("store") {
+        let parent = path.parent().unwrap().file_name().unwrap().to_owned();
+        if parent == "layers" {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (stderr, image) = setup.compose("damaged", "store", PYTHON);
+    assert!(stderr.contains("is damaged; it is removed"), "{stderr}");
+    assert!(stderr.contains("reading full layer"), "{stderr}");
+    assert!(!stderr.contains("from the store"), "{stderr}");
+    assert_eq!(image.manifest_digest, cold.manifest_digest);
+    // Rebuilt entries serve the next compose.
+    let (warm, image) = setup.compose("healed", "store", PYTHON);
+    assert!(
+        layer_lines(&warm)
+            .iter()
+            .all(|l| l.contains("from the store")),
+        "{warm}"
+    );
+    assert_eq!(image.manifest_digest, cold.manifest_digest);
+}
+
+fn store_total(setup: &Setup, store: &str) -> u64 {
+    let dir = setup.path(store).display().to_string();
+    let (code, stdout, stderr) = run_cli_output(&["store", "--store", &dir, "du", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let usage: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(usage["layers"]["count"].is_u64(), "{usage}");
+    usage["total"].as_u64().unwrap()
+}
+
+#[test]
+fn eviction_keeps_the_store_under_its_bound_least_recently_used_first() {
+    let setup = Setup::new();
+    setup.compose("python", "store", PYTHON);
+    let with_python = store_total(&setup, "store");
+    assert!(with_python > 10 << 20, "{with_python}");
+    // A small selection, then a bound that holds it but not the python layer.
+    let small = &["--backend", "onnxruntime"];
+    let args = setup.args("small", "store", small);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--store-max-size", "2M"]);
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("store: evicted"), "{stderr}");
+    let total = store_total(&setup, "store");
+    assert!(total <= 2 << 20, "{total}");
+    // The most recently used entries stayed; the python layer went.
+    let (warm, _) = setup.compose("small-again", "store", small);
+    assert!(
+        layer_lines(&warm)
+            .iter()
+            .all(|l| l.contains("from the store")),
+        "{warm}"
+    );
+    let (rebuilt, _) = setup.compose("python-again", "store", PYTHON);
+    let python_line = layer_lines(&rebuilt)
+        .into_iter()
+        .find(|l| l.contains("backend python"))
+        .unwrap();
+    assert!(!python_line.contains("from the store"), "{rebuilt}");
+
+    // `store prune --all` empties it.
+    let dir = setup.path("store").display().to_string();
+    let (code, stdout, _) = run_cli_output(&["store", "--store", &dir, "prune", "--all"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("freed "), "{stdout}");
+    assert_eq!(store_total(&setup, "store"), 0);
+}
