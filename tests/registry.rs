@@ -404,3 +404,60 @@ fn dry_run(
         &[(env.0, env.1.to_str().unwrap())],
     )
 }
+
+#[test]
+fn a_warm_compose_between_registries_downloads_no_layer() {
+    let Some(s) = setup() else { return };
+    let full_layers = full_image(&min_image()).write_oci(&s.dir.path().join("again"), "x");
+    let host = &s.registry.host;
+    let authfile = s.registry.authfile();
+    let store = s.dir.path().join("store");
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:24.10");
+    let work = s.dir.path().join("work");
+    let compose = |tag: &str| {
+        let output = format!("{host}/triton/composed:{tag}");
+        let mut args = vec![
+            "--enable-gpu=false",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--output",
+            &output,
+        ];
+        args.extend([
+            "--authfile",
+            authfile.to_str().unwrap(),
+            "--work-dir",
+            work.to_str().unwrap(),
+        ]);
+        args.extend(COMPONENTS);
+        let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
+        assert!(ok, "{stderr}");
+        stderr
+    };
+    let is_layer_get = |(m, p): &&(String, String)| {
+        m == "GET"
+            && s.min_layers
+                .iter()
+                .chain(&full_layers)
+                .any(|d| p.ends_with(&format!("/blobs/{d}")))
+    };
+    compose("cold");
+    let cold = s.registry.requests();
+    assert!(cold.iter().any(|r| is_layer_get(&r)), "{cold:#?}");
+    let warm = compose("warm");
+    assert!(!warm.contains("reading "), "{warm}");
+    let requests: Vec<(String, String)> = s.registry.requests().split_off(cold.len());
+    let layer_gets: Vec<&(String, String)> = requests.iter().filter(is_layer_get).collect();
+    assert!(layer_gets.is_empty(), "{layer_gets:#?}");
+    let uploads = requests
+        .iter()
+        .filter(|(m, p)| m == "PUT" && p.contains("/blobs/uploads/"))
+        .count();
+    assert_eq!(uploads, 0, "{requests:#?}");
+    assert!(requests
+        .iter()
+        .any(|(m, p)| m == "PUT" && p == "/v2/triton/composed/manifests/warm"));
+}
