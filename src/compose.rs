@@ -82,6 +82,13 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         compression: request.compression,
         scratch: scratch.path(),
         store: store.as_ref(),
+        scans: [
+            (Origin::Full, Some(&scans.full)),
+            (Origin::GpuMin, scans.gpu_min.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(origin, scan)| scan.map(|s| (origin, s)))
+        .collect(),
     }
     .run(&spools, sink.as_mut())?;
     let written = sink.commit(&image)?;
@@ -117,8 +124,8 @@ struct Scans {
 
 /// The name under which the store keeps indexes made with [`index_keep`]
 /// and [`index_elf`]; for min, with `index_keep` only.
-const INDEX_KIND: &str = "compose-1";
-const MIN_INDEX_KIND: &str = "keep-1";
+const INDEX_KIND: &str = "compose-2";
+const MIN_INDEX_KIND: &str = "keep-2";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a

@@ -15,9 +15,10 @@ use crate::error::{Error, Result};
 use crate::image::{canonical_json, BlobDescriptor, ImageSink, ImageSource, OutputImage};
 use crate::layer::{Compression, LayerWriter, WrittenLayer};
 use crate::plan::{Content, LayerPlan, Origin, Plan};
-use crate::scan;
+use crate::scan::{self, ScannedImage};
 use crate::spool::Spool;
 use crate::store::Store;
+use crate::tree::InodeRef;
 
 /// Content read ahead of writing: one spool per image the plan copies from.
 pub type Spools = HashMap<Origin, Spool>;
@@ -33,6 +34,8 @@ pub struct Execution<'a> {
     pub scratch: &'a Path,
     /// Layers built before are taken from here, new ones kept here.
     pub store: Option<&'a Store>,
+    /// The scans of the images copied from, for their access points.
+    pub scans: HashMap<Origin, &'a ScannedImage>,
 }
 
 /// Bumped whenever the layer writer's output changes for the same plan.
@@ -237,11 +240,59 @@ impl Execution<'_> {
             }
             let mut spool = Spool::create(self.scratch)?;
             for (layer, ordinals) in missing {
-                scan::spool_inodes(source, source.name(), layer, &ordinals, &mut spool)?;
+                if !self.refill_at(origin, source, layer, &ordinals, &mut spool) {
+                    scan::spool_inodes(source, source.name(), layer, &ordinals, &mut spool)?;
+                }
             }
             refills.insert(origin, spool);
         }
         Ok(refills)
+    }
+
+    /// Reads files of a layer through its access points, when it has them
+    /// and the transport can read part of a blob; false means read it whole.
+    fn refill_at(
+        &self,
+        origin: Origin,
+        source: &dyn ImageSource,
+        layer: u32,
+        ordinals: &HashSet<u32>,
+        spool: &mut Spool,
+    ) -> bool {
+        let Some(scan) = self.scans.get(&origin) else {
+            return false;
+        };
+        let Some(access) = scan.access.get(&layer) else {
+            return false;
+        };
+        let sizes: HashMap<InodeRef, u64> = self
+            .plan
+            .layers
+            .iter()
+            .flat_map(|l| &l.entries)
+            .filter_map(|e| e.content.copied().map(|(o, inode)| (o, inode, e.meta.size)))
+            .filter(|(o, inode, _)| *o == origin && inode.layer == layer)
+            .map(|(_, inode, size)| (inode, size))
+            .collect();
+        let mut wanted = Vec::with_capacity(ordinals.len());
+        for &ordinal in ordinals {
+            let inode = InodeRef { layer, ordinal };
+            match (scan.offsets.get(&inode), sizes.get(&inode)) {
+                (Some(&offset), Some(&size)) => wanted.push((ordinal, offset, size)),
+                _ => return false,
+            }
+        }
+        match scan::spool_inodes_at(source, source.name(), layer, access, &wanted, spool) {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::warn!(
+                    "{} layer {}: reading through its access points failed ({err}); reading it whole",
+                    source.name(),
+                    layer + 1
+                );
+                false
+            }
+        }
     }
 
     /// Writes every new layer to a staged file. Layers whose content the

@@ -126,6 +126,19 @@ pub trait ImageSource: Send + Sync {
     /// at its end if the bytes do not match the layer's known digest.
     fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>>;
 
+    /// `len` bytes of the layer's blob as stored, from byte `start`, for
+    /// reading single files through access points. Unverified: the caller
+    /// checks them against digests it holds. `None` when the transport
+    /// cannot read part of a blob (the caller reads it whole).
+    fn open_layer_range(
+        &self,
+        _index: usize,
+        _start: u64,
+        _len: u64,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        Ok(None)
+    }
+
     /// The registry repository the blobs live in, for registry sources.
     fn origin(&self) -> Option<BlobOrigin> {
         None

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, Write};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,11 +20,14 @@ use crate::digest::Digest;
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
-use crate::layer::{read_layer, EntryKind, EntryMeta, ImagePath, LayerItem};
+use crate::layer::ztoc::{self, AccessIndex};
+use crate::layer::{read_layer, read_layer_with, EntryKind, EntryMeta, ImagePath, LayerItem};
 use crate::spool::Spool;
 use crate::store::Store;
 use crate::tree::{InodeRef, LayerChanges, MergedTree};
 
+/// Layers from this size (compressed) get access points.
+const ACCESS_MIN_BLOB: u64 = 16 << 20;
 /// Small files are kept in memory only up to this size.
 const MAX_KEPT_FILE: u64 = 16 << 20;
 /// ELF files up to this size are read in memory; larger ones go through a
@@ -68,6 +71,10 @@ pub struct ScannedImage {
     pub elf: HashMap<InodeRef, ElfInfo>,
     /// Indexes of the layers that were read (not found in the store).
     pub layers_read: Vec<usize>,
+    /// Where each file's content starts in its uncompressed layer.
+    pub offsets: HashMap<InodeRef, u64>,
+    /// Access points of the large gzip layers, by layer.
+    pub access: HashMap<u32, Arc<AccessIndex>>,
 }
 
 /// One item of a layer, as an index keeps it.
@@ -77,6 +84,8 @@ pub enum IndexItem {
         ordinal: u32,
         path: ImagePath,
         meta: EntryMeta,
+        /// Where a file's content starts in the uncompressed layer.
+        offset: u64,
     },
     Whiteout(ImagePath),
     Opaque(ImagePath),
@@ -90,6 +99,9 @@ pub struct LayerIndex {
     pub kept: Vec<(u32, Vec<u8>)>,
     /// ELF facts of the files the `elf` filter chose, by ordinal.
     pub elf: Vec<(u32, ElfInfo)>,
+    /// Access points into the gzip blob, for reading single files later
+    /// without inflating the whole layer (large layers only).
+    pub access: Option<AccessIndex>,
 }
 
 /// At most one layer read per core, across every scan of the process.
@@ -181,6 +193,8 @@ pub fn scan(
     let mut kept_by_inode: HashMap<InodeRef, Vec<u8>> = HashMap::new();
     let mut kept_paths: HashSet<ImagePath> = HashSet::new();
     let mut elf_infos: HashMap<InodeRef, ElfInfo> = HashMap::new();
+    let mut offsets: HashMap<InodeRef, u64> = HashMap::new();
+    let mut access: HashMap<u32, Arc<AccessIndex>> = HashMap::new();
     let mut layers_read = Vec::new();
     let mut order = wanted;
     order.sort();
@@ -211,7 +225,11 @@ pub fn scan(
                     ordinal,
                     path,
                     meta,
+                    offset,
                 } => {
+                    if meta.kind == EntryKind::File {
+                        offsets.insert(inode(ordinal), offset);
+                    }
                     changes.entry(&tree, ordinal, path, meta);
                 }
             }
@@ -221,6 +239,9 @@ pub fn scan(
         }
         for (ordinal, info) in layer_index.elf {
             elf_infos.insert(inode(ordinal), info);
+        }
+        if let Some(points) = layer_index.access {
+            access.insert(layer_no, Arc::new(points));
         }
         tree.apply(changes);
     }
@@ -245,6 +266,8 @@ pub fn scan(
         kept,
         elf: elf_infos,
         layers_read,
+        offsets,
+        access,
     })
 }
 
@@ -310,7 +333,8 @@ impl LayerReader<'_> {
         };
         let mut elf_scratch: Option<std::fs::File> = None;
         let raw = self.source.open_layer(index)?;
-        let diff_id = read_layer(raw, |ordinal, item| {
+        let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
+        let (diff_id, access) = read_layer_with(raw, with_access, |ordinal, item| {
             let entry = match item {
                 LayerItem::Whiteout(path) => {
                     out.items.push(IndexItem::Whiteout(path));
@@ -366,6 +390,7 @@ impl LayerReader<'_> {
                 ordinal,
                 path: entry.path,
                 meta: entry.meta,
+                offset: entry.offset,
             });
             Ok(())
         })?;
@@ -381,6 +406,7 @@ impl LayerReader<'_> {
         if let Some(spool) = spool.as_mut() {
             spool.flush()?;
         }
+        out.access = access;
         Ok((out, spool))
     }
 }
@@ -424,6 +450,72 @@ fn layer_error(err: Error, what: &str, index: usize) -> Error {
     } else {
         err.hint("the layer is corrupt or truncated; fetch or export the image again")
     }
+}
+
+/// Copies the content of the given files of one layer (ordinal, offset in
+/// the uncompressed layer, size) to the spool through the layer's access
+/// points, inflating only the spans that hold them. `Ok(false)` when the
+/// transport cannot read part of a blob: the caller reads the layer whole.
+/// On an error nothing was added to the spool.
+pub fn spool_inodes_at(
+    source: &dyn ImageSource,
+    what: &str,
+    layer: u32,
+    access: &AccessIndex,
+    wanted: &[(u32, u64, u64)],
+    spool: &mut Spool,
+) -> Result<bool> {
+    let mut wanted = wanted.to_vec();
+    wanted.sort_by_key(|w| w.1);
+    // Runs of files close enough to inflate through in one pass.
+    let mut runs: Vec<Vec<(u32, u64, u64)>> = Vec::new();
+    for file in wanted {
+        match runs.last_mut() {
+            Some(run)
+                if run
+                    .last()
+                    .is_some_and(|last| file.1 <= last.1 + last.2 + ztoc::SPAN) =>
+            {
+                run.push(file)
+            }
+            _ => runs.push(vec![file]),
+        }
+    }
+    let mut local = Spool::create(spool.dir())?;
+    let (mut compressed, mut inflated) = (0u64, 0u64);
+    for run in &runs {
+        let start = run[0].1;
+        let end = run.iter().map(|f| f.1 + f.2).max().unwrap_or(start);
+        let Some((first, from, to)) = ztoc::compressed_range(access, start, end - start) else {
+            return Ok(false);
+        };
+        let Some(raw) = source.open_layer_range(layer as usize, from, to - from)? else {
+            return Ok(false);
+        };
+        compressed += to - from;
+        let mut reader = ztoc::RandomReader::new(access, first, raw)?;
+        for &(ordinal, offset, size) in run {
+            reader.skip_to(offset)?;
+            local.store(
+                InodeRef { layer, ordinal },
+                size,
+                &mut (&mut reader).take(size),
+            )?;
+        }
+        inflated += end - access.points[first].out;
+        reader.finish()?;
+    }
+    let files: u64 = runs.iter().flatten().map(|f| f.2).sum();
+    tracing::info!(
+        "reading {} of {what} layer {} through its access points ({} of {} compressed, {} inflated)",
+        human_size(files),
+        layer + 1,
+        human_size(compressed),
+        human_size(access.compressed),
+        human_size(inflated),
+    );
+    spool.absorb(local)?;
+    Ok(true)
 }
 
 /// Copies the content of the given inodes of one layer to the spool: for

@@ -48,16 +48,7 @@ impl Spool {
         if self.index.contains_key(&inode) {
             return Ok(());
         }
-        if self.active.is_none() {
-            let file = tempfile::tempfile_in(&self.dir)
-                .ctx(|| format!("creating a scratch file in {}", self.dir.display()))?;
-            self.files.push(file.try_clone()?);
-            self.active = Some((
-                self.files.len() - 1,
-                BufWriter::with_capacity(1 << 20, file),
-                0,
-            ));
-        }
+        self.activate()?;
         let (file, writer, len) = self.active.as_mut().expect("just made");
         let copied = io::copy(&mut content.take(size), writer)
             .map_err(|e| Error::from(e).context("writing to the scratch file"))?;
@@ -69,6 +60,63 @@ impl Spool {
         }
         self.index.insert(inode, (*file, *len, size));
         *len += size;
+        Ok(())
+    }
+
+    /// Copies an inode's content in from pieces: `feed` is handed a writer
+    /// and must write exactly `size` bytes to it.
+    pub fn store_with(
+        &mut self,
+        inode: InodeRef,
+        size: u64,
+        feed: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
+        struct Counting<'a> {
+            inner: &'a mut dyn Write,
+            count: u64,
+        }
+        impl Write for Counting<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let n = self.inner.write(buf)?;
+                self.count += n as u64;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.inner.flush()
+            }
+        }
+        if self.index.contains_key(&inode) {
+            return Ok(());
+        }
+        self.activate()?;
+        let (file, writer, len) = self.active.as_mut().expect("just made");
+        let mut counting = Counting {
+            inner: writer,
+            count: 0,
+        };
+        feed(&mut counting)?;
+        if counting.count != size {
+            return Err(Error::new(format!(
+                "an entry promised {size} bytes but {} were found",
+                counting.count
+            )));
+        }
+        self.index.insert(inode, (*file, *len, size));
+        *len += size;
+        Ok(())
+    }
+
+    fn activate(&mut self) -> Result<()> {
+        if self.active.is_none() {
+            let file = tempfile::tempfile_in(&self.dir)
+                .ctx(|| format!("creating a scratch file in {}", self.dir.display()))?;
+            self.files.push(file.try_clone()?);
+            self.active = Some((
+                self.files.len() - 1,
+                BufWriter::with_capacity(1 << 20, file),
+                0,
+            ));
+        }
         Ok(())
     }
 

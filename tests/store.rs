@@ -306,3 +306,75 @@ fn eviction_keeps_the_store_under_its_bound_least_recently_used_first() {
     assert!(stdout.starts_with("freed "), "{stdout}");
     assert_eq!(store_total(&setup, "store"), 0);
 }
+
+/// min, and a full whose own files are all in one layer, as NGC builds
+/// them: a large python backend first, then small components.
+fn single_layer_setup() -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&root.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    let mut items = vec![
+        dir("opt"),
+        dir("opt/tritonserver"),
+        dir("opt/tritonserver/backends"),
+        dir("opt/tritonserver/backends/python"),
+    ];
+    for i in 0..6 {
+        items.push(file(
+            &format!("opt/tritonserver/backends/python/part{i}.txt"),
+            &noise(6 << 20, 100 + i),
+        ));
+    }
+    items.extend([
+        dir("opt/tritonserver/backends/extra"),
+        file(
+            "opt/tritonserver/backends/extra/libtriton_extra.so",
+            "extra\n",
+        ),
+    ]);
+    full.layers.push(layer_tar(&items));
+    full.write_oci(&root.path().join("full"), "24.10");
+    Setup { dir: root }
+}
+
+#[test]
+fn a_single_layer_full_is_read_through_access_points_for_a_new_component() {
+    let setup = single_layer_setup();
+    setup.compose("cold", "store", &["--backend", "python"]);
+    // Only the spans holding the new backend are read and inflated.
+    let (warm, image) = setup.compose(
+        "warm",
+        "store",
+        &["--backend", "python", "--backend", "extra"],
+    );
+    let line = warm
+        .lines()
+        .find(|l| l.contains("through its access points"))
+        .unwrap_or_else(|| panic!("{warm}"));
+    let mib = |text: &str| -> f64 {
+        let number: f64 = text.split_whitespace().next().unwrap().parse().unwrap();
+        if text.contains("KiB") {
+            number / 1024.0
+        } else if text.contains("MiB") {
+            number
+        } else if text.contains(" B") {
+            number / 1048576.0
+        } else {
+            number * 1024.0
+        }
+    };
+    let inside = &line[line.find('(').unwrap() + 1..line.find(" compressed").unwrap()];
+    let (read, total) = inside.split_once(" of ").unwrap();
+    assert!(mib(read) * 4.0 < mib(total), "{line}");
+    assert!(!warm.contains("re-reading"), "{warm}");
+    let (_, reference) = setup.compose(
+        "reference",
+        "",
+        &["--backend", "python", "--backend", "extra"],
+    );
+    assert_eq!(image.manifest_digest, reference.manifest_digest);
+    assert!(image
+        .tree
+        .contains_key("opt/tritonserver/backends/extra/libtriton_extra.so"));
+}

@@ -29,6 +29,21 @@ pub fn decompress<'a>(raw: impl Read + Send + 'a) -> Result<Box<dyn Read + Send 
     }
 }
 
+/// Like [`decompress`], but a gzip layer is inflated by
+/// [`super::ztoc::IndexingReader`], which puts its access points in `slot`
+/// at the end of the stream.
+pub fn decompress_indexed<'a>(
+    raw: impl Read + Send + 'a,
+    slot: std::sync::Arc<std::sync::Mutex<Option<super::ztoc::AccessIndex>>>,
+) -> Result<Box<dyn Read + Send + 'a>> {
+    let mut buffered = BufReader::with_capacity(1 << 20, raw);
+    if buffered.fill_buf()?.starts_with(GZIP_MAGIC) {
+        let indexing = super::ztoc::IndexingReader::with_slot(buffered, slot)?;
+        return Ok(Box::new(BufReader::with_capacity(256 << 10, indexing)));
+    }
+    decompress(buffered)
+}
+
 /// How new layers are compressed. The default is gzip at level 6, what
 /// Docker writes and every runtime reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

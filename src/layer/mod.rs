@@ -10,11 +10,12 @@ mod guard;
 mod pgzip;
 mod reader;
 mod writer;
+pub mod ztoc;
 
 pub use compression::{decompress, Compression};
 pub use entry::{EntryKind, EntryMeta, ImagePath};
 pub(crate) use guard::HeaderGuard;
-pub use reader::{read_layer, LayerEntry, LayerItem};
+pub use reader::{read_layer, read_layer_with, LayerEntry, LayerItem};
 pub use writer::{LayerWriter, WrittenLayer};
 
 /// How many threads compression may use: `TRITON_COMPOSE_THREADS`, or one

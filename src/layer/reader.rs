@@ -6,9 +6,12 @@ use std::io::{self, Read};
 
 use tar::EntryType;
 
-use super::compression::decompress;
+use std::sync::{Arc, Mutex};
+
+use super::compression::{decompress, decompress_indexed};
 use super::entry::{EntryKind, EntryMeta, ImagePath};
 use super::guard::HeaderGuard;
+use super::ztoc::AccessIndex;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
 
@@ -20,6 +23,8 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 pub struct LayerEntry<'a> {
     pub path: ImagePath,
     pub meta: EntryMeta,
+    /// Where a file's content starts in the uncompressed layer.
+    pub offset: u64,
     pub content: &'a mut dyn Read,
 }
 
@@ -37,9 +42,25 @@ pub enum LayerItem<'a> {
 /// digest of the uncompressed tar, which callers compare with the diff-id.
 pub fn read_layer<'r>(
     raw: impl Read + Send + 'r,
-    mut visit: impl FnMut(u32, LayerItem<'_>) -> Result<()>,
+    visit: impl FnMut(u32, LayerItem<'_>) -> Result<()>,
 ) -> Result<Digest> {
-    let hashing = HashingReader::new(decompress(raw)?);
+    read_layer_with(raw, false, visit).map(|(digest, _)| digest)
+}
+
+/// Like [`read_layer`]; with `access`, a gzip layer's access points are
+/// kept on the way ([`super::ztoc`]) and returned.
+pub fn read_layer_with<'r>(
+    raw: impl Read + Send + 'r,
+    access: bool,
+    mut visit: impl FnMut(u32, LayerItem<'_>) -> Result<()>,
+) -> Result<(Digest, Option<AccessIndex>)> {
+    let slot = Arc::new(Mutex::new(None));
+    let stream = if access {
+        decompress_indexed(raw, slot.clone())?
+    } else {
+        decompress(raw)?
+    };
+    let hashing = HashingReader::new(stream);
     let mut archive = tar::Archive::new(HeaderGuard::new(hashing));
     {
         let entries = archive
@@ -81,11 +102,13 @@ pub fn read_layer<'r>(
                 continue;
             }
             let meta = entry_meta(&mut entry, kind)?;
+            let offset = entry.raw_file_position();
             visit(
                 ordinal,
                 LayerItem::Entry(LayerEntry {
                     path,
                     meta,
+                    offset,
                     content: &mut entry,
                 }),
             )?;
@@ -94,7 +117,9 @@ pub fn read_layer<'r>(
     // Drain what follows the end-of-archive blocks: it counts for the diff-id.
     let mut hashing = archive.into_inner().into_inner();
     io::copy(&mut hashing, &mut io::sink())?;
-    Ok(hashing.finish().0)
+    let digest = hashing.finish().0;
+    let access = slot.lock().ok().and_then(|mut s| s.take());
+    Ok((digest, access))
 }
 
 fn entry_kind(entry_type: EntryType, raw_path: &[u8]) -> Result<Option<EntryKind>> {

@@ -301,6 +301,19 @@ impl ImageSource for DockerArchiveSource {
             None => Box::new(reader),
         })
     }
+
+    fn open_layer_range(
+        &self,
+        index: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        let (offset, size) = self.layer_members[index];
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(self.open_member(offset + start, len)?)))
+    }
 }
 
 /// Writes a docker-archive into a temporary file beside the destination and

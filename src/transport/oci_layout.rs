@@ -109,6 +109,17 @@ fn open_blob(
     digest: &Digest,
     size: u64,
 ) -> Result<VerifyingReader<io::BufReader<File>>> {
+    let file = blob_file(dir, digest, size)?;
+    Ok(VerifyingReader::new(
+        io::BufReader::with_capacity(1 << 20, file),
+        digest.clone(),
+        Some(size),
+        format!("blob {digest}"),
+    ))
+}
+
+/// A blob's file, checked to be a regular file of the expected size.
+fn blob_file(dir: &Path, digest: &Digest, size: u64) -> Result<File> {
     let path = blob_path(dir, digest);
     let meta = fs::symlink_metadata(&path)
         .ctx(|| format!("blob {digest} is missing from {}", dir.display()))?;
@@ -127,13 +138,7 @@ fn open_blob(
         ))
         .hint("the layout is corrupt; re-create it"));
     }
-    let file = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
-    Ok(VerifyingReader::new(
-        io::BufReader::with_capacity(1 << 20, file),
-        digest.clone(),
-        Some(size),
-        format!("blob {digest}"),
-    ))
+    File::open(&path).ctx(|| format!("opening {}", path.display()))
 }
 
 fn read_blob_capped(dir: &Path, digest: &Digest, size: u64) -> Result<Vec<u8>> {
@@ -176,6 +181,25 @@ impl ImageSource for OciLayoutSource {
             .clone()
             .expect("OCI layouts always describe their blobs");
         Ok(Box::new(open_blob(&self.dir, &digest, size)?))
+    }
+
+    fn open_layer_range(
+        &self,
+        index: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        let Some((digest, size)) = self.image.layers[index].blob.clone() else {
+            return Ok(None);
+        };
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Ok(None);
+        }
+        let mut file = blob_file(&self.dir, &digest, size)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
+        Ok(Some(Box::new(
+            io::BufReader::with_capacity(1 << 20, file).take(len),
+        )))
     }
 }
 

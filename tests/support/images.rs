@@ -182,8 +182,10 @@ pub fn layer_tar(items: &[Item]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
+/// Gzip at the default level, as Docker writes layers: deflate blocks of
+/// ordinary size, so that access points can be found in them.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }

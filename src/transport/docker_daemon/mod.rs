@@ -53,6 +53,15 @@ impl ImageSource for DaemonSource {
     fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
         self.inner.open_layer(index)
     }
+
+    fn open_layer_range(
+        &self,
+        index: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        self.inner.open_layer_range(index, start, len)
+    }
 }
 
 /// Opens images of the local engine, exporting them together into one

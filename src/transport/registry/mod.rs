@@ -228,6 +228,23 @@ impl ImageSource for RegistrySource {
         )))
     }
 
+    fn open_layer_range(
+        &self,
+        index: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>> {
+        let Some((digest, size)) = self.image.layers[index].blob.clone() else {
+            return Ok(None);
+        };
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Ok(None);
+        }
+        self.client
+            .blob_range(&self.reference.repository, digest.as_str(), start, len)
+            .map(Some)
+    }
+
     fn origin(&self) -> Option<BlobOrigin> {
         Some(BlobOrigin {
             registry: self.reference.registry.clone(),
