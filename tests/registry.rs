@@ -461,3 +461,124 @@ fn a_warm_compose_between_registries_downloads_no_layer() {
         .iter()
         .any(|(m, p)| m == "PUT" && p == "/v2/triton/composed/manifests/warm"));
 }
+
+/// ASCII noise that deflate cannot shrink much.
+fn noise(len: usize, seed: u64) -> String {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (b'a' + (state % 26) as u8) as char
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_component_in_a_large_layer_is_fetched_with_range_requests() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    let mut items = vec![
+        support::dir("opt"),
+        support::dir("opt/tritonserver"),
+        support::dir("opt/tritonserver/backends"),
+        support::dir("opt/tritonserver/backends/python"),
+        file(
+            "opt/tritonserver/backends/python/big.txt",
+            &noise(30 << 20, 3),
+        ),
+    ];
+    items.extend([
+        support::dir("opt/tritonserver/backends/extra"),
+        file(
+            "opt/tritonserver/backends/extra/libtriton_extra.so",
+            "extra\n",
+        ),
+    ]);
+    full.layers.push(layer_tar(&items));
+    let full_layers = full.write_oci(&dir.path().join("full"), "24.10");
+    let big = full_layers.last().unwrap().clone();
+    registry.push_oci(&dir.path().join("min"), "latest", "triton/min:latest");
+    registry.push_oci(&dir.path().join("full"), "24.10", "triton/full:24.10");
+    let host = &registry.host;
+    let authfile = registry.authfile();
+    let store = dir.path().join("store");
+    let min_ref = format!("min,{host}/triton/min:latest");
+    let full_ref = format!("full,{host}/triton/full:24.10");
+    let work = dir.path().join("work");
+    let compose = |tag: &str, selection: &[&str]| {
+        let output = format!("{host}/triton/composed:{tag}");
+        let mut args = vec![
+            "--enable-gpu=false",
+            "--image",
+            &min_ref,
+            "--image",
+            &full_ref,
+        ];
+        args.extend([
+            "--output",
+            &output,
+            "--authfile",
+            authfile.to_str().unwrap(),
+        ]);
+        args.extend(["--work-dir", work.to_str().unwrap()]);
+        args.extend_from_slice(selection);
+        let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
+        assert!(ok, "{stderr}");
+        stderr
+    };
+    compose("cold", &["--backend", "python"]);
+    let before = registry.log().lines().count();
+    let warm = compose("warm", &["--backend", "python", "--backend", "extra"]);
+    assert!(warm.contains("through its access points"), "{warm}");
+    // The large layer was fetched in part: partial-content answers only.
+    let log = registry.log();
+    let fetches: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains(&format!("GET /v2/triton/full/blobs/{big}")))
+        .collect();
+    assert!(!fetches.is_empty(), "{log}");
+    assert!(
+        fetches.iter().all(|l| l.contains("\" 206 ")),
+        "{fetches:#?}"
+    );
+    // And the image is what a cold compose of the same selection gives.
+    let pulled = dir.path().join("pulled");
+    registry.pull_oci("triton/composed:warm", &pulled, "warm");
+    let local = dir.path().join("local");
+    let mut args = vec![
+        "-q".to_string(),
+        "--enable-gpu=false".into(),
+        "--no-store".into(),
+    ];
+    args.extend([
+        "--image".into(),
+        format!("min,oci:{}:latest", dir.path().join("min").display()),
+    ]);
+    args.extend([
+        "--image".into(),
+        format!("full,oci:{}:24.10", dir.path().join("full").display()),
+    ]);
+    args.extend(["--work-dir".into(), work.display().to_string()]);
+    args.extend(["--output".into(), format!("oci:{}:x", local.display())]);
+    args.extend([
+        "--backend".into(),
+        "python".into(),
+        "--backend".into(),
+        "extra".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        read_oci(&pulled, "warm").manifest_digest,
+        read_oci(&local, "x").manifest_digest
+    );
+}
