@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust
-apt_install time isal pigz bc
+apt_install time isal pigz bc skopeo docker-registry
 
 mib=${1:-2048}
 bench=target/bench
@@ -34,7 +34,7 @@ seconds() {
 }
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.1f'; }
 
-echo "== fixtures (real Triton 2.51), $cores cores"
+echo "== fixtures (real Triton 2.51), $cores cores; selection: python, standin, checksum, local"
 fx=$(bash scripts/fixtures.sh)
 # shellcheck disable=SC1091
 source "$fx/images.env"
@@ -53,50 +53,106 @@ PY
 comm -13 <(layers "$fx/min-oci" | xargs -n1 basename | sort) \
   <(layers "$fx/full-oci" | xargs -n1 basename | sort) \
   | sed "s|^|$fx/full-oci/blobs/sha256/|" >"$bench/read-layers"
-size=$(xargs du -cb <"$bench/read-layers" | tail -n1 | cut -f1)
-echo "layers a compose reads: $(wc -l <"$bench/read-layers"), $((size / 1048576)) MiB compressed"
-igzip_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'igzip -dc \"\$0\" >/dev/null' <$bench/read-layers")
-pigz_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'pigz -dc \"\$0\" >/dev/null' <$bench/read-layers")
-echo "igzip -d, one stream per core (the limit): $igzip_s s"
-echo "pigz -d, one stream per core:              $pigz_s s"
-
 selection=(--backend python --backend standin --repoagent checksum --cache local)
+other=(--backend onnxruntime)
+# Runs a compose; prints "LABEL: time, RSS, ratio" and sets last_wall.
 compose_fixture() {
-  local label=$1 threads=$2
-  rm -rf "$bench/fx-out" "$bench/fx-work"
+  local label=$1 threads=$2 store=$3 full=$4 out=$5; shift 5
+  rm -rf "$bench/$out" "$bench/work-$out"
+  local store_args=(--no-store)
+  [ -n "$store" ] && store_args=(--store "$bench/$store")
   TRITON_COMPOSE_THREADS=$threads /usr/bin/time -f "%e %M" -o "$bench/time" \
-    $bin -q --enable-gpu=false --work-dir "$bench/fx-work" \
-    --image "min,oci:$fx/min-oci:latest" --image "full,oci:$fx/full-oci:latest" \
-    "${selection[@]}" --output "oci:$bench/fx-out:bench"
+    $bin -q --enable-gpu=false --work-dir "$bench/work-$out" "${store_args[@]}" \
+    --image "min,oci:$fx/min-oci:latest" --image "full,$full" "$@" --output "oci:$bench/$out:bench"
   read -r wall rss <"$bench/time"
-  echo "$label: $wall s wall, peak RSS $((rss / 1024)) MiB, $(ratio "$wall" "$igzip_s")x the igzip limit"
+  printf '%-44s %6s s  peak RSS %4d MiB  %5sx the igzip limit\n' "$label" "$wall" $((rss / 1024)) "$(ratio "$wall" "$igzip_s")"
   last_wall=$wall
 }
-compose_fixture "triton-compose cold, $cores threads " "$cores"
-ours=$last_wall
-digest_n=$(cat "$bench/fx-out/index.json")
-compose_fixture "triton-compose cold, 1 thread   " 1
-[ "$digest_n" = "$(cat "$bench/fx-out/index.json")" ] \
-  && echo "outputs with 1 and $cores threads: byte-identical" \
-  || echo "outputs with 1 and $cores threads: DIFFER"
-
-if docker info >/dev/null 2>&1; then
+docker_build() { # WORK FULL_IMAGE: docker build of WORK's Dockerfile.compose + docker save
+  local work=$1 full_image=$2
   build() {
-    DOCKER_BUILDKIT=0 docker build -q --network none --no-cache -f "$bench/fx-work/Dockerfile.compose" \
-      --build-arg "FULL_IMAGE=$FULL_IMAGE" --build-arg "MIN_IMAGE=$MIN_IMAGE" \
-      -t triton-compose-bench:built "$bench/fx-work"
+    DOCKER_BUILDKIT=0 docker build -q --network none --no-cache -f "$work/Dockerfile.compose" \
+      --build-arg "FULL_IMAGE=$full_image" --build-arg "MIN_IMAGE=$MIN_IMAGE" \
+      -t triton-compose-bench:built "$work"
   }
   build >/dev/null 2>&1 # warm the engine: base images and their layers in place
   build_s=$(seconds build)
   save_s=$(seconds docker save -o "$bench/built.tar" triton-compose-bench:built)
   docker rmi -f triton-compose-bench:built >/dev/null 2>&1 || true
   rm -f "$bench/built.tar"
-  total=$(echo "$build_s + $save_s" | bc -l)
-  echo "docker build (warm engine, no cache) + docker save: $build_s s + $save_s s; triton-compose cold is $(ratio "$total" "$ours")x faster"
-else
-  echo "docker build + save: no Docker engine answers; skipped"
-fi
+  docker_s=$(echo "$build_s + $save_s" | bc -l | xargs printf '%.2f')
+}
 
+# One layout of full: its limits, cold, warm same and warm other, docker.
+bench_layout() {
+  local name=$1 full=$2 layers=$3 engine_name=$4
+  echo "-- $name full ($(wc -l <"$layers") layers read, $(( $(xargs du -cb <"$layers" | tail -n1 | cut -f1) / 1048576 )) MiB compressed)"
+  igzip_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'igzip -dc \"\$0\" >/dev/null' <$layers")
+  pigz_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'pigz -dc \"\$0\" >/dev/null' <$layers")
+  echo "igzip -d, one stream per core (the limit): $igzip_s s; pigz -d: $pigz_s s"
+  rm -rf "$bench/store-$name"
+  compose_fixture "cold, $cores threads" "$cores" "store-$name" "$full" "cold-$name" "${selection[@]}"
+  local cold=$last_wall
+  local cold_index; cold_index=$(cat "$bench/cold-$name/index.json")
+  compose_fixture "cold, 1 thread, no store" 1 "" "$full" "one-$name" "${selection[@]}"
+  [ "$cold_index" = "$(cat "$bench/one-$name/index.json")" ] \
+    && echo "  outputs cold ($cores threads, store) and cold (1 thread): byte-identical" \
+    || echo "  outputs cold ($cores threads, store) and cold (1 thread): DIFFER"
+  compose_fixture "warm, same combination" "$cores" "store-$name" "$full" "same-$name" "${selection[@]}"
+  echo "  warm same / cold: $(echo "100 * $last_wall / $cold" | bc -l | xargs printf '%.0f')%"
+  [ "$cold_index" = "$(cat "$bench/same-$name/index.json")" ] && echo "  warm same output: byte-identical to cold"
+  compose_fixture "warm, another combination (+onnxruntime)" "$cores" "store-$name" "$full" "other-$name" "${selection[@]}" "${other[@]}"
+  local warm_other=$last_wall
+  compose_fixture "cold, that combination, no store" "$cores" "" "$full" "ref-$name" "${selection[@]}" "${other[@]}"
+  [ "$(cat "$bench/other-$name/index.json")" = "$(cat "$bench/ref-$name/index.json")" ] \
+    && echo "  warm other output: byte-identical to cold" || echo "  warm other output: DIFFERS from cold"
+  if docker info >/dev/null 2>&1; then
+    docker_build "$bench/work-other-$name" "$engine_name"
+    echo "docker build (warm engine, no cache) + docker save of that combination: $build_s s + $save_s s"
+    echo "  triton-compose warm other is $(ratio "$docker_s" "$warm_other")x faster; cold is $(ratio "$docker_s" "$cold")x faster"
+  else
+    echo "docker build + save: no Docker engine answers; skipped"
+  fi
+}
+
+bench_layout layered "oci:$fx/full-oci:latest" "$bench/read-layers" "$FULL_IMAGE"
+
+rm -rf "$bench/flat"
+python3 scripts/flatten.py "$fx/min-oci" "$fx/full-oci" "$bench/flat"
+comm -13 <(layers "$fx/min-oci" | xargs -n1 basename | sort) \
+  <(layers "$bench/flat" | xargs -n1 basename | sort) \
+  | sed "s|^|$bench/flat/blobs/sha256/|" >"$bench/flat-layers"
+flat_name=""
+if docker info >/dev/null 2>&1; then
+  flat_name=triton-compose-bench/flat:latest
+  skopeo copy -q "oci:$bench/flat:latest" "docker-daemon:$flat_name" >/dev/null
+fi
+bench_layout single-layer "oci:$bench/flat:latest" "$bench/flat-layers" "$flat_name"
+
+echo "-- registry to registry (docker-registry on 127.0.0.1)"
+regdir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$regdir/data" "$port" >"$regdir/config.yml"
+docker-registry serve "$regdir/config.yml" >"$regdir/log" 2>&1 &
+regpid=$!
+trap 'kill $regpid 2>/dev/null || true; rm -rf "$regdir"' EXIT
+for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+reg=127.0.0.1:$port
+skopeo copy -q --dest-tls-verify=false "oci:$fx/min-oci:latest" "docker://$reg/triton/min:latest"
+skopeo copy -q --dest-tls-verify=false "oci:$fx/full-oci:latest" "docker://$reg/triton/full:latest"
+rm -rf "$bench/store-registry"
+registry_compose() {
+  local label=$1 tag=$2
+  local before; before=$(wc -l <"$regdir/log")
+  /usr/bin/time -f "%e %M" -o "$bench/time" $bin -q --enable-gpu=false --store "$bench/store-registry" \
+    --work-dir "$bench/work-registry" --image "min,$reg/triton/min:latest" \
+    --image "full,$reg/triton/full:latest" "${selection[@]}" --output "$reg/triton/composed:$tag"
+  read -r wall rss <"$bench/time"
+  local gets; gets=$(tail -n +$((before + 1)) "$regdir/log" | grep -c '"GET /v2/triton/full/blobs/' || true)
+  printf '%-44s %6s s  peak RSS %4d MiB  blob GETs from full: %s\n' "$label" "$wall" $((rss / 1024)) "$gets"
+}
+registry_compose "registry -> registry, cold" cold
+registry_compose "registry -> registry, warm (same combination)" warm
 [ "$mib" -gt 0 ] || exit 0
 echo "== synthetic image, $mib MiB"
 target/release/examples/bench_images "$bench" "$mib"
