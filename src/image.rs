@@ -107,6 +107,11 @@ fn diff_ids(config: &Value) -> Result<Vec<Digest>> {
         .collect()
 }
 
+/// True when `len` bytes from `start` lie within a blob of `size` bytes.
+pub fn range_within(start: u64, len: u64, size: u64) -> bool {
+    start.checked_add(len).is_some_and(|end| end <= size)
+}
+
 /// Where a registry keeps a source's blobs, so that a destination in the
 /// same registry can mount them instead of receiving their bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,14 +9,18 @@
 //! - [`transport`]: where images come from and go to (`oci:`,
 //!   `docker-archive:`), behind the [`image::ImageSource`] and
 //!   [`image::ImageSink`] traits, one module per transport.
-//! - [`scan`]: reads each image's layers once into a [`tree::MergedTree`]
-//!   (whiteouts and opaque directories applied), keeping the content that
-//!   may be needed in a [`spool::Spool`].
+//! - [`scan`]: reads each image's layers once (in parallel) into layer
+//!   indexes and a [`tree::MergedTree`] (whiteouts and opaque directories
+//!   applied), keeping the content that may be needed in a [`spool::Spool`].
+//! - [`store`]: the content-addressed cache beside the transports, under
+//!   scan and execute: layer indexes by diff-id (with gzip access points,
+//!   [`layer::ztoc`]) and built layers by what determines their bytes.
 //! - [`plan`]: pure data computed from the configs and the scans: which
 //!   paths come from which inode, the generated files, the config. What is
 //!   Triton-specific lives in [`triton`] alone.
 //! - [`render`] turns the plan into Dockerfile.compose; [`execute`] turns it
-//!   into layers, written once while hashing diff-id and digest.
+//!   into layers (or takes them from the store), written once while hashing
+//!   diff-id and digest, gzip in parallel deterministic blocks.
 //! - [`layer`]: tar reading and writing, knowing nothing about images.
 //!
 //! - [`deps`]: the runtime dependencies (libraries, dpkg and python

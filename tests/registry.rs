@@ -405,38 +405,43 @@ fn dry_run(
     )
 }
 
+/// Composes between repositories of the test registry, from
+/// triton/min:latest and triton/full:FULL_TAG into triton/composed:OUT_TAG,
+/// with `store`; returns stderr.
+fn compose_with_store(
+    registry: &Registry,
+    dir: &std::path::Path,
+    full_tag: &str,
+    out_tag: &str,
+    selection: &[&str],
+) -> String {
+    let host = &registry.host;
+    let authfile = registry.authfile();
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:{full_tag}");
+    let output = format!("{host}/triton/composed:{out_tag}");
+    let work = dir.join("work");
+    let mut args = vec!["--enable-gpu=false", "--image", &min, "--image", &full];
+    args.extend([
+        "--output",
+        &output,
+        "--authfile",
+        authfile.to_str().unwrap(),
+    ]);
+    args.extend(["--work-dir", work.to_str().unwrap()]);
+    args.extend_from_slice(selection);
+    let store = dir.join("store");
+    let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
+    assert!(ok, "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_warm_compose_between_registries_downloads_no_layer() {
     let Some(s) = setup() else { return };
     let full_layers = full_image(&min_image()).write_oci(&s.dir.path().join("again"), "x");
-    let host = &s.registry.host;
-    let authfile = s.registry.authfile();
-    let store = s.dir.path().join("store");
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:24.10");
-    let work = s.dir.path().join("work");
-    let compose = |tag: &str| {
-        let output = format!("{host}/triton/composed:{tag}");
-        let mut args = vec![
-            "--enable-gpu=false",
-            "--image",
-            &min,
-            "--image",
-            &full,
-            "--output",
-            &output,
-        ];
-        args.extend([
-            "--authfile",
-            authfile.to_str().unwrap(),
-            "--work-dir",
-            work.to_str().unwrap(),
-        ]);
-        args.extend(COMPONENTS);
-        let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
-        assert!(ok, "{stderr}");
-        stderr
-    };
+    let compose =
+        |tag: &str| compose_with_store(&s.registry, s.dir.path(), "24.10", tag, &COMPONENTS);
     let is_layer_get = |(m, p): &&(String, String)| {
         m == "GET"
             && s.min_layers
@@ -460,19 +465,6 @@ fn a_warm_compose_between_registries_downloads_no_layer() {
     assert!(requests
         .iter()
         .any(|(m, p)| m == "PUT" && p == "/v2/triton/composed/manifests/warm"));
-}
-
-/// ASCII noise that deflate cannot shrink much.
-fn noise(len: usize, seed: u64) -> String {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (b'a' + (state % 26) as u8) as char
-        })
-        .collect()
 }
 
 #[test]
@@ -506,32 +498,9 @@ fn a_new_component_in_a_large_layer_is_fetched_with_range_requests() {
     let big = full_layers.last().unwrap().clone();
     registry.push_oci(&dir.path().join("min"), "latest", "triton/min:latest");
     registry.push_oci(&dir.path().join("full"), "24.10", "triton/full:24.10");
-    let host = &registry.host;
-    let authfile = registry.authfile();
-    let store = dir.path().join("store");
-    let min_ref = format!("min,{host}/triton/min:latest");
-    let full_ref = format!("full,{host}/triton/full:24.10");
     let work = dir.path().join("work");
     let compose = |tag: &str, selection: &[&str]| {
-        let output = format!("{host}/triton/composed:{tag}");
-        let mut args = vec![
-            "--enable-gpu=false",
-            "--image",
-            &min_ref,
-            "--image",
-            &full_ref,
-        ];
-        args.extend([
-            "--output",
-            &output,
-            "--authfile",
-            authfile.to_str().unwrap(),
-        ]);
-        args.extend(["--work-dir", work.to_str().unwrap()]);
-        args.extend_from_slice(selection);
-        let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
-        assert!(ok, "{stderr}");
-        stderr
+        compose_with_store(&registry, dir.path(), "24.10", tag, selection)
     };
     compose("cold", &["--backend", "python"]);
     let before = registry.log().lines().count();

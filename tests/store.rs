@@ -16,19 +16,6 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
-/// ASCII noise that compresses slowly, so that writing a layer takes a while.
-fn noise(len: usize, seed: u64) -> String {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (b'a' + (state % 26) as u8) as char
-        })
-        .collect()
-}
-
 impl Setup {
     /// min, and full with a large file in the python backend and a backend
     /// `extra` in a layer of its own.

@@ -309,7 +309,7 @@ impl ImageSource for DockerArchiveSource {
         len: u64,
     ) -> Result<Option<Box<dyn Read + Send + '_>>> {
         let (offset, size) = self.layer_members[index];
-        if start.checked_add(len).is_none_or(|end| end > size) {
+        if !crate::image::range_within(start, len, size) {
             return Ok(None);
         }
         Ok(Some(Box::new(self.open_member(offset + start, len)?)))

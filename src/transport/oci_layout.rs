@@ -192,7 +192,7 @@ impl ImageSource for OciLayoutSource {
         let Some((digest, size)) = self.image.layers[index].blob.clone() else {
             return Ok(None);
         };
-        if start.checked_add(len).is_none_or(|end| end > size) {
+        if !crate::image::range_within(start, len, size) {
             return Ok(None);
         }
         let mut file = blob_file(&self.dir, &digest, size)?;

@@ -182,6 +182,20 @@ pub fn layer_tar(items: &[Item]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
+/// ASCII noise that deflate cannot shrink much, so that layers holding it
+/// are large and slow to write.
+pub fn noise(len: usize, seed: u64) -> String {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (b'a' + (state % 26) as u8) as char
+        })
+        .collect()
+}
+
 /// Gzip at the default level, as Docker writes layers: deflate blocks of
 /// ordinary size, so that access points can be found in them.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
