@@ -25,8 +25,13 @@ use libz_rs_sys as z;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// Uncompressed bytes between access points.
+/// Uncompressed bytes between access points, at first.
 pub const SPAN: u64 = 4 << 20;
+/// The spacing doubles after every this many points, and no more than
+/// [`MAX_POINTS`] are kept (each holds a 32 KiB window): memory stays
+/// bounded whatever a layer inflates to. 2048 points cover 30 GiB.
+const POINTS_PER_DOUBLING: usize = 512;
+const MAX_POINTS: usize = 2048;
 const WINDOW: usize = 32 << 10;
 const BUFFER: usize = 256 << 10;
 
@@ -455,7 +460,8 @@ impl Observer for Points {
     }
 
     fn boundary(&mut self, at: &Boundary<'_>) {
-        if at.out < self.last_out + SPAN {
+        let doublings = (self.points.len() / POINTS_PER_DOUBLING).min(16) as u32;
+        if self.points.len() >= MAX_POINTS || at.out < self.last_out + (SPAN << doublings) {
             return;
         }
         // The span before this point ends with the bytes consumed so far;
