@@ -99,6 +99,80 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Like [`HashingReader`], but the hashing runs on a thread of its own, fed
+/// in 1 MiB pieces through a bounded channel: a layer read on one core
+/// inflates while another hashes.
+pub struct BackgroundHashingReader<R> {
+    inner: R,
+    pending: Vec<u8>,
+    sender: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<(Digest, u64)>>,
+}
+
+const HASH_PIECE: usize = 1 << 20;
+
+impl<R: Read> BackgroundHashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut count = 0u64;
+            for piece in receiver {
+                hasher.update(&piece);
+                count += piece.len() as u64;
+            }
+            (Digest::from_sha256(&hasher.finalize()), count)
+        });
+        BackgroundHashingReader {
+            inner,
+            pending: Vec::with_capacity(HASH_PIECE),
+            sender: Some(sender),
+            worker: Some(worker),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(HASH_PIECE));
+        match &self.sender {
+            Some(sender) => sender
+                .send(piece)
+                .map_err(|_| io::Error::other("the hashing thread stopped")),
+            None => Ok(()),
+        }
+    }
+
+    /// The digest and size of what has been read.
+    pub fn finish(mut self) -> io::Result<(Digest, u64)> {
+        self.send()?;
+        drop(self.sender.take());
+        self.worker
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))
+    }
+}
+
+impl<R: Read> Read for BackgroundHashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= HASH_PIECE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Drop for BackgroundHashingReader<R> {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
 /// Reads a blob and fails at end of stream (or as soon as it is too long)
 /// unless the bytes have exactly the expected size and digest.
 pub struct VerifyingReader<R> {

@@ -189,6 +189,17 @@ pub fn scan(
         }
     });
     let mut results = results.into_inner().unwrap_or_default();
+    // A failed read is the error to report, not the layers left unread.
+    if let Some(failed) = results
+        .keys()
+        .copied()
+        .filter(|i| results[i].is_err())
+        .min()
+    {
+        if let Some(Err(err)) = results.remove(&failed) {
+            return Err(err);
+        }
+    }
     let mut tree = MergedTree::default();
     let mut kept_by_inode: HashMap<InodeRef, Vec<u8>> = HashMap::new();
     let mut kept_paths: HashSet<ImagePath> = HashSet::new();

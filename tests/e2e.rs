@@ -800,7 +800,10 @@ fn assert_verify_agrees_with_the_loader(reference: &str, image: &str) -> usize {
 fn verify_agrees_with_the_loader_on_every_root_of_the_fixture_images() {
     let Some(fx) = Fixtures::get() else { return };
     let (code, stdout, stderr) = run_cli_output(&["verify", "-q", &fx.archive("full")]);
-    assert_eq!(code, 0, "verify fails on the full fixture:\n{stdout}{stderr}");
+    assert_eq!(
+        code, 0,
+        "verify fails on the full fixture:\n{stdout}{stderr}"
+    );
     let roots = assert_verify_agrees_with_the_loader(&fx.archive("full"), &fx.full_image);
     eprintln!("full fixture: {roots} roots agree with the loader");
     let work = tempfile::tempdir().unwrap();

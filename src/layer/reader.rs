@@ -12,7 +12,7 @@ use super::compression::{decompress, decompress_indexed};
 use super::entry::{EntryKind, EntryMeta, ImagePath};
 use super::guard::HeaderGuard;
 use super::ztoc::AccessIndex;
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{BackgroundHashingReader, Digest};
 use crate::error::{Error, Result};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -60,7 +60,7 @@ pub fn read_layer_with<'r>(
     } else {
         decompress(raw)?
     };
-    let hashing = HashingReader::new(stream);
+    let hashing = BackgroundHashingReader::new(stream);
     let mut archive = tar::Archive::new(HeaderGuard::new(hashing));
     {
         let entries = archive
@@ -117,7 +117,7 @@ pub fn read_layer_with<'r>(
     // Drain what follows the end-of-archive blocks: it counts for the diff-id.
     let mut hashing = archive.into_inner().into_inner();
     io::copy(&mut hashing, &mut io::sink())?;
-    let digest = hashing.finish().0;
+    let digest = hashing.finish()?.0;
     let access = slot.lock().ok().and_then(|mut s| s.take());
     Ok((digest, access))
 }
