@@ -98,6 +98,9 @@ bench_layout() {
   [ "$cold_index" = "$(cat "$bench/one-$name/index.json")" ] \
     && echo "  outputs cold ($cores threads, store) and cold (1 thread): byte-identical" \
     || echo "  outputs cold ($cores threads, store) and cold (1 thread): DIFFER"
+  # Where a cold compose's time goes: the scan alone, and a faster gzip level.
+  compose_fixture "  of which the scan (dry run, no store)" "$cores" "" "$full" "dry-$name" "${selection[@]}" --dry-run
+  compose_fixture "  cold at gzip level 1 (for comparison)" "$cores" "" "$full" "fast-$name" "${selection[@]}" --compression-level 1
   compose_fixture "warm, same combination" "$cores" "store-$name" "$full" "same-$name" "${selection[@]}"
   echo "  warm same / cold: $(echo "100 * $last_wall / $cold" | bc -l | xargs printf '%.0f')%"
   [ "$cold_index" = "$(cat "$bench/same-$name/index.json")" ] && echo "  warm same output: byte-identical to cold"
