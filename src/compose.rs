@@ -274,7 +274,7 @@ fn write_dockerfile(request: &ComposeRequest, plan: &Plan) -> Result<PathBuf> {
             min: &buildable_name(&request.min, "triton-compose-min"),
             gpu_min: &gpu_min_from,
         },
-    );
+    )?;
     std::fs::write(&dockerfile_path, dockerfile)
         .ctx(|| format!("writing {}", dockerfile_path.display()))?;
     for (name, bytes) in render::context_files(plan) {

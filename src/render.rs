@@ -3,8 +3,15 @@
 //! gives the same files as the daemonless build. Its build context is the
 //! work directory, where [`context_files`] are written beside it: the list
 //! of dependency paths and the generated files.
+//!
+//! Nothing from an image can start an instruction or leave its quoting:
+//! values (ENV, LABEL, ARG) with a control character are refused with an
+//! error naming the field (a Dockerfile cannot hold a newline in a value),
+//! the others are quoted and escaped; comments have control characters
+//! replaced and never end in a line continuation.
 
 use crate::config::ConfigChange;
+use crate::error::{Error, Result};
 use crate::layer::ImagePath;
 use crate::plan::{Content, Plan, Step};
 
@@ -66,7 +73,7 @@ pub struct FromNames<'a> {
     pub gpu_min: &'a str,
 }
 
-pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> String {
+pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
     let mut out = String::new();
     out.push_str(&format!(
         "#\n# Dockerfile.compose, written by triton-compose {} from the same plan\n\
@@ -74,18 +81,34 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> String {
          #   docker build -f Dockerfile.compose --build-arg FULL_IMAGE=... --build-arg MIN_IMAGE=... .\n\
          #\n# full: {}\n# min:  {}\n#\n",
         env!("CARGO_PKG_VERSION"),
-        plan.full_name,
-        plan.min_name
+        comment(&plan.full_name),
+        comment(&plan.min_name)
     ));
     if let Some(name) = &plan.gpu_min_name {
-        out.push_str(&format!("# gpu-min: {name}\n#\n"));
+        out.push_str(&format!("# gpu-min: {}\n#\n", comment(name)));
     }
-    out.push_str(&format!(
-        "ARG TRITON_VERSION={}\nARG TRITON_CONTAINER_VERSION={}\nARG FULL_IMAGE={}\nARG MIN_IMAGE={}\n",
-        plan.info.version, plan.info.container_version, from.full, from.min
-    ));
+    let full = &plan.full_name;
+    for (name, value, what) in [
+        (
+            "TRITON_VERSION",
+            plan.info.version.as_str(),
+            format!("ENV TRITON_SERVER_VERSION of {full}"),
+        ),
+        (
+            "TRITON_CONTAINER_VERSION",
+            plan.info.container_version.as_str(),
+            format!("ENV NVIDIA_TRITON_SERVER_VERSION of {full}"),
+        ),
+        ("FULL_IMAGE", from.full, "the full image's name".to_string()),
+        ("MIN_IMAGE", from.min, "the min image's name".to_string()),
+    ] {
+        out.push_str(&format!("ARG {name}={}\n", arg_value(&what, value)?));
+    }
     if plan.gpu_min_name.is_some() {
-        out.push_str(&format!("ARG GPU_MIN_IMAGE={}\n", from.gpu_min));
+        out.push_str(&format!(
+            "ARG GPU_MIN_IMAGE={}\n",
+            arg_value("the gpu-min image's name", from.gpu_min)?
+        ));
     }
     out.push_str("\nFROM ${FULL_IMAGE} AS full\n\n");
     if plan.gpu_min_name.is_some() {
@@ -110,11 +133,18 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> String {
     out.push_str("FROM ${MIN_IMAGE}\n\n");
     for change in &plan.config_changes {
         out.push_str(&match change {
-            ConfigChange::Env(key, value) => format!("ENV {key}={}\n", quote(value)),
+            ConfigChange::Env(key, value) => {
+                no_control(&format!("ENV {key} (from {full}'s config)"), value)?;
+                format!("ENV {key}={}\n", quote(value))
+            }
             ConfigChange::Label(key, value) => {
+                no_control(&format!("LABEL {key} (from {full}'s config)"), value)?;
                 format!("LABEL {key}={}\n", quote(&crate::config::literal(value)))
             }
-            ConfigChange::Workdir(dir) => format!("WORKDIR {dir}\n"),
+            ConfigChange::Workdir(dir) => {
+                no_control("WORKDIR", dir)?;
+                format!("WORKDIR {dir}\n")
+            }
             ConfigChange::Entrypoint(args) => format!(
                 "ENTRYPOINT {}\n",
                 serde_json::to_string(args).expect("strings serialize")
@@ -122,9 +152,9 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> String {
         });
     }
     for layer in &plan.layers {
-        out.push_str(&format!("\n# {}\n", layer.purpose));
+        out.push_str(&format!("\n# {}\n", comment(&layer.purpose)));
         for note in &layer.notes {
-            out.push_str(&format!("#   {note}\n"));
+            out.push_str(&format!("#   {}\n", comment(note)));
         }
         for step in &layer.steps {
             out.push_str(&match step {
@@ -143,6 +173,44 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> String {
             });
         }
     }
+    Ok(out)
+}
+
+/// Refuses a value a Dockerfile line cannot hold.
+fn no_control(field: &str, value: &str) -> Result<()> {
+    match value.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(Error::new(format!(
+            "{field} holds a control character ({c:?}), which Dockerfile.compose cannot hold: {value:?}"
+        ))
+        .hint("the image is malformed or hostile; nothing was written")),
+    }
+}
+
+/// An ARG default: as it is when it is plainly safe, else quoted.
+fn arg_value(field: &str, value: &str) -> Result<String> {
+    no_control(field, value)?;
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/@+-".contains(&b));
+    Ok(if plain {
+        value.to_string()
+    } else {
+        quote(&crate::config::literal(value))
+    })
+}
+
+/// Text for a comment line: no control character (so no new line), and no
+/// trailing backslash.
+fn comment(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if out.ends_with('\\') {
+        out.push(' ');
+    }
     out
 }
 
@@ -158,4 +226,29 @@ fn quote(value: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_and_values_cannot_start_an_instruction() {
+        assert_eq!(comment("a\nRUN evil"), "a?RUN evil");
+        assert_eq!(comment("ends in \\"), "ends in \\ ");
+        assert_eq!(arg_value("f", "2.51.0").unwrap(), "2.51.0");
+        assert_eq!(
+            arg_value("f", "nvcr.io/nvidia/tritonserver:24.10-py3").unwrap(),
+            "nvcr.io/nvidia/tritonserver:24.10-py3"
+        );
+        assert_eq!(arg_value("f", "a b\"$x\\").unwrap(), "\"a b\\\"\\$x\\\\\"");
+        let err = arg_value("ENV X of full", "24.10\nRUN touch /pwned").unwrap_err();
+        assert!(
+            err.message()
+                .contains("ENV X of full holds a control character"),
+            "{}",
+            err.message()
+        );
+        assert!(no_control("f", "tab\there").is_err());
+    }
 }

@@ -87,16 +87,16 @@ pub struct Component {
 
 impl Component {
     /// Validates a name as given on the command line: one path component.
+    /// Names are kept to what Triton's own use (`onnxruntime`,
+    /// `tensorrt_llm`, `pytorch-2`): letters, digits, `.`, `_`, `-`, `+`,
+    /// not starting with a dot. So a name can be neither a path nor
+    /// anything a Dockerfile line would read differently.
     pub fn new(kind: ComponentKind, name: &str) -> Result<Component> {
-        if name.is_empty()
-            || name.contains('/')
-            || name == "."
-            || name == ".."
-            || name.contains('\0')
-        {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-+".contains(c);
+        if name.is_empty() || name.starts_with('.') || !name.chars().all(allowed) {
             return Err(
                 Error::new(format!("{} {name:?} is not a valid name", kind.flag())).hint(format!(
-                    "name a {} directory, e.g. {} python",
+                    "names are letters, digits, `.`, `_`, `-` and `+`: name a {} directory, e.g. {} python",
                     kind.noun(),
                     kind.flag()
                 )),

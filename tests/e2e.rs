@@ -326,25 +326,14 @@ fn dockerfile_compose_builds_the_same_files_as_the_daemonless_output() {
     // compose_and_load wrote Dockerfile.compose from the same plan.
     let dockerfile = work.path().join("Dockerfile.compose");
     let built = Loaded(format!("triton-compose-e2e/{}:built", unique("parity")));
-    let out = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args([
-            "build",
-            "-q",
-            "--network",
-            "none",
-            "-f",
-            dockerfile.to_str().unwrap(),
-        ])
-        .args(["--build-arg", &format!("FULL_IMAGE={}", fx.full_image)])
-        .args(["--build-arg", &format!("MIN_IMAGE={}", fx.min_image)])
-        .args(["-t", &built.0, work.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    docker_build(
+        &dockerfile,
+        work.path(),
+        &[
+            format!("FULL_IMAGE={}", fx.full_image),
+            format!("MIN_IMAGE={}", fx.min_image),
+        ],
+        &built.0,
     );
     let prefixes = [
         "opt/tritonserver",
@@ -818,4 +807,101 @@ fn verify_agrees_with_the_loader_on_every_root_of_the_fixture_images() {
         let roots = assert_verify_agrees_with_the_loader(&reference, &image.0);
         eprintln!("{args:?}: {roots} roots agree with the loader");
     }
+}
+
+/// Builds `dockerfile` (in `context`) with the given build args; panics
+/// with docker's output unless it succeeds.
+fn docker_build(dockerfile: &Path, context: &Path, args: &[String], tag: &str) {
+    let mut command = Command::new("docker");
+    command
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "--network", "none", "-f"])
+        .arg(dockerfile);
+    for arg in args {
+        command.args(["--build-arg", arg]);
+    }
+    let out = command.args(["-t", tag]).arg(context).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hostile_config_values_stay_literal_through_docker_build() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    // A full image whose labels hold quotes, a backslash and a command
+    // substitution: set from build args, which are not parsed again.
+    let hostile = Loaded(format!("triton-compose-e2e/{}:hostile", unique("full")));
+    let build_ref = "abc\" $(touch /pwned) \\";
+    let build_id = "12 ${PATH} '34'";
+    let hostile_dir = work.path().join("hostile");
+    std::fs::create_dir(&hostile_dir).unwrap();
+    std::fs::write(
+        hostile_dir.join("Dockerfile"),
+        format!(
+            "FROM {}\nARG REF\nARG ID\nLABEL com.nvidia.build.ref=\"${{REF}}\" com.nvidia.build.id=\"${{ID}}\"\n",
+            fx.full_image
+        ),
+    )
+    .unwrap();
+    docker_build(
+        &hostile_dir.join("Dockerfile"),
+        &hostile_dir,
+        &[format!("REF={build_ref}"), format!("ID={build_id}")],
+        &hostile.0,
+    );
+    let set = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        &hostile.0,
+    ]);
+    let set: serde_json::Value = serde_json::from_str(set.trim()).unwrap();
+    assert_eq!(set["com.nvidia.build.ref"], build_ref, "{set}");
+
+    let compose_work = work.path().join("compose");
+    let (ok, stderr) = run_cli(&[
+        "-q",
+        "--enable-gpu=false",
+        "--skip-pull",
+        "--image",
+        &format!("min,{}", fx.min_image),
+        "--image",
+        &format!("full,{}", hostile.0),
+        "--backend",
+        "python",
+        "--dry-run",
+        "--work-dir",
+        compose_work.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let built = Loaded(format!("triton-compose-e2e/{}:built", unique("hostile")));
+    docker_build(
+        &compose_work.join("Dockerfile.compose"),
+        &compose_work,
+        &[format!("MIN_IMAGE={}", fx.min_image)],
+        &built.0,
+    );
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        &built.0,
+    ]);
+    let labels: serde_json::Value = serde_json::from_str(labels.trim()).unwrap();
+    assert_eq!(labels["com.nvidia.build.ref"], build_ref, "{labels}");
+    assert_eq!(labels["com.nvidia.build.id"], build_id, "{labels}");
+    let env = docker(&["image", "inspect", "-f", "{{json .Config.Env}}", &built.0]);
+    assert!(
+        env.contains(&format!(
+            "NVIDIA_BUILD_ID={}",
+            build_id.replace('\'', "\\u0027")
+        )) || env.contains(&format!("NVIDIA_BUILD_ID={build_id}")),
+        "{env}"
+    );
 }

@@ -540,3 +540,124 @@ fn an_unreachable_docker_engine_is_named_with_the_other_destinations() {
     assert!(!ok);
     assert!(stderr.contains("is not a unix socket"), "{stderr}");
 }
+
+/// A full image whose config carries the given ENV entries and labels on
+/// top of the usual ones.
+fn case_with_config(env: &[(&str, &str)], labels: &[(&str, &str)]) -> Case {
+    let case = Case {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let min = min_image();
+    min.write_oci(&case.path("min"), "latest");
+    let mut full = full_image(&min);
+    for (key, value) in env {
+        full.env.retain(|e| !e.starts_with(&format!("{key}=")));
+        full.env.push(format!("{key}={value}"));
+    }
+    for (key, value) in labels {
+        full.labels.insert(key.to_string(), value.to_string());
+    }
+    full.write_oci(&case.path("full"), "24.10");
+    case
+}
+
+#[test]
+fn nothing_from_an_image_can_start_a_dockerfile_instruction() {
+    // A newline would start an instruction: refused, the field named.
+    for (env, labels, field) in [
+        (
+            vec![("NVIDIA_TRITON_SERVER_VERSION", "24.10\nRUN touch /pwned")],
+            vec![],
+            "ENV NVIDIA_TRITON_SERVER_VERSION",
+        ),
+        (
+            vec![("TRITON_SERVER_VERSION", "2.51.0\r\nRUN touch /pwned")],
+            vec![],
+            "ENV TRITON_SERVER_VERSION",
+        ),
+        (
+            vec![],
+            vec![("com.nvidia.build.ref", "abc\nRUN touch /pwned")],
+            "LABEL com.nvidia.build.ref",
+        ),
+        (
+            vec![],
+            vec![("com.nvidia.build.id", "1\n")],
+            "ENV NVIDIA_BUILD_ID",
+        ),
+    ] {
+        let case = case_with_config(&env, &labels);
+        let stderr = case.fails(&["--enable-gpu=false", "--backend", "python", "--dry-run"]);
+        assert!(
+            stderr.contains(field) && stderr.contains("control character"),
+            "{stderr}"
+        );
+        assert!(!case.path("work/Dockerfile.compose").exists(), "{stderr}");
+    }
+
+    // Quotes, backslashes and `$` are quoted and escaped, and stay literal.
+    let case = case_with_config(
+        &[("TRITON_SERVER_VERSION", "2.51\" x")],
+        &[
+            ("com.nvidia.build.id", "$(touch /pwned) \\"),
+            ("com.nvidia.build.ref", "abc\" \\"),
+        ],
+    );
+    let work = case.path("work");
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--image",
+        &case.arg("min", "min", "latest"),
+        "--image",
+        &case.arg("full", "full", "24.10"),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--backend",
+        "python",
+        "--dry-run",
+    ]);
+    assert!(ok, "{stderr}");
+    let dockerfile = fs::read_to_string(work.join("Dockerfile.compose")).unwrap();
+    assert!(
+        dockerfile.contains("ENV NVIDIA_BUILD_ID=\"\\$(touch /pwned) \\\\\"\n"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("LABEL com.nvidia.build.ref=\"abc\\\" \\\\\"\n"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("ARG TRITON_VERSION=\"2.51\\\" x\"\n"),
+        "{dockerfile}"
+    );
+    // Every instruction line is one the plan wrote.
+    for line in dockerfile.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        assert!(
+            matches!(
+                word,
+                "" | "#"
+                    | "#!"
+                    | "ARG"
+                    | "FROM"
+                    | "ENV"
+                    | "LABEL"
+                    | "WORKDIR"
+                    | "ENTRYPOINT"
+                    | "COPY"
+                    | "RUN"
+                    | "&&"
+            ) || line.starts_with('#')
+                || line.starts_with("      "),
+            "unexpected line {line:?} in\n{dockerfile}"
+        );
+    }
+    assert_eq!(dockerfile.matches("\nRUN ").count(), 1, "{dockerfile}");
+
+    // Component names are names, not paths or Dockerfile text.
+    let case = Case::new();
+    for name in ["py\nRUN x", "a b", ".hidden", "x\"y", "$(x)"] {
+        let stderr = case.fails(&["--enable-gpu=false", "--backend", name]);
+        assert!(stderr.contains("is not a valid name"), "{stderr}");
+    }
+}
