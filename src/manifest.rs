@@ -111,10 +111,49 @@ pub fn parse_descriptor(value: &Value) -> Result<Descriptor> {
     })
 }
 
-/// Parses a manifest or an index. A document with both `manifests` and
-/// `layers` is refused: which one a reader honours would be a guess.
+/// Most layers an image may have (Docker's overlay driver stops at 128).
+pub const MAX_LAYERS: usize = 1024;
+/// Most entries an index may have.
+pub const MAX_INDEX_ENTRIES: usize = 4096;
+
+const MANIFEST_TYPES: [&str; 2] = [media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST];
+const INDEX_TYPES: [&str; 2] = [media_type::OCI_INDEX, media_type::DOCKER_MANIFEST_LIST];
+const CONFIG_TYPES: [&str; 2] = [media_type::OCI_CONFIG, media_type::DOCKER_CONFIG];
+const LAYER_TYPES: [&str; 9] = [
+    media_type::OCI_LAYER,
+    media_type::OCI_LAYER_GZIP,
+    media_type::OCI_LAYER_ZSTD,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    media_type::DOCKER_LAYER,
+    media_type::DOCKER_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+fn malformed(what: &str, why: String) -> Error {
+    Error::new(format!("malformed {what}: {why}"))
+        .hint("the image is malformed or hostile; it was not used")
+}
+
+/// Parses a manifest or an index, strictly: schema version 2 only, media
+/// types consistent with where they are used (image config and layer types
+/// in a manifest, manifests in an index), bounded counts and config size. A
+/// document with both `manifests` and `layers` is refused: which one a
+/// reader honours would be a guess.
 pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
     let value: Value = serde_json::from_slice(bytes).ctx(|| format!("{what} is not valid JSON"))?;
+    match value.get("schemaVersion").and_then(Value::as_u64) {
+        Some(2) => {}
+        Some(other) => {
+            return Err(malformed(
+                what,
+                format!("schemaVersion {other}; only schema 2 manifests and indexes are read"),
+            ))
+        }
+        None => return Err(malformed(what, "it has no schemaVersion 2".into())),
+    }
+    let own_type = value.get("mediaType").and_then(Value::as_str);
     let has_layers = value.get("layers").is_some();
     let has_manifests = value.get("manifests").is_some();
     let list = |name: &str| -> Result<Vec<Descriptor>> {
@@ -133,22 +172,113 @@ pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
         ))
         .hint("this is ambiguous and refused; re-export the image with a standard tool")),
         (true, false) => {
+            if let Some(own) = own_type.filter(|t| !MANIFEST_TYPES.contains(t)) {
+                return Err(malformed(
+                    what,
+                    format!("it has layers but its mediaType is {own}"),
+                ));
+            }
             let config = value
                 .get("config")
                 .ok_or_else(|| Error::new(format!("malformed {what}: no config")))
                 .and_then(parse_descriptor)?;
-            Ok(Document::Manifest {
-                config,
-                layers: list("layers")?,
-            })
+            if !CONFIG_TYPES.contains(&config.media_type.as_str()) {
+                return Err(Error::new(format!(
+                    "{what} is not a container image: its config's media type is {:?}",
+                    config.media_type
+                ))
+                .hint("--image must name a container image, not another OCI artifact"));
+            }
+            if config.size > MAX_DOCUMENT_SIZE {
+                return Err(malformed(
+                    what,
+                    format!(
+                        "its config claims {} bytes (at most {MAX_DOCUMENT_SIZE} are read)",
+                        config.size
+                    ),
+                ));
+            }
+            let layers = list("layers")?;
+            if layers.len() > MAX_LAYERS {
+                return Err(malformed(
+                    what,
+                    format!("{} layers (at most {MAX_LAYERS})", layers.len()),
+                ));
+            }
+            if let Some(odd) = layers
+                .iter()
+                .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
+            {
+                return Err(malformed(
+                    what,
+                    format!(
+                        "layer {} has media type {:?}, which is not a layer's",
+                        odd.digest, odd.media_type
+                    ),
+                ));
+            }
+            Ok(Document::Manifest { config, layers })
         }
-        (false, true) => Ok(Document::Index {
-            manifests: list("manifests")?,
-        }),
+        (false, true) => {
+            if let Some(own) = own_type.filter(|t| !INDEX_TYPES.contains(t)) {
+                return Err(malformed(
+                    what,
+                    format!("it lists manifests but its mediaType is {own}"),
+                ));
+            }
+            let manifests = list("manifests")?;
+            if manifests.len() > MAX_INDEX_ENTRIES {
+                return Err(malformed(
+                    what,
+                    format!("{} entries (at most {MAX_INDEX_ENTRIES})", manifests.len()),
+                ));
+            }
+            if let Some(odd) = manifests.iter().find(|m| {
+                !m.media_type.is_empty()
+                    && !MANIFEST_TYPES.contains(&m.media_type.as_str())
+                    && !INDEX_TYPES.contains(&m.media_type.as_str())
+            }) {
+                return Err(malformed(
+                    what,
+                    format!(
+                        "entry {} has media type {:?}, which is not a manifest's",
+                        odd.digest, odd.media_type
+                    ),
+                ));
+            }
+            Ok(Document::Index { manifests })
+        }
         (false, false) => Err(Error::new(format!(
             "malformed {what}: neither a manifest nor an index"
         ))),
     }
+}
+
+/// [`parse_document`] for a document a descriptor of type `expected`
+/// pointed at: its own media type, and its shape, must agree.
+pub fn parse_document_as(bytes: &[u8], what: &str, expected: &str) -> Result<Document> {
+    let document = parse_document(bytes, what)?;
+    let own: Option<String> = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType").and_then(Value::as_str).map(String::from));
+    let shape_ok = match &document {
+        Document::Manifest { .. } => expected.is_empty() || MANIFEST_TYPES.contains(&expected),
+        Document::Index { .. } => expected.is_empty() || INDEX_TYPES.contains(&expected),
+    };
+    let type_ok = expected.is_empty() || own.as_deref().is_none_or(|own| own == expected);
+    if !shape_ok || !type_ok {
+        return Err(malformed(
+            what,
+            format!(
+                "it was described as {expected} but is {}",
+                own.unwrap_or_else(|| match document {
+                    Document::Manifest { .. } => "a manifest".into(),
+                    Document::Index { .. } => "an index".into(),
+                })
+            ),
+        ));
+    }
+    Ok(document)
 }
 
 pub fn is_index_media_type(media_type: &str) -> bool {

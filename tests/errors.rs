@@ -661,3 +661,93 @@ fn nothing_from_an_image_can_start_a_dockerfile_instruction() {
         assert!(stderr.contains("is not a valid name"), "{stderr}");
     }
 }
+
+/// A named edit of a manifest, and what the error must say.
+type ManifestEdit = (
+    &'static str,
+    Box<dyn Fn(&mut serde_json::Value)>,
+    &'static str,
+);
+
+#[test]
+fn manifests_are_read_strictly() {
+    let case = Case::new();
+    let edits: Vec<ManifestEdit> = vec![
+        (
+            "schema1",
+            Box::new(|m| m["schemaVersion"] = 1.into()),
+            "schemaVersion 1; only schema 2",
+        ),
+        (
+            "noschema",
+            Box::new(|m| {
+                m.as_object_mut().unwrap().remove("schemaVersion");
+            }),
+            "has no schemaVersion 2",
+        ),
+        (
+            "indextype",
+            Box::new(|m| m["mediaType"] = "application/vnd.oci.image.index.v1+json".into()),
+            "it has layers but its mediaType is application/vnd.oci.image.index.v1+json",
+        ),
+        (
+            "artifact",
+            Box::new(|m| {
+                m["config"]["mediaType"] = "application/vnd.cncf.helm.config.v1+json".into()
+            }),
+            "is not a container image",
+        ),
+        (
+            "layertype",
+            Box::new(|m| {
+                m["layers"][1]["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into()
+            }),
+            "which is not a layer's",
+        ),
+        (
+            "bigconfig",
+            Box::new(|m| m["config"]["size"] = (1u64 << 40).into()),
+            "its config claims 1099511627776 bytes",
+        ),
+    ];
+    for (name, edit, expected) in edits {
+        let dir = case.path(name);
+        full_image(&min_image()).write_oci(&dir, "x");
+        rewrite_manifest(&dir, |m| edit(m));
+        let stderr = case.fails(&[
+            "--enable-gpu=false",
+            "--image",
+            &case.arg("full", name, "x"),
+        ]);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+
+    // An index entry that is not a manifest, and one described as an index
+    // that is a manifest.
+    for (name, media_type, expected) in [
+        (
+            "entrytype",
+            "application/vnd.oci.image.layer.v1.tar",
+            "which is not a manifest's",
+        ),
+        (
+            "described",
+            "application/vnd.oci.image.index.v1+json",
+            "it was described as application/vnd.oci.image.index.v1+json",
+        ),
+    ] {
+        let dir = case.path(name);
+        full_image(&min_image()).write_oci(&dir, "x");
+        let path = dir.join("index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        index["manifests"][0]["mediaType"] = media_type.into();
+        fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+        let stderr = case.fails(&[
+            "--enable-gpu=false",
+            "--image",
+            &case.arg("full", name, "x"),
+        ]);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}

@@ -60,7 +60,8 @@ impl OciLayoutSource {
         let mut descriptor = chosen.clone();
         for _ in 0..4 {
             let bytes = read_blob_capped(dir, &descriptor.digest, descriptor.size)?;
-            match manifest::parse_document(&bytes, &format!("manifest {}", descriptor.digest))? {
+            let what = format!("manifest {}", descriptor.digest);
+            match manifest::parse_document_as(&bytes, &what, &descriptor.media_type)? {
                 Document::Index { manifests } => {
                     descriptor = manifest::select_platform(&manifests, platform, &name)?.clone();
                 }

@@ -79,12 +79,15 @@ impl RegistrySource {
                 .hint("the registry or a proxy altered the manifest; nothing was used"));
             }
         }
+        let mut expected = String::new();
         for _ in 0..4 {
-            match manifest::parse_document(&bytes, &format!("manifest {digest}"))? {
+            let what = format!("manifest {digest}");
+            match manifest::parse_document_as(&bytes, &what, &expected)? {
                 Document::Index { manifests } => {
                     let chosen = manifest::select_platform(&manifests, platform, &name)?.clone();
                     (bytes, digest) =
                         fetch_manifest(&client, repo, chosen.digest.as_str(), Some(&chosen))?;
+                    expected = chosen.media_type;
                 }
                 Document::Manifest { config, layers } => {
                     let config_bytes = read_document_blob(&client, repo, &config)?;
