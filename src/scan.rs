@@ -241,7 +241,9 @@ pub fn scan(
                     if meta.kind == EntryKind::File {
                         offsets.insert(inode(ordinal), offset);
                     }
-                    changes.entry(&tree, ordinal, path, meta);
+                    changes
+                        .entry(&tree, ordinal, path, meta)
+                        .map_err(|e| e.context(format!("{what} layer {}", index + 1)))?;
                 }
             }
         }

@@ -6,9 +6,10 @@
 //! content. Hard links are resolved to their target's inode when read, so
 //! two paths with the same inode are hard links of each other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
+use crate::error::{Error, Result};
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
 
 /// Identifies the tar entry that holds an inode's content.
@@ -109,8 +110,8 @@ impl MergedTree {
 #[derive(Default)]
 pub struct LayerChanges {
     layer: u32,
-    whiteouts: Vec<ImagePath>,
-    opaques: Vec<ImagePath>,
+    whiteouts: HashSet<ImagePath>,
+    opaques: HashSet<ImagePath>,
     entries: Vec<(ImagePath, Node)>,
     latest: HashMap<ImagePath, usize>,
 }
@@ -124,16 +125,62 @@ impl LayerChanges {
     }
 
     pub fn whiteout(&mut self, path: ImagePath) {
-        self.whiteouts.push(path);
+        self.whiteouts.insert(path);
     }
 
     pub fn opaque(&mut self, dir: ImagePath) {
-        self.opaques.push(dir);
+        self.opaques.insert(dir);
+    }
+
+    /// What `path` is at this point of the layer: this layer's latest entry
+    /// for it, else the tree beneath unless this layer deleted it.
+    fn current<'t>(&'t self, tree: &'t MergedTree, path: &ImagePath) -> Option<&'t Node> {
+        if let Some(&i) = self.latest.get(path) {
+            return Some(&self.entries[i].1);
+        }
+        let whited_out = path
+            .ancestors()
+            .iter()
+            .chain(std::iter::once(path))
+            .any(|p| self.whiteouts.contains(p));
+        let hidden = path.ancestors().iter().any(|p| self.opaques.contains(p));
+        if whited_out || hidden {
+            return None;
+        }
+        tree.get(path)
+    }
+
+    /// Refuses a path with a symlink among its parents: writing through it
+    /// is what Docker's applier would do, and a composed tree must never
+    /// disagree with it (nor reach outside a directory that way).
+    fn check_parents(&self, tree: &MergedTree, path: &ImagePath, what: &str) -> Result<()> {
+        for parent in path.ancestors() {
+            if let Some(node) = self.current(tree, &parent) {
+                if node.meta.kind == EntryKind::Symlink {
+                    return Err(Error::new(format!(
+                        "{what} {} lies beneath {}, which is a symlink (to {:?})",
+                        path.display_abs(),
+                        parent.display_abs(),
+                        String::from_utf8_lossy(node.meta.link_target.as_deref().unwrap_or_default())
+                    ))
+                    .hint("the layer is malformed or hostile (entries must not be written through a symlink); it was not used"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Records an entry; hard links are resolved against this layer's earlier
-    /// entries, then the tree beneath.
-    pub fn entry(&mut self, tree: &MergedTree, ordinal: u32, path: ImagePath, meta: EntryMeta) {
+    /// entries, then the tree beneath. An entry (or a hard link's target)
+    /// beneath a symlink is refused.
+    pub fn entry(
+        &mut self,
+        tree: &MergedTree,
+        ordinal: u32,
+        path: ImagePath,
+        meta: EntryMeta,
+    ) -> Result<()> {
+        self.check_parents(tree, &path, "entry")?;
         let own = InodeRef {
             layer: self.layer,
             ordinal,
@@ -143,6 +190,13 @@ impl LayerChanges {
                 .link_target
                 .as_deref()
                 .and_then(|t| ImagePath::parse(t).ok());
+            if let Some(target) = &target {
+                self.check_parents(
+                    tree,
+                    target,
+                    &format!("hard link {} names", path.display_abs()),
+                )?;
+            }
             let resolved = target.and_then(|t| {
                 self.latest
                     .get(&t)
@@ -157,6 +211,7 @@ impl LayerChanges {
         };
         self.latest.insert(path.clone(), self.entries.len());
         self.entries.push((path, node));
+        Ok(())
     }
 }
 
@@ -186,32 +241,79 @@ mod tests {
             } else {
                 EntryMeta::plain_dir(0o755, 0)
             };
-            l0.entry(&tree, i as u32, p(path), meta);
+            l0.entry(&tree, i as u32, p(path), meta).unwrap();
         }
         tree.apply(l0);
 
         let mut l1 = LayerChanges::new(1);
         l1.opaque(p("a"));
-        l1.entry(&tree, 0, p("a/new"), file(2));
+        l1.entry(&tree, 0, p("a/new"), file(2)).unwrap();
         l1.whiteout(p("b"));
-        l1.entry(&tree, 1, p("c/inside"), file(3)); // c was a file
+        l1.entry(&tree, 1, p("c/inside"), file(3)).unwrap(); // c was a file
         tree.apply(l1);
 
         let paths: Vec<String> = tree.iter().map(|(p, _)| p.display_abs()).collect();
         assert_eq!(paths, ["/a", "/a/new", "/c/inside"]);
     }
 
+    fn symlink(target: &str) -> EntryMeta {
+        EntryMeta {
+            kind: EntryKind::Symlink,
+            link_target: Some(target.as_bytes().to_vec()),
+            ..file(0)
+        }
+    }
+
+    #[test]
+    fn entries_beneath_a_symlink_are_refused_in_any_layer() {
+        let mut tree = MergedTree::default();
+        let mut l0 = LayerChanges::new(0);
+        l0.entry(&tree, 0, p("evil"), symlink("/tmp")).unwrap();
+        let err = l0.entry(&tree, 1, p("evil/x"), file(1)).unwrap_err();
+        assert!(
+            err.message()
+                .contains("entry /evil/x lies beneath /evil, which is a symlink (to \"/tmp\")"),
+            "{}",
+            err.message()
+        );
+        tree.apply(l0);
+
+        // In a later layer, also deep below, and for a hard link's target.
+        let mut l1 = LayerChanges::new(1);
+        assert!(l1.entry(&tree, 0, p("evil/a/b"), file(1)).is_err());
+        let link = EntryMeta {
+            kind: EntryKind::HardLink,
+            link_target: Some(b"evil/passwd".to_vec()),
+            ..file(0)
+        };
+        let err = l1.entry(&tree, 1, p("ok"), link).unwrap_err();
+        assert!(
+            err.message().contains("hard link /ok names /evil/passwd"),
+            "{}",
+            err.message()
+        );
+
+        // A layer that removes or replaces the symlink first may write there.
+        let mut l2 = LayerChanges::new(2);
+        l2.whiteout(p("evil"));
+        l2.entry(&tree, 0, p("evil/x"), file(1)).unwrap();
+        let mut l3 = LayerChanges::new(3);
+        l3.entry(&tree, 0, p("evil"), EntryMeta::plain_dir(0o755, 0))
+            .unwrap();
+        l3.entry(&tree, 1, p("evil/x"), file(1)).unwrap();
+    }
+
     #[test]
     fn hard_links_share_the_inode_even_after_target_deletion() {
         let mut tree = MergedTree::default();
         let mut l0 = LayerChanges::new(0);
-        l0.entry(&tree, 0, p("t"), file(5));
+        l0.entry(&tree, 0, p("t"), file(5)).unwrap();
         let link = EntryMeta {
             kind: EntryKind::HardLink,
             link_target: Some(b"t".to_vec()),
             ..file(0)
         };
-        l0.entry(&tree, 1, p("l"), link.clone());
+        l0.entry(&tree, 1, p("l"), link.clone()).unwrap();
         tree.apply(l0);
         let mut l1 = LayerChanges::new(1);
         l1.whiteout(p("t"));
@@ -219,7 +321,7 @@ mod tests {
             link_target: Some(b"missing".to_vec()),
             ..link
         };
-        l1.entry(&tree, 0, p("l2"), dangling);
+        l1.entry(&tree, 0, p("l2"), dangling).unwrap();
         tree.apply(l1);
 
         let l = tree.get(&p("l")).unwrap();

@@ -751,3 +751,31 @@ fn manifests_are_read_strictly() {
         assert!(stderr.contains(expected), "{name}: {stderr}");
     }
 }
+
+#[test]
+fn entries_beneath_a_symlink_are_refused_naming_both_paths() {
+    let case = Case::new();
+    let dir = case.path("through");
+    let mut full = full_image(&min_image());
+    full.layers.push(layer_tar(&[symlink(
+        "opt/tritonserver/backends/python/evil",
+        "/tmp",
+    )]));
+    full.layers.push(layer_tar(&[file(
+        "opt/tritonserver/backends/python/evil/x",
+        "written through the link\n",
+    )]));
+    full.write_oci(&dir, "x");
+    let stderr = case.fails(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--image",
+        &case.arg("full", "through", "x"),
+    ]);
+    assert!(
+        stderr.contains("/opt/tritonserver/backends/python/evil/x lies beneath /opt/tritonserver/backends/python/evil, which is a symlink (to \"/tmp\")"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("full layer 6"), "{stderr}");
+}
