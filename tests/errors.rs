@@ -779,3 +779,58 @@ fn entries_beneath_a_symlink_are_refused_naming_both_paths() {
     );
     assert!(stderr.contains("full layer 6"), "{stderr}");
 }
+
+#[test]
+fn entry_boundaries_are_read_as_docker_reads_them() {
+    // A symlink header claiming 1536 bytes of data, followed by an entry
+    // Docker (Go's archive/tar) reads, since link headers carry no data.
+    let mut link = tar::Header::new_ustar();
+    link.set_path("opt/tritonserver/backends/python/link")
+        .unwrap();
+    link.set_link_name("libtriton_python.so").unwrap();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(1536);
+    link.set_mode(0o777);
+    link.set_cksum();
+    let mut hidden = tar::Header::new_ustar();
+    hidden
+        .set_path("opt/tritonserver/backends/python/hidden.txt")
+        .unwrap();
+    hidden.set_size(6);
+    hidden.set_mode(0o644);
+    hidden.set_cksum();
+    let mut raw = link.as_bytes().to_vec();
+    raw.extend_from_slice(hidden.as_bytes());
+    raw.extend_from_slice(b"hello\n");
+    raw.resize(raw.len().div_ceil(512) * 512, 0);
+    raw.resize(512 + 1536, 0);
+    let case = Case::new();
+    let full = with_hostile_layer(&case, "boundary", layer_tar(&[Item::Raw(raw)]));
+    let out = case.path("out");
+    let (ok, stderr) = run_cli(&[
+        "-q",
+        "--enable-gpu=false",
+        "--image",
+        &case.arg("min", "min", "latest"),
+        "--image",
+        &full,
+        "--backend",
+        "python",
+        "--work-dir",
+        case.path("work").to_str().unwrap(),
+        "--output",
+        &format!("oci:{}:x", out.display()),
+    ]);
+    assert!(ok, "{stderr}");
+    let image = read_oci(&out, "x");
+    assert!(
+        image
+            .tree
+            .contains_key("opt/tritonserver/backends/python/hidden.txt"),
+        "the entry after a link header is read, as Docker reads it"
+    );
+    assert_eq!(
+        image.tree["opt/tritonserver/backends/python/link"].kind,
+        'l'
+    );
+}

@@ -6,15 +6,14 @@
 
 mod compression;
 mod entry;
-mod guard;
 mod pgzip;
 mod reader;
+pub(crate) mod tarparse;
 mod writer;
 pub mod ztoc;
 
 pub use compression::{decompress, Compression};
 pub use entry::{EntryKind, EntryMeta, ImagePath};
-pub(crate) use guard::HeaderGuard;
 pub use reader::{read_layer, read_layer_with, LayerEntry, LayerItem};
 pub use writer::{LayerWriter, WrittenLayer};
 

@@ -20,7 +20,8 @@ use tempfile::NamedTempFile;
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media_type, BlobDescriptor, ImageSink, ImageSource, OutputImage, SourceImage};
-use crate::layer::{HeaderGuard, ImagePath};
+use crate::layer::tarparse::TarReader;
+use crate::layer::ImagePath;
 use crate::manifest::{self, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
 
 const MAX_LINK_HOPS: usize = 16;
@@ -227,30 +228,27 @@ impl DockerArchiveSource {
 }
 
 fn index_members(file: File) -> Result<HashMap<ImagePath, Member>> {
-    let mut archive = tar::Archive::new(HeaderGuard::new(BufReader::new(file)));
+    let mut archive = TarReader::new(BufReader::new(file));
     let mut members = HashMap::new();
-    for entry in archive.entries()? {
-        let entry = entry?;
-        let path = ImagePath::parse(&entry.path_bytes())?;
-        let member = match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => Member::File {
-                offset: entry.raw_file_position(),
-                size: entry.size(),
+    while let Some(header) = archive.next_header()? {
+        let path = ImagePath::parse(&header.path)?;
+        let member = match header.typeflag {
+            b'0' | 0 | b'7' => Member::File {
+                offset: archive.data_start(),
+                size: header.size,
             },
-            tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().unwrap_or_default();
+            b'2' => {
+                let target = &header.link;
                 // Symlinks resolve relative to the member's directory.
                 let base = path.parent().unwrap_or_default();
                 let joined = if target.starts_with(b"/") {
                     target.to_vec()
                 } else {
-                    [base.as_bytes(), b"/", &target].concat()
+                    [base.as_bytes(), b"/", target].concat()
                 };
                 Member::Link(resolve_dots(&joined)?)
             }
-            tar::EntryType::Link => Member::Link(ImagePath::parse(
-                &entry.link_name_bytes().unwrap_or_default(),
-            )?),
+            b'1' => Member::Link(ImagePath::parse(&header.link)?),
             _ => continue,
         };
         members.insert(path, member);
