@@ -26,6 +26,12 @@ use crate::spool::Spool;
 use crate::store::Store;
 use crate::tree::{InodeRef, LayerChanges, MergedTree};
 
+/// What one image's metadata may cost in memory (paths, links, extended
+/// attributes, kept files, a fixed amount per entry), so that a layer of
+/// metadata alone (a "bomb" of names) cannot exhaust memory.
+pub const MAX_IMAGE_METADATA: u64 = 128 << 20;
+const ENTRY_COST: u64 = 128;
+
 /// Layers from this size (compressed) get access points.
 const ACCESS_MIN_BLOB: u64 = 16 << 20;
 /// Small files are kept in memory only up to this size.
@@ -165,6 +171,7 @@ pub fn scan(
         elf: elf.unwrap_or(&|_| false),
         spool: spool_filter.zip(spool_dir),
         store,
+        metadata: std::sync::atomic::AtomicU64::new(0),
     };
     let queue = Mutex::new(wanted.clone().into_iter());
     let results: Mutex<HashMap<usize, Result<LayerRead>>> = Mutex::new(HashMap::new());
@@ -292,9 +299,26 @@ struct LayerReader<'a> {
     elf: PathFilter<'a>,
     spool: Option<(PathFilter<'a>, std::path::PathBuf)>,
     store: Option<(&'a Store, &'a str)>,
+    /// The image's metadata so far, against [`MAX_IMAGE_METADATA`].
+    metadata: std::sync::atomic::AtomicU64,
 }
 
 impl LayerReader<'_> {
+    /// Counts `bytes` of metadata kept; fails past the image's budget.
+    fn charge(&self, bytes: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let total = self.metadata.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > MAX_IMAGE_METADATA {
+            return Err(Error::new(format!(
+                "{}: its layers' metadata (names, links, attributes, small files) passes {} MiB",
+                self.what,
+                MAX_IMAGE_METADATA >> 20
+            ))
+            .hint("the image is malformed or hostile (a bomb of names); it was not used"));
+        }
+        Ok(())
+    }
+
     fn layer(&self, index: usize) -> Result<LayerRead> {
         let layer = &self.source.image().layers[index];
         let count = self.source.image().layers.len();
@@ -348,6 +372,24 @@ impl LayerReader<'_> {
         let raw = self.source.open_layer(index)?;
         let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let (diff_id, access) = read_layer_with(raw, with_access, |ordinal, item| {
+            let cost = match &item {
+                LayerItem::Whiteout(path) | LayerItem::Opaque(path) => path.as_bytes().len() as u64,
+                LayerItem::Entry(entry) => {
+                    entry.path.as_bytes().len() as u64
+                        + entry
+                            .meta
+                            .link_target
+                            .as_ref()
+                            .map_or(0, |t| t.len() as u64)
+                        + entry
+                            .meta
+                            .xattrs
+                            .iter()
+                            .map(|(k, v)| (k.len() + v.len()) as u64)
+                            .sum::<u64>()
+                }
+            };
+            self.charge(ENTRY_COST + cost)?;
             let entry = match item {
                 LayerItem::Whiteout(path) => {
                     out.items.push(IndexItem::Whiteout(path));
@@ -372,6 +414,7 @@ impl LayerReader<'_> {
                     .as_ref()
                     .is_some_and(|(wanted, _)| wanted(&entry.path));
                 let info = if kept {
+                    self.charge(size)?;
                     let mut data = Vec::with_capacity(size as usize);
                     entry.content.read_to_end(&mut data)?;
                     let info = wants_elf.then(|| elf::read(&data[..], size)).flatten();

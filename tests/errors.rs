@@ -834,3 +834,76 @@ fn entry_boundaries_are_read_as_docker_reads_them() {
         'l'
     );
 }
+
+/// Peak resident memory of a child process, from /proc, polled until it ends.
+fn run_measuring_rss(args: &[&str]) -> (bool, String, u64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+        .args(args)
+        .arg("--no-store")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(status) = fs::read_to_string(&status_path) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr, peak_kib)
+}
+
+#[test]
+fn a_bomb_of_names_is_refused_with_bounded_memory() {
+    // 2200 entries with 64 KiB PAX paths: 140 MiB of names in a layer that
+    // compresses to almost nothing.
+    let mut builder = tar::Builder::new(Vec::new());
+    for i in 0..2200 {
+        let name = format!("opt/{i:06}/{}", "n".repeat(60 << 10));
+        builder
+            .append_pax_extensions([("path", name.as_bytes())])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path(format!("opt/short{i}")).unwrap();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append(&header, std::io::empty()).unwrap();
+    }
+    let layer = builder.into_inner().unwrap();
+    let case = Case::new();
+    let full = with_hostile_layer(&case, "names", layer);
+    let (ok, stderr, peak_kib) = run_measuring_rss(&[
+        "--enable-gpu=false",
+        "--image",
+        &case.arg("min", "min", "latest"),
+        "--image",
+        &full,
+        "--dry-run",
+        "--work-dir",
+        case.path("work").to_str().unwrap(),
+    ]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("metadata (names, links, attributes, small files) passes 128 MiB"),
+        "{stderr}"
+    );
+    assert!(
+        peak_kib > 0 && peak_kib < 256 << 10,
+        "peak RSS {peak_kib} KiB"
+    );
+    eprintln!("peak RSS of the refused bomb: {} MiB", peak_kib >> 10);
+}
