@@ -32,6 +32,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     std::fs::create_dir_all(&request.work_dir)
         .ctx(|| format!("creating --work-dir {}", request.work_dir.display()))?;
     let options = &request.transport;
+    sweep_leftovers(request);
     // The destination first: an unreachable engine or a taken path fails
     // before any image is read.
     let sink = if request.dry_run {
@@ -51,7 +52,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     let (min, full, gpu_min) = open_images(request)?;
 
     let scratch = tempfile::Builder::new()
-        .prefix(".triton-compose-")
+        .prefix(&crate::scratch::prefix("work"))
         .tempdir_in(&request.work_dir)
         .ctx(|| {
             format!(
@@ -91,6 +92,8 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         .collect(),
     }
     .run(&spools, sink.as_mut())?;
+    // Nothing becomes visible once the run was interrupted.
+    crate::scratch::check()?;
     let written = sink.commit(&image)?;
     if let Some(store) = &store {
         let freed = store.prune(None);
@@ -105,6 +108,35 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         dockerfile,
         written: Some(written),
     })
+}
+
+/// Removes what runs that are gone (killed with SIGKILL) left where this
+/// one writes: the work directory, beside the destination, and the store's
+/// staging directory.
+fn sweep_leftovers(request: &ComposeRequest) {
+    let mut dirs = vec![request.work_dir.clone()];
+    match &request.output {
+        ImageRef::Oci { dir, .. } => {
+            dirs.push(dir.parent().map(Path::to_path_buf).unwrap_or_default());
+            dirs.push(dir.join("blobs/sha256"));
+            dirs.push(dir.clone());
+        }
+        ImageRef::DockerArchive { file, .. } => {
+            dirs.push(file.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        ImageRef::Registry(_) | ImageRef::DockerDaemon(_) => {}
+    }
+    if let Some(store) = &request.store {
+        dirs.push(store.dir.join("tmp"));
+    }
+    for dir in dirs {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        crate::scratch::sweep(&dir);
+    }
 }
 
 /// The images of one compose.

@@ -90,7 +90,7 @@ impl Execution<'_> {
                 }
             }
             let known = layer.blob.as_ref().map(|(digest, _)| digest);
-            let mut blob = self.min.open_layer(index)?;
+            let mut blob = crate::scratch::Interruptible(self.min.open_layer(index)?);
             let stored = sink
                 .put_blob(&layer.media_type, known, &mut blob)
                 .map_err(|e| {
@@ -387,6 +387,7 @@ impl Execution<'_> {
             .map_err(|e| Error::new("cannot stage a layer").with_source(e))?;
         let mut writer = LayerWriter::new(staged.reopen()?, self.compression)?;
         for entry in &layer.entries {
+            crate::scratch::check()?;
             match &entry.content {
                 Content::None => writer.append(&entry.path, &entry.meta, None)?,
                 Content::Inline(bytes) => writer.append(

@@ -46,6 +46,7 @@ pub mod progress;
 pub mod render;
 pub mod request;
 pub mod scan;
+pub mod scratch;
 pub mod spool;
 pub mod store;
 pub mod transport;

@@ -11,6 +11,9 @@ use triton_compose::store::Store;
 use triton_compose::transport::ImageRef;
 
 fn main() -> ExitCode {
+    if let Err(err) = triton_compose::scratch::install_signal_handlers() {
+        return report(&err);
+    }
     match std::env::args().nth(1).as_deref() {
         Some("verify") => return verify(VerifyCli::parse_from(std::env::args().skip(1))),
         Some("store") => return store(StoreCli::parse_from(std::env::args().skip(1))),
@@ -152,6 +155,10 @@ fn store(cli: StoreCli) -> ExitCode {
 }
 
 fn report(err: &Error) -> ExitCode {
+    if triton_compose::scratch::interrupted() {
+        eprintln!("error: {}", triton_compose::scratch::interruption());
+        return ExitCode::from(130);
+    }
     eprintln!("error: {err}");
     if let Some(hint) = err.hint_text() {
         eprintln!("  hint: {hint}");

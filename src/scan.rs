@@ -369,7 +369,7 @@ impl LayerReader<'_> {
             None => None,
         };
         let mut elf_scratch: Option<std::fs::File> = None;
-        let raw = self.source.open_layer(index)?;
+        let raw = crate::scratch::Interruptible(self.source.open_layer(index)?);
         let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let (diff_id, access) = read_layer_with(raw, with_access, |ordinal, item| {
             let cost = match &item {
@@ -549,6 +549,7 @@ pub fn spool_inodes_at(
             return Ok(false);
         };
         compressed += to - from;
+        let raw = crate::scratch::Interruptible(raw);
         let mut reader = ztoc::RandomReader::new(access, first, raw)?;
         for &(ordinal, offset, size) in run {
             reader.skip_to(offset)?;
@@ -588,7 +589,7 @@ pub fn spool_inodes(
         "re-reading {what} layer {} for content the scan did not keep",
         layer + 1
     );
-    let raw = source.open_layer(layer as usize)?;
+    let raw = crate::scratch::Interruptible(source.open_layer(layer as usize)?);
     let diff_id = read_layer(raw, |ordinal, item| {
         if let LayerItem::Entry(entry) = item {
             if wanted.contains(&ordinal) && entry.meta.kind == EntryKind::File {

@@ -108,7 +108,7 @@ impl Store {
     /// A file in `tmp/` to write before renaming it into place.
     fn staging(&self) -> Result<tempfile::NamedTempFile> {
         tempfile::Builder::new()
-            .prefix(&format!("{}-", std::process::id()))
+            .prefix(&crate::scratch::prefix("store"))
             .tempfile_in(self.root.join("tmp"))
             .ctx(|| format!("writing in the store {}", self.root.display()))
     }
@@ -269,7 +269,19 @@ impl Store {
     pub fn prune(&self, max_size: Option<u64>) -> u64 {
         let max_size = max_size.unwrap_or(self.max_size);
         let now = SystemTime::now();
-        let mut freed = 0;
+        let staging = |store: &Store| -> u64 {
+            store
+                .entries()
+                .iter()
+                .filter(|e| e.0 == "staging")
+                .map(|e| e.2)
+                .sum()
+        };
+        // What dead runs left in tmp/ goes at once; what has no owner in its
+        // name goes once it is old.
+        let before = staging(self);
+        crate::scratch::sweep(&self.root.join("tmp"));
+        let mut freed = before.saturating_sub(staging(self));
         let mut live = Vec::new();
         for (kind, path, size, used) in self.entries() {
             let stale = now.duration_since(used).unwrap_or_default() > STALE_TMP;

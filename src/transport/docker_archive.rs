@@ -337,7 +337,7 @@ impl DockerArchiveSink {
         }
         let dir = super::output_parent(file)?;
         let temp = tempfile::Builder::new()
-            .prefix(".triton-compose-archive-")
+            .prefix(&crate::scratch::prefix("archive"))
             .tempfile_in(&dir)
             .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
         let builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, temp));

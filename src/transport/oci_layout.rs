@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::TempDir;
 
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
@@ -288,7 +288,7 @@ impl OciLayoutSink {
         }
         let parent = super::output_parent(dir)?;
         let staging = tempfile::Builder::new()
-            .prefix(".triton-compose-oci-")
+            .prefix(&crate::scratch::prefix("oci"))
             .tempdir_in(&parent)
             .ctx(|| format!("creating a staging directory in {}", parent.display()))?;
         fs::create_dir_all(staging.path().join("blobs/sha256"))?;
@@ -319,7 +319,9 @@ impl ImageSink for OciLayoutSink {
         content: &mut dyn Read,
     ) -> Result<BlobDescriptor> {
         let blobs = self.root.join("blobs/sha256");
-        let temp = NamedTempFile::new_in(&blobs)
+        let temp = tempfile::Builder::new()
+            .prefix(&crate::scratch::prefix("blob"))
+            .tempfile_in(&blobs)
             .ctx(|| format!("creating a blob in {}", blobs.display()))?;
         let mut writer = HashingWriter::new(io::BufWriter::new(temp));
         io::copy(content, &mut writer)?;
@@ -408,7 +410,10 @@ impl std::fmt::Display for ImageRefDisplay<'_> {
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = NamedTempFile::new_in(dir).ctx(|| format!("writing {}", path.display()))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&crate::scratch::prefix("doc"))
+        .tempfile_in(dir)
+        .ctx(|| format!("writing {}", path.display()))?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;
     temp.persist(path)

@@ -102,7 +102,7 @@ pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>>
         engine.address()
     );
     let export = tempfile::Builder::new()
-        .prefix(".triton-compose-export-")
+        .prefix(&crate::scratch::prefix("export"))
         .tempfile_in(scratch)
         .ctx(|| format!("creating a scratch file in {}", scratch.display()))?;
     let mut writer = BufWriter::with_capacity(1 << 20, export.as_file());
@@ -147,7 +147,7 @@ impl DaemonSink {
     pub fn create(reference: &str, scratch: &Path) -> Result<DaemonSink> {
         let engine = Engine::connect().map_err(|e| e.hint(SINK_HINT))?;
         let dir = tempfile::Builder::new()
-            .prefix(".triton-compose-load-")
+            .prefix(&crate::scratch::prefix("load"))
             .tempdir_in(scratch)
             .ctx(|| format!("creating a scratch directory in {}", scratch.display()))?;
         let archive_path = dir.path().join("image.tar");

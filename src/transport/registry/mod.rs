@@ -296,7 +296,8 @@ impl RegistrySink {
     fn scratch(&mut self, near: Option<&Path>) -> Result<&Path> {
         if self.scratch.is_none() {
             let mut builder = tempfile::Builder::new();
-            builder.prefix(".triton-compose-push-");
+            let prefix = crate::scratch::prefix("push");
+            builder.prefix(&prefix);
             let dir = match near {
                 Some(dir) => builder.tempdir_in(dir),
                 None => builder.tempdir(),
