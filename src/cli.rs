@@ -100,6 +100,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
 
+    /// CA certificates (*.crt) for registries, beside the system's, the
+    /// per-host certs.d directories and SSL_CERT_FILE.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
     /// Compression of the new layers.
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
     pub compression: CompressionKind,
@@ -229,6 +234,11 @@ pub struct VerifyCli {
     /// Registry credentials file (containers-auth.json format).
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
+
+    /// CA certificates (*.crt) for registries, beside the system's, the
+    /// per-host certs.d directories and SSL_CERT_FILE.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -280,6 +290,7 @@ impl Cli {
             platform: self.platform,
             insecure_registries: self.insecure_registries,
             authfile: self.authfile,
+            cert_dir: self.cert_dir,
             store: if self.no_store {
                 None
             } else {

@@ -73,6 +73,7 @@ fn verify(cli: VerifyCli) -> ExitCode {
             cli.platform.as_deref(),
             &cli.insecure_registries,
             cli.authfile.as_ref(),
+            cli.cert_dir.as_ref(),
         )?;
         triton_compose::verify::verify(&image, &options)
     });

@@ -66,6 +66,8 @@ pub struct RawRequest {
     pub authfile: Option<PathBuf>,
     /// The store (`--store`, or the default location); `None` for none.
     pub store: Option<StoreSettings>,
+    /// CA certificates for registries (`--cert-dir`).
+    pub cert_dir: Option<PathBuf>,
 }
 
 impl ComposeRequest {
@@ -184,6 +186,7 @@ impl ComposeRequest {
             raw.platform.as_deref(),
             &raw.insecure_registries,
             raw.authfile.as_ref(),
+            raw.cert_dir.as_ref(),
         )?;
         transport.scratch_dir = raw.work_dir.clone();
         Ok(ComposeRequest {
@@ -222,6 +225,7 @@ pub fn transport_options(
     platform: Option<&str>,
     insecure_registries: &[String],
     authfile: Option<&PathBuf>,
+    cert_dir: Option<&PathBuf>,
 ) -> Result<crate::transport::Options> {
     let mut transport = crate::transport::Options::default();
     if let Some(text) = platform {
@@ -229,6 +233,7 @@ pub fn transport_options(
     }
     transport.registry.insecure = insecure_registries.to_vec();
     transport.registry.authfile = authfile.cloned();
+    transport.registry.cert_dir = cert_dir.cloned();
     Ok(transport)
 }
 

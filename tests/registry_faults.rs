@@ -272,3 +272,110 @@ fn a_declined_mount_cancels_its_upload_session_and_uploads_instead() {
     );
     assert!(tag_exists(&s, "declined"));
 }
+
+#[test]
+fn an_identity_token_is_exchanged_with_the_refresh_token_flow() {
+    use base64::Engine as _;
+    let Some(s) = setup() else { return };
+    let proxy = Proxy::start_with_token_server(&s.registry.host, basic_auth());
+    // The proxy's credential is an identity token; the registry's is Basic.
+    let authfile = s.dir.path().join("identity.json");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        &authfile,
+        serde_json::to_vec(&serde_json::json!({"auths": {
+            proxy.host.clone(): {"identitytoken": support::proxy::REFRESH_TOKEN},
+            s.registry.host.clone(): {"auth": basic},
+        }}))
+        .unwrap(),
+    )
+    .unwrap();
+    let min = format!("min,{}/triton/min:latest", proxy.host);
+    let full = format!("full,{}/triton/full:24.10", proxy.host);
+    let output = format!("{}/triton/composed:identity", s.registry.host);
+    let work = s.dir.path().join("work");
+    let (ok, stderr) = run_cli(&[
+        "--enable-gpu=false",
+        "--backend",
+        "python",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        !stderr.contains(support::proxy::REFRESH_TOKEN),
+        "the refresh token was logged"
+    );
+    let token_requests: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|r| r.host == "token")
+        .collect();
+    assert!(!token_requests.is_empty());
+    assert!(
+        token_requests
+            .iter()
+            .all(|r| r.method == "POST" && r.scheme.is_none()),
+        "{token_requests:#?}"
+    );
+    assert!(tag_exists(&s, "identity"));
+}
+
+#[test]
+fn a_stalled_download_is_broken_off_and_resumed() {
+    let Some(s) = setup() else { return };
+    let big = format!("/blobs/{}", s.full_layers[1]);
+    let proxy = Proxy::start(
+        &s.registry.host,
+        vec![rule("GET", &big, 1, Fault::Stall(20_000))],
+        basic_auth(),
+    );
+    let authfile = s.dir.path().join("auth.json");
+    write_auth_file(&authfile, &[&proxy.host, &s.registry.host]);
+    let started = std::time::Instant::now();
+    let min = format!("min,{}/triton/min:latest", proxy.host);
+    let full = format!("full,{}/triton/full:24.10", proxy.host);
+    let output = format!("{}/triton/composed:stalled", s.registry.host);
+    let work = s.dir.path().join("work");
+    let (ok, stderr) = run_cli_env(
+        &[
+            "--enable-gpu=false",
+            "--backend",
+            "python",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--output",
+            &output,
+            "--authfile",
+            authfile.to_str().unwrap(),
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[
+            ("TRITON_COMPOSE_RETRY_BASE_MS", "50"),
+            ("TRITON_COMPOSE_STALL_MS", "1000"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("resuming"),
+        "the stalled read was resumed: {stderr}"
+    );
+    // Broken off after about a second of silence, not after the 20 s stall.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(tag_exists(&s, "stalled"));
+}

@@ -23,6 +23,9 @@ pub enum Fault {
     /// For a mount request: forward it without its mount parameters, so the
     /// registry opens an upload session (202) instead of mounting.
     DeclineMount,
+    /// Forward, but send only half of the response body, then nothing for
+    /// this many milliseconds, then close.
+    Stall(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +50,9 @@ pub struct Seen {
 
 /// The token the test token server issues.
 pub const TOKEN: &str = "test-token-7f3a";
+/// The OAuth2 refresh token (Docker's `identitytoken`) the token server
+/// takes in a POST, for [`TOKEN`].
+pub const REFRESH_TOKEN: &str = "refresh-4c1d";
 
 pub struct Proxy {
     pub host: String,
@@ -77,15 +83,25 @@ impl Proxy {
             let (seen, expected) = (seen.clone(), upstream_auth.clone());
             std::thread::spawn(move || {
                 for conn in tokens.incoming().flatten() {
-                    let Some((head, _)) = read_request(&conn) else {
+                    let Some((head, _body)) = read_request(&conn) else {
                         continue;
                     };
                     record(&seen, "token", &head);
-                    let authorized = head
+                    let basic = head
                         .lines()
                         .any(|l| l.eq_ignore_ascii_case(&format!("authorization: {expected}")));
-                    let reply = if authorized {
-                        let body = format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#);
+                    let form = String::from_utf8_lossy(&_body).into_owned();
+                    let refresh = head.starts_with("POST ")
+                        && form.split('&').any(|p| p == "grant_type=refresh_token")
+                        && form
+                            .split('&')
+                            .any(|p| p == format!("refresh_token={REFRESH_TOKEN}"));
+                    let reply = if basic || refresh {
+                        let body = if refresh {
+                            format!(r#"{{"access_token":"{TOKEN}","expires_in":300}}"#)
+                        } else {
+                            format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#)
+                        };
                         format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
                     } else {
                         "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
@@ -197,6 +213,15 @@ impl Proxy {
                                 let plain = path.split('?').next().unwrap_or(&path).to_string();
                                 let head = head.replacen(&path, &plain, 1);
                                 forward(&upstream, &head, &body)
+                            }
+                            Some(Fault::Stall(millis)) => {
+                                let full = forward(&upstream, &head, &body);
+                                let start = body_start(&full);
+                                let keep = start + (full.len() - start) / 2;
+                                let _ = (&conn).write_all(&full[..keep]);
+                                std::thread::sleep(Duration::from_millis(millis));
+                                let _ = conn.shutdown(Shutdown::Both);
+                                return;
                             }
                             Some(Fault::Truncate) => {
                                 let full = forward(&upstream, &head, &body);

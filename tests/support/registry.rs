@@ -21,6 +21,12 @@ impl Registry {
     /// Starts a registry, or returns None (skipping) when it is not
     /// installed outside CI.
     pub fn start() -> Option<Registry> {
+        Registry::start_with("")
+    }
+
+    /// Like [`Registry::start`], with more configuration under `http:` and
+    /// in place of htpasswd auth (`extra_http`, `auth` lines, YAML).
+    pub fn start_with(extra: &str) -> Option<Registry> {
         for tool in ["docker-registry", "htpasswd", "skopeo"] {
             let found = Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
@@ -44,10 +50,18 @@ impl Registry {
             .unwrap();
         assert!(htpasswd.status.success());
         std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+        let (tls, auth) = extra.split_once("---").unwrap_or((extra, ""));
+        let auth = if auth.is_empty() {
+            format!(
+                "auth:\n  htpasswd:\n    realm: triton-compose-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            )
+        } else {
+            auth.to_string()
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\nauth:\n  htpasswd:\n    realm: triton-compose-test\n    path: {htpasswd}\n",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls}{auth}",
             root = dir.path().join("storage").display(),
-            htpasswd = dir.path().join("htpasswd").display(),
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();

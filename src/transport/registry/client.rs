@@ -17,6 +17,9 @@ use reqwest::{Method, StatusCode, Url};
 use super::auth::{self, Challenge, Credential};
 use crate::error::{Error, Result};
 
+/// How long a transfer may go without a byte before it counts as broken.
+const STALL: Duration = Duration::from_secs(60);
+
 /// How many times a request is tried in all, and the first backoff.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -110,6 +113,8 @@ impl Request {
 
 pub struct RegistryClient {
     http: Client,
+    /// How long a transfer may go without a byte.
+    stall: Duration,
     /// `https://host[:port]` or `http://...`.
     base: Url,
     registry: String,
@@ -124,16 +129,33 @@ impl RegistryClient {
     /// Connects to a registry host. Plain HTTP is used only for `insecure`
     /// registries (named with --insecure-registry, or on this machine), and
     /// only when HTTPS does not answer.
+    /// `local`: a registry on this machine, which may speak plain HTTP
+    /// when it has no TLS at all; `named_insecure`: named with
+    /// --insecure-registry, which may fall back whatever TLS said.
     pub fn connect(
         registry: &str,
         api_host: &str,
-        insecure: bool,
+        local: bool,
+        named_insecure: bool,
         authfile: Option<&std::path::Path>,
+        cert_dir: Option<&std::path::Path>,
     ) -> Result<RegistryClient> {
+        let insecure = local;
+        let certificates = ca_certificates(api_host, cert_dir)?;
+        // A transfer that sends no byte for this long is broken off (and
+        // retried or resumed); nothing else bounds a transfer's length.
+        let stall = std::env::var("TRITON_COMPOSE_STALL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(STALL, Duration::from_millis);
+        // The blocking client's timeout bounds the wait for a response and
+        // each read of its body: a stall detector, not a length limit.
+        // Uploads get one of their own, from their size (`upload_timeout`).
         let http = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_merge(certificates)
             .connect_timeout(Duration::from_secs(30))
-            .timeout(None)
+            .timeout(stall)
             .user_agent(concat!("triton-compose/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::new("cannot create an HTTP client").with_source(e))?;
@@ -143,6 +165,7 @@ impl RegistryClient {
         })?;
         let mut client = RegistryClient {
             http,
+            stall,
             base: https,
             registry: registry.to_string(),
             credential,
@@ -150,17 +173,37 @@ impl RegistryClient {
             basic: Mutex::new(false),
             retry: RetryPolicy::default(),
         };
-        if insecure {
+        if insecure || named_insecure {
             let probe = client
                 .http
                 .get(client.base.join("v2/").expect("valid"))
                 .timeout(Duration::from_secs(10))
                 .send();
-            if probe.is_err() {
-                tracing::debug!(
-                    "{registry}: HTTPS does not answer; using plain HTTP (insecure registry)"
-                );
-                client.base = Url::parse(&format!("http://{api_host}/")).expect("valid");
+            match probe {
+                Ok(_) => {}
+                // A certificate that does not verify is never a reason to
+                // drop TLS, unless the user named the registry insecure.
+                Err(err) if is_certificate_error(&err) && !named_insecure => {
+                    return Err(Error::new(format!(
+                        "{registry}: its TLS certificate does not verify"
+                    ))
+                    .with_source(err)
+                    .hint(format!(
+                        "give its CA with --cert-dir DIR or in /etc/containers/certs.d/{api_host}/ca.crt; or, to use plain HTTP, --insecure-registry {api_host}"
+                    )));
+                }
+                Err(err) => {
+                    if named_insecure {
+                        tracing::warn!(
+                            "{registry}: HTTPS failed ({err}); using plain HTTP, as --insecure-registry allows"
+                        );
+                    } else {
+                        tracing::debug!(
+                            "{registry}: HTTPS does not answer on this machine; using plain HTTP"
+                        );
+                    }
+                    client.base = Url::parse(&format!("http://{api_host}/")).expect("valid");
+                }
             }
         }
         Ok(client)
@@ -305,21 +348,59 @@ impl RegistryClient {
                     )
                 })?;
                 let scope = Self::scope(request);
-                {
-                    let mut query = url.query_pairs_mut();
-                    if let Some(service) = challenge.params.get("service") {
-                        query.append_pair("service", service);
-                    }
-                    query.append_pair("scope", &scope);
+                if self.base.scheme() == "https" && url.scheme() != "https" {
+                    return Err(SendError::Fatal(
+                        Error::new(format!(
+                            "{}: the registry sends its token requests to {realm}, which is plain HTTP; credentials are not sent there",
+                            self.registry
+                        ))
+                        .hint("the registry is misconfigured or a proxy altered its answer; a token realm of an HTTPS registry must be HTTPS"),
+                    ));
                 }
-                let mut token_request = self.http.get(url).timeout(Duration::from_secs(60));
-                match &self.credential {
-                    Some(Credential::Basic { username, password }) => {
-                        token_request = token_request.basic_auth(username, Some(password));
+                let service = challenge.params.get("service");
+                let token_request = match &self.credential {
+                    // Docker's `identitytoken`: the OAuth2 refresh-token flow.
+                    Some(Credential::IdentityToken(refresh)) => {
+                        let mut form = vec![
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", refresh.as_str()),
+                            ("client_id", "triton-compose"),
+                            ("scope", scope.as_str()),
+                        ];
+                        if let Some(service) = service {
+                            form.push(("service", service.as_str()));
+                        }
+                        let body = form
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                            .collect::<Vec<_>>()
+                            .join("&");
+                        self.http
+                            .post(url)
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .body(body)
                     }
-                    Some(Credential::IdentityToken(_)) | None => {}
-                }
-                let response = token_request.send().map_err(SendError::from)?;
+                    credential => {
+                        {
+                            let mut query = url.query_pairs_mut();
+                            if let Some(service) = service {
+                                query.append_pair("service", service);
+                            }
+                            query.append_pair("scope", &scope);
+                        }
+                        let get = self.http.get(url);
+                        match credential {
+                            Some(Credential::Basic { username, password }) => {
+                                get.basic_auth(username, Some(password))
+                            }
+                            _ => get,
+                        }
+                    }
+                };
+                let response = token_request
+                    .timeout(Duration::from_secs(60))
+                    .send()
+                    .map_err(SendError::from)?;
                 if !response.status().is_success() {
                     return Err(SendError::Fatal(
                         Error::new(format!(
@@ -352,6 +433,17 @@ impl RegistryClient {
             }
             _ => Ok(false),
         }
+    }
+
+    /// How long an upload may take: the stall time, plus a second per MiB
+    /// (an upload slower than 1 MiB/s counts as stalled).
+    fn upload_timeout(&self, payload: &Payload) -> Duration {
+        let len = match payload {
+            Payload::None => 0,
+            Payload::Bytes(bytes) => bytes.len() as u64,
+            Payload::File(_, len) | Payload::Tracked(_, len, _) => *len,
+        };
+        self.stall + Duration::from_secs(len >> 20)
     }
 
     fn authorization(&self, request: &Request) -> Option<String> {
@@ -400,7 +492,9 @@ impl RegistryClient {
                 .request(method.clone(), url.clone())
                 .headers(headers);
             if let Some(body) = request.payload.body().map_err(SendError::Fatal)? {
-                builder = builder.body(body);
+                builder = builder
+                    .body(body)
+                    .timeout(self.upload_timeout(&request.payload));
             }
             let response = builder.send().map_err(SendError::from)?;
             if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED
@@ -490,6 +584,81 @@ impl RegistryClient {
         }
         Ok(Box::new(response.take(len)))
     }
+}
+
+/// `application/x-www-form-urlencoded` for one value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// CA certificates to trust for `api_host` besides the system's, as docker
+/// and podman find them: `SSL_CERT_FILE`, every `*.crt` of `--cert-dir`, and
+/// of `/etc/docker/certs.d/HOST[:PORT]` and `/etc/containers/certs.d/HOST[:PORT]`.
+fn ca_certificates(
+    api_host: &str,
+    cert_dir: Option<&std::path::Path>,
+) -> Result<Vec<reqwest::Certificate>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        files.push(PathBuf::from(file));
+    }
+    let mut dirs: Vec<PathBuf> = cert_dir.map(PathBuf::from).into_iter().collect();
+    for root in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        dirs.push(std::path::Path::new(root).join(api_host));
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let mut certificates = Vec::new();
+    for file in files {
+        let pem = std::fs::read(&file).map_err(|e| {
+            Error::new(format!("cannot read CA certificates {}", file.display())).with_source(e)
+        })?;
+        let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::new(format!("{} holds no PEM certificates", file.display())).with_source(e)
+        })?;
+        certificates.extend(bundle);
+    }
+    Ok(certificates)
+}
+
+/// True when a request failed because the server's certificate did not
+/// verify (as opposed to no TLS server answering at all).
+fn is_certificate_error(err: &reqwest::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            );
+        }
+        // An io::Error's source() skips the error it wraps: look inside.
+        current = match error.downcast_ref::<io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    false
 }
 
 fn retry_after(response: &Response) -> Option<Duration> {

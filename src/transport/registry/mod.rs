@@ -39,16 +39,19 @@ pub struct RegistryOptions {
     /// `HOST[:PORT]` of registries that may be spoken to over plain HTTP.
     pub insecure: Vec<String>,
     pub authfile: Option<std::path::PathBuf>,
+    /// CA certificates (`*.crt`) to trust besides the system's.
+    pub cert_dir: Option<std::path::PathBuf>,
 }
 
 fn connect(reference: &Reference, options: &RegistryOptions) -> Result<RegistryClient> {
-    let insecure =
-        reference.is_local() || options.insecure.iter().any(|h| h == &reference.registry);
+    let named_insecure = options.insecure.iter().any(|h| h == &reference.registry);
     RegistryClient::connect(
         &reference.registry,
         reference.api_host(),
-        insecure,
+        reference.is_local(),
+        named_insecure,
         options.authfile.as_deref(),
+        options.cert_dir.as_deref(),
     )
 }
 

@@ -1,0 +1,205 @@
+//! A registry over TLS with a CA of its own, on 127.0.0.1: its certificate
+//! is trusted only when given (--cert-dir, SSL_CERT_FILE), a certificate
+//! that does not verify never makes the client drop to plain HTTP, and
+//! credentials are never sent to a plain-HTTP token realm.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::registry::{Registry, PASSWORD, USER};
+use support::*;
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA, and a certificate it signed for 127.0.0.1.
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "triton-compose test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/ca.crt"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn tls_config(&self) -> String {
+        format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            self.path("server.crt").display(),
+            self.path("server.key").display()
+        )
+    }
+}
+
+fn push(registry: &Registry, certs: &Path, layout: &Path, tag: &str, repository: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-cert-dir"])
+        .arg(certs)
+        .args(["--dest-creds", &format!("{USER}:{PASSWORD}")])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{}/{repository}", registry.host))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn compose(
+    registry: &Registry,
+    dir: &Path,
+    out: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let authfile = registry.authfile();
+    let min = format!("min,{}/triton/min:latest", registry.host);
+    let full = format!("full,{}/triton/full:24.10", registry.host);
+    let output = format!("oci:{}:x", dir.join(out).display());
+    let work = dir.join("work");
+    let mut args = vec![
+        "--enable-gpu=false",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--output",
+        &output,
+    ];
+    args.extend([
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    args.extend(["--backend", "python"]);
+    args.extend_from_slice(extra);
+    run_cli_env(&args, env)
+}
+
+#[test]
+fn a_registry_with_its_own_ca_is_trusted_only_when_its_ca_is_given() {
+    let pki = Pki::new();
+    let Some(registry) = Registry::start_with(&pki.tls_config()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    let certs = pki.path("certs");
+    push(
+        &registry,
+        &certs,
+        &dir.path().join("min"),
+        "latest",
+        "triton/min:latest",
+    );
+    push(
+        &registry,
+        &certs,
+        &dir.path().join("full"),
+        "24.10",
+        "triton/full:24.10",
+    );
+
+    // Unknown CA: an error that says what to do, and no plain HTTP (even
+    // on this machine, where a registry without TLS may use it).
+    let before = registry.log().lines().count();
+    let (ok, stderr) = compose(&registry, dir.path(), "untrusted", &[], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("its TLS certificate does not verify"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--cert-dir"), "{stderr}");
+    assert!(!dir.path().join("untrusted").exists());
+    let plain: Vec<String> = registry
+        .log()
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("\"GET /v2"))
+        .map(String::from)
+        .collect();
+    assert!(plain.is_empty(), "requests reached the registry: {plain:?}");
+
+    // --cert-dir, and SSL_CERT_FILE.
+    let (ok, stderr) = compose(
+        &registry,
+        dir.path(),
+        "cert-dir",
+        &["--cert-dir", certs.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(read_oci(&dir.path().join("cert-dir"), "x")
+        .tree
+        .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+    let ca = certs.join("ca.crt");
+    let (ok, stderr) = compose(
+        &registry,
+        dir.path(),
+        "env",
+        &[],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn credentials_never_go_to_a_plain_http_token_realm_of_an_https_registry() {
+    let pki = Pki::new();
+    // A listener standing for the realm: nothing may connect to it.
+    let realm = TcpListener::bind("127.0.0.1:0").unwrap();
+    realm.set_nonblocking(true).unwrap();
+    let auth = format!(
+        "---auth:\n  token:\n    realm: http://{}/token\n    service: test\n    issuer: test\n    rootcertbundle: {}\n",
+        realm.local_addr().unwrap(),
+        pki.path("certs/ca.crt").display()
+    );
+    let Some(registry) = Registry::start_with(&format!("{}{auth}", pki.tls_config())) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki.path("certs");
+    let (ok, stderr) = compose(
+        &registry,
+        dir.path(),
+        "out",
+        &["--cert-dir", certs.to_str().unwrap()],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("which is plain HTTP; credentials are not sent there"),
+        "{stderr}"
+    );
+    assert!(
+        realm.accept().is_err(),
+        "something connected to the plain-HTTP realm"
+    );
+}
