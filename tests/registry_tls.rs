@@ -203,3 +203,80 @@ fn credentials_never_go_to_a_plain_http_token_realm_of_an_https_registry() {
         "something connected to the plain-HTTP realm"
     );
 }
+
+/// A forward proxy that tunnels CONNECT requests, recording their targets;
+/// it takes at most `limit` connections and stops after two minutes.
+fn connect_proxy(limit: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut served = 0;
+        while served < limit && std::time::Instant::now() < deadline {
+            let Ok((client, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            };
+            served += 1;
+            client.set_nonblocking(false).unwrap();
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or(0);
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                if !line.starts_with("CONNECT ") || !target.starts_with("127.0.0.1:") {
+                    let _ = (&client).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                }
+                record.lock().unwrap().push(target.clone());
+                let Ok(upstream) = std::net::TcpStream::connect(&target) else { return };
+                let _ = (&client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut c_read, mut u_write) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let forward = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut u_write);
+                    let _ = u_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut u_read, mut c_write) = (upstream, client);
+                let _ = std::io::copy(&mut u_read, &mut c_write);
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+                let _ = forward.join();
+            });
+        }
+    });
+    (address, seen)
+}
+
+#[test]
+fn https_proxy_and_no_proxy_are_honoured() {
+    let pki = Pki::new();
+    let Some(registry) = Registry::start_with(&pki.tls_config()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    let certs = pki.path("certs");
+    push(&registry, &certs, &dir.path().join("min"), "latest", "triton/min:latest");
+    push(&registry, &certs, &dir.path().join("full"), "24.10", "triton/full:24.10");
+    let (proxy, seen) = connect_proxy(200);
+    let proxy_url = format!("http://{proxy}");
+    let cert_dir = ["--cert-dir", certs.to_str().unwrap()];
+    let (ok, stderr) = compose(&registry, dir.path(), "proxied", &cert_dir, &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "")]);
+    assert!(ok, "{stderr}");
+    let tunnels = seen.lock().unwrap().len();
+    assert!(tunnels > 0, "no request went through HTTPS_PROXY");
+    assert!(seen.lock().unwrap().iter().all(|t| *t == registry.host));
+    let (ok, stderr) = compose(&registry, dir.path(), "direct", &cert_dir, &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
+    assert!(ok, "{stderr}");
+    assert_eq!(seen.lock().unwrap().len(), tunnels, "NO_PROXY was not honoured");
+}
