@@ -231,6 +231,42 @@ fn quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What Docker makes of a double-quoted word: backslash escapes the
+    /// next character.
+    fn unquote(word: &str) -> Option<String> {
+        let inner = word.strip_prefix('"')?.strip_suffix('"')?;
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '"' => return None, // an unescaped quote ends the word early
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    }
+
+    proptest! {
+        #[test]
+        fn any_value_is_refused_or_stays_one_literal_word(value in "\\PC{0,40}|[\\x00-\\x7f]{0,40}") {
+            match arg_value("field", &value) {
+                Err(err) => prop_assert!(value.chars().any(char::is_control), "{}", err.message()),
+                Ok(word) => {
+                    prop_assert!(!word.chars().any(char::is_control));
+                    if word.starts_with('"') {
+                        prop_assert_eq!(unquote(&word), Some(value.clone()));
+                    } else {
+                        prop_assert_eq!(&word, &value);
+                    }
+                }
+            }
+            let line = comment(&value);
+            prop_assert!(!line.contains('\n') && !line.contains('\r') && !line.ends_with('\\'));
+        }
+    }
 
     #[test]
     fn comments_and_values_cannot_start_an_instruction() {

@@ -236,13 +236,17 @@ fn connect_proxy(limit: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<S
                     }
                 }
                 if !line.starts_with("CONNECT ") || !target.starts_with("127.0.0.1:") {
-                    let _ = (&client).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
+                    let _ =
+                        (&client).write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
                     return;
                 }
                 record.lock().unwrap().push(target.clone());
-                let Ok(upstream) = std::net::TcpStream::connect(&target) else { return };
+                let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
                 let _ = (&client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                let (mut c_read, mut u_write) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut c_read, mut u_write) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
                 let forward = std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c_read, &mut u_write);
                     let _ = u_write.shutdown(std::net::Shutdown::Write);
@@ -260,23 +264,53 @@ fn connect_proxy(limit: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<S
 #[test]
 fn https_proxy_and_no_proxy_are_honoured() {
     let pki = Pki::new();
-    let Some(registry) = Registry::start_with(&pki.tls_config()) else { return };
+    let Some(registry) = Registry::start_with(&pki.tls_config()) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let min = min_image();
     min.write_oci(&dir.path().join("min"), "latest");
     full_image(&min).write_oci(&dir.path().join("full"), "24.10");
     let certs = pki.path("certs");
-    push(&registry, &certs, &dir.path().join("min"), "latest", "triton/min:latest");
-    push(&registry, &certs, &dir.path().join("full"), "24.10", "triton/full:24.10");
+    push(
+        &registry,
+        &certs,
+        &dir.path().join("min"),
+        "latest",
+        "triton/min:latest",
+    );
+    push(
+        &registry,
+        &certs,
+        &dir.path().join("full"),
+        "24.10",
+        "triton/full:24.10",
+    );
     let (proxy, seen) = connect_proxy(200);
     let proxy_url = format!("http://{proxy}");
     let cert_dir = ["--cert-dir", certs.to_str().unwrap()];
-    let (ok, stderr) = compose(&registry, dir.path(), "proxied", &cert_dir, &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "")]);
+    let (ok, stderr) = compose(
+        &registry,
+        dir.path(),
+        "proxied",
+        &cert_dir,
+        &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "")],
+    );
     assert!(ok, "{stderr}");
     let tunnels = seen.lock().unwrap().len();
     assert!(tunnels > 0, "no request went through HTTPS_PROXY");
     assert!(seen.lock().unwrap().iter().all(|t| *t == registry.host));
-    let (ok, stderr) = compose(&registry, dir.path(), "direct", &cert_dir, &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")]);
+    let (ok, stderr) = compose(
+        &registry,
+        dir.path(),
+        "direct",
+        &cert_dir,
+        &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")],
+    );
     assert!(ok, "{stderr}");
-    assert_eq!(seen.lock().unwrap().len(), tunnels, "NO_PROXY was not honoured");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        tunnels,
+        "NO_PROXY was not honoured"
+    );
 }
