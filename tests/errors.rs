@@ -835,37 +835,6 @@ fn entry_boundaries_are_read_as_docker_reads_them() {
     );
 }
 
-/// Peak resident memory of a child process, from /proc, polled until it ends.
-fn run_measuring_rss(args: &[&str]) -> (bool, String, u64) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"))
-        .args(args)
-        .arg("--no-store")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    let status = loop {
-        if let Ok(status) = fs::read_to_string(&status_path) {
-            if let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    (status.success(), stderr, peak_kib)
-}
-
 #[test]
 fn a_bomb_of_names_is_refused_with_bounded_memory() {
     // 2200 entries with 64 KiB PAX paths: 140 MiB of names in a layer that

@@ -213,9 +213,16 @@ pub struct TestImage {
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     pub created: String,
+    /// rootfs.diff_ids as written, when a test wants them to lie.
+    pub diff_ids_override: Option<Vec<String>>,
 }
 
 impl TestImage {
+    /// The true diff-ids of the layers.
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.layers.iter().map(|l| sha256(l)).collect()
+    }
+
     pub fn new(layers: Vec<Vec<u8>>) -> TestImage {
         TestImage {
             layers,
@@ -224,11 +231,15 @@ impl TestImage {
             entrypoint: None,
             cmd: Some(vec!["/bin/bash".into()]),
             created: "2024-10-01T00:00:00Z".into(),
+            diff_ids_override: None,
         }
     }
 
     pub fn config(&self) -> Value {
-        let diff_ids: Vec<String> = self.layers.iter().map(|l| sha256(l)).collect();
+        let diff_ids = self
+            .diff_ids_override
+            .clone()
+            .unwrap_or_else(|| self.diff_ids());
         let history: Vec<Value> = self
             .layers
             .iter()
