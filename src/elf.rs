@@ -87,7 +87,12 @@ pub fn read(file: &(impl ReadAt + ?Sized), size: u64) -> Option<ElfInfo> {
     if count > MAX_PROGRAM_HEADERS {
         return None;
     }
-    let mut table = vec![0u8; count * usize::from(header.e_phentsize)];
+    // A table larger than any real one would make us allocate for nothing.
+    let table_size = count.checked_mul(usize::from(header.e_phentsize))?;
+    if table_size > MAX_DYNAMIC as usize {
+        return None;
+    }
+    let mut table = vec![0u8; table_size];
     if !file.fill_at(&mut table, header.e_phoff) {
         return None;
     }
@@ -166,11 +171,29 @@ fn file_offset(phdrs: &[ProgramHeader], addr: u64) -> Option<u64> {
         .iter()
         .filter(|p| p.p_type == PT_LOAD)
         .find(|p| addr >= p.p_vaddr && addr - p.p_vaddr < p.p_filesz)
-        .map(|p| addr - p.p_vaddr + p.p_offset)
+        .and_then(|p| (addr - p.p_vaddr).checked_add(p.p_offset))
 }
 
 fn c_string(bytes: &[u8], at: usize) -> Option<String> {
     let tail = bytes.get(at..)?;
     let end = tail.iter().position(|&b| b == 0)?;
     Some(String::from_utf8_lossy(&tail[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_near_the_top_of_u64_are_refused_not_wrapped() {
+        let load = ProgramHeader {
+            p_type: PT_LOAD,
+            p_vaddr: 0x1000,
+            p_filesz: 0x1000,
+            p_offset: u64::MAX - 4,
+            ..ProgramHeader::default()
+        };
+        assert_eq!(file_offset(&[load.clone()], 0x1800), None);
+        assert_eq!(file_offset(&[load], 0x1002), Some(u64::MAX - 2));
+    }
 }
