@@ -193,7 +193,7 @@ mod tests {
             p_offset: u64::MAX - 4,
             ..ProgramHeader::default()
         };
-        assert_eq!(file_offset(&[load.clone()], 0x1800), None);
+        assert_eq!(file_offset(std::slice::from_ref(&load), 0x1800), None);
         assert_eq!(file_offset(&[load], 0x1002), Some(u64::MAX - 2));
     }
 }
