@@ -813,3 +813,54 @@ fn a_library_missing_along_a_chain_fails_verify_naming_the_chain() {
         "{stdout}"
     );
 }
+
+#[test]
+fn hostile_file_names_and_sonames_cannot_start_a_dockerfile_instruction() {
+    // A library whose soname (and so its file name, and the need of the
+    // backend linking it) holds a newline and an instruction.
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path();
+    let evil_name = "libevil.so.1\nRUN touch pwned";
+    let evil = cc(d, "libevil.so", evil_name, "int evil(void){return 1;}", &[]);
+    std::fs::copy(d.join("libevil.so"), d.join(evil_name)).unwrap();
+    let backend = cc(
+        d,
+        "libtriton_evil.so",
+        "libtriton_evil.so",
+        "int evil(void); int go(void){return evil();}",
+        &[&format!("-l:{evil_name}")],
+    );
+    let info = elf::read(&backend[..], backend.len() as u64).unwrap();
+    assert_eq!(info.needed, [evil_name]);
+
+    let root = tempfile::tempdir().unwrap();
+    let min = min();
+    min.write_oci(&root.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    full.layers = vec![
+        min.layers[0].clone(),
+        layer_tar(&[
+            dir("usr/lib"),
+            dir(LIBDIR),
+            bin(&format!("{LIBDIR}/{evil_name}"), &evil),
+            dir("opt/tritonserver"),
+            dir("opt/tritonserver/bin"),
+            exe("opt/tritonserver/bin/tritonserver", "#!/bin/sh\n"),
+            dir("opt/tritonserver/lib"),
+            dir("opt/tritonserver/backends"),
+            dir("opt/tritonserver/backends/evil"),
+            bin("opt/tritonserver/backends/evil/libtriton_evil.so", &backend),
+        ]),
+    ];
+    full.write_oci(&root.path().join("full"), "24.10");
+    let setup = Setup { dir: root };
+    let stderr = setup.compose("evil", &["--backend", "evil", "--dry-run"]);
+    let dockerfile =
+        fs::read_to_string(setup.path("work-evil").join("Dockerfile.compose")).unwrap();
+    assert!(!dockerfile.contains("\nRUN touch"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("libevil.so.1?RUN touch pwned"),
+        "{dockerfile}\n{stderr}"
+    );
+    assert_eq!(dockerfile.matches("\nRUN ").count(), 2, "{dockerfile}");
+}

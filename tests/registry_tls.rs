@@ -168,6 +168,25 @@ fn a_registry_with_its_own_ca_is_trusted_only_when_its_ca_is_given() {
         &[("SSL_CERT_FILE", ca.to_str().unwrap())],
     );
     assert!(ok, "{stderr}");
+
+    // The per-host directory docker and podman read.
+    let host_dir = Path::new("/etc/containers/certs.d").join(&registry.host);
+    if std::fs::create_dir_all(&host_dir).is_ok() {
+        std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
+        let (ok, stderr) = compose(&registry, dir.path(), "certs-d", &[], &[]);
+        std::fs::remove_dir_all(&host_dir).unwrap();
+        assert!(ok, "{stderr}");
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and can write {}",
+            host_dir.display()
+        );
+        eprintln!(
+            "skipping the certs.d case: {} is not writable",
+            host_dir.display()
+        );
+    }
 }
 
 #[test]
