@@ -9,9 +9,12 @@ need_rust
 
 demo=target/demo
 rm -rf "$demo/out" "$demo/tritonserver.tar"
-cargo run --quiet --example demo_images -- "$demo"
-cargo build --quiet --release
-compose=(target/release/triton-compose --enable-gpu=false
+# One profile for both (the test profile, whose dependencies are optimized),
+# so that a fresh machine compiles the dependencies once, and scripts/test.sh
+# reuses them.
+cargo build --quiet --bin triton-compose --example demo_images
+target/debug/examples/demo_images "$demo"
+compose=(target/debug/triton-compose --enable-gpu=false
   --backend python --repoagent checksum --cache local
   --image "min,oci:$demo/min:latest" --image "full,oci:$demo/full:24.10"
   --work-dir "$demo/work")
