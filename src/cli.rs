@@ -126,6 +126,11 @@ pub struct Cli {
     /// Evict the least recently used store entries past this size (e.g. 20G, 500M).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub store_max_size: Option<u64>,
+
+    /// Split any new layer larger than SIZE (compressed) into several, by
+    /// path, for registries that cap layer sizes (e.g. 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_layer_size: Option<u64>,
 }
 
 /// `triton-compose store du|prune`: look after the store.
@@ -291,6 +296,7 @@ impl Cli {
             insecure_registries: self.insecure_registries,
             authfile: self.authfile,
             cert_dir: self.cert_dir,
+            max_layer_size: self.max_layer_size,
             store: if self.no_store {
                 None
             } else {

@@ -282,6 +282,7 @@ fn plan_compose(request: &ComposeRequest, images: &Images<'_>, scans: &Scans) ->
             enable_gpu: request.enable_gpu,
             timestamp: request.timestamp,
             deps: request.deps,
+            max_layer_size: request.max_layer_size,
         },
     )?;
     if let Some(deps) = &plan.deps {

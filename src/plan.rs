@@ -126,6 +126,8 @@ pub struct PlanOptions<'a> {
     pub timestamp: Option<u64>,
     /// Carry runtime dependencies over from full.
     pub deps: bool,
+    /// Split layers larger than this (`--max-layer-size`).
+    pub max_layer_size: Option<u64>,
 }
 
 /// The subtrees of the full image that a request could need, known before
@@ -289,6 +291,9 @@ pub fn build(
         layers.push(layer);
     }
 
+    if let Some(cap) = options.max_layer_size {
+        layers = split_layers(layers, cap)?;
+    }
     let config = composed_config(min.config, &config_changes, &layers, timestamp);
     Ok(Plan {
         min_name: min.name.to_string(),
@@ -530,6 +535,82 @@ fn relink(entries: &mut [PlannedEntry]) {
     }
 }
 
+/// The bytes an entry takes in an uncompressed layer: its header, the
+/// extension headers of a long name or link or of extended attributes, and
+/// its content padded to 512.
+fn tar_cost(entry: &PlannedEntry) -> u64 {
+    let block = |n: u64| n.div_ceil(512) * 512;
+    let mut cost = 512 + block(entry.meta.size);
+    let long = |n: usize| if n > 100 { 512 + block(n as u64) } else { 0 };
+    cost += long(entry.path.as_bytes().len() + 1);
+    cost += long(entry.meta.link_target.as_ref().map_or(0, Vec::len));
+    if !entry.meta.xattrs.is_empty() {
+        let records: usize = entry
+            .meta
+            .xattrs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 32)
+            .sum();
+        cost += 512 + block(records as u64);
+    }
+    cost
+}
+
+/// Splits layers whose content passes `cap` into several, by path (in
+/// order), so that each compresses to at most `cap` bytes: compression
+/// never grows data by more than a small margin, which is kept free. The
+/// first part keeps the layer's steps; the others say they continue it.
+fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
+    // End-of-archive blocks, gzip framing and stored-block overhead.
+    let budget = cap.saturating_sub(cap / 1000 + 2048);
+    let mut out = Vec::new();
+    for layer in layers {
+        let total: u64 = layer.entries.iter().map(tar_cost).sum();
+        if total <= budget {
+            out.push(layer);
+            continue;
+        }
+        let mut parts: Vec<Vec<PlannedEntry>> = vec![Vec::new()];
+        let mut used = 0;
+        for entry in layer.entries {
+            let cost = tar_cost(&entry);
+            if cost > budget {
+                return Err(Error::new(format!(
+                    "{} takes {} bytes in the {} layer, more than --max-layer-size allows ({cap} bytes, less a margin for compression)",
+                    entry.path.display_abs(),
+                    cost,
+                    layer.purpose
+                ))
+                .hint("a file cannot be split across layers; raise --max-layer-size"));
+            }
+            if used + cost > budget && !parts.last().is_some_and(Vec::is_empty) {
+                parts.push(Vec::new());
+                used = 0;
+            }
+            used += cost;
+            parts.last_mut().expect("one part at least").push(entry);
+        }
+        let count = parts.len();
+        for (i, entries) in parts.into_iter().enumerate() {
+            out.push(LayerPlan {
+                purpose: format!("{} (part {} of {count})", layer.purpose, i + 1),
+                notes: if i == 0 {
+                    layer.notes.clone()
+                } else {
+                    Vec::new()
+                },
+                steps: if i == 0 {
+                    layer.steps.clone()
+                } else {
+                    Vec::new()
+                },
+                entries,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The layer that makes the `triton-server` account as compose.py's
 /// `userdel`/`useradd` step would, or `None` if min already has it.
 fn account_layer(
@@ -649,9 +730,14 @@ fn composed_config(
                 }
             })
             .collect();
+        let created_by = if what.is_empty() {
+            "triton-compose: the rest of the layer above, split by --max-layer-size".to_string()
+        } else {
+            format!("triton-compose: {}", what.join("; "))
+        };
         history.push(json!({
             "created": created,
-            "created_by": format!("triton-compose: {}", what.join("; ")),
+            "created_by": created_by,
             "comment": layer.purpose,
         }));
     }

@@ -153,6 +153,9 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
     }
     for layer in &plan.layers {
         out.push_str(&format!("\n# {}\n", comment(&layer.purpose)));
+        if layer.steps.is_empty() {
+            out.push_str("#   (docker build writes this part in the layer above)\n");
+        }
         for note in &layer.notes {
             out.push_str(&format!("#   {}\n", comment(note)));
         }

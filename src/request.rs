@@ -34,6 +34,8 @@ pub struct ComposeRequest {
     pub transport: crate::transport::Options,
     /// The content-addressed store to reuse and fill (`None`: `--no-store`).
     pub store: Option<StoreSettings>,
+    /// Split new layers larger than this (`--max-layer-size`).
+    pub max_layer_size: Option<u64>,
 }
 
 /// Where the store is and how large it may grow.
@@ -68,6 +70,7 @@ pub struct RawRequest {
     pub store: Option<StoreSettings>,
     /// CA certificates for registries (`--cert-dir`).
     pub cert_dir: Option<PathBuf>,
+    pub max_layer_size: Option<u64>,
 }
 
 impl ComposeRequest {
@@ -205,6 +208,7 @@ impl ComposeRequest {
             timestamp,
             transport,
             store: raw.store,
+            max_layer_size: raw.max_layer_size,
         })
     }
 }

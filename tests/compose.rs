@@ -765,3 +765,85 @@ fn layers_are_byte_identical_with_one_thread_or_several() {
         three.tree["opt/tritonserver/backends/python/big.txt"]
     );
 }
+
+#[test]
+fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    let mut full = full_image(&min);
+    let files: Vec<Item> = (0..12)
+        .map(|i| {
+            file(
+                &format!("opt/tritonserver/backends/python/part{i:02}.txt"),
+                &noise(100 << 10, i),
+            )
+        })
+        .collect();
+    full.layers.push(layer_tar(&files));
+    full.write_oci(&dir.path().join("full"), "24.10");
+    let compose_with = |name: &str, cap: Option<&str>| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "-q".to_string(),
+            "--enable-gpu=false".into(),
+            "--no-store".into(),
+            "--image".into(),
+            format!("min,oci:{}:latest", dir.path().join("min").display()),
+            "--image".into(),
+            format!("full,oci:{}:24.10", dir.path().join("full").display()),
+            "--backend".into(),
+            "python".into(),
+            "--work-dir".into(),
+            dir.path()
+                .join(format!("work-{name}"))
+                .display()
+                .to_string(),
+            "--output".into(),
+            format!("oci:{}:x", out.display()),
+        ];
+        if let Some(cap) = cap {
+            args.extend(["--max-layer-size".into(), cap.into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stderr) = run_cli(&args);
+        (ok, stderr, out)
+    };
+    let (ok, stderr, whole) = compose_with("whole", None);
+    assert!(ok, "{stderr}");
+    let (ok, stderr, split) = compose_with("split", Some("256K"));
+    assert!(ok, "{stderr}");
+    let whole = read_oci(&whole, "x");
+    let split = read_oci(&split, "x");
+    assert!(
+        split.layer_digests.len() >= whole.layer_digests.len() + 3,
+        "{} vs {}",
+        split.layer_digests.len(),
+        whole.layer_digests.len()
+    );
+    assert_eq!(split.tree, whole.tree);
+    for layer in split.manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(min.layers.len())
+    {
+        assert!(layer["size"].as_u64().unwrap() <= 256 << 10, "{layer}");
+    }
+    let history = split.config["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|h| h["comment"]
+            .as_str()
+            .is_some_and(|c| c.contains("backend python (part 2 of "))),
+        "{history:?}"
+    );
+
+    // A file larger than the cap cannot be split: a clear error.
+    let (ok, stderr, out) = compose_with("tiny", Some("64K"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("more than --max-layer-size allows") && stderr.contains("part00.txt"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
