@@ -127,6 +127,11 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub store_max_size: Option<u64>,
 
+    /// Print one JSON document on stdout saying what was written (outputs,
+    /// digests, layers, sizes, dependencies added, time); logs stay on stderr.
+    #[arg(long)]
+    pub json: bool,
+
     /// Split any new layer larger than SIZE (compressed) into several, by
     /// path, for registries that cap layer sizes (e.g. 2G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

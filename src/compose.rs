@@ -26,9 +26,78 @@ pub struct Outcome {
     pub dockerfile: PathBuf,
     /// The sink's description of the written image; `None` for a dry run.
     pub written: Option<String>,
+    /// What was written; `None` for a dry run.
+    pub summary: Option<Summary>,
+}
+
+/// What a compose wrote, for people (a table) and scripts (`--json`).
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub output: String,
+    pub written: String,
+    pub layers: Vec<crate::execute::LayerReport>,
+    /// Compressed sizes: the new layers, min's (kept), the image, and full.
+    pub new_size: u64,
+    pub min_size: u64,
+    pub image_size: u64,
+    pub full_size: u64,
+    /// Paths and packages carried over from full as runtime dependencies.
+    pub dependency_paths: usize,
+    pub dependency_packages: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// A short table: each layer, then the totals against min and full.
+    pub fn table(&self) -> String {
+        let size = crate::scan::human_size;
+        let mut out = format!("{:<44} {:>8} {:>11}\n", "layer", "entries", "size");
+        for layer in &self.layers {
+            out.push_str(&format!(
+                "{:<44} {:>8} {:>11}{}\n",
+                layer.purpose,
+                layer.entries,
+                size(layer.size),
+                if layer.from_store {
+                    "  (from the store)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "{:<44} {:>8} {:>11}\n",
+            "new layers",
+            "",
+            size(self.new_size)
+        ));
+        out.push_str(&format!(
+            "{:<44} {:>8} {:>11}\n",
+            "min's layers, unchanged",
+            "",
+            size(self.min_size)
+        ));
+        let saved = if self.full_size > 0 {
+            format!(
+                "  ({:.0}% of full's {})",
+                100.0 * self.image_size as f64 / self.full_size as f64,
+                size(self.full_size)
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{:<44} {:>8} {:>11}{saved}\n",
+            "image",
+            "",
+            size(self.image_size)
+        ));
+        out
+    }
 }
 
 pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(&request.work_dir)
         .ctx(|| format!("creating --work-dir {}", request.work_dir.display()))?;
     let options = &request.transport;
@@ -73,6 +142,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
         return Ok(Outcome {
             dockerfile,
             written: None,
+            summary: None,
         });
     };
     let image = Execution {
@@ -94,7 +164,39 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     .run(&spools, sink.as_mut())?;
     // Nothing becomes visible once the run was interrupted.
     crate::scratch::check()?;
+    let (image, reports) = image;
     let written = sink.commit(&image)?;
+    let blob_total = |source: &dyn ImageSource| -> u64 {
+        source
+            .image()
+            .layers
+            .iter()
+            .filter_map(|l| l.blob.as_ref().map(|b| b.1))
+            .sum()
+    };
+    let new_size: u64 = reports.iter().map(|r| r.size).sum();
+    let min_size = blob_total(min.as_ref());
+    let summary = Summary {
+        output: request.output.to_string(),
+        written: written.clone(),
+        layers: reports,
+        new_size,
+        min_size,
+        image_size: image
+            .layers
+            .iter()
+            .map(|l| l.size)
+            .sum::<u64>()
+            .max(new_size + min_size),
+        full_size: blob_total(full.as_ref()),
+        dependency_paths: plan.deps.as_ref().map_or(0, |d| d.paths.len()),
+        dependency_packages: plan
+            .deps
+            .as_ref()
+            .map(|d| d.packages.clone())
+            .unwrap_or_default(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
     if let Some(store) = &store {
         let freed = store.prune(None);
         if freed > 0 {
@@ -107,6 +209,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     Ok(Outcome {
         dockerfile,
         written: Some(written),
+        summary: Some(summary),
     })
 }
 

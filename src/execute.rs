@@ -41,6 +41,19 @@ pub struct Execution<'a> {
 /// Bumped whenever the layer writer's output changes for the same plan.
 const LAYER_FORMAT: &str = "1";
 
+/// What one new layer is, for the summary a compose prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    pub purpose: String,
+    pub entries: usize,
+    /// Compressed size.
+    pub size: u64,
+    pub digest: String,
+    pub diff_id: String,
+    /// Taken from the store rather than written now.
+    pub from_store: bool,
+}
+
 /// A new layer, ready for the sink.
 struct BuiltLayer {
     /// A file the sink may take over (rename) or copy.
@@ -61,9 +74,63 @@ enum ContentId<'a> {
 }
 
 impl Execution<'_> {
-    pub fn run(&self, spools: &Spools, sink: &mut dyn ImageSink) -> Result<OutputImage> {
+    /// Writes the image into `sink` (all but the commit); returns it, with
+    /// what each new layer is.
+    pub fn run(
+        &self,
+        spools: &Spools,
+        sink: &mut dyn ImageSink,
+    ) -> Result<(OutputImage, Vec<LayerReport>)> {
         let built = self.build_layers(spools)?;
+        let mut layers = self.put_min_layers(sink)?;
+        let mut config = self.plan.config.clone();
+        let diff_ids = config
+            .pointer_mut("/rootfs/diff_ids")
+            .and_then(serde_json::Value::as_array_mut)
+            .ok_or_else(|| Error::new("the min image config has no rootfs.diff_ids"))?;
+        let mut reports = Vec::with_capacity(built.len());
+        for (plan, built) in self.plan.layers.iter().zip(&built) {
+            let layer = &built.written;
+            let desc = BlobDescriptor {
+                media_type: self.compression.media_type().to_string(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+            };
+            sink.put_blob_file(&desc, &built.path)?;
+            diff_ids.push(serde_json::Value::String(layer.diff_id.to_string()));
+            let report = LayerReport {
+                purpose: plan.purpose.clone(),
+                entries: plan.entries.len(),
+                size: layer.size,
+                digest: layer.digest.to_string(),
+                diff_id: layer.diff_id.to_string(),
+                from_store: built.staged.is_none(),
+            };
+            tracing::info!(
+                "layer {}: {} entries, {} ({}){}",
+                report.purpose,
+                report.entries,
+                scan::human_size(report.size),
+                report.digest,
+                if report.from_store {
+                    ", built before: from the store"
+                } else {
+                    ""
+                }
+            );
+            reports.push(report);
+            layers.push(desc);
+        }
+        let image = OutputImage {
+            config: canonical_json(&config),
+            layers,
+        };
+        Ok((image, reports))
+    }
 
+    /// min's layers, unchanged: left to a destination that holds them,
+    /// mounted or found there, or copied.
+    fn put_min_layers(&self, sink: &mut dyn ImageSink) -> Result<Vec<BlobDescriptor>> {
         let mut layers = Vec::new();
         let origin = self.min.origin();
         let min_layers = &self.min.image().layers;
@@ -98,38 +165,7 @@ impl Execution<'_> {
                 })?;
             layers.push(stored);
         }
-        let mut config = self.plan.config.clone();
-        let diff_ids = config
-            .pointer_mut("/rootfs/diff_ids")
-            .and_then(serde_json::Value::as_array_mut)
-            .ok_or_else(|| Error::new("the min image config has no rootfs.diff_ids"))?;
-        for (plan, built) in self.plan.layers.iter().zip(&built) {
-            let layer = &built.written;
-            let desc = BlobDescriptor {
-                media_type: self.compression.media_type().to_string(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-            };
-            sink.put_blob_file(&desc, &built.path)?;
-            diff_ids.push(serde_json::Value::String(layer.diff_id.to_string()));
-            tracing::info!(
-                "layer {}: {} entries, {} ({}){}",
-                plan.purpose,
-                plan.entries.len(),
-                scan::human_size(layer.size),
-                layer.digest,
-                if built.staged.is_none() {
-                    ", built before: from the store"
-                } else {
-                    ""
-                }
-            );
-            layers.push(desc);
-        }
-        Ok(OutputImage {
-            config: canonical_json(&config),
-            layers,
-        })
+        Ok(layers)
     }
 
     /// Every new layer: from the store when it was built before, else

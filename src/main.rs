@@ -46,6 +46,7 @@ fn init_logging(quiet: bool, verbose: bool) {
 fn run_compose(cli: Cli) -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     let quiet = cli.quiet;
+    let json = cli.json;
     let compression = match cli.compression() {
         Ok(c) => c,
         Err(message) => return report(&Error::new(message)),
@@ -54,7 +55,20 @@ fn run_compose(cli: Cli) -> ExitCode {
     let result = ComposeRequest::new(raw).and_then(|request| compose::compose(&request));
     match result {
         Ok(outcome) => {
+            if json {
+                let document = match &outcome.summary {
+                    Some(summary) => serde_json::to_value(summary).expect("summaries serialize"),
+                    None => serde_json::json!({
+                        "dry_run": true,
+                        "dockerfile": outcome.dockerfile.display().to_string(),
+                    }),
+                };
+                println!("{}", serde_json::to_string_pretty(&document).expect("json"));
+            }
             if !quiet {
+                if let Some(summary) = &outcome.summary {
+                    eprint!("{}", summary.table());
+                }
                 match outcome.written {
                     Some(written) => eprintln!("{written}"),
                     None => eprintln!("dry run: wrote {}", outcome.dockerfile.display()),

@@ -847,3 +847,61 @@ fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn json_says_what_was_written_and_the_table_sums_it_up() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    let args = [
+        "--enable-gpu=false".to_string(),
+        "--no-store".into(),
+        "--json".into(),
+        "--image".into(),
+        format!("min,oci:{}:latest", fx.path("min").display()),
+        "--image".into(),
+        format!("full,oci:{}:24.10", fx.path("full").display()),
+        "--backend".into(),
+        "python".into(),
+        "--cache".into(),
+        "local".into(),
+        "--work-dir".into(),
+        fx.path("work").display().to_string(),
+        "--output".into(),
+        format!("oci:{}:x", out.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_cli_output(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let image = read_oci(&out, "x");
+    let layers = summary["layers"].as_array().unwrap();
+    let new_digests: Vec<&str> = layers
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    let manifest_layers = image.manifest["layers"].as_array().unwrap();
+    let tail: Vec<&str> = manifest_layers[manifest_layers.len() - layers.len()..]
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(new_digests, tail);
+    let total: u64 = manifest_layers
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summary["image_size"], total);
+    assert_eq!(summary["layers"][1]["purpose"], "backend python");
+    assert!(summary["written"]
+        .as_str()
+        .unwrap()
+        .contains(&image.manifest_digest));
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+    // The table on stderr, for people.
+    assert!(
+        stderr.contains("backend python")
+            && stderr.contains("new layers")
+            && stderr.contains("of full's"),
+        "{stderr}"
+    );
+}

@@ -365,3 +365,18 @@ fn a_single_layer_full_is_read_through_access_points_for_a_new_component() {
         .tree
         .contains_key("opt/tritonserver/backends/extra/libtriton_extra.so"));
 }
+
+#[test]
+fn with_the_store_an_unknown_name_fails_before_any_layer_is_read() {
+    let setup = Setup::new();
+    setup.compose("cold", "store", PYTHON);
+    let args = setup.args("unknown", "store", &["--backend", "pythn"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stderr) = run_cli(&args);
+    assert!(!ok);
+    assert!(
+        stderr.contains("python"),
+        "the closest name is suggested: {stderr}"
+    );
+    assert!(!stderr.contains("reading "), "a layer was read: {stderr}");
+}
