@@ -55,6 +55,19 @@ fn compose_through(s: &Setup, proxy: &Proxy, tag: &str) -> (bool, String) {
 fn compose_from_proxy_to(s: &Setup, proxy: &Proxy, output_host: &str, tag: &str) -> (bool, String) {
     let authfile = s.dir.path().join("auth.json");
     write_auth_file(&authfile, &[&proxy.host, &s.registry.host]);
+    compose_with(s, proxy, output_host, tag, &authfile, &[])
+}
+
+/// Composes from the proxy to `output_host` with the given credentials
+/// file and environment (fast retries always).
+fn compose_with(
+    s: &Setup,
+    proxy: &Proxy,
+    output_host: &str,
+    tag: &str,
+    authfile: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let min = format!("min,{}/triton/min:latest", proxy.host);
     let full = format!("full,{}/triton/full:24.10", proxy.host);
     let output = format!("{output_host}/triton/composed:{tag}");
@@ -75,7 +88,7 @@ fn compose_from_proxy_to(s: &Setup, proxy: &Proxy, output_host: &str, tag: &str)
             "--work-dir",
             work.to_str().unwrap(),
         ],
-        &[("TRITON_COMPOSE_RETRY_BASE_MS", "50")],
+        &[&[("TRITON_COMPOSE_RETRY_BASE_MS", "50")], env].concat(),
     )
 }
 
@@ -290,25 +303,7 @@ fn an_identity_token_is_exchanged_with_the_refresh_token_flow() {
         .unwrap(),
     )
     .unwrap();
-    let min = format!("min,{}/triton/min:latest", proxy.host);
-    let full = format!("full,{}/triton/full:24.10", proxy.host);
-    let output = format!("{}/triton/composed:identity", s.registry.host);
-    let work = s.dir.path().join("work");
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &output,
-        "--authfile",
-        authfile.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-    ]);
+    let (ok, stderr) = compose_with(&s, &proxy, &s.registry.host, "identity", &authfile, &[]);
     assert!(ok, "{stderr}");
     assert!(
         !stderr.contains(support::proxy::REFRESH_TOKEN),
@@ -341,30 +336,13 @@ fn a_stalled_download_is_broken_off_and_resumed() {
     let authfile = s.dir.path().join("auth.json");
     write_auth_file(&authfile, &[&proxy.host, &s.registry.host]);
     let started = std::time::Instant::now();
-    let min = format!("min,{}/triton/min:latest", proxy.host);
-    let full = format!("full,{}/triton/full:24.10", proxy.host);
-    let output = format!("{}/triton/composed:stalled", s.registry.host);
-    let work = s.dir.path().join("work");
-    let (ok, stderr) = run_cli_env(
-        &[
-            "--enable-gpu=false",
-            "--backend",
-            "python",
-            "--image",
-            &min,
-            "--image",
-            &full,
-            "--output",
-            &output,
-            "--authfile",
-            authfile.to_str().unwrap(),
-            "--work-dir",
-            work.to_str().unwrap(),
-        ],
-        &[
-            ("TRITON_COMPOSE_RETRY_BASE_MS", "50"),
-            ("TRITON_COMPOSE_STALL_MS", "1000"),
-        ],
+    let (ok, stderr) = compose_with(
+        &s,
+        &proxy,
+        &s.registry.host,
+        "stalled",
+        &authfile,
+        &[("TRITON_COMPOSE_STALL_MS", "1000")],
     );
     assert!(ok, "{stderr}");
     assert!(
