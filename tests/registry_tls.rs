@@ -69,6 +69,32 @@ fn push(registry: &Registry, certs: &Path, layout: &Path, tag: &str, repository:
     );
 }
 
+/// A TLS registry with `pki`'s certificate, holding the in-code min and
+/// full images; and a directory for the test's files.
+fn tls_registry_with_images(pki: &Pki) -> Option<(Registry, tempfile::TempDir)> {
+    let registry = Registry::start_with(&pki.tls_config())?;
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    let certs = pki.path("certs");
+    push(
+        &registry,
+        &certs,
+        &dir.path().join("min"),
+        "latest",
+        "triton/min:latest",
+    );
+    push(
+        &registry,
+        &certs,
+        &dir.path().join("full"),
+        "24.10",
+        "triton/full:24.10",
+    );
+    Some((registry, dir))
+}
+
 fn compose(
     registry: &Registry,
     dir: &Path,
@@ -104,28 +130,10 @@ fn compose(
 #[test]
 fn a_registry_with_its_own_ca_is_trusted_only_when_its_ca_is_given() {
     let pki = Pki::new();
-    let Some(registry) = Registry::start_with(&pki.tls_config()) else {
+    let Some((registry, dir)) = tls_registry_with_images(&pki) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let min = min_image();
-    min.write_oci(&dir.path().join("min"), "latest");
-    full_image(&min).write_oci(&dir.path().join("full"), "24.10");
     let certs = pki.path("certs");
-    push(
-        &registry,
-        &certs,
-        &dir.path().join("min"),
-        "latest",
-        "triton/min:latest",
-    );
-    push(
-        &registry,
-        &certs,
-        &dir.path().join("full"),
-        "24.10",
-        "triton/full:24.10",
-    );
 
     // Unknown CA: an error that says what to do, and no plain HTTP (even
     // on this machine, where a registry without TLS may use it).
@@ -283,28 +291,10 @@ fn connect_proxy(limit: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<S
 #[test]
 fn https_proxy_and_no_proxy_are_honoured() {
     let pki = Pki::new();
-    let Some(registry) = Registry::start_with(&pki.tls_config()) else {
+    let Some((registry, dir)) = tls_registry_with_images(&pki) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let min = min_image();
-    min.write_oci(&dir.path().join("min"), "latest");
-    full_image(&min).write_oci(&dir.path().join("full"), "24.10");
     let certs = pki.path("certs");
-    push(
-        &registry,
-        &certs,
-        &dir.path().join("min"),
-        "latest",
-        "triton/min:latest",
-    );
-    push(
-        &registry,
-        &certs,
-        &dir.path().join("full"),
-        "24.10",
-        "triton/full:24.10",
-    );
     let (proxy, seen) = connect_proxy(200);
     let proxy_url = format!("http://{proxy}");
     let cert_dir = ["--cert-dir", certs.to_str().unwrap()];
