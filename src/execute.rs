@@ -422,8 +422,13 @@ impl Execution<'_> {
             .tempfile_in(self.scratch)
             .map_err(|e| Error::new("cannot stage a layer").with_source(e))?;
         let mut writer = LayerWriter::new(staged.reopen()?, self.compression)?;
+        let total: u64 = layer.entries.iter().map(|e| e.meta.size).sum();
+        let bar = crate::progress::bar(total, format!("writing {}", layer.purpose));
         for entry in &layer.entries {
             crate::scratch::check()?;
+            if let Some(bar) = &bar {
+                bar.inc(entry.meta.size);
+            }
             match &entry.content {
                 Content::None => writer.append(&entry.path, &entry.meta, None)?,
                 Content::Inline(bytes) => writer.append(
@@ -449,6 +454,9 @@ impl Execution<'_> {
         let written = writer
             .finish()
             .map_err(|e| e.context(format!("writing the {} layer", layer.purpose)))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         Ok((staged, written))
     }
 }

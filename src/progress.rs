@@ -1,5 +1,7 @@
-//! Transfer progress: a bar per blob when stderr is a terminal, and one log
-//! line per blob otherwise (CI logs stay short). `-q` turns both off.
+//! Progress: a bar per blob transferred, layer read or layer written when
+//! stderr is a terminal (bytes and rate), and one log line per transfer
+//! otherwise (CI logs stay short; reads and writes log their own line).
+//! `-q` turns both off.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,25 +23,40 @@ fn multi() -> &'static MultiProgress {
     MULTI.get_or_init(MultiProgress::new)
 }
 
+/// A bar for `len` bytes, on a terminal only.
+pub fn bar(len: u64, label: String) -> Option<ProgressBar> {
+    if !BARS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let bar = multi().add(ProgressBar::new(len));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:40!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(label);
+    Some(bar)
+}
+
 /// Wraps a transfer of `len` bytes described by `label` ("pulling sha256:…").
 pub fn track<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
-    let bar = if BARS.load(Ordering::Relaxed) {
-        let bar = multi().add(ProgressBar::new(len));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:40!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_message(label);
-        Some(bar)
-    } else {
-        if !QUIET.load(Ordering::Relaxed) {
-            tracing::info!("{label} ({})", crate::scan::human_size(len));
-        }
-        None
-    };
-    Tracked { inner, bar }
+    if !BARS.load(Ordering::Relaxed) && !QUIET.load(Ordering::Relaxed) {
+        tracing::info!("{label} ({})", crate::scan::human_size(len));
+    }
+    Tracked {
+        inner,
+        bar: bar(len, label),
+    }
+}
+
+/// Like [`track`] for reads that log their own line: a bar on a terminal,
+/// nothing otherwise.
+pub fn track_quietly<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
+    Tracked {
+        inner,
+        bar: bar(len, label),
+    }
 }
 
 pub struct Tracked<R> {

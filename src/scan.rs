@@ -369,7 +369,11 @@ impl LayerReader<'_> {
             None => None,
         };
         let mut elf_scratch: Option<std::fs::File> = None;
-        let raw = crate::scratch::Interruptible(self.source.open_layer(index)?);
+        let raw = crate::progress::track_quietly(
+            crate::scratch::Interruptible(self.source.open_layer(index)?),
+            layer.blob.as_ref().map_or(0, |b| b.1),
+            format!("{}: reading layer {}", self.what, index + 1),
+        );
         let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let (diff_id, access) = read_layer_with(raw, with_access, |ordinal, item| {
             let cost = match &item {
