@@ -129,12 +129,14 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
                 request.work_dir.display()
             )
         })?;
+    let full = with_local_components(request, full, scratch.path())?;
     let images = Images {
         min: min.as_ref(),
         full: full.as_ref(),
         gpu_min: gpu_min.as_deref(),
     };
     let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
+    check_local_components(request, full.as_ref(), &scans.full)?;
     let plan = plan_compose(request, &images, &scans)?;
     let dockerfile = write_dockerfile(request, &plan)?;
 
@@ -240,6 +242,78 @@ fn sweep_leftovers(request: &ComposeRequest) {
         };
         crate::scratch::sweep(&dir);
     }
+}
+
+/// The name a component from a directory has in the build context.
+fn context_name(component: &triton::Component) -> String {
+    format!("triton-compose-{}-{}", component.kind.dir(), component.name)
+}
+
+/// Lays the components from directories on this machine (`NAME=DIR`) on
+/// top of full, each a layer of its own written into `scratch`.
+fn with_local_components(
+    request: &ComposeRequest,
+    full: Box<dyn ImageSource>,
+    scratch: &Path,
+) -> Result<Box<dyn ImageSource>> {
+    if request.local.is_empty() {
+        return Ok(full);
+    }
+    let mtime = request.timestamp.unwrap_or_else(|| {
+        full.image()
+            .config
+            .get("created")
+            .and_then(|c| c.as_str())
+            .and_then(|c| crate::config::parse_timestamp(c).ok())
+            .unwrap_or(0)
+    });
+    let mut layers = Vec::new();
+    for (i, (component, dir)) in request.local.iter().enumerate() {
+        let out = scratch.join(format!("local-{i}.tar"));
+        let diff_id =
+            crate::local::layer_from_dir(dir, &component.path(), mtime, &out).map_err(|e| {
+                e.context(format!(
+                    "{} {}={}",
+                    component.kind.flag(),
+                    component.name,
+                    dir.display()
+                ))
+            })?;
+        layers.push((out, diff_id));
+    }
+    Ok(Box::new(crate::local::WithLocalLayers::new(full, layers)?))
+}
+
+/// Refuses a local component whose name full already uses.
+fn check_local_components(
+    request: &ComposeRequest,
+    full: &dyn ImageSource,
+    scan: &scan::ScannedImage,
+) -> Result<()> {
+    let own_layers = (full.image().layers.len() - request.local.len()) as u32;
+    for (component, dir) in &request.local {
+        let path = component.path();
+        if scan
+            .tree
+            .subtree(&path)
+            .any(|(_, node)| node.inode.layer < own_layers)
+        {
+            return Err(Error::new(format!(
+                "{} already has a {} {}; {}={} would be mixed with it",
+                full.name(),
+                component.kind.noun(),
+                component.name,
+                component.name,
+                dir.display()
+            ))
+            .hint(format!(
+                "give yours another name: {} NEWNAME={}",
+                component.kind.flag(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The images of one compose.
@@ -386,6 +460,11 @@ fn plan_compose(request: &ComposeRequest, images: &Images<'_>, scans: &Scans) ->
             timestamp: request.timestamp,
             deps: request.deps,
             max_layer_size: request.max_layer_size,
+            local: &request
+                .local
+                .iter()
+                .map(|(c, _)| (c.path(), context_name(c)))
+                .collect::<Vec<_>>(),
         },
     )?;
     if let Some(deps) = &plan.deps {
@@ -416,6 +495,9 @@ fn write_dockerfile(request: &ComposeRequest, plan: &Plan) -> Result<PathBuf> {
     for (name, bytes) in render::context_files(plan) {
         let path = request.work_dir.join(name);
         std::fs::write(&path, bytes).ctx(|| format!("writing {}", path.display()))?;
+    }
+    for (component, dir) in &request.local {
+        crate::local::copy_tree(dir, &request.work_dir.join(context_name(component)))?;
     }
     tracing::info!("wrote {}", dockerfile_path.display());
     Ok(dockerfile_path)

@@ -40,6 +40,7 @@ pub mod error;
 pub mod execute;
 pub mod image;
 pub mod layer;
+pub mod local;
 pub mod manifest;
 pub mod plan;
 pub mod progress;

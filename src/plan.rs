@@ -75,6 +75,9 @@ pub enum Step {
     /// `COPY --from=min_container FROM TO`: a file of `gpu-min`, its
     /// symlinks followed.
     CopyGpuMin { from: ImagePath, to: ImagePath },
+    /// `COPY NAME TO`: a component from a directory on this machine, copied
+    /// into the build context as NAME.
+    CopyContext { name: String, to: ImagePath },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +131,9 @@ pub struct PlanOptions<'a> {
     pub deps: bool,
     /// Split layers larger than this (`--max-layer-size`).
     pub max_layer_size: Option<u64>,
+    /// Components that come from a directory on this machine (laid on
+    /// full by [`crate::local`]), with their build-context names.
+    pub local: &'a [(ImagePath, String)],
 }
 
 /// The subtrees of the full image that a request could need, known before
@@ -209,7 +215,14 @@ pub fn build(
             return Err(triton::unknown_component(component, &offered, full.name));
         }
         let purpose = format!("{} {}", component.kind.noun(), component.name);
-        layers.push(builder.layer(&purpose, &[path])?);
+        let mut layer = builder.layer(&purpose, std::slice::from_ref(&path))?;
+        if let Some((_, name)) = options.local.iter().find(|(p, _)| *p == path) {
+            layer.steps = vec![Step::CopyContext {
+                name: name.clone(),
+                to: path,
+            }];
+        }
+        layers.push(layer);
     }
 
     let cuda_copies =
@@ -728,6 +741,7 @@ fn composed_config(
                 Step::CopyGpuMin { from, to } => {
                     format!("COPY --from=min_container {from} {to}")
                 }
+                Step::CopyContext { name, to } => format!("COPY {name} {to} (from this machine)"),
             })
             .collect();
         let created_by = if what.is_empty() {

@@ -173,6 +173,7 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
                 Step::CopyGpuMin { from, to } => {
                     format!("COPY --from={GPU_MIN_STAGE} {from} {to}\n")
                 }
+                Step::CopyContext { name, to } => format!("COPY {name} {to}\n"),
             });
         }
     }

@@ -36,6 +36,8 @@ pub struct ComposeRequest {
     pub store: Option<StoreSettings>,
     /// Split new layers larger than this (`--max-layer-size`).
     pub max_layer_size: Option<u64>,
+    /// Components from directories on this machine (`--backend NAME=DIR`).
+    pub local: Vec<(Component, PathBuf)>,
 }
 
 /// Where the store is and how large it may grow.
@@ -130,13 +132,30 @@ impl ComposeRequest {
             }
         };
         let mut components: Vec<Component> = Vec::new();
+        let mut from_dirs: Vec<(Component, PathBuf)> = Vec::new();
         for (kind, names) in [
             (ComponentKind::Backend, &raw.backends),
             (ComponentKind::RepoAgent, &raw.repoagents),
             (ComponentKind::Cache, &raw.caches),
         ] {
             for name in names {
+                // NAME=DIR: a component from a directory on this machine.
+                let (name, dir) = match name.split_once('=') {
+                    Some((name, dir)) => (name, Some(PathBuf::from(dir))),
+                    None => (name.as_str(), None),
+                };
                 let component = Component::new(kind, name)?;
+                if let Some(dir) = dir {
+                    if !dir.is_dir() {
+                        return Err(Error::new(format!(
+                            "{} {name}={}: no such directory",
+                            kind.flag(),
+                            dir.display()
+                        ))
+                        .hint("name a directory holding the component's files"));
+                    }
+                    from_dirs.push((component.clone(), dir));
+                }
                 if !components.contains(&component) {
                     components.push(component);
                 }
@@ -209,6 +228,7 @@ impl ComposeRequest {
             transport,
             store: raw.store,
             max_layer_size: raw.max_layer_size,
+            local: from_dirs,
         })
     }
 }

@@ -905,3 +905,94 @@ fn json_says_what_was_written_and_the_table_sums_it_up() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_component_from_a_directory_is_a_layer_of_its_own_owned_by_root() {
+    let fx = Fixture::oci();
+    let dir = fx.path("mine");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("model.py"), "print('hi')\n").unwrap();
+    std::fs::write(dir.join("sub/data.txt"), "data\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("sub/data.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("model.py", dir.join("link.py")).unwrap();
+    let compose = |out: &str, spec: &str| {
+        let output = format!("oci:{}:x", fx.path(out).display());
+        let work = fx.path(&format!("work-{out}"));
+        let args = [
+            "--enable-gpu=false".to_string(),
+            "--no-store".into(),
+            "--image".into(),
+            format!("min,oci:{}:latest", fx.path("min").display()),
+            "--image".into(),
+            format!("full,oci:{}:24.10", fx.path("full").display()),
+            "--backend".into(),
+            spec.to_string(),
+            "--work-dir".into(),
+            work.display().to_string(),
+            "--output".into(),
+            output,
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stderr) = run_cli_env(&args, &[("SOURCE_DATE_EPOCH", "1000000000")]);
+        (ok, stderr, work)
+    };
+    let spec = format!("mine={}", dir.display());
+    let (ok, stderr, work) = compose("out", &spec);
+    assert!(ok, "{stderr}");
+    let image = read_oci(&fx.path("out"), "x");
+    let base = "opt/tritonserver/backends/mine";
+    let model = &image.tree[&format!("{base}/model.py")];
+    assert_eq!((model.uid, model.gid, model.kind), (0, 0, 'f'));
+    assert_eq!(
+        image.tree[&format!("{base}/sub/data.txt")].mode & 0o777,
+        0o640
+    );
+    assert_eq!(
+        image.tree[&format!("{base}/link.py")].link.as_deref(),
+        Some("model.py")
+    );
+    let own_layer = image
+        .layer_paths
+        .iter()
+        .find(|l| l.iter().any(|p| p.ends_with("mine/model.py")))
+        .unwrap();
+    assert!(
+        own_layer
+            .iter()
+            .all(|p| p.starts_with(base) || base.starts_with(p.trim_end_matches('/'))),
+        "{own_layer:?}"
+    );
+    let dockerfile = std::fs::read_to_string(work.join("Dockerfile.compose")).unwrap();
+    assert!(
+        dockerfile.contains(&format!("COPY triton-compose-backends-mine /{base}\n")),
+        "{dockerfile}"
+    );
+    assert!(work
+        .join("triton-compose-backends-mine/sub/data.txt")
+        .exists());
+    // The same directory again gives the same bytes.
+    let (ok, stderr, _) = compose("again", &spec);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        read_oci(&fx.path("again"), "x").manifest_digest,
+        image.manifest_digest
+    );
+
+    // A symlink leaving the directory, a name full has, a missing directory.
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("escape")).unwrap();
+    let (ok, stderr, _) = compose("escape", &spec);
+    assert!(!ok && stderr.contains("which leaves"), "{stderr}");
+    std::fs::remove_file(dir.join("escape")).unwrap();
+    let (ok, stderr, _) = compose("clash", &format!("python={}", dir.display()));
+    assert!(
+        !ok && stderr.contains("already has a backend python"),
+        "{stderr}"
+    );
+    let (ok, stderr, _) = compose("missing", &format!("mine={}", fx.path("nowhere").display()));
+    assert!(!ok && stderr.contains("no such directory"), "{stderr}");
+}

@@ -864,3 +864,32 @@ fn hostile_file_names_and_sonames_cannot_start_a_dockerfile_instruction() {
     );
     assert_eq!(dockerfile.matches("\nRUN ").count(), 2, "{dockerfile}");
 }
+
+#[test]
+fn the_closure_covers_the_elf_files_of_a_component_from_a_directory() {
+    let setup = Setup::new(false);
+    let libs = compile();
+    let dir = setup.path("custom-backend");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("libtriton_custom.so"), &libs.elfy).unwrap();
+    std::fs::write(dir.join("libhelper.so"), &libs.helper).unwrap();
+    let spec = format!("custom={}", dir.display());
+    let stderr = setup.compose("custom", &["--backend", &spec]);
+    assert!(
+        stderr.contains(
+            "libmid.so.2, needed by /opt/tritonserver/backends/custom/libtriton_custom.so"
+        ),
+        "{stderr}"
+    );
+    let image = read_oci(&setup.path("custom"), "latest");
+    assert!(image
+        .tree
+        .contains_key(&format!("{LIBDIR}/libmid.so.2.0.0")));
+    let (code, report) = setup.verify("custom");
+    assert_eq!(
+        report["missing_libraries"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(code, 0, "{report}");
+}

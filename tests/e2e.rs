@@ -905,3 +905,53 @@ fn hostile_config_values_stay_literal_through_docker_build() {
         "{env}"
     );
 }
+
+#[test]
+fn a_python_based_backend_from_a_directory_answers_inference() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    // The backend: add_sub's model.py as backends/addsub/model.py, which
+    // Triton runs through the python backend for `backend: "addsub"`.
+    let backend = work.path().join("addsub");
+    std::fs::create_dir(&backend).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
+    std::fs::copy(data.join("1/model.py"), backend.join("model.py")).unwrap();
+    let spec = format!("addsub={}", backend.display());
+    let image = compose_and_load(
+        &fx,
+        work.path(),
+        &["--backend", "python", "--backend", &spec],
+    );
+    // A model that names the backend and has no code of its own.
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("add_sub");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    let config = std::fs::read_to_string(data.join("config.pbtxt"))
+        .unwrap()
+        .replace("backend: \"python\"", "backend: \"addsub\"");
+    assert!(config.contains("backend: \"addsub\""));
+    std::fs::write(model.join("config.pbtxt"), config).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX", models.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    let listing = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/sh",
+        &image.0,
+        "-c",
+        "ls -ln /opt/tritonserver/backends/addsub",
+    ]);
+    assert!(
+        listing.contains("model.py") && listing.contains(" 0 0 "),
+        "{listing}"
+    );
+    let server = Server::start(&image.0, models.path());
+    server.wait_ready(Duration::from_secs(120));
+    assert_add_sub_answers(&server);
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+}
