@@ -127,6 +127,12 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub store_max_size: Option<u64>,
 
+    /// Several images in one run, each a [[variant]] with name, output and
+    /// backends/repoagents/caches (TOML): the sources are read once, and
+    /// layers they share are built once.
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    pub variants: Option<PathBuf>,
+
     /// Print one JSON document on stdout saying what was written (outputs,
     /// digests, layers, sizes, dependencies added, time); logs stay on stderr.
     #[arg(long)]
@@ -302,6 +308,7 @@ impl Cli {
             authfile: self.authfile,
             cert_dir: self.cert_dir,
             max_layer_size: self.max_layer_size,
+            variants_file: self.variants,
             store: if self.no_store {
                 None
             } else {

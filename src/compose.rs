@@ -96,23 +96,78 @@ impl Summary {
     }
 }
 
+/// Composes the image a request asks for.
 pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
+    let mut outcomes = compose_all(request)?;
+    Ok(outcomes.remove(0).1)
+}
+
+/// Composes each variant of a `--variants` request (or the one image of
+/// another): the sources are opened and scanned once, and layers the
+/// variants share are built once (through the store, a temporary one when
+/// there is none).
+pub fn compose_variants(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)>> {
+    compose_all(request)
+}
+
+/// One image a run writes: the request's own, or one of its variants.
+struct Target {
+    name: Option<String>,
+    request: ComposeRequest,
+}
+
+fn targets(request: &ComposeRequest) -> Vec<Target> {
+    if request.variants.is_empty() {
+        return vec![Target {
+            name: None,
+            request: request.clone(),
+        }];
+    }
+    request
+        .variants
+        .iter()
+        .map(|variant| {
+            let mut own = request.clone();
+            own.components = variant.components.clone();
+            own.local = variant.local.clone();
+            own.output = variant.output.clone();
+            own.work_dir = request.work_dir.join(&variant.name);
+            own.variants = Vec::new();
+            Target {
+                name: Some(variant.name.clone()),
+                request: own,
+            }
+        })
+        .collect()
+}
+
+fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)>> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&request.work_dir)
-        .ctx(|| format!("creating --work-dir {}", request.work_dir.display()))?;
-    let options = &request.transport;
-    sweep_leftovers(request);
-    // The destination first: an unreachable engine or a taken path fails
-    // before any image is read.
-    let sink = if request.dry_run {
-        None
-    } else {
-        Some(transport::open_sink(
-            &request.output,
-            &request.output_name,
-            options,
-        )?)
+    let targets = targets(request);
+    for target in &targets {
+        let dir = &target.request.work_dir;
+        std::fs::create_dir_all(dir).ctx(|| format!("creating --work-dir {}", dir.display()))?;
+        sweep_leftovers(&target.request);
+    }
+    // The destinations first: an unreachable engine or a taken path fails
+    // before any image is read. Variants may share one (tags of one OCI
+    // layout): each is opened again right before it is written.
+    let open_sink = |target: &Target| {
+        transport::open_sink(
+            &target.request.output,
+            &target.request.output_name,
+            &request.transport,
+        )
     };
+    let mut first_sink = None;
+    if !request.dry_run {
+        for target in &targets {
+            let sink = open_sink(target)?;
+            if targets.len() == 1 {
+                first_sink = Some(sink);
+            }
+        }
+    }
     let store = request
         .store
         .as_ref()
@@ -129,6 +184,11 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
                 request.work_dir.display()
             )
         })?;
+    // Variants share layers through a store: a temporary one without one.
+    let store = match store {
+        None if targets.len() > 1 => Some(Store::open(&scratch.path().join("store"), u64::MAX)?),
+        other => other,
+    };
     let full = with_local_components(request, full, scratch.path())?;
     let images = Images {
         min: min.as_ref(),
@@ -137,37 +197,86 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
     };
     let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
     check_local_components(request, full.as_ref(), &scans.full)?;
-    let plan = plan_compose(request, &images, &scans)?;
-    let dockerfile = write_dockerfile(request, &plan)?;
 
-    let Some(mut sink) = sink else {
-        return Ok(Outcome {
-            dockerfile,
-            written: None,
-            summary: None,
-        });
-    };
-    let image = Execution {
-        plan: &plan,
-        min: min.as_ref(),
-        full: full.as_ref(),
-        gpu_min: gpu_min.as_deref(),
-        compression: request.compression,
-        scratch: scratch.path(),
-        store: store.as_ref(),
-        scans: [
-            (Origin::Full, Some(&scans.full)),
-            (Origin::GpuMin, scans.gpu_min.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(origin, scan)| scan.map(|s| (origin, s)))
-        .collect(),
+    let mut outcomes = Vec::new();
+    for target in &targets {
+        let plan = plan_compose(&target.request, &images, &scans)?;
+        let dockerfile = write_dockerfile(&target.request, &plan)?;
+        let sink = match first_sink.take() {
+            Some(sink) => Some(sink),
+            None if !request.dry_run => Some(open_sink(target)?),
+            None => None,
+        };
+        let Some(mut sink) = sink else {
+            outcomes.push((
+                target.name.clone(),
+                Outcome {
+                    dockerfile,
+                    written: None,
+                    summary: None,
+                },
+            ));
+            continue;
+        };
+        let (image, reports) = Execution {
+            plan: &plan,
+            min: min.as_ref(),
+            full: full.as_ref(),
+            gpu_min: gpu_min.as_deref(),
+            compression: request.compression,
+            scratch: scratch.path(),
+            store: store.as_ref(),
+            scans: [
+                (Origin::Full, Some(&scans.full)),
+                (Origin::GpuMin, scans.gpu_min.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(origin, scan)| scan.map(|s| (origin, s)))
+            .collect(),
+        }
+        .run(&spools, sink.as_mut())?;
+        // Nothing becomes visible once the run was interrupted.
+        crate::scratch::check()?;
+        let written = sink.commit(&image)?;
+        let summary = summarize(
+            &target.request,
+            &images,
+            &plan,
+            &image,
+            reports,
+            written.clone(),
+            started,
+        );
+        outcomes.push((
+            target.name.clone(),
+            Outcome {
+                dockerfile,
+                written: Some(written),
+                summary: Some(summary),
+            },
+        ));
     }
-    .run(&spools, sink.as_mut())?;
-    // Nothing becomes visible once the run was interrupted.
-    crate::scratch::check()?;
-    let (image, reports) = image;
-    let written = sink.commit(&image)?;
+    if let Some(store) = request.store.as_ref().and(store.as_ref()) {
+        let freed = store.prune(None);
+        if freed > 0 {
+            tracing::info!(
+                "store: evicted {} of least recently used entries",
+                scan::human_size(freed)
+            );
+        }
+    }
+    Ok(outcomes)
+}
+
+fn summarize(
+    request: &ComposeRequest,
+    images: &Images<'_>,
+    plan: &Plan,
+    image: &crate::image::OutputImage,
+    reports: Vec<crate::execute::LayerReport>,
+    written: String,
+    started: std::time::Instant,
+) -> Summary {
     let blob_total = |source: &dyn ImageSource| -> u64 {
         source
             .image()
@@ -177,10 +286,10 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             .sum()
     };
     let new_size: u64 = reports.iter().map(|r| r.size).sum();
-    let min_size = blob_total(min.as_ref());
-    let summary = Summary {
+    let min_size = blob_total(images.min);
+    Summary {
         output: request.output.to_string(),
-        written: written.clone(),
+        written,
         layers: reports,
         new_size,
         min_size,
@@ -190,7 +299,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             .map(|l| l.size)
             .sum::<u64>()
             .max(new_size + min_size),
-        full_size: blob_total(full.as_ref()),
+        full_size: blob_total(images.full),
         dependency_paths: plan.deps.as_ref().map_or(0, |d| d.paths.len()),
         dependency_packages: plan
             .deps
@@ -198,21 +307,7 @@ pub fn compose(request: &ComposeRequest) -> Result<Outcome> {
             .map(|d| d.packages.clone())
             .unwrap_or_default(),
         seconds: started.elapsed().as_secs_f64(),
-    };
-    if let Some(store) = &store {
-        let freed = store.prune(None);
-        if freed > 0 {
-            tracing::info!(
-                "store: evicted {} of least recently used entries",
-                scan::human_size(freed)
-            );
-        }
     }
-    Ok(Outcome {
-        dockerfile,
-        written: Some(written),
-        summary: Some(summary),
-    })
 }
 
 /// Removes what runs that are gone (killed with SIGKILL) left where this

@@ -52,26 +52,47 @@ fn run_compose(cli: Cli) -> ExitCode {
         Err(message) => return report(&Error::new(message)),
     };
     let raw = cli.into_raw(compression, std::env::var("SOURCE_DATE_EPOCH").ok());
-    let result = ComposeRequest::new(raw).and_then(|request| compose::compose(&request));
+    let result = ComposeRequest::new(raw).and_then(|request| compose::compose_variants(&request));
     match result {
-        Ok(outcome) => {
+        Ok(outcomes) => {
             if json {
-                let document = match &outcome.summary {
-                    Some(summary) => serde_json::to_value(summary).expect("summaries serialize"),
-                    None => serde_json::json!({
-                        "dry_run": true,
-                        "dockerfile": outcome.dockerfile.display().to_string(),
-                    }),
+                let documents: Vec<serde_json::Value> = outcomes
+                    .iter()
+                    .map(|(name, outcome)| {
+                        let mut document = match &outcome.summary {
+                            Some(summary) => {
+                                serde_json::to_value(summary).expect("summaries serialize")
+                            }
+                            None => serde_json::json!({
+                                "dry_run": true,
+                                "dockerfile": outcome.dockerfile.display().to_string(),
+                            }),
+                        };
+                        if let Some(name) = name {
+                            document["variant"] = serde_json::Value::String(name.clone());
+                        }
+                        document
+                    })
+                    .collect();
+                let document = match <[serde_json::Value; 1]>::try_from(documents) {
+                    Ok([single]) if outcomes[0].0.is_none() => single,
+                    Ok([single]) => serde_json::Value::Array(vec![single]),
+                    Err(many) => serde_json::Value::Array(many),
                 };
                 println!("{}", serde_json::to_string_pretty(&document).expect("json"));
             }
             if !quiet {
-                if let Some(summary) = &outcome.summary {
-                    eprint!("{}", summary.table());
-                }
-                match outcome.written {
-                    Some(written) => eprintln!("{written}"),
-                    None => eprintln!("dry run: wrote {}", outcome.dockerfile.display()),
+                for (name, outcome) in outcomes {
+                    if let Some(name) = &name {
+                        eprintln!("variant {name}:");
+                    }
+                    if let Some(summary) = &outcome.summary {
+                        eprint!("{}", summary.table());
+                    }
+                    match outcome.written {
+                        Some(written) => eprintln!("{written}"),
+                        None => eprintln!("dry run: wrote {}", outcome.dockerfile.display()),
+                    }
                 }
             }
             ExitCode::SUCCESS

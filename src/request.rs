@@ -38,6 +38,123 @@ pub struct ComposeRequest {
     pub max_layer_size: Option<u64>,
     /// Components from directories on this machine (`--backend NAME=DIR`).
     pub local: Vec<(Component, PathBuf)>,
+    /// `--variants FILE`: several images from one read of the sources;
+    /// `components` and `local` are then the union of theirs.
+    pub variants: Vec<Variant>,
+}
+
+/// One image of a `--variants` file.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub name: String,
+    pub components: Vec<Component>,
+    pub local: Vec<(Component, PathBuf)>,
+    pub output: ImageRef,
+}
+
+/// `--backend NAME` or `NAME=DIR` (a component from a directory), likewise
+/// repository agents and caches: the components, and those from directories.
+#[allow(clippy::type_complexity)]
+fn parse_components(
+    backends: &[String],
+    repoagents: &[String],
+    caches: &[String],
+) -> Result<(Vec<Component>, Vec<(Component, PathBuf)>)> {
+    let mut components: Vec<Component> = Vec::new();
+    let mut from_dirs: Vec<(Component, PathBuf)> = Vec::new();
+    for (kind, names) in [
+        (ComponentKind::Backend, backends),
+        (ComponentKind::RepoAgent, repoagents),
+        (ComponentKind::Cache, caches),
+    ] {
+        for name in names {
+            let (name, dir) = match name.split_once('=') {
+                Some((name, dir)) => (name, Some(PathBuf::from(dir))),
+                None => (name.as_str(), None),
+            };
+            let component = Component::new(kind, name)?;
+            if let Some(dir) = dir {
+                if !dir.is_dir() {
+                    return Err(Error::new(format!(
+                        "{} {name}={}: no such directory",
+                        kind.flag(),
+                        dir.display()
+                    ))
+                    .hint("name a directory holding the component's files"));
+                }
+                from_dirs.push((component.clone(), dir));
+            }
+            if !components.contains(&component) {
+                components.push(component);
+            }
+        }
+    }
+    Ok((components, from_dirs))
+}
+
+/// The variants file: `[[variant]]` tables with `name`, `output` and the
+/// component lists (`backends`, `repoagents`, `caches`, as the flags take them).
+fn read_variants(file: &std::path::Path) -> Result<Vec<Variant>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FileVariants {
+        variant: Vec<RawVariant>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawVariant {
+        name: String,
+        output: String,
+        #[serde(default)]
+        backends: Vec<String>,
+        #[serde(default)]
+        repoagents: Vec<String>,
+        #[serde(default)]
+        caches: Vec<String>,
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Error::new(format!("cannot read --variants {}", file.display())).with_source(e)
+    })?;
+    let parsed: FileVariants = toml::from_str(&text).map_err(|e| {
+        Error::new(format!(
+            "--variants {} is not a variants file",
+            file.display()
+        ))
+        .with_source(e)
+        .hint("write [[variant]] tables with name, output, and backends/repoagents/caches lists")
+    })?;
+    let mut variants: Vec<Variant> = Vec::new();
+    for raw in parsed.variant {
+        let valid = !raw.name.is_empty()
+            && !raw.name.starts_with('.')
+            && raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid || variants.iter().any(|v| v.name == raw.name) {
+            return Err(Error::new(format!(
+                "variant name {:?} in {} is not a unique name of letters, digits, `.`, `_` and `-`",
+                raw.name,
+                file.display()
+            )));
+        }
+        let (components, local) = parse_components(&raw.backends, &raw.repoagents, &raw.caches)
+            .map_err(|e| e.context(format!("variant {}", raw.name)))?;
+        let output: ImageRef = raw
+            .output
+            .parse()
+            .map_err(|e: Error| e.context(format!("variant {}", raw.name)))?;
+        variants.push(Variant {
+            name: raw.name,
+            components,
+            local,
+            output,
+        });
+    }
+    if variants.is_empty() {
+        return Err(Error::new(format!("{} names no variant", file.display())));
+    }
+    Ok(variants)
 }
 
 /// Where the store is and how large it may grow.
@@ -73,6 +190,8 @@ pub struct RawRequest {
     /// CA certificates for registries (`--cert-dir`).
     pub cert_dir: Option<PathBuf>,
     pub max_layer_size: Option<u64>,
+    /// `--variants FILE`.
+    pub variants_file: Option<PathBuf>,
 }
 
 impl ComposeRequest {
@@ -131,36 +250,45 @@ impl ComposeRequest {
                     .hint("pass both --image min,REF and --image full,REF"))
             }
         };
-        let mut components: Vec<Component> = Vec::new();
-        let mut from_dirs: Vec<(Component, PathBuf)> = Vec::new();
-        for (kind, names) in [
-            (ComponentKind::Backend, &raw.backends),
-            (ComponentKind::RepoAgent, &raw.repoagents),
-            (ComponentKind::Cache, &raw.caches),
-        ] {
-            for name in names {
-                // NAME=DIR: a component from a directory on this machine.
-                let (name, dir) = match name.split_once('=') {
-                    Some((name, dir)) => (name, Some(PathBuf::from(dir))),
-                    None => (name.as_str(), None),
-                };
-                let component = Component::new(kind, name)?;
-                if let Some(dir) = dir {
-                    if !dir.is_dir() {
-                        return Err(Error::new(format!(
-                            "{} {name}={}: no such directory",
-                            kind.flag(),
-                            dir.display()
-                        ))
-                        .hint("name a directory holding the component's files"));
+        let (mut components, mut from_dirs) =
+            parse_components(&raw.backends, &raw.repoagents, &raw.caches)?;
+        let variants = match &raw.variants_file {
+            None => Vec::new(),
+            Some(file) => {
+                if !components.is_empty() {
+                    return Err(Error::new(
+                        "--variants FILE names the components of each variant; --backend, --repoagent and --cache cannot be given beside it",
+                    )
+                    .hint("put the components in the variants file"));
+                }
+                let variants = read_variants(file)?;
+                // Read once for all: the union of their components.
+                for variant in &variants {
+                    for component in &variant.components {
+                        if !components.contains(component) {
+                            components.push(component.clone());
+                        }
                     }
-                    from_dirs.push((component.clone(), dir));
+                    for local in &variant.local {
+                        if let Some(other) = from_dirs.iter().find(|(c, _)| *c == local.0) {
+                            if other.1 != local.1 {
+                                return Err(Error::new(format!(
+                                    "{} {} comes from two directories ({} and {}) in {}",
+                                    local.0.kind.flag(),
+                                    local.0.name,
+                                    other.1.display(),
+                                    local.1.display(),
+                                    file.display()
+                                )));
+                            }
+                        } else {
+                            from_dirs.push(local.clone());
+                        }
+                    }
                 }
-                if !components.contains(&component) {
-                    components.push(component);
-                }
+                variants
             }
-        }
+        };
         if triton::needs_gpu_min(&components, raw.enable_gpu) {
             if gpu_min.is_none() {
                 let version = raw.container_version.as_ref().ok_or_else(|| {
@@ -229,6 +357,7 @@ impl ComposeRequest {
             store: raw.store,
             max_layer_size: raw.max_layer_size,
             local: from_dirs,
+            variants,
         })
     }
 }

@@ -996,3 +996,111 @@ fn a_component_from_a_directory_is_a_layer_of_its_own_owned_by_root() {
     let (ok, stderr, _) = compose("missing", &format!("mine={}", fx.path("nowhere").display()));
     assert!(!ok && stderr.contains("no such directory"), "{stderr}");
 }
+
+#[test]
+fn three_variants_in_one_run_share_the_core_layer_built_once() {
+    let fx = Fixture::oci();
+    let own = fx.path("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::write(own.join("model.py"), "print('own')\n").unwrap();
+    let variants = fx.path("variants.toml");
+    std::fs::write(
+        &variants,
+        format!(
+            r#"
+[[variant]]
+name = "python"
+backends = ["python"]
+caches = ["local"]
+output = "oci:{out}:python"
+
+[[variant]]
+name = "onnx"
+backends = ["onnxruntime"]
+repoagents = ["checksum"]
+output = "oci:{out}:onnx"
+
+[[variant]]
+name = "own"
+backends = ["python", "own={own}"]
+output = "oci:{out}:own"
+"#,
+            out = fx.path("out").display(),
+            own = own.display()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--enable-gpu=false".to_string(),
+        "--no-store".into(),
+        "--json".into(),
+        "--image".into(),
+        format!("min,oci:{}:latest", fx.path("min").display()),
+        "--image".into(),
+        format!("full,oci:{}:24.10", fx.path("full").display()),
+        "--work-dir".into(),
+        fx.path("work").display().to_string(),
+        "--variants".into(),
+        variants.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_cli_output(&args);
+    assert_eq!(code, 0, "{stderr}");
+    // Every source layer was read once.
+    let reads: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("reading full layer"))
+        .collect();
+    let mut unique = reads.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(reads.len(), unique.len(), "{stderr}");
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let core = |name: &str| -> (String, bool) {
+        let r = results.iter().find(|r| r["variant"] == name).unwrap();
+        let layer = r["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["purpose"] == "Triton core")
+            .unwrap();
+        (
+            layer["digest"].as_str().unwrap().to_string(),
+            layer["from_store"].as_bool().unwrap(),
+        )
+    };
+    let (python, onnx, mine) = (core("python"), core("onnx"), core("own"));
+    assert_eq!(python.0, onnx.0);
+    assert_eq!(python.0, mine.0);
+    // Built once: the first variant wrote it, the others took it.
+    assert_eq!(
+        [python.1, onnx.1, mine.1]
+            .iter()
+            .filter(|from| !**from)
+            .count(),
+        1
+    );
+    for (tag, backend) in [
+        ("python", "python"),
+        ("onnx", "onnxruntime"),
+        ("own", "own"),
+    ] {
+        let image = read_oci(&fx.path("out"), tag);
+        assert!(
+            image
+                .tree
+                .keys()
+                .any(|p| p.starts_with(&format!("opt/tritonserver/backends/{backend}/"))),
+            "{tag}"
+        );
+        assert!(fx.path(&format!("work/{tag}/Dockerfile.compose")).exists());
+    }
+    let onnx_image = read_oci(&fx.path("out"), "onnx");
+    assert!(!onnx_image
+        .tree
+        .keys()
+        .any(|p| p.contains("backends/python")));
+    assert!(!onnx_image.tree.keys().any(|p| p.contains("backends/own")));
+}
