@@ -853,22 +853,19 @@ fn json_says_what_was_written_and_the_table_sums_it_up() {
     let fx = Fixture::oci();
     let out = fx.path("out");
     let args = [
-        "--enable-gpu=false".to_string(),
-        "--no-store".into(),
-        "--json".into(),
-        "--image".into(),
-        format!("min,oci:{}:latest", fx.path("min").display()),
-        "--image".into(),
-        format!("full,oci:{}:24.10", fx.path("full").display()),
-        "--backend".into(),
-        "python".into(),
-        "--cache".into(),
-        "local".into(),
-        "--work-dir".into(),
-        fx.path("work").display().to_string(),
-        "--output".into(),
-        format!("oci:{}:x", out.display()),
-    ];
+        cli_args(fx.dir.path(), &["--json".to_string()]),
+        vec![
+            "--backend".into(),
+            "python".into(),
+            "--cache".into(),
+            "local".into(),
+            "--work-dir".into(),
+            fx.path("work").display().to_string(),
+            "--output".into(),
+            format!("oci:{}:x", out.display()),
+        ],
+    ]
+    .concat();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stdout, stderr) = run_cli_output(&args);
     assert_eq!(code, 0, "{stderr}");
@@ -923,20 +920,17 @@ fn a_component_from_a_directory_is_a_layer_of_its_own_owned_by_root() {
     let compose = |out: &str, spec: &str| {
         let output = format!("oci:{}:x", fx.path(out).display());
         let work = fx.path(&format!("work-{out}"));
-        let args = [
-            "--enable-gpu=false".to_string(),
-            "--no-store".into(),
-            "--image".into(),
-            format!("min,oci:{}:latest", fx.path("min").display()),
-            "--image".into(),
-            format!("full,oci:{}:24.10", fx.path("full").display()),
-            "--backend".into(),
-            spec.to_string(),
-            "--work-dir".into(),
-            work.display().to_string(),
-            "--output".into(),
-            output,
-        ];
+        let args = cli_args(
+            fx.dir.path(),
+            &[
+                "--backend".into(),
+                spec.to_string(),
+                "--work-dir".into(),
+                work.display().to_string(),
+                "--output".into(),
+                output,
+            ],
+        );
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, stderr) = run_cli_env(&args, &[("SOURCE_DATE_EPOCH", "1000000000")]);
         (ok, stderr, work)
@@ -1103,4 +1097,19 @@ output = "oci:{out}:own"
         .keys()
         .any(|p| p.contains("backends/python")));
     assert!(!onnx_image.tree.keys().any(|p| p.contains("backends/own")));
+}
+
+/// The command line's common part for images laid out in `dir` (`min`,
+/// `full`), without a store; `extra` follows.
+fn cli_args(dir: &Path, extra: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "--enable-gpu=false".to_string(),
+        "--no-store".into(),
+        "--image".into(),
+        format!("min,oci:{}:latest", dir.join("min").display()),
+        "--image".into(),
+        format!("full,oci:{}:24.10", dir.join("full").display()),
+    ];
+    args.extend_from_slice(extra);
+    args
 }

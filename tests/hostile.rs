@@ -436,21 +436,7 @@ fn cases() -> Vec<(&'static str, Change, Expect)> {
     cases.push((
         "blob-digest-lies",
         Change::Layout(Box::new(|dir: &Path| {
-            let index: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-            let manifest_digest = index["manifests"][0]["digest"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let manifest: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(dir.join("blobs/sha256").join(&manifest_digest[7..])).unwrap(),
-            )
-            .unwrap();
-            let layer = manifest["layers"][1]["digest"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let path = dir.join("blobs/sha256").join(&layer[7..]);
+            let path = layer_blob(dir, 1);
             let mut bytes = std::fs::read(&path).unwrap();
             let middle = bytes.len() / 2;
             bytes[middle] ^= 0x20;
@@ -486,21 +472,7 @@ fn cases() -> Vec<(&'static str, Change, Expect)> {
     cases.push((
         "blob-is-symlink",
         Change::Layout(Box::new(|dir: &Path| {
-            let index: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-            let manifest_digest = index["manifests"][0]["digest"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let manifest: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(dir.join("blobs/sha256").join(&manifest_digest[7..])).unwrap(),
-            )
-            .unwrap();
-            let layer = manifest["layers"][1]["digest"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let path = dir.join("blobs/sha256").join(&layer[7..]);
+            let path = layer_blob(dir, 1);
             let moved = dir.join("elsewhere");
             std::fs::rename(&path, &moved).unwrap();
             std::os::unix::fs::symlink(&moved, &path).unwrap();
@@ -546,6 +518,23 @@ fn cases() -> Vec<(&'static str, Change, Expect)> {
         Expect::Image,
     ));
     cases
+}
+
+/// The blob file of layer `index` of an OCI layout's first image.
+fn layer_blob(dir: &Path, index: usize) -> std::path::PathBuf {
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let manifest_digest = read(dir.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = read(dir.join("blobs/sha256").join(&manifest_digest[7..]));
+    let layer = manifest["layers"][index]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    dir.join("blobs/sha256").join(&layer[7..])
 }
 
 fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
