@@ -21,13 +21,22 @@
 //! - [`render`] turns the plan into Dockerfile.compose; [`execute`] turns it
 //!   into layers (or takes them from the store), written once while hashing
 //!   diff-id and digest, gzip in parallel deterministic blocks.
-//! - [`layer`]: tar reading and writing, knowing nothing about images.
+//! - [`layer`]: tar reading (one parser of our own, drawing entry
+//!   boundaries as Docker's applier does) and writing (pigz-style gzip),
+//!   and random access into gzip layers ([`layer::ztoc`]); it knows nothing
+//!   about images.
+//! - [`local`]: components from a directory on this machine, laid on full
+//!   as a layer of their own.
+//! - [`scratch`]: scratch names that carry their owner, sweeping what
+//!   killed runs left, and stopping cleanly on SIGINT/SIGTERM.
 //!
 //! - [`deps`]: the runtime dependencies (libraries, dpkg and python
-//!   packages) the selection needs and min lacks, found in full.
+//!   packages) the selection needs and min lacks, found in full, following
+//!   load chains as ld.so does ([`deps::chain`]).
 //!
-//! [`compose::compose`] strings these together. [`verify`] checks an image
-//! the same way [`deps`] resolves one.
+//! [`compose::compose`] strings these together (and
+//! [`compose::compose_variants`] for several images from one read of the
+//! sources). [`verify`] checks an image the same way [`deps`] resolves one.
 
 pub mod accounts;
 pub mod cli;
