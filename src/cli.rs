@@ -144,6 +144,94 @@ pub struct Cli {
     pub max_layer_size: Option<u64>,
 }
 
+/// `triton-compose catalog REF`: what a full image offers, and what each
+/// part costs as a compose writes it.
+#[derive(Parser, Debug)]
+#[command(
+    name = "triton-compose catalog",
+    version,
+    about = "List the core, backends, repository agents and caches of a full image, each with its size, its size as written, and the dependencies it would bring."
+)]
+pub struct CatalogCli {
+    /// The full image (any transport).
+    pub image: String,
+
+    /// The min image a compose would use: dependencies are what it lacks
+    /// (without it, none are counted).
+    #[arg(long, value_name = "REF")]
+    pub min: Option<String>,
+
+    #[arg(long)]
+    pub json: bool,
+
+    /// A selection whose savings against full are shown.
+    #[arg(long = "backend", value_name = "NAME", action = ArgAction::Append)]
+    pub backends: Vec<String>,
+
+    #[arg(long = "repoagent", value_name = "NAME", action = ArgAction::Append)]
+    pub repoagents: Vec<String>,
+
+    #[arg(long = "cache", value_name = "NAME", action = ArgAction::Append)]
+    pub caches: Vec<String>,
+
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub work_dir: PathBuf,
+
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
+    pub store: Option<PathBuf>,
+
+    #[arg(long)]
+    pub no_store: bool,
+
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", action = ArgAction::Append)]
+    pub insecure_registries: Vec<String>,
+
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl CatalogCli {
+    /// The request a catalog reads through: full (and min), the selection,
+    /// and `enable_gpu` as full says.
+    pub fn into_raw(self, enable_gpu: bool) -> RawRequest {
+        let min = self.min.clone().unwrap_or_else(|| self.image.clone());
+        RawRequest {
+            images: vec![format!("min,{min}"), format!("full,{}", self.image)],
+            backends: self.backends,
+            repoagents: self.repoagents,
+            caches: self.caches,
+            enable_gpu,
+            output_name: "tritonserver".into(),
+            work_dir: self.work_dir,
+            platform: self.platform,
+            insecure_registries: self.insecure_registries,
+            authfile: self.authfile,
+            cert_dir: self.cert_dir,
+            store: if self.no_store {
+                None
+            } else {
+                store_dir(self.store).map(|dir| crate::request::StoreSettings {
+                    dir,
+                    max_size: crate::store::DEFAULT_MAX_SIZE,
+                })
+            },
+            ..Default::default()
+        }
+    }
+}
+
 /// `triton-compose store du|prune`: look after the store.
 #[derive(Parser, Debug)]
 #[command(

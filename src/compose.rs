@@ -412,18 +412,18 @@ fn check_local_components(
 }
 
 /// The images of one compose.
-struct Images<'a> {
-    min: &'a dyn ImageSource,
-    full: &'a dyn ImageSource,
-    gpu_min: Option<&'a dyn ImageSource>,
+pub(crate) struct Images<'a> {
+    pub min: &'a dyn ImageSource,
+    pub full: &'a dyn ImageSource,
+    pub gpu_min: Option<&'a dyn ImageSource>,
 }
 
 /// The scans of one compose: min (`None` when full was built FROM it and
 /// its accounts are in full's own layers), full, and gpu-min.
-struct Scans {
-    min: Option<scan::ScannedImage>,
-    full: scan::ScannedImage,
-    gpu_min: Option<scan::ScannedImage>,
+pub(crate) struct Scans {
+    pub min: Option<scan::ScannedImage>,
+    pub full: scan::ScannedImage,
+    pub gpu_min: Option<scan::ScannedImage>,
 }
 
 /// The name under which the store keeps indexes made with [`index_keep`]
@@ -451,7 +451,7 @@ fn index_elf(path: &ImagePath) -> bool {
 
 /// Scans min, full and gpu-min (in parallel), spooling the content the
 /// plan may copy: full's candidate subtrees and gpu-min's CUDA libraries.
-fn scan_images(
+pub(crate) fn scan_images(
     request: &ComposeRequest,
     images: &Images<'_>,
     store: Option<&Store>,
@@ -525,7 +525,11 @@ fn scan_images(
     ))
 }
 
-fn plan_compose(request: &ComposeRequest, images: &Images<'_>, scans: &Scans) -> Result<Plan> {
+pub(crate) fn plan_compose(
+    request: &ComposeRequest,
+    images: &Images<'_>,
+    scans: &Scans,
+) -> Result<Plan> {
     let plan = plan::build(
         &MinInput {
             name: images.min.name(),
@@ -601,7 +605,7 @@ fn write_dockerfile(request: &ComposeRequest, plan: &Plan) -> Result<PathBuf> {
 /// Opens min, full and gpu-min (when needed). Images in the local engine
 /// are exported together, so layers they share are read once.
 #[allow(clippy::type_complexity)]
-fn open_images(
+pub(crate) fn open_images(
     request: &ComposeRequest,
 ) -> Result<(
     Box<dyn ImageSource>,

@@ -168,6 +168,26 @@ impl Execution<'_> {
         Ok(layers)
     }
 
+    /// Builds (or finds in the store) every new layer without writing an
+    /// image: what each would be, for `catalog`.
+    pub fn build_only(&self, spools: &Spools) -> Result<Vec<LayerReport>> {
+        let built = self.build_layers(spools)?;
+        Ok(self
+            .plan
+            .layers
+            .iter()
+            .zip(built)
+            .map(|(plan, built)| LayerReport {
+                purpose: plan.purpose.clone(),
+                entries: plan.entries.len(),
+                size: built.written.size,
+                digest: built.written.digest.to_string(),
+                diff_id: built.written.diff_id.to_string(),
+                from_store: built.staged.is_none(),
+            })
+            .collect())
+    }
+
     /// Every new layer: from the store when it was built before, else
     /// written now (and kept in the store).
     fn build_layers(&self, spools: &Spools) -> Result<Vec<BuiltLayer>> {

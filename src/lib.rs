@@ -39,6 +39,7 @@
 //! sources). [`verify`] checks an image the same way [`deps`] resolves one.
 
 pub mod accounts;
+pub mod catalog;
 pub mod cli;
 pub mod compose;
 pub mod config;

@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use triton_compose::cli::{self, Cli, StoreCli, StoreCommand, VerifyCli};
+use triton_compose::cli::{self, CatalogCli, Cli, StoreCli, StoreCommand, VerifyCli};
 use triton_compose::compose;
 use triton_compose::error::Error;
 use triton_compose::request::{transport_options, ComposeRequest};
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("verify") => return verify(VerifyCli::parse_from(std::env::args().skip(1))),
         Some("store") => return store(StoreCli::parse_from(std::env::args().skip(1))),
+        Some("catalog") => return catalog(CatalogCli::parse_from(std::env::args().skip(1))),
         _ => {}
     }
     run_compose(Cli::parse())
@@ -125,6 +126,43 @@ fn verify(cli: VerifyCli) -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Err(err) => report(&err),
+    }
+}
+
+fn catalog(cli: CatalogCli) -> ExitCode {
+    init_logging(cli.quiet, cli.verbose);
+    let json = cli.json;
+    let no_min = cli.min.is_none();
+    let result = cli
+        .image
+        .parse::<ImageRef>()
+        .and_then(|full| {
+            // The GPU flag as full says, so that the plan agrees with it.
+            let options = transport_options(
+                cli.platform.as_deref(),
+                &cli.insecure_registries,
+                cli.authfile.as_ref(),
+                cli.cert_dir.as_ref(),
+            )?;
+            let source = triton_compose::transport::open_source(&full, &options)?;
+            let info = triton_compose::triton::BuildInfo::from_full_config(
+                &source.image().config,
+                source.name(),
+            )?;
+            Ok(info.gpu_enabled)
+        })
+        .and_then(|gpu| ComposeRequest::new(cli.into_raw(gpu)))
+        .and_then(|request| triton_compose::catalog::catalog(&request, no_min));
+    match result {
+        Ok(catalog) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&catalog).expect("json"));
+            } else {
+                print!("{}", catalog.table());
+            }
+            ExitCode::SUCCESS
         }
         Err(err) => report(&err),
     }

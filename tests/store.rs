@@ -380,3 +380,75 @@ fn with_the_store_an_unknown_name_fails_before_any_layer_is_read() {
     );
     assert!(!stderr.contains("reading "), "a layer was read: {stderr}");
 }
+
+#[test]
+fn catalog_sizes_are_what_a_compose_of_each_component_writes() {
+    let setup = Setup::new();
+    let catalog_args = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "catalog".to_string(),
+            format!("oci:{}:24.10", setup.path("full").display()),
+            "--min".into(),
+            format!("oci:{}:latest", setup.path("min").display()),
+            "--store".into(),
+            setup.path("store").display().to_string(),
+            "--work-dir".into(),
+            setup.path("catalog-work").display().to_string(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let args = catalog_args(&["--backend", "python"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_cli_output(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let catalog: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(catalog["triton_version"], "2.51.0");
+    assert_eq!(catalog["gpu"], false);
+    let components = catalog["components"].as_array().unwrap();
+    let names: Vec<&str> = components
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "core",
+        "python",
+        "onnxruntime",
+        "extra",
+        "checksum",
+        "local",
+    ] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    // Each size as written is what a compose of that component writes.
+    for (kind, name) in [
+        ("backend", "python"),
+        ("backend", "extra"),
+        ("cache", "local"),
+    ] {
+        let (_, image) = setup.compose(&format!("one-{name}"), "", &[&format!("--{kind}"), name]);
+        let entry = components.iter().find(|c| c["name"] == name).unwrap();
+        let written = entry["compressed_size"].as_u64().unwrap();
+        let layer_sizes: Vec<u64> = image.manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .collect();
+        assert!(
+            layer_sizes.iter().any(|&s| s.abs_diff(written) * 100 <= s),
+            "{name}: catalog says {written}, the compose wrote layers {layer_sizes:?}"
+        );
+    }
+    assert!(
+        catalog["selection"]["saved"].as_u64().is_some(),
+        "{catalog}"
+    );
+    // Again, with the store: nothing is read.
+    let args = catalog_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, stderr) = run_cli_output(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("reading "), "{stderr}");
+}
