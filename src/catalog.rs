@@ -12,7 +12,6 @@ use crate::compose::{self, Images, Scans};
 use crate::error::{Error, Result};
 use crate::execute::{Execution, Spools};
 use crate::image::ImageSource;
-use crate::plan::Origin;
 use crate::request::ComposeRequest;
 use crate::store::Store;
 use crate::triton::{self, Component, ComponentKind};
@@ -121,20 +120,23 @@ pub fn catalog(request: &ComposeRequest, no_min: bool) -> Result<Catalog> {
     scanning.dry_run = true;
     let (scans, spools) = compose::scan_images(&scanning, &images, Some(&store), scratch.path())?;
     let info = triton::BuildInfo::from_full_config(&full.image().config, full.name())?;
+    let cost = |components: &[Component]| {
+        costs(
+            request,
+            &images,
+            &scans,
+            &spools,
+            &store,
+            scratch.path(),
+            components,
+        )
+    };
     let mut entries = Vec::new();
     let mut core = None;
     for kind in ComponentKind::ALL {
         for name in triton::offered(&scans.full.tree, kind) {
             let component = Component::new(kind, &name)?;
-            let costs = match costs(
-                request,
-                &images,
-                &scans,
-                &spools,
-                &store,
-                scratch.path(),
-                std::slice::from_ref(&component),
-            ) {
+            let costs = match cost(std::slice::from_ref(&component)) {
                 Ok(costs) => costs,
                 Err(err) => {
                     tracing::warn!("{} {name}: {err}", kind.noun());
@@ -154,18 +156,7 @@ pub fn catalog(request: &ComposeRequest, no_min: bool) -> Result<Catalog> {
     }
     let core = match core {
         Some(core) => core,
-        None => {
-            costs(
-                request,
-                &images,
-                &scans,
-                &spools,
-                &store,
-                scratch.path(),
-                &[],
-            )?
-            .core
-        }
+        None => cost(&[])?.core,
     };
     entries.insert(
         0,
@@ -187,15 +178,7 @@ pub fn catalog(request: &ComposeRequest, no_min: bool) -> Result<Catalog> {
     let selection = if request.components.is_empty() {
         None
     } else {
-        let costs = costs(
-            request,
-            &images,
-            &scans,
-            &spools,
-            &store,
-            scratch.path(),
-            &request.components,
-        )?;
+        let costs = cost(&request.components)?;
         // The composed image: min's layers and the new ones.
         let min_size: u64 = if no_min {
             0
@@ -270,13 +253,7 @@ fn costs(
         compression: request.compression,
         scratch,
         store: Some(store),
-        scans: [
-            (Origin::Full, Some(&scans.full)),
-            (Origin::GpuMin, scans.gpu_min.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(origin, scan)| scan.map(|s| (origin, s)))
-        .collect(),
+        scans: scans.by_origin(),
     }
     .build_only(spools)?;
     let layer = |purpose: &str| -> (u64, u64) {

@@ -86,24 +86,8 @@ pub struct Cli {
     #[arg(long, value_name = "DEST")]
     pub output: Option<String>,
 
-    /// Platform to pick from multi-platform images (default: this machine's).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<String>,
-
-    /// Registry (HOST[:PORT]) that may be reached over plain HTTP (repeatable).
-    /// Registries on this machine (localhost, 127.0.0.1) always may.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", action = ArgAction::Append)]
-    pub insecure_registries: Vec<String>,
-
-    /// Registry credentials file (containers-auth.json format); default
-    /// REGISTRY_AUTH_FILE, then Docker's config and credential helpers.
-    #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
-
-    /// CA certificates (*.crt) for registries, beside the system's, the
-    /// per-host certs.d directories and SSL_CERT_FILE.
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: Access,
 
     /// Compression of the new layers.
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
@@ -189,17 +173,8 @@ pub struct CatalogCli {
     #[arg(long)]
     pub no_store: bool,
 
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<String>,
-
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", action = ArgAction::Append)]
-    pub insecure_registries: Vec<String>,
-
-    #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
-
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: Access,
 }
 
 impl CatalogCli {
@@ -215,10 +190,10 @@ impl CatalogCli {
             enable_gpu,
             output_name: "tritonserver".into(),
             work_dir: self.work_dir,
-            platform: self.platform,
-            insecure_registries: self.insecure_registries,
-            authfile: self.authfile,
-            cert_dir: self.cert_dir,
+            platform: self.access.platform,
+            insecure_registries: self.access.insecure_registries,
+            authfile: self.access.authfile,
+            cert_dir: self.access.cert_dir,
             store: if self.no_store {
                 None
             } else {
@@ -327,15 +302,25 @@ pub struct VerifyCli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    #[command(flatten)]
+    pub access: Access,
+}
+
+/// How images are reached, the same for every command.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Access {
     /// Platform to pick from multi-platform images (default: this machine's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
 
-    /// Registry (HOST[:PORT]) that may be reached over plain HTTP (repeatable).
+    /// Registry (HOST[:PORT]) that may be reached over plain HTTP, with a
+    /// warning (repeatable). A registry on this machine may use it when it
+    /// has no TLS at all.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", action = ArgAction::Append)]
     pub insecure_registries: Vec<String>,
 
-    /// Registry credentials file (containers-auth.json format).
+    /// Registry credentials file (containers-auth.json format); default
+    /// REGISTRY_AUTH_FILE, then Docker's config and credential helpers.
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
 
@@ -343,6 +328,17 @@ pub struct VerifyCli {
     /// per-host certs.d directories and SSL_CERT_FILE.
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+}
+
+impl Access {
+    pub fn options(&self) -> crate::error::Result<crate::transport::Options> {
+        crate::request::transport_options(
+            self.platform.as_deref(),
+            &self.insecure_registries,
+            self.authfile.as_ref(),
+            self.cert_dir.as_ref(),
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -391,10 +387,10 @@ impl Cli {
             no_deps: self.no_deps,
             compression,
             source_date_epoch,
-            platform: self.platform,
-            insecure_registries: self.insecure_registries,
-            authfile: self.authfile,
-            cert_dir: self.cert_dir,
+            platform: self.access.platform,
+            insecure_registries: self.access.insecure_registries,
+            authfile: self.access.authfile,
+            cert_dir: self.access.cert_dir,
             max_layer_size: self.max_layer_size,
             variants_file: self.variants,
             store: if self.no_store {

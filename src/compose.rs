@@ -226,13 +226,7 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             compression: request.compression,
             scratch: scratch.path(),
             store: store.as_ref(),
-            scans: [
-                (Origin::Full, Some(&scans.full)),
-                (Origin::GpuMin, scans.gpu_min.as_ref()),
-            ]
-            .into_iter()
-            .filter_map(|(origin, scan)| scan.map(|s| (origin, s)))
-            .collect(),
+            scans: scans.by_origin(),
         }
         .run(&spools, sink.as_mut())?;
         // Nothing becomes visible once the run was interrupted.
@@ -424,6 +418,19 @@ pub(crate) struct Scans {
     pub min: Option<scan::ScannedImage>,
     pub full: scan::ScannedImage,
     pub gpu_min: Option<scan::ScannedImage>,
+}
+
+impl Scans {
+    /// The scans of the images a plan copies from, for [`Execution`].
+    pub fn by_origin(&self) -> std::collections::HashMap<Origin, &scan::ScannedImage> {
+        [
+            (Origin::Full, Some(&self.full)),
+            (Origin::GpuMin, self.gpu_min.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(origin, scan)| scan.map(|s| (origin, s)))
+        .collect()
+    }
 }
 
 /// The name under which the store keeps indexes made with [`index_keep`]

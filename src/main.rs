@@ -5,7 +5,7 @@ use clap::Parser;
 use triton_compose::cli::{self, CatalogCli, Cli, StoreCli, StoreCommand, VerifyCli};
 use triton_compose::compose;
 use triton_compose::error::Error;
-use triton_compose::request::{transport_options, ComposeRequest};
+use triton_compose::request::ComposeRequest;
 use triton_compose::scan::human_size;
 use triton_compose::store::Store;
 use triton_compose::transport::ImageRef;
@@ -105,12 +105,7 @@ fn run_compose(cli: Cli) -> ExitCode {
 fn verify(cli: VerifyCli) -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     let result = cli.image.parse::<ImageRef>().and_then(|image| {
-        let options = transport_options(
-            cli.platform.as_deref(),
-            &cli.insecure_registries,
-            cli.authfile.as_ref(),
-            cli.cert_dir.as_ref(),
-        )?;
+        let options = cli.access.options()?;
         triton_compose::verify::verify(&image, &options)
     });
     match result {
@@ -140,12 +135,7 @@ fn catalog(cli: CatalogCli) -> ExitCode {
         .parse::<ImageRef>()
         .and_then(|full| {
             // The GPU flag as full says, so that the plan agrees with it.
-            let options = transport_options(
-                cli.platform.as_deref(),
-                &cli.insecure_registries,
-                cli.authfile.as_ref(),
-                cli.cert_dir.as_ref(),
-            )?;
+            let options = cli.access.options()?;
             let source = triton_compose::transport::open_source(&full, &options)?;
             let info = triton_compose::triton::BuildInfo::from_full_config(
                 &source.image().config,
