@@ -97,19 +97,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
-    /// The content-addressed store of layer indexes and built layers that
-    /// later composes reuse (default: TRITON_COMPOSE_STORE, else
-    /// $XDG_CACHE_HOME/triton-compose/store, else ~/.cache/triton-compose/store).
-    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
-    pub store: Option<PathBuf>,
-
-    /// Neither read nor fill the store.
-    #[arg(long)]
-    pub no_store: bool,
-
-    /// Evict the least recently used store entries past this size (e.g. 20G, 500M).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub store_max_size: Option<u64>,
+    #[command(flatten)]
+    pub store: StoreFlags,
 
     /// Several images in one run, each a [[variant]] with name, output and
     /// backends/repoagents/caches (TOML): the sources are read once, and
@@ -167,11 +156,8 @@ pub struct CatalogCli {
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub work_dir: PathBuf,
 
-    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
-    pub store: Option<PathBuf>,
-
-    #[arg(long)]
-    pub no_store: bool,
+    #[command(flatten)]
+    pub store: StoreFlags,
 
     #[command(flatten)]
     pub access: Access,
@@ -194,14 +180,7 @@ impl CatalogCli {
             insecure_registries: self.access.insecure_registries,
             authfile: self.access.authfile,
             cert_dir: self.access.cert_dir,
-            store: if self.no_store {
-                None
-            } else {
-                store_dir(self.store).map(|dir| crate::request::StoreSettings {
-                    dir,
-                    max_size: crate::store::DEFAULT_MAX_SIZE,
-                })
-            },
+            store: self.store.settings(),
             ..Default::default()
         }
     }
@@ -306,6 +285,40 @@ pub struct VerifyCli {
     pub access: Access,
 }
 
+/// The store, the same for every command that reads images through it.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StoreFlags {
+    /// The content-addressed store of layer indexes and built layers that
+    /// later composes reuse (default: TRITON_COMPOSE_STORE, else
+    /// $XDG_CACHE_HOME/triton-compose/store, else ~/.cache/triton-compose/store).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_store")]
+    pub store: Option<PathBuf>,
+
+    /// Neither read nor fill the store.
+    #[arg(long)]
+    pub no_store: bool,
+
+    /// Evict the least recently used store entries past this size (e.g. 20G, 500M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub store_max_size: Option<u64>,
+}
+
+impl StoreFlags {
+    /// Where the store is and its bound; `None` with `--no-store` (or when
+    /// no default location can be found).
+    pub fn settings(&self) -> Option<crate::request::StoreSettings> {
+        if self.no_store {
+            return None;
+        }
+        store_dir(self.store.clone()).map(|dir| crate::request::StoreSettings {
+            dir,
+            max_size: self
+                .store_max_size
+                .unwrap_or(crate::store::DEFAULT_MAX_SIZE),
+        })
+    }
+}
+
 /// How images are reached, the same for every command.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct Access {
@@ -393,16 +406,7 @@ impl Cli {
             cert_dir: self.access.cert_dir,
             max_layer_size: self.max_layer_size,
             variants_file: self.variants,
-            store: if self.no_store {
-                None
-            } else {
-                store_dir(self.store).map(|dir| crate::request::StoreSettings {
-                    dir,
-                    max_size: self
-                        .store_max_size
-                        .unwrap_or(crate::store::DEFAULT_MAX_SIZE),
-                })
-            },
+            store: self.store.settings(),
         }
     }
 }

@@ -116,6 +116,46 @@ impl Setup {
         !status.success()
     }
 
+    /// ROUNDS composes to `output(round)`, each stopped at a random point
+    /// of a run's length `took` (SIGKILL on odd rounds, so the last is one;
+    /// the store on some), with `check(round, delay)` after each. Then a
+    /// run to `after` succeeds and leaves nothing behind, here or in `extra`.
+    #[allow(clippy::too_many_arguments)]
+    fn kill_rounds(
+        &self,
+        seed: u64,
+        took: Duration,
+        env: &[(&str, &str)],
+        output: impl Fn(usize) -> String,
+        mut check: impl FnMut(usize, Duration),
+        after: &str,
+        extra: &[&Path],
+    ) {
+        let mut points = Points(seed);
+        let mut stopped = 0;
+        for round in 0..ROUNDS {
+            let delay = points.next(took.mul_f64(0.9));
+            stopped += usize::from(self.interrupt(
+                &output(round),
+                delay,
+                round % 2 == 1,
+                round % 4 == 2,
+                env,
+            ));
+            check(round, delay);
+        }
+        assert!(
+            stopped >= ROUNDS / 2,
+            "only {stopped} of {ROUNDS} runs were stopped before they finished"
+        );
+        eprintln!(
+            "{stopped} of {ROUNDS} runs stopped; {} leftovers before the next run",
+            self.leftovers(extra).len()
+        );
+        self.run(after, env);
+        assert_eq!(self.leftovers(extra), Vec::<PathBuf>::new());
+    }
+
     /// Scratch or staging left anywhere this test's runs write.
     fn leftovers(&self, extra: &[&Path]) -> Vec<PathBuf> {
         let mut dirs = vec![self.path("work"), self.path("out"), self.path("store/tmp")];
@@ -176,38 +216,22 @@ fn killed_composes_to_an_oci_layout_leave_it_whole() {
     let took = setup.run(&format!("oci:{}:old", layout.display()), &[]);
     let old = tags(&layout);
     let reference = old[0].1.clone();
-    let mut points = Points(1);
-    let mut stopped = 0;
-    for round in 0..ROUNDS {
-        let delay = points.next(took.mul_f64(0.9));
-        stopped += usize::from(setup.interrupt(
-            &format!("oci:{}:new{round}", layout.display()),
-            delay,
-            round % 2 == 1,
-            round % 4 == 2,
-            &[],
-        ));
-        for (tag, digest) in tags(&layout) {
-            // Every tag names a whole image: the old one, or a complete new one.
-            assert!(tag == "old" || tag.starts_with("new"), "{tag}");
-            assert_eq!(digest, reference, "{tag} after a kill at {delay:?}");
-            read_oci(&layout, &tag);
-        }
-        assert!(tags(&layout).contains(&old[0]));
-    }
-    // The last round was a SIGKILL: what it left, the next run sweeps.
-    assert!(
-        stopped >= ROUNDS / 2,
-        "only {stopped} of {ROUNDS} runs were stopped before they finished"
-    );
-    eprintln!(
-        "{stopped} of {ROUNDS} runs stopped; {} leftovers before the next run",
-        setup.leftovers(&[]).len()
-    );
-    setup.run(&format!("oci:{}:after", layout.display()), &[]);
-    assert_eq!(
-        setup.leftovers(&[&layout, &layout.join("blobs/sha256")]),
-        Vec::<PathBuf>::new()
+    setup.kill_rounds(
+        1,
+        took,
+        &[],
+        |round| format!("oci:{}:new{round}", layout.display()),
+        |_, delay| {
+            for (tag, digest) in tags(&layout) {
+                // Every tag names a whole image: the old one, or a complete new one.
+                assert!(tag == "old" || tag.starts_with("new"), "{tag}");
+                assert_eq!(digest, reference, "{tag} after a kill at {delay:?}");
+                read_oci(&layout, &tag);
+            }
+            assert!(tags(&layout).contains(&old[0]));
+        },
+        &format!("oci:{}:after", layout.display()),
+        &[&layout, &layout.join("blobs/sha256")],
     );
 }
 
@@ -220,43 +244,27 @@ fn killed_composes_to_a_docker_archive_leave_nothing_or_the_whole_archive() {
         &[],
     );
     let reference = std::fs::read(reference).unwrap();
-    let mut points = Points(2);
-    let mut stopped = 0;
-    for round in 0..ROUNDS {
-        let delay = points.next(took.mul_f64(0.9));
-        let archive = setup.path(&format!("out/{round}.tar"));
-        stopped += usize::from(setup.interrupt(
-            &format!("docker-archive:{}:x/y:z", archive.display()),
-            delay,
-            round % 2 == 1,
-            round % 4 == 2,
-            &[],
-        ));
-        if archive.exists() {
-            assert_eq!(
-                std::fs::read(&archive).unwrap(),
-                reference,
-                "round {round}, kill at {delay:?}"
-            );
-        }
-    }
-    // The last round was a SIGKILL: what it left, the next run sweeps.
-    assert!(
-        stopped >= ROUNDS / 2,
-        "only {stopped} of {ROUNDS} runs were stopped before they finished"
-    );
-    eprintln!(
-        "{stopped} of {ROUNDS} runs stopped; {} leftovers before the next run",
-        setup.leftovers(&[]).len()
-    );
-    setup.run(
+    let archive = |round: usize| setup.path(&format!("out/{round}.tar"));
+    setup.kill_rounds(
+        2,
+        took,
+        &[],
+        |round| format!("docker-archive:{}:x/y:z", archive(round).display()),
+        |round, delay| {
+            if archive(round).exists() {
+                assert_eq!(
+                    std::fs::read(archive(round)).unwrap(),
+                    reference,
+                    "round {round}, kill at {delay:?}"
+                );
+            }
+        },
         &format!(
             "docker-archive:{}:x/y:z",
             setup.path("out/after.tar").display()
         ),
         &[],
     );
-    assert_eq!(setup.leftovers(&[]), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -287,34 +295,21 @@ fn killed_composes_to_a_registry_never_leave_a_partial_tag() {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let reference = digest_of("old").unwrap();
-    let mut points = Points(3);
-    let mut stopped = 0;
-    for round in 0..ROUNDS {
-        let delay = points.next(took.mul_f64(0.9));
-        stopped += usize::from(setup.interrupt(
-            &format!("{repo}:new{round}"),
-            delay,
-            round % 2 == 1,
-            round % 4 == 2,
-            &env,
-        ));
-        if let Some(digest) = digest_of(&format!("new{round}")) {
-            assert_eq!(digest, reference, "round {round}, kill at {delay:?}");
-        }
-        assert_eq!(digest_of("old").as_deref(), Some(reference.as_str()));
-    }
-    // The last round was a SIGKILL: what it left, the next run sweeps.
-    assert!(
-        stopped >= ROUNDS / 2,
-        "only {stopped} of {ROUNDS} runs were stopped before they finished"
+    setup.kill_rounds(
+        3,
+        took,
+        &env,
+        |round| format!("{repo}:new{round}"),
+        |round, delay| {
+            if let Some(digest) = digest_of(&format!("new{round}")) {
+                assert_eq!(digest, reference, "round {round}, kill at {delay:?}");
+            }
+            assert_eq!(digest_of("old").as_deref(), Some(reference.as_str()));
+        },
+        &format!("{repo}:after"),
+        &[],
     );
-    eprintln!(
-        "{stopped} of {ROUNDS} runs stopped; {} leftovers before the next run",
-        setup.leftovers(&[]).len()
-    );
-    setup.run(&format!("{repo}:after"), &env);
     assert_eq!(digest_of("after").as_deref(), Some(reference.as_str()));
-    assert_eq!(setup.leftovers(&[]), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -348,34 +343,21 @@ fn killed_composes_to_the_docker_engine_never_load_a_partial_image() {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let reference = id_of("old").unwrap();
-    let mut points = Points(4);
-    let mut stopped = 0;
-    for round in 0..ROUNDS {
-        let delay = points.next(took.mul_f64(0.9));
-        stopped += usize::from(setup.interrupt(
-            &format!("docker-daemon:{name}:new{round}"),
-            delay,
-            round % 2 == 1,
-            round % 4 == 2,
-            &[],
-        ));
-        if let Some(id) = id_of(&format!("new{round}")) {
-            assert_eq!(id, reference, "round {round}, kill at {delay:?}");
-        }
-        assert_eq!(id_of("old").as_deref(), Some(reference.as_str()));
-    }
-    // The last round was a SIGKILL: what it left, the next run sweeps.
-    assert!(
-        stopped >= ROUNDS / 2,
-        "only {stopped} of {ROUNDS} runs were stopped before they finished"
+    setup.kill_rounds(
+        4,
+        took,
+        &[],
+        |round| format!("docker-daemon:{name}:new{round}"),
+        |round, delay| {
+            if let Some(id) = id_of(&format!("new{round}")) {
+                assert_eq!(id, reference, "round {round}, kill at {delay:?}");
+            }
+            assert_eq!(id_of("old").as_deref(), Some(reference.as_str()));
+        },
+        &format!("docker-daemon:{name}:after"),
+        &[],
     );
-    eprintln!(
-        "{stopped} of {ROUNDS} runs stopped; {} leftovers before the next run",
-        setup.leftovers(&[]).len()
-    );
-    setup.run(&format!("docker-daemon:{name}:after"), &[]);
     assert_eq!(id_of("after").as_deref(), Some(reference.as_str()));
-    assert_eq!(setup.leftovers(&[]), Vec::<PathBuf>::new());
     let _ = Command::new("docker")
         .args(["rmi", "-f", &reference])
         .output();
