@@ -9,7 +9,9 @@
 #         Triton 2.51.0 from the nvidia-pytriton 0.7.0 wheel as /opt/tritonserver
 #         (RPATHs rewritten with patchelf); stand-in backends (standin and a
 #         25 MB onnxruntime, both needing libgomp.so.1) and checksum repoagent;
-#         /opt/nvidia; NGC's ENV and LABELs
+#         pyllm, a python-based backend (model.py) importing distributions
+#         pip installed only in full (tests/fixtures/python); /opt/nvidia;
+#         NGC's ENV and LABELs
 #
 # The directory gets min.tar and full.tar (`docker save`), min-oci/ and
 # full-oci/ (`skopeo copy`, tag `latest`), and images.env naming the images
@@ -87,7 +89,10 @@ gcc -shared -fPIC -fopenmp -o "$s/backends/onnxruntime/libtriton_onnxruntime.so"
 head -c 25000000 /dev/urandom > "$s/backends/onnxruntime/libonnxruntime_payload.bin"
 gcc -shared -fPIC -o "$s/backends/obsolete/libtriton_obsolete.so" tests/fixtures/standins/standin.c
 gcc -shared -fPIC -o "$s/repoagents/checksum/libtritonrepoagent_checksum.so" tests/fixtures/standins/standin.c
+mkdir -p "$s/backends/pyllm"
+cp tests/fixtures/standins/pyllm/model.py "$s/backends/pyllm/"
 cp -r tests/fixtures/nvidia "$ctx/nvidia"
+cp -r tests/fixtures/python "$ctx/python"
 
 log "docker build full"
 DOCKER_BUILDKIT=0 docker build -q --network host --build-arg "MIN_IMAGE=$min_name" \

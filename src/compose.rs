@@ -435,8 +435,8 @@ impl Scans {
 
 /// The name under which the store keeps indexes made with [`index_keep`]
 /// and [`index_elf`]; for min, with `index_keep` only.
-const INDEX_KIND: &str = "compose-3";
-const MIN_INDEX_KIND: &str = "keep-3";
+const INDEX_KIND: &str = "compose-4";
+const MIN_INDEX_KIND: &str = "keep-4";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a

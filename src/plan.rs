@@ -17,7 +17,7 @@ use crate::layer::{EntryKind, EntryMeta, ImagePath};
 pub use crate::scan::MinView;
 use crate::scan::ScannedImage;
 use crate::tree::InodeRef;
-use crate::triton::{self, BuildInfo, Component, GpuMinCopy};
+use crate::triton::{self, BuildInfo, Component, ComponentKind, GpuMinCopy};
 
 /// The images whose files a plan copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +145,11 @@ pub fn candidate_roots(components: &[Component]) -> Vec<ImagePath> {
         .map(|(name, _)| install.join(name.as_bytes()))
         .collect();
     roots.extend(components.iter().map(Component::path));
+    // A python-based backend brings the python backend along.
+    if components.iter().any(|c| c.kind == ComponentKind::Backend) {
+        roots
+            .push(triton::kind_dir(ComponentKind::Backend).join(triton::PYTHON_BACKEND.as_bytes()));
+    }
     roots.push(ImagePath::from_static(triton::NVIDIA_DIR));
     roots
 }
@@ -208,7 +213,8 @@ pub fn build(
     }
     layers.push(builder.layer("Triton core", &core_roots)?);
 
-    for component in options.components {
+    let components = &triton::with_python_backend(options.components, full_tree)[..];
+    for component in components {
         let path = component.path();
         if !full_tree.get(&path).is_some_and(|n| n.is_dir()) {
             let offered = triton::offered(full_tree, component.kind);
@@ -225,8 +231,7 @@ pub fn build(
         layers.push(layer);
     }
 
-    let cuda_copies =
-        triton::gpu_min_copies(options.components, options.enable_gpu, &info.architecture);
+    let cuda_copies = triton::gpu_min_copies(components, options.enable_gpu, &info.architecture);
     let gpu_min = gpu_min.filter(|_| !cuda_copies.is_empty());
     let mut gpu_min_layer = None;
     if !cuda_copies.is_empty() {
@@ -260,7 +265,7 @@ pub fn build(
     }
     let config_changes = triton::config_changes(
         &info,
-        options.components,
+        components,
         options.enable_gpu,
         config::entrypoint(full.config),
         config::entrypoint(min.config),
@@ -288,7 +293,8 @@ pub fn build(
             selected: &selected,
             provided: &provided,
             ld_library_path: config::env_var(&env, "LD_LIBRARY_PATH").as_deref(),
-            needs: &triton::runtime_needs(options.components),
+            architecture: &info.architecture,
+            needs: &triton::runtime_needs(components, full_tree, &full.scan.kept),
         });
         layers.extend(gpu_min_layer);
         if let Some(layer) = builder.deps_layer(&deps)? {

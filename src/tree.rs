@@ -57,6 +57,17 @@ impl MergedTree {
             .take_while(move |(p, _)| p.is_within(path))
     }
 
+    /// Paths whose bytes start with `prefix`'s (`dir/name.` finds
+    /// `dir/name.x` and `dir/name.y/z`), in tree order.
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a ImagePath,
+    ) -> impl Iterator<Item = (&'a ImagePath, &'a Node)> + 'a {
+        self.nodes
+            .range((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(p, _)| p.as_bytes().starts_with(prefix.as_bytes()))
+    }
+
     /// Names of the direct children of a directory, sorted.
     pub fn child_names(&self, dir: &ImagePath) -> Vec<String> {
         self.subtree(dir)

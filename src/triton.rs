@@ -4,11 +4,15 @@
 //! live, which environment and labels a composed image gets, and the
 //! `triton-server` account. The generic image machinery knows none of this.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::config::{self, ConfigChange};
+use crate::deps::pysource;
 use crate::error::{Error, Result};
 use crate::layer::ImagePath;
+use crate::tree::MergedTree;
 
 /// Where Triton lives inside the images.
 pub const INSTALL_DIR: &str = "opt/tritonserver";
@@ -387,28 +391,138 @@ pub fn gpu_min_copies(
 pub enum RuntimeNeed {
     /// A dpkg package, with the Depends it needs.
     Package(&'static str),
-    /// A top-level python module, from whichever package installed it.
-    PythonModule(&'static str),
+    /// A python module (dotted), from whichever package or distribution
+    /// installed it. An optional one is carried when found, never missing.
+    PythonModule { module: String, optional: bool },
 }
 
-/// The runtime needs of the selected components, each with its reason.
-pub fn runtime_needs(components: &[Component]) -> Vec<(RuntimeNeed, String)> {
+/// The runtime needs of the selected components, each with its reason:
+/// the python backend's interpreter and numpy, and what the code of
+/// python-based backends imports (their `.py` files must be in `kept`).
+pub fn runtime_needs(
+    components: &[Component],
+    tree: &MergedTree,
+    kept: &HashMap<ImagePath, Vec<u8>>,
+) -> Vec<(RuntimeNeed, String)> {
     let mut needs = Vec::new();
     for component in components {
-        if component.kind == ComponentKind::Backend && component.name == "python" {
+        if component.kind != ComponentKind::Backend {
+            continue;
+        }
+        if component.name == PYTHON_BACKEND {
             // compose.py: apt python3 libarchive libpython3-dev, pip numpy.
             let why = "the python backend runs models with python3 and numpy".to_string();
             needs.push((RuntimeNeed::Package("python3"), why.clone()));
-            needs.push((RuntimeNeed::PythonModule("numpy"), why));
+            needs.push((
+                RuntimeNeed::PythonModule {
+                    module: "numpy".into(),
+                    optional: false,
+                },
+                why,
+            ));
+        } else if is_python_based(tree, &component.name) {
+            for (import, file) in backend_imports(tree, kept, &component.name) {
+                let why = format!("imported by {}", file.display_abs());
+                needs.push((
+                    RuntimeNeed::PythonModule {
+                        module: import.module,
+                        optional: import.optional,
+                    },
+                    why,
+                ));
+            }
         }
     }
     needs
 }
 
-/// Python modules a backend's models import, for `verify`.
+/// The backend that runs python models, and python-based backends.
+pub const PYTHON_BACKEND: &str = "python";
+
+/// True for the files scans keep so that a python-based backend's imports
+/// can be read: `.py` files under `backends/`.
+pub fn is_backend_source(path: &ImagePath) -> bool {
+    path.file_name().ends_with(b".py") && path.is_within(&kind_dir(ComponentKind::Backend))
+}
+
+/// True when `backends/NAME` is a python-based backend: a `model.py` and
+/// no `libtriton_NAME.so`. Triton runs it with the python backend (as vllm's).
+pub fn is_python_based(tree: &MergedTree, name: &str) -> bool {
+    let dir = kind_dir(ComponentKind::Backend).join(name.as_bytes());
+    name != PYTHON_BACKEND
+        && tree
+            .get(&dir.join(b"model.py"))
+            .is_some_and(|n| !n.is_dir())
+        && !tree.contains(&dir.join(format!("libtriton_{name}.so").as_bytes()))
+}
+
+/// The selection with the python backend added when a python-based backend
+/// needs it and it was not asked for; says so.
+pub fn with_python_backend(components: &[Component], tree: &MergedTree) -> Vec<Component> {
+    let mut out = components.to_vec();
+    let python = Component {
+        kind: ComponentKind::Backend,
+        name: PYTHON_BACKEND.to_string(),
+    };
+    let based: Vec<&Component> = components
+        .iter()
+        .filter(|c| c.kind == ComponentKind::Backend && is_python_based(tree, &c.name))
+        .collect();
+    if let Some(first) = based.first() {
+        if !out.contains(&python) {
+            tracing::warn!(
+                "backend {} is python-based: Triton runs it with the python backend, which is added",
+                first.name
+            );
+            out.push(python);
+        }
+    }
+    out
+}
+
+/// The absolute imports of a python-based backend's `.py` files (each
+/// with the file that first imports it), less the backend's own modules
+/// and the python backend's (`triton_python_backend_utils`).
+pub fn backend_imports(
+    tree: &MergedTree,
+    kept: &HashMap<ImagePath, Vec<u8>>,
+    name: &str,
+) -> Vec<(pysource::Import, ImagePath)> {
+    let backends = kind_dir(ComponentKind::Backend);
+    let dir = backends.join(name.as_bytes());
+    let own_dirs = [dir.clone(), backends.join(PYTHON_BACKEND.as_bytes())];
+    let is_own = |top: &str| {
+        own_dirs.iter().any(|d| {
+            tree.contains(&d.join(format!("{top}.py").as_bytes()))
+                || tree
+                    .get(&d.join(top.as_bytes()))
+                    .is_some_and(|n| n.is_dir())
+        })
+    };
+    let mut out: Vec<(pysource::Import, ImagePath)> = Vec::new();
+    let mut sources: Vec<(&ImagePath, &Vec<u8>)> = kept
+        .iter()
+        .filter(|(p, _)| p.is_within(&dir) && is_backend_source(p))
+        .collect();
+    sources.sort();
+    for (file, text) in sources {
+        for import in pysource::imports(&String::from_utf8_lossy(text)) {
+            if is_own(import.top_level()) {
+                continue;
+            }
+            match out.iter_mut().find(|(i, _)| i.module == import.module) {
+                Some((seen, _)) => seen.optional &= import.optional,
+                None => out.push((import, file.clone())),
+            }
+        }
+    }
+    out
+}
+
+/// Python modules the python backend's models import, for `verify`.
 pub fn python_imports(backend: &str) -> &'static [&'static str] {
     match backend {
-        "python" => &["numpy"],
+        PYTHON_BACKEND => &["numpy"],
         _ => &[],
     }
 }
@@ -477,13 +591,13 @@ pub fn load_root(path: &ImagePath, executable: bool) -> Option<LoadRoot> {
 /// as binding to SageMaker's port, when the full image has it.
 pub const SAGEMAKER_SERVE: &str = "usr/bin/serve";
 
-pub fn has_sagemaker_serve(tree: &crate::tree::MergedTree) -> bool {
+pub fn has_sagemaker_serve(tree: &MergedTree) -> bool {
     tree.get(&ImagePath::from_static(SAGEMAKER_SERVE))
         .is_some_and(|n| !n.is_dir())
 }
 
 /// Names of the components of a kind that a full image offers.
-pub fn offered(tree: &crate::tree::MergedTree, kind: ComponentKind) -> Vec<String> {
+pub fn offered(tree: &MergedTree, kind: ComponentKind) -> Vec<String> {
     let dir = kind_dir(kind);
     tree.child_names(&dir)
         .into_iter()

@@ -17,7 +17,8 @@ use crate::config;
 use crate::deps::chain::{self, Finding, Objects, Roots};
 use crate::deps::fsview::{resolve, Resolution};
 use crate::deps::ldso::SearchPath;
-use crate::deps::{self, python};
+use crate::deps::python::{self, Dists, PythonEnv};
+use crate::deps::{self, dpkg};
 use crate::elf::ElfInfo;
 use crate::error::Result;
 use crate::layer::{EntryKind, ImagePath};
@@ -51,7 +52,19 @@ impl MissingLibrary {
 pub struct PythonImport {
     pub backend: String,
     pub module: String,
+    /// Where the interpreter finds it (`<built-in>` for CPython's own).
     pub found: Option<String>,
+    /// Imported under `try:` (or for type checking only): a warning when
+    /// missing, not a failure.
+    pub optional: bool,
+}
+
+/// A `Requires-Dist` of an imported distribution that the image lacks.
+#[derive(Debug, Serialize)]
+pub struct MissingRequirement {
+    /// The dist-info directory that requires it.
+    pub dist: String,
+    pub requires: String,
 }
 
 /// Where a load starts.
@@ -78,6 +91,8 @@ pub struct Report {
     /// Needs left to the host driver (libcuda.so.1 and the like).
     pub driver_libraries: BTreeSet<String>,
     pub python_imports: Vec<PythonImport>,
+    /// Distributions the imported ones require, transitively, and lack.
+    pub python_requirements: Vec<MissingRequirement>,
     pub ok: bool,
 }
 
@@ -171,6 +186,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         unreachable: Vec::new(),
         driver_libraries: loads.driver,
         python_imports: Vec::new(),
+        python_requirements: Vec::new(),
         ok: true,
     };
     for path in installed {
@@ -191,24 +207,103 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         }
     }
 
-    let sites = python::site_dirs(&[&scanned.tree]);
-    let backends = triton::offered(&scanned.tree, triton::ComponentKind::Backend);
-    for backend in backends {
-        for module in triton::python_imports(&backend) {
-            let found = sites
+    let architecture = config
+        .get("architecture")
+        .and_then(|a| a.as_str())
+        .unwrap_or("amd64");
+    (report.python_imports, report.python_requirements) = check_python(&scanned, architecture);
+    report.ok = report.missing_libraries.is_empty()
+        && report.python_requirements.is_empty()
+        && report
+            .python_imports
+            .iter()
+            .all(|i| i.optional || i.found.is_some());
+    Ok(report)
+}
+
+/// The python modules the image's backends import (the python backend's
+/// numpy, and whatever the code of python-based backends imports), where
+/// each is found, and what the distributions found require and lack.
+fn check_python(
+    scanned: &ScannedImage,
+    architecture: &str,
+) -> (Vec<PythonImport>, Vec<MissingRequirement>) {
+    let tree = &scanned.tree;
+    let trees = [tree];
+    let status = scanned
+        .kept
+        .get(&ImagePath::from_static(dpkg::STATUS))
+        .map(|b| dpkg::parse_status(&String::from_utf8_lossy(b)))
+        .unwrap_or_default();
+    let version = |package: &str| {
+        status
+            .iter()
+            .find(|s| s.package == package)
+            .and_then(|s| s.field("Version"))
+            .map(str::to_string)
+    };
+    let env = PythonEnv::of_image(&trees, version, architecture);
+    let sites = python::site_dirs(&trees, env.as_ref().map(|e| e.version.as_str()));
+    let dists = Dists::new(&scanned.kept);
+    let mut imports = Vec::new();
+    let mut walk: Vec<(ImagePath, BTreeSet<String>)> = Vec::new();
+    for backend in triton::offered(tree, triton::ComponentKind::Backend) {
+        let modules: Vec<(String, bool)> = if triton::is_python_based(tree, &backend) {
+            triton::backend_imports(tree, &scanned.kept, &backend)
+                .into_iter()
+                .map(|(i, _)| (i.module, i.optional))
+                .collect()
+        } else {
+            triton::python_imports(&backend)
                 .iter()
-                .flat_map(|s| python::module_candidates(s, module))
-                .find(|c| matches!(resolve(view, c), Resolution::Found(_)));
-            report.python_imports.push(PythonImport {
+                .map(|m| (m.to_string(), false))
+                .collect()
+        };
+        for (module, optional) in modules {
+            let top = module.split('.').next().unwrap_or(&module);
+            let found = if python::BUILTIN_MODULES.contains(&top) {
+                Some("<built-in>".to_string())
+            } else {
+                let path = sites
+                    .iter()
+                    .flat_map(|s| python::module_candidates(s, &module, &trees))
+                    .find_map(|c| match resolve(tree, &c) {
+                        Resolution::Found(r) => Some(r.path),
+                        _ => None,
+                    });
+                if let Some(dist) = path.as_ref().and_then(|p| dists.owner(p)) {
+                    walk.push((dist.clone(), BTreeSet::new()));
+                }
+                path.map(|p| p.display_abs())
+            };
+            imports.push(PythonImport {
                 backend: backend.clone(),
-                module: module.to_string(),
-                found: found.map(|p| p.display_abs()),
+                module,
+                found,
+                optional,
             });
         }
     }
-    report.ok = report.missing_libraries.is_empty()
-        && report.python_imports.iter().all(|i| i.found.is_some());
-    Ok(report)
+    let mut missing = Vec::new();
+    if let Some(env) = &env {
+        let mut seen: BTreeSet<(ImagePath, BTreeSet<String>)> = BTreeSet::new();
+        while let Some(item) = walk.pop() {
+            if !seen.insert(item.clone()) {
+                continue;
+            }
+            let (dist, extras) = item;
+            for req in dists.requirements(&dist, env, &extras) {
+                match dists.named(&req.name, &sites) {
+                    Some(found) => walk.push((found.clone(), req.extras)),
+                    None => missing.push(MissingRequirement {
+                        dist: dist.display_abs(),
+                        requires: req.spec,
+                    }),
+                }
+            }
+        }
+    }
+    (imports, missing)
 }
 
 impl Report {
@@ -245,11 +340,21 @@ impl Report {
                     "python: {} (for the {} backend) at {path}\n",
                     import.module, import.backend
                 )),
+                None if import.optional => out.push_str(&format!(
+                    "python (warning): {} is not in the image; the {} backend imports it under try:\n",
+                    import.module, import.backend
+                )),
                 None => out.push_str(&format!(
                     "missing: python module {} (the {} backend imports it)\n",
                     import.module, import.backend
                 )),
             }
+        }
+        for req in &self.python_requirements {
+            out.push_str(&format!(
+                "missing: python distribution `{}`, which {} requires\n",
+                req.requires, req.dist
+            ));
         }
         if !self.driver_libraries.is_empty() {
             out.push_str(&format!(

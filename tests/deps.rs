@@ -893,3 +893,286 @@ fn the_closure_covers_the_elf_files_of_a_component_from_a_directory() {
     );
     assert_eq!(code, 0, "{report}");
 }
+
+/// One installed distribution: a dist-info with METADATA, top_level.txt and
+/// RECORD (as pip writes them), and its files.
+fn dist(site: &str, dist_info: &str, metadata: &str, files: &[Item]) -> Vec<Item> {
+    let info = format!("{site}/{dist_info}");
+    let mut items = vec![dir(&info)];
+    let mut record = String::new();
+    let mut tops = std::collections::BTreeSet::new();
+    for item in files {
+        let path = match item {
+            Item::File { path, .. } | Item::Dir { path, .. } => path.clone(),
+            _ => continue,
+        };
+        let rel = path.strip_prefix(&format!("{site}/")).unwrap().to_string();
+        tops.insert(rel.split(['/', '.']).next().unwrap().to_string());
+        if matches!(item, Item::File { .. }) {
+            record.push_str(&format!("{rel},,\n"));
+        }
+    }
+    items.extend(files.iter().cloned());
+    let tops: Vec<String> = tops.into_iter().collect();
+    items.push(file(&format!("{info}/METADATA"), metadata));
+    items.push(file(
+        &format!("{info}/top_level.txt"),
+        &(tops.join("\n") + "\n"),
+    ));
+    record.push_str(&format!(
+        "{dist_info}/METADATA,,\n{dist_info}/top_level.txt,,\n{dist_info}/RECORD,,\n"
+    ));
+    items.push(file(&format!("{info}/RECORD"), &record));
+    items
+}
+
+const SITE: &str = "usr/local/lib/python3.11/dist-packages";
+
+/// A python-based backend `pyb` (model.py, no libtriton_pyb.so) and the
+/// distributions full has for it, and some it must not bring.
+fn python_based_layer(libs: &Libs) -> Vec<u8> {
+    let model = r#"
+import sys
+import json as _json_from_the_stdlib
+import triton_python_backend_utils as pb_utils
+from outer_pkg.core import add
+import native_mod
+from . import helpers
+import localhelper
+try:
+    import fancy_optional
+except ImportError:
+    fancy_optional = None
+"#;
+    let native = {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("libleaf.so.1"), &libs.leaf).unwrap();
+        cc(
+            d.path(),
+            "native_mod.so",
+            "native_mod.so",
+            "int leaf(void); int native(void){return leaf();}",
+            &["-l:libleaf.so.1"],
+        )
+    };
+    let meta = |name: &str, requires: &[&str]| {
+        let mut m = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n");
+        for r in requires {
+            m.push_str(&format!("Requires-Dist: {r}\n"));
+        }
+        m + "\nRequires-Dist: not-a-header (the description)\n"
+    };
+    let b = "opt/tritonserver/backends/pyb";
+    let mut items = vec![
+        dir("opt/tritonserver"),
+        dir("opt/tritonserver/backends"),
+        dir(b),
+        file(&format!("{b}/model.py"), model),
+        file(
+            &format!("{b}/helpers.py"),
+            "import also_from_helpers_dist\n",
+        ),
+        file(&format!("{b}/localhelper.py"), "x = 1\n"),
+        dir("opt/tritonserver/backends/python"),
+        file(
+            "opt/tritonserver/backends/python/triton_python_backend_utils.py",
+            "import json\n",
+        ),
+        dir("usr/bin"),
+        symlink("usr/bin/python3", "python3.11"),
+        dir("usr/lib/python3.11"),
+        dir("usr/lib/python3.11/json"),
+        file("usr/lib/python3.11/json/__init__.py", "# stdlib\n"),
+        dir("usr/local"),
+        dir("usr/local/lib"),
+        dir("usr/local/lib/python3.11"),
+        dir(SITE),
+    ];
+    items.extend(dist(
+        SITE,
+        "Outer_Pkg-1.0.dist-info",
+        &meta(
+            "Outer-Pkg",
+            &[
+                "inner.lib>=1.0",
+                "never-there ; python_version < \"3\"",
+                "on-mac ; sys_platform == \"darwin\"",
+                "extra-thing ; extra == \"fast\"",
+                "x86-only ; platform_machine == \"x86_64\" and python_version >= \"3.10\"",
+            ],
+        ),
+        &[
+            dir(&format!("{SITE}/outer_pkg")),
+            file(&format!("{SITE}/outer_pkg/__init__.py"), ""),
+            file(
+                &format!("{SITE}/outer_pkg/core.py"),
+                "from innerlib import f\n",
+            ),
+        ],
+    ));
+    items.extend(dist(
+        SITE,
+        "inner_lib-1.2.dist-info",
+        &meta("inner.lib", &[]),
+        &[file(&format!("{SITE}/innerlib.py"), "def f(): pass\n")],
+    ));
+    items.extend(dist(
+        SITE,
+        "x86_only-1.0.dist-info",
+        &meta("x86_only", &[]),
+        &[file(&format!("{SITE}/x86only.py"), "")],
+    ));
+    items.extend(dist(
+        SITE,
+        "extra_thing-1.0.dist-info",
+        &meta("extra-thing", &[]),
+        &[file(&format!("{SITE}/extrathing.py"), "")],
+    ));
+    items.extend(dist(
+        SITE,
+        "native-1.0.dist-info",
+        &meta("native", &[]),
+        &[bin(
+            &format!("{SITE}/native_mod.cpython-311-x86_64-linux-gnu.so"),
+            &native,
+        )],
+    ));
+    items.extend(dist(
+        SITE,
+        "helpers_dist-1.0.dist-info",
+        &meta("helpers-dist", &[]),
+        &[file(&format!("{SITE}/also_from_helpers_dist.py"), "")],
+    ));
+    items.extend(dist(
+        SITE,
+        "unrelated-1.0.dist-info",
+        &meta("unrelated", &[]),
+        &[file(&format!("{SITE}/unrelated_mod.py"), "")],
+    ));
+    layer_tar(&items)
+}
+
+#[test]
+fn a_python_based_backend_carries_its_imports_and_their_requirements() {
+    let libs = compile();
+    let setup = Setup::with_layer(false, Some(python_based_layer(&libs)));
+    let stderr = setup.compose("pyb", &["--backend", "pyb"]);
+    assert!(
+        stderr.contains("backend pyb is python-based"),
+        "the python backend is added:\n{stderr}"
+    );
+    let image = read_oci(&setup.path("pyb"), "latest");
+    let has = |p: &str| image.tree.contains_key(p);
+    for carried in [
+        "opt/tritonserver/backends/python/triton_python_backend_utils.py",
+        "opt/tritonserver/backends/pyb/model.py",
+        &format!("{SITE}/outer_pkg/core.py"),
+        &format!("{SITE}/Outer_Pkg-1.0.dist-info/METADATA"),
+        &format!("{SITE}/innerlib.py"),
+        &format!("{SITE}/x86only.py"),
+        &format!("{SITE}/native_mod.cpython-311-x86_64-linux-gnu.so"),
+        &format!("{SITE}/also_from_helpers_dist.py"),
+        // The extension module's ELF need.
+        &format!("{LIBDIR}/libleaf.so.1.0"),
+    ] {
+        assert!(has(carried), "{carried} was not carried:\n{stderr}");
+    }
+    for left in [
+        "extrathing.py",
+        "unrelated_mod.py",
+        "extra_thing-1.0.dist-info/METADATA",
+    ] {
+        assert!(
+            !has(&format!("{SITE}/{left}")),
+            "{left} was carried:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("Requires-Dist of Outer_Pkg-1.0: inner.lib>=1.0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fancy_optional"), "{stderr}");
+
+    let (code, report) = setup.verify("pyb");
+    let imports: Vec<(String, bool, bool)> = report["python_imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["backend"] == "pyb")
+        .map(|i| {
+            (
+                i["module"].as_str().unwrap().to_string(),
+                i["found"].is_string(),
+                i["optional"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, bool, bool)> = [
+        ("also_from_helpers_dist", true, false),
+        ("sys", true, false),
+        ("json", true, false),
+        ("outer_pkg.core", true, false),
+        ("native_mod", true, false),
+        ("fancy_optional", false, true),
+    ]
+    .iter()
+    .map(|(m, f, o)| (m.to_string(), *f, *o))
+    .collect();
+    assert_eq!(imports, expected, "{report}");
+    assert_eq!(report["python_requirements"], serde_json::json!([]));
+    assert_eq!(code, 0, "{report}");
+
+    // Without the closure, verify names what the backend cannot import;
+    // the optional import is only a warning.
+    setup.compose("bare", &["--backend", "pyb", "--no-deps"]);
+    let (code, report) = setup.verify("bare");
+    assert_eq!(code, 1, "{report}");
+    let image = format!("oci:{}:latest", setup.path("bare").display());
+    let (code, stdout, _) = run_cli_output(&["verify", "-q", &image]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("missing: python module outer_pkg.core (the pyb backend imports it)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("python (warning): fancy_optional is not in the image"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_requirement_full_lacks_is_reported_by_compose_and_verify() {
+    let libs = compile();
+    let mut layer = python_based_layer(&libs);
+    // inner.lib is gone from full: Outer-Pkg's requirement cannot be met.
+    let gone = layer_tar(&[
+        whiteout(&format!("{SITE}/inner_lib-1.2.dist-info")),
+        whiteout(&format!("{SITE}/innerlib.py")),
+    ]);
+    let setup = {
+        let dir = tempfile::tempdir().unwrap();
+        let min = min();
+        min.write_oci(&dir.path().join("min"), "latest");
+        let mut full = full(&min, &libs, false);
+        full.layers.push(std::mem::take(&mut layer));
+        full.layers.push(gone);
+        full.write_oci(&dir.path().join("full"), "24.10");
+        Setup { dir }
+    };
+    let stderr = setup.compose("pyb", &["--backend", "pyb", "--backend", "python"]);
+    assert!(
+        stderr.contains("python distribution inner-lib")
+            && stderr.contains("Requires-Dist of Outer_Pkg-1.0"),
+        "{stderr}"
+    );
+    let (code, report) = setup.verify("pyb");
+    assert_eq!(code, 1);
+    assert_eq!(
+        report["python_requirements"],
+        serde_json::json!([{
+            "dist": format!("/{SITE}/Outer_Pkg-1.0.dist-info"),
+            "requires": "inner.lib>=1.0",
+        }]),
+        "{report}"
+    );
+}

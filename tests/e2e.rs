@@ -906,6 +906,86 @@ fn hostile_config_values_stay_literal_through_docker_build() {
     );
 }
 
+/// add_sub's config with `backend: "NAME"` and no code of its own: Triton
+/// runs the backend's model.py for it.
+fn models_naming_backend(backend: &str) -> tempfile::TempDir {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("add_sub");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    let config = std::fs::read_to_string(data.join("config.pbtxt"))
+        .unwrap()
+        .replace("backend: \"python\"", &format!("backend: \"{backend}\""));
+    assert!(config.contains(&format!("backend: \"{backend}\"")));
+    std::fs::write(model.join("config.pbtxt"), config).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX", models.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    models
+}
+
+#[test]
+fn a_python_based_backend_from_full_answers_with_the_packages_it_imports() {
+    // pyllm (backends/pyllm/model.py) imports tcxouter (which requires
+    // tcx-inner) and tcx_native (a C extension needing libgomp.so.1): all
+    // only in full. Only --backend pyllm is asked for.
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (archive, name) = compose_to_archive(&fx, work.path(), &["--backend", "pyllm"]);
+    let (code, report) = verify(&archive);
+    assert_eq!(code, 0, "{report}");
+    for module in ["tcxouter", "tcx_native", "numpy", "json"] {
+        assert!(
+            report.contains(&format!("python: {module} (for the pyllm backend) at /")),
+            "{module}:\n{report}"
+        );
+    }
+    assert!(
+        report.contains("python (warning): tcx_not_installed is not in the image"),
+        "{report}"
+    );
+    let image = load(&archive, &name);
+    let site = "/usr/local/lib/python3.11/dist-packages";
+    let listing = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/sh",
+        &image.0,
+        "-c",
+        &format!(
+            "ls {site} /opt/tritonserver/backends; ls /usr/lib/x86_64-linux-gnu | grep libgomp"
+        ),
+    ]);
+    for present in [
+        "tcxouter",
+        "tcx_inner",
+        "tcx_native.cpython-311",
+        "python",
+        "pyllm",
+        "libgomp.so.1",
+    ] {
+        assert!(
+            listing.contains(present),
+            "{present} is missing:\n{listing}"
+        );
+    }
+    for absent in ["tcx_extra", "tcx_unused", "standin", "onnxruntime"] {
+        assert!(
+            !listing.contains(absent),
+            "{absent} was carried:\n{listing}"
+        );
+    }
+    let models = models_naming_backend("pyllm");
+    let server = Server::start(&image.0, models.path());
+    server.wait_ready(Duration::from_secs(120));
+    assert_add_sub_answers(&server);
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+}
+
 #[test]
 fn a_python_based_backend_from_a_directory_answers_inference() {
     let Some(fx) = Fixtures::get() else { return };
@@ -922,19 +1002,7 @@ fn a_python_based_backend_from_a_directory_answers_inference() {
         work.path(),
         &["--backend", "python", "--backend", &spec],
     );
-    // A model that names the backend and has no code of its own.
-    let models = tempfile::tempdir().unwrap();
-    let model = models.path().join("add_sub");
-    std::fs::create_dir_all(model.join("1")).unwrap();
-    let config = std::fs::read_to_string(data.join("config.pbtxt"))
-        .unwrap()
-        .replace("backend: \"python\"", "backend: \"addsub\"");
-    assert!(config.contains("backend: \"addsub\""));
-    std::fs::write(model.join("config.pbtxt"), config).unwrap();
-    Command::new("chmod")
-        .args(["-R", "a+rX", models.path().to_str().unwrap()])
-        .status()
-        .unwrap();
+    let models = models_naming_backend("addsub");
     let listing = docker(&[
         "run",
         "--rm",

@@ -24,6 +24,16 @@ pub struct Stanza {
     pub text: String,
 }
 
+impl Stanza {
+    /// A single-line field's value (`Version`).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.text.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key == name).then(|| value.trim())
+        })
+    }
+}
+
 pub fn parse_status(text: &str) -> Vec<Stanza> {
     text.split("\n\n")
         .filter(|s| !s.trim().is_empty())

@@ -22,6 +22,7 @@ pub mod chain;
 pub mod dpkg;
 pub mod fsview;
 pub mod ldso;
+pub mod pysource;
 pub mod python;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -36,7 +37,7 @@ use crate::triton::{self, RuntimeNeed};
 use dpkg::{Installed, Owners, Stanza};
 use fsview::{resolve, FsView, Lookup, Resolution};
 use ldso::SearchPath;
-use python::Dists;
+use python::{Dists, PythonEnv};
 
 /// Files the scans keep in memory for this module.
 pub fn keeps(path: &ImagePath) -> bool {
@@ -51,7 +52,8 @@ pub fn keeps(path: &ImagePath) -> bool {
             .parent()
             .is_some_and(|p| p.as_bytes() == dpkg::INFO_DIR.as_bytes())
             && bytes.ends_with(b".list"))
-        || python::is_record(path)
+        || python::is_dist_file(path)
+        || triton::is_backend_source(path)
 }
 
 /// Files whose ELF facts the scans read, besides the selection: anything
@@ -97,6 +99,8 @@ pub struct DepsInput<'a> {
     pub provided: &'a BTreeMap<ImagePath, EntryMeta>,
     /// LD_LIBRARY_PATH of the composed config.
     pub ld_library_path: Option<&'a str>,
+    /// The image's architecture (OCI name), for python's environment markers.
+    pub architecture: &'a str,
     pub needs: &'a [(RuntimeNeed, String)],
 }
 
@@ -125,7 +129,9 @@ pub fn resolve_deps(input: &DepsInput<'_>) -> Deps {
     for (need, why) in input.needs {
         match need {
             RuntimeNeed::Package(name) => closure.add_package(name, why),
-            RuntimeNeed::PythonModule(module) => closure.add_module(module, why),
+            RuntimeNeed::PythonModule { module, optional } => {
+                closure.add_module(module, why, *optional)
+            }
         }
     }
     // What packages brought may need more (alternatives symlinks, say).
@@ -204,12 +210,17 @@ struct Closure<'a> {
     libraries: Vec<(ImagePath, String)>,
     owners: Owners,
     dists: Dists,
+    /// Distributions min already has (empty when min was not read).
+    min_dists: Dists,
+    /// The composed image's python, for Requires-Dist markers.
+    python: Option<PythonEnv>,
+    /// The extras each added distribution was asked for.
+    dist_extras: HashMap<ImagePath, BTreeSet<String>>,
     full_status: Vec<Stanza>,
     full_installed: Installed,
     min_status: Vec<Stanza>,
     min_installed: Installed,
     added_packages: Installed,
-    added_dists: HashSet<ImagePath>,
     /// ELF objects whose needs are still to be resolved: path, inherited
     /// DT_RPATH dirs, and whether the selection reaches it by DT_NEEDED.
     queue: VecDeque<(ImagePath, Vec<ImagePath>, bool)>,
@@ -242,9 +253,25 @@ impl<'a> Closure<'a> {
                 (min_status, vec![&full.kept])
             }
         };
+        let (trees, min_dists) = match input.min {
+            MinView::Scanned(min) => (vec![&min.tree, &full.tree], Dists::new(&min.kept)),
+            MinView::BaseOfFull => (vec![&full.tree], Dists::default()),
+        };
+        let version = |package: &str| {
+            full_status
+                .iter()
+                .chain(&min_status)
+                .find(|s| s.package == package)
+                .and_then(|s| s.field("Version"))
+                .map(str::to_string)
+        };
+        let python = PythonEnv::of_image(&trees, version, input.architecture);
         Closure {
             input,
             full: &full.tree,
+            min_dists,
+            python,
+            dist_extras: HashMap::new(),
             search: SearchPath::new(input.ld_library_path, &kept),
             present: input.selected.clone(),
             deps: Deps::default(),
@@ -256,7 +283,6 @@ impl<'a> Closure<'a> {
             min_status,
             owners,
             added_packages: Installed::default(),
-            added_dists: HashSet::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
             passed_on: HashMap::new(),
@@ -443,7 +469,7 @@ impl<'a> Closure<'a> {
         if let Some(package) = self.owners.owner(path).map(str::to_string) {
             self.add_package(&package, because);
         } else if let Some(dist) = self.dists.owner(path).cloned() {
-            self.add_dist(&dist, because);
+            self.add_dist(&dist, &BTreeSet::new(), because);
         }
     }
 
@@ -515,58 +541,108 @@ impl<'a> Closure<'a> {
         }
     }
 
-    fn add_dist(&mut self, dist: &ImagePath, because: &str) {
-        if !self.added_dists.insert(dist.clone()) {
+    /// Adds a distribution whole, with what it requires (for `extras`) in
+    /// the image's python, transitively; min's distributions stay min's.
+    fn add_dist(&mut self, dist: &ImagePath, extras: &BTreeSet<String>, because: &str) {
+        let asked = self.dist_extras.get(dist);
+        let first = asked.is_none();
+        let new_extras: BTreeSet<String> = extras
+            .difference(asked.unwrap_or(&BTreeSet::new()))
+            .cloned()
+            .collect();
+        if !first && new_extras.is_empty() {
             return;
         }
+        self.dist_extras
+            .entry(dist.clone())
+            .or_default()
+            .extend(new_extras);
         if let MinView::Scanned(min) = self.input.min {
             if min.tree.contains(dist) {
                 return;
             }
         }
         let name = String::from_utf8_lossy(dist.file_name()).into_owned();
-        self.deps.reasons.push(Reason {
-            added: format!("python {}", name.trim_end_matches(".dist-info")),
-            because: because.to_string(),
-        });
-        let files = self.dists.files(dist).to_vec();
-        for file in files {
-            if self.full.get(&file).is_some() {
-                self.add_path(file);
+        let name = name.trim_end_matches(".dist-info").to_string();
+        if first {
+            self.deps.reasons.push(Reason {
+                added: format!("python {name}"),
+                because: because.to_string(),
+            });
+            let files = self.dists.files(dist).to_vec();
+            for file in files {
+                if self.full.get(&file).is_some() {
+                    self.add_path(file);
+                }
+            }
+        }
+        let Some(python) = &self.python else {
+            tracing::debug!("no python in the image: the requirements of {name} are not followed");
+            return;
+        };
+        let all_extras = self.dist_extras[dist].clone();
+        let required = self.dists.requirements(dist, python, &all_extras);
+        let sites = python::site_dirs(&self.trees(), Some(&python.version));
+        for req in required {
+            let because = format!("Requires-Dist of {name}: {}", req.spec);
+            if self.min_dists.named(&req.name, &sites).is_some() {
+                continue;
+            }
+            match self.dists.named(&req.name, &sites).cloned() {
+                Some(found) => self.add_dist(&found, &req.extras, &because),
+                // In min's layers, which full shares and were not read.
+                None if matches!(self.input.min, MinView::BaseOfFull) => {}
+                None => self.deps.missing.push(Missing {
+                    need: format!("python distribution {}", req.name),
+                    of: because,
+                }),
             }
         }
     }
 
-    /// Makes a top-level python module importable, from its owner in full.
-    fn add_module(&mut self, module: &str, because: &str) {
-        let trees: Vec<&MergedTree> = match self.input.min {
+    fn trees(&self) -> Vec<&'a MergedTree> {
+        match self.input.min {
             MinView::Scanned(min) => vec![&min.tree, self.full],
             MinView::BaseOfFull => vec![self.full],
-        };
-        let sites = python::site_dirs(&trees);
+        }
+    }
+
+    /// Makes a python module importable, from its owner in full. An
+    /// optional one (imported under `try:`) is never missing.
+    fn add_module(&mut self, module: &str, because: &str, optional: bool) {
+        let top = module.split('.').next().unwrap_or(module);
+        if python::BUILTIN_MODULES.contains(&top) {
+            return;
+        }
+        let trees = self.trees();
+        let version = self.python.as_ref().map(|p| p.version.as_str());
+        let sites = python::site_dirs(&trees, version);
+        let candidates: Vec<ImagePath> = sites
+            .iter()
+            .flat_map(|s| python::module_candidates(s, module, &trees))
+            .collect();
         let view = ComposedView {
             full: self.full,
             provided: self.input.provided,
             min: self.input.min,
             added: &self.present,
         };
-        let here = sites
+        let here = candidates
             .iter()
-            .flat_map(|s| python::module_candidates(s, module))
-            .any(|c| matches!(resolve(&view, &c), Resolution::Found(_)));
+            .filter(|c| !python::is_namespace_candidate(c))
+            .any(|c| matches!(resolve(&view, c), Resolution::Found(_)));
         if here {
             return;
         }
         let full_view = self.full_view();
-        let found = sites
+        let found = candidates
             .iter()
-            .flat_map(|s| python::module_candidates(s, module))
-            .find_map(|c| match resolve(&full_view, &c) {
+            .find_map(|c| match resolve(&full_view, c) {
                 Resolution::Found(r) if self.full.contains(&r.path) => Some(r.path),
                 _ => None,
             });
         let Some(file) = found else {
-            if !matches!(self.input.min, MinView::BaseOfFull) {
+            if !optional && !matches!(self.input.min, MinView::BaseOfFull) {
                 self.deps.missing.push(Missing {
                     need: format!("python module {module}"),
                     of: because.to_string(),
@@ -575,8 +651,14 @@ impl<'a> Closure<'a> {
             return;
         };
         let because = format!("python module {module}, {because}");
+        let providers: Vec<ImagePath> = self.dists.providing(top).to_vec();
         if self.owners.owner(&file).is_some() || self.dists.owner(&file).is_some() {
             self.add_owner(&file, &because);
+        } else if self.full.get(&file).is_some_and(|n| n.is_dir()) && !providers.is_empty() {
+            // A namespace package: every distribution that says it provides it.
+            for dist in providers {
+                self.add_dist(&dist, &BTreeSet::new(), &because);
+            }
         } else {
             // Neither dpkg nor pip knows it: copy the module's directory.
             let root = if file.file_name() == b"__init__.py" {
