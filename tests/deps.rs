@@ -1176,3 +1176,32 @@ fn a_requirement_full_lacks_is_reported_by_compose_and_verify() {
         "{report}"
     );
 }
+
+#[test]
+fn a_python_based_backend_from_a_directory_carries_what_it_imports() {
+    let libs = compile();
+    let setup = Setup::with_layer(false, Some(python_based_layer(&libs)));
+    let dir = setup.path("mine-src");
+    fs::create_dir(&dir).unwrap();
+    fs::write(
+        dir.join("model.py"),
+        "import triton_python_backend_utils\nfrom outer_pkg import core\n",
+    )
+    .unwrap();
+    let spec = format!("mine={}", dir.display());
+    let stderr = setup.compose("mine", &["--backend", &spec]);
+    let image = read_oci(&setup.path("mine"), "latest");
+    for carried in [
+        "opt/tritonserver/backends/mine/model.py",
+        "opt/tritonserver/backends/python/triton_python_backend_utils.py",
+        &format!("{SITE}/outer_pkg/core.py"),
+        &format!("{SITE}/innerlib.py"),
+    ] {
+        assert!(image.tree.contains_key(carried), "{carried}:\n{stderr}");
+    }
+    assert!(!image.tree.contains_key(&format!(
+        "{SITE}/native_mod.cpython-311-x86_64-linux-gnu.so"
+    )));
+    let (code, report) = setup.verify("mine");
+    assert_eq!(code, 0, "{report}");
+}

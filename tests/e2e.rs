@@ -116,15 +116,40 @@ fn assert_add_sub_answers(server: &Server) {
     );
 }
 
+/// The arguments of `docker run` for a shell script in the image, offline.
+fn sh_args<'a>(image: &'a str, script: &'a str) -> [&'a str; 9] {
+    [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        script,
+    ]
+}
+
+/// Runs a shell script in the image; its stdout (it must succeed).
+fn sh_in(image: &str, script: &str) -> String {
+    docker(&sh_args(image, script))
+}
+
+/// Starts the image's server on `models`, checks add_sub answers, stops it.
+fn serve_add_sub(image: &str, models: &Path) {
+    let server = Server::start(image, models);
+    server.wait_ready(Duration::from_secs(120));
+    assert_add_sub_answers(&server);
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+}
+
 #[test]
 fn full_fixture_serves_add_sub() {
     // The harness itself: the real server in the full image answers correctly.
     let Some(fx) = Fixtures::get() else { return };
     let models = models_dir(true);
-    let server = Server::start(&fx.full_image, models.path());
-    server.wait_ready(Duration::from_secs(120));
-    assert_add_sub_answers(&server);
-    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+    serve_add_sub(&fx.full_image, models.path());
 }
 
 #[test]
@@ -182,10 +207,7 @@ fn composed_python_image_answers_add_sub_with_runtime_deps_carried_from_full() {
     assert!(help.contains("--model-repository"), "{help}");
 
     let models = models_dir(true);
-    let server = Server::start(&image.0, models.path());
-    server.wait_ready(Duration::from_secs(120));
-    assert_add_sub_answers(&server);
-    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+    serve_add_sub(&image.0, models.path());
 }
 
 #[test]
@@ -217,10 +239,10 @@ fn composed_standin_and_checksum_variant_has_exactly_its_components() {
         work.path(),
         &["--backend", "standin", "--repoagent", "checksum"],
     );
-    let listing = docker(&[
-        "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &image.0, "-c",
+    let listing = sh_in(
+        &image.0,
         "ls /opt/tritonserver/backends /opt/tritonserver/repoagents; ls /opt/tritonserver/caches 2>&1; id triton-server",
-    ]);
+    );
     assert!(listing.contains("standin"), "{listing}");
     assert!(listing.contains("checksum"), "{listing}");
     assert!(
@@ -699,17 +721,7 @@ fn loader_not_found(image: &str, roots: &[(String, String)]) -> BTreeMap<String,
         }
     }
     let output = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "/bin/sh",
-            image,
-            "-c",
-            &script,
-        ])
+        .args(sh_args(image, &script))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
@@ -947,19 +959,12 @@ fn a_python_based_backend_from_full_answers_with_the_packages_it_imports() {
     );
     let image = load(&archive, &name);
     let site = "/usr/local/lib/python3.11/dist-packages";
-    let listing = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--entrypoint",
-        "/bin/sh",
+    let listing = sh_in(
         &image.0,
-        "-c",
         &format!(
             "ls {site} /opt/tritonserver/backends; ls /usr/lib/x86_64-linux-gnu | grep libgomp"
         ),
-    ]);
+    );
     for present in [
         "tcxouter",
         "tcx_inner",
@@ -980,10 +985,7 @@ fn a_python_based_backend_from_full_answers_with_the_packages_it_imports() {
         );
     }
     let models = models_naming_backend("pyllm");
-    let server = Server::start(&image.0, models.path());
-    server.wait_ready(Duration::from_secs(120));
-    assert_add_sub_answers(&server);
-    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+    serve_add_sub(&image.0, models.path());
 }
 
 #[test]
@@ -1003,23 +1005,10 @@ fn a_python_based_backend_from_a_directory_answers_inference() {
         &["--backend", "python", "--backend", &spec],
     );
     let models = models_naming_backend("addsub");
-    let listing = docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--entrypoint",
-        "/bin/sh",
-        &image.0,
-        "-c",
-        "ls -ln /opt/tritonserver/backends/addsub",
-    ]);
+    let listing = sh_in(&image.0, "ls -ln /opt/tritonserver/backends/addsub");
     assert!(
         listing.contains("model.py") && listing.contains(" 0 0 "),
         "{listing}"
     );
-    let server = Server::start(&image.0, models.path());
-    server.wait_ready(Duration::from_secs(120));
-    assert_add_sub_answers(&server);
-    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+    serve_add_sub(&image.0, models.path());
 }
