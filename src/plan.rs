@@ -4,7 +4,7 @@
 //! the images' configs and the scans of their layers, and then either
 //! executed (`crate::execute`) or rendered as a Dockerfile (`crate::render`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -590,9 +590,41 @@ fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
             continue;
         }
         let mut parts: Vec<Vec<PlannedEntry>> = vec![Vec::new()];
+        let mut in_part: HashSet<ImagePath> = HashSet::new();
+        let mut files: HashMap<ImagePath, PlannedEntry> = HashMap::new();
         let mut used = 0;
-        for entry in layer.entries {
-            let cost = tar_cost(&entry);
+        for mut entry in layer.entries {
+            if entry.meta.kind == EntryKind::File {
+                files.insert(entry.path.clone(), entry.clone());
+            }
+            // A hard link's target must be in its own layer part.
+            let materialize = |entry: &mut PlannedEntry, in_part: &HashSet<ImagePath>| {
+                let target = entry
+                    .meta
+                    .link_target
+                    .as_deref()
+                    .and_then(|t| ImagePath::parse(t).ok());
+                if entry.meta.kind != EntryKind::HardLink
+                    || target.as_ref().is_some_and(|t| in_part.contains(t))
+                {
+                    return;
+                }
+                if let Some(file) = target.and_then(|t| files.get(&t)) {
+                    *entry = PlannedEntry {
+                        path: entry.path.clone(),
+                        ..file.clone()
+                    };
+                }
+            };
+            materialize(&mut entry, &in_part);
+            let mut cost = tar_cost(&entry);
+            if used + cost > budget && !parts.last().is_some_and(Vec::is_empty) {
+                parts.push(Vec::new());
+                in_part.clear();
+                used = 0;
+                materialize(&mut entry, &in_part);
+                cost = tar_cost(&entry);
+            }
             if cost > budget {
                 return Err(Error::new(format!(
                     "{} takes {} bytes in the {} layer, more than --max-layer-size allows ({cap} bytes, less a margin for compression)",
@@ -602,15 +634,14 @@ fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
                 ))
                 .hint("a file cannot be split across layers; raise --max-layer-size"));
             }
-            if used + cost > budget && !parts.last().is_some_and(Vec::is_empty) {
-                parts.push(Vec::new());
-                used = 0;
-            }
             used += cost;
+            in_part.insert(entry.path.clone());
             parts.last_mut().expect("one part at least").push(entry);
         }
         let count = parts.len();
-        for (i, entries) in parts.into_iter().enumerate() {
+        for (i, mut entries) in parts.into_iter().enumerate() {
+            // Copies made for links whose target is elsewhere share content.
+            relink(&mut entries);
             out.push(LayerPlan {
                 purpose: format!("{} (part {} of {count})", layer.purpose, i + 1),
                 notes: if i == 0 {

@@ -772,7 +772,7 @@ fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
     let min = min_image();
     min.write_oci(&dir.path().join("min"), "latest");
     let mut full = full_image(&min);
-    let files: Vec<Item> = (0..12)
+    let mut files: Vec<Item> = (0..12)
         .map(|i| {
             file(
                 &format!("opt/tritonserver/backends/python/part{i:02}.txt"),
@@ -780,6 +780,13 @@ fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
             )
         })
         .collect();
+    // Hard links whose target lands in an earlier part.
+    for name in ["zz-link1.txt", "zz-link2.txt"] {
+        files.push(hardlink(
+            &format!("opt/tritonserver/backends/python/{name}"),
+            "opt/tritonserver/backends/python/part00.txt",
+        ));
+    }
     full.layers.push(layer_tar(&files));
     full.write_oci(&dir.path().join("full"), "24.10");
     let compose_with = |name: &str, cap: Option<&str>| {
@@ -821,7 +828,23 @@ fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
         split.layer_digests.len(),
         whole.layer_digests.len()
     );
-    assert_eq!(split.tree, whole.tree);
+    // The same tree, but for links whose target went to another part:
+    // they are copies of it there (one copy per part, linked to it).
+    let as_files = |tree: &std::collections::BTreeMap<String, FileInfo>| {
+        let mut tree = tree.clone();
+        for info in tree.values_mut().filter(|i| i.kind == 'h') {
+            info.kind = 'f';
+            info.link = None;
+        }
+        tree
+    };
+    assert_eq!(as_files(&split.tree), as_files(&whole.tree));
+    let link2 = &split.tree["opt/tritonserver/backends/python/zz-link2.txt"];
+    assert_eq!(link2.kind, 'h', "the second copy links to the first");
+    assert_eq!(
+        link2.link.as_deref(),
+        Some("opt/tritonserver/backends/python/zz-link1.txt")
+    );
     for layer in split.manifest["layers"]
         .as_array()
         .unwrap()

@@ -1012,3 +1012,273 @@ fn a_python_based_backend_from_a_directory_answers_inference() {
     );
     serve_add_sub(&image.0, models.path());
 }
+
+/// compose's arguments for the fixture's OCI layouts, with `extra` after.
+fn oci_fixture_args(fx: &Fixtures, work: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--enable-gpu=false".to_string(),
+        "--image".into(),
+        format!("min,oci:{}:latest", fx.dir.join("min-oci").display()),
+        "--image".into(),
+        format!("full,oci:{}:latest", fx.dir.join("full-oci").display()),
+        "--work-dir".into(),
+        work.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run_cli_strings(args: &[String]) -> (i32, String, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_cli_output(&args)
+}
+
+#[test]
+fn three_variants_of_the_fixture_share_one_core_layer() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let variants = work.path().join("variants.toml");
+    std::fs::write(
+        &variants,
+        format!(
+            r#"
+[[variant]]
+name = "python"
+backends = ["python"]
+caches = ["local"]
+output = "oci:{out}:python"
+
+[[variant]]
+name = "standin"
+backends = ["standin"]
+repoagents = ["checksum"]
+output = "oci:{out}:standin"
+
+[[variant]]
+name = "pyllm"
+backends = ["pyllm"]
+output = "oci:{out}:pyllm"
+"#,
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let store = work.path().join("store");
+    let args = oci_fixture_args(
+        &fx,
+        work.path(),
+        &[
+            "--json",
+            "--store",
+            store.to_str().unwrap(),
+            "--variants",
+            variants.to_str().unwrap(),
+        ],
+    );
+    let (code, stdout, stderr) = run_cli_strings(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 3, "{stdout}");
+    let mut cores = BTreeSet::new();
+    let mut built = 0;
+    for r in results {
+        let core = r["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["purpose"] == "Triton core")
+            .unwrap_or_else(|| panic!("no core layer: {r}"));
+        cores.insert(core["digest"].as_str().unwrap().to_string());
+        built += usize::from(!core["from_store"].as_bool().unwrap());
+    }
+    assert_eq!(cores.len(), 1, "{stdout}");
+    assert_eq!(built, 1, "the core layer is built once: {stdout}");
+    // Each image holds its own selection, and the core layer's blob is
+    // the same in all three manifests.
+    for (tag, has, lacks) in [
+        (
+            "python",
+            vec!["backends/python/", "caches/local/"],
+            vec!["backends/standin/", "backends/pyllm/"],
+        ),
+        (
+            "standin",
+            vec!["backends/standin/", "repoagents/checksum/"],
+            vec!["backends/python/"],
+        ),
+        (
+            "pyllm",
+            vec!["backends/pyllm/", "backends/python/"],
+            vec!["backends/standin/", "caches/local/"],
+        ),
+    ] {
+        let image = support::read_oci(&out, tag);
+        let core = cores.iter().next().unwrap();
+        assert!(image.layer_digests.contains(core), "{tag}");
+        for prefix in has {
+            let path = format!("opt/tritonserver/{prefix}");
+            assert!(
+                image.tree.keys().any(|p| p.starts_with(&path)),
+                "{tag} lacks {path}"
+            );
+        }
+        for prefix in lacks {
+            let path = format!("opt/tritonserver/{prefix}");
+            assert!(
+                !image.tree.keys().any(|p| p.starts_with(&path)),
+                "{tag} has {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_layer_cap_on_the_fixture_gives_the_same_tree_in_more_layers() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let compose = |name: &str, extra: &[&str]| {
+        let output = format!("oci:{}:x", work.path().join(name).display());
+        let mut all = vec![
+            "-q",
+            "--no-store",
+            "--backend",
+            "python",
+            "--output",
+            &output,
+        ];
+        all.extend_from_slice(extra);
+        let args = oci_fixture_args(&fx, &work.path().join(format!("w-{name}")), &all);
+        let (code, _, stderr) = run_cli_strings(&args);
+        assert_eq!(code, 0, "{stderr}");
+        support::read_oci(&work.path().join(name), "x")
+    };
+    let whole = compose("whole", &[]);
+    let split = compose("split", &["--max-layer-size", "32M"]);
+    assert!(
+        split.layer_digests.len() >= whole.layer_digests.len() + 3,
+        "{} layers capped, {} not",
+        split.layer_digests.len(),
+        whole.layer_digests.len()
+    );
+    let min_layers = support::read_oci(&fx.dir.join("min-oci"), "latest")
+        .layer_digests
+        .len();
+    for layer in split.manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(min_layers)
+    {
+        let size = layer["size"].as_u64().unwrap();
+        assert!(size <= 32 << 20, "a {size}-byte layer passes the cap");
+    }
+    assert_eq!(split.tree, whole.tree);
+}
+
+#[test]
+fn catalog_of_the_fixture_matches_what_a_compose_of_each_part_writes() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let catalog = vec![
+        "catalog".to_string(),
+        format!("oci:{}:latest", fx.dir.join("full-oci").display()),
+        "--min".into(),
+        format!("oci:{}:latest", fx.dir.join("min-oci").display()),
+        "--no-store".into(),
+        "--json".into(),
+        "--work-dir".into(),
+        work.path().display().to_string(),
+    ];
+    let (code, stdout, stderr) = run_cli_strings(&catalog);
+    assert_eq!(code, 0, "{stderr}");
+    let catalog: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(catalog["triton_version"], "2.51.0");
+    assert_eq!(catalog["gpu"], false);
+    assert_eq!(catalog["platforms"], serde_json::json!(["linux/amd64"]));
+    let parts: BTreeSet<(String, String)> = catalog["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().into(),
+                c["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("core", "core"),
+        ("backend", "python"),
+        ("backend", "pyllm"),
+        ("backend", "standin"),
+        ("backend", "onnxruntime"),
+        ("repoagent", "checksum"),
+        ("cache", "local"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    assert_eq!(parts, expected);
+    for entry in catalog["components"].as_array().unwrap() {
+        let (kind, name) = (
+            entry["kind"].as_str().unwrap(),
+            entry["name"].as_str().unwrap(),
+        );
+        if kind == "core" {
+            continue;
+        }
+        let output = format!("oci:{}:x", work.path().join(name).display());
+        let flag = format!("--{kind}");
+        let args = oci_fixture_args(
+            &fx,
+            &work.path().join(format!("w-{name}")),
+            &[
+                "-q",
+                "--no-store",
+                "--json",
+                &flag,
+                name,
+                "--output",
+                &output,
+            ],
+        );
+        let (code, stdout, stderr) = run_cli_strings(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let size_of = |purpose: &str| -> u64 {
+            summary["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["purpose"] == purpose)
+                .unwrap_or_else(|| panic!("no layer {purpose}: {summary}"))["size"]
+                .as_u64()
+                .unwrap()
+        };
+        let within = |catalogued: u64, written: u64, what: &str| {
+            assert!(
+                catalogued.abs_diff(written) * 100 <= written.max(1),
+                "{name} {what}: catalog says {catalogued}, the compose wrote {written}"
+            );
+        };
+        let noun = match kind {
+            "repoagent" => "repository agent",
+            other => other,
+        };
+        within(
+            entry["compressed_size"].as_u64().unwrap(),
+            size_of(&format!("{noun} {name}")),
+            "layer",
+        );
+        let core = catalog["components"][0]["compressed_size"]
+            .as_u64()
+            .unwrap();
+        within(core, size_of("Triton core"), "core");
+        let deps = entry["deps_size"].as_u64().unwrap();
+        if deps > 0 {
+            within(deps, size_of("runtime dependencies"), "dependencies");
+        }
+    }
+}

@@ -472,9 +472,12 @@ pub fn apply_layer(tree: &mut BTreeMap<String, FileInfo>, tar_bytes: impl Read) 
         entry.read_to_end(&mut data).unwrap();
         let info = if kind == 'h' {
             // A hard link is its target's inode: same mode, owner, content.
+            let name = link.as_ref().unwrap();
             let target = contents
-                .get(link.as_ref().unwrap())
-                .expect("hard link target earlier in the layer");
+                .get(name.trim_start_matches("./").trim_start_matches('/'))
+                .unwrap_or_else(|| {
+                    panic!("{path}: hard link target {name} is not earlier in the layer")
+                });
             FileInfo {
                 kind: 'h',
                 link: link.clone(),
