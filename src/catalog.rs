@@ -96,6 +96,7 @@ pub fn catalog(request: &ComposeRequest, no_min: bool) -> Result<Catalog> {
             image: crate::image::SourceImage {
                 config,
                 layers: Vec::new(),
+                id: None,
             },
         })
     } else {

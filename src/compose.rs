@@ -540,6 +540,7 @@ pub(crate) fn plan_compose(
     let plan = plan::build(
         &MinInput {
             name: images.min.name(),
+            id: images.min.image().id.as_ref(),
             config: &images.min.image().config,
             view: match &scans.min {
                 Some(scan) => MinView::Scanned(scan),
@@ -548,6 +549,7 @@ pub(crate) fn plan_compose(
         },
         &PlanInput {
             name: images.full.name(),
+            id: images.full.image().id.as_ref(),
             config: &images.full.image().config,
             scan: &scans.full,
         },
@@ -556,6 +558,7 @@ pub(crate) fn plan_compose(
             .zip(scans.gpu_min.as_ref())
             .map(|(source, scan)| PlanInput {
                 name: source.name(),
+                id: source.image().id.as_ref(),
                 config: &source.image().config,
                 scan,
             })

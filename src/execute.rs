@@ -124,6 +124,8 @@ impl Execution<'_> {
         let image = OutputImage {
             config: canonical_json(&config),
             layers,
+            annotations: self.plan.annotations.clone(),
+            referrers: Vec::new(),
         };
         Ok((image, reports))
     }

@@ -18,6 +18,8 @@ pub mod media_type {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// The empty config of OCI 1.1 artifacts: the two bytes `{}`.
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
     pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
@@ -67,6 +69,10 @@ pub struct SourceLayer {
 pub struct SourceImage {
     pub config: Value,
     pub layers: Vec<SourceLayer>,
+    /// What names this image exactly: its manifest's digest (registries,
+    /// OCI layouts), else its config's (the image ID of docker archives
+    /// and the engine).
+    pub id: Option<Digest>,
 }
 
 impl SourceImage {
@@ -90,7 +96,11 @@ impl SourceImage {
                 diff_id,
             })
             .collect();
-        Ok(SourceImage { config, layers })
+        Ok(SourceImage {
+            config,
+            layers,
+            id: None,
+        })
     }
 }
 
@@ -151,11 +161,26 @@ pub trait ImageSource: Send + Sync {
 }
 
 /// The image a sink is asked to write.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct OutputImage {
     /// Canonical JSON of the config.
     pub config: Vec<u8>,
     pub layers: Vec<BlobDescriptor>,
+    /// The manifest's annotations.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Artifacts that refer to the image (its SBOM): sinks that can
+    /// ([`ImageSink::commit`]) store each as an OCI 1.1 artifact manifest
+    /// whose `subject` is the image.
+    pub referrers: Vec<Referrer>,
+}
+
+/// An artifact about an image: one blob, typed.
+#[derive(Clone, Debug)]
+pub struct Referrer {
+    /// The artifact manifest's `artifactType` (and its blob's media type).
+    pub artifact_type: String,
+    pub data: Vec<u8>,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Writes an image. Implemented once per transport. Nothing a sink writes is

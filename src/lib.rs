@@ -34,6 +34,9 @@
 //!   packages) the selection needs and min lacks, found in full, following
 //!   load chains as ld.so does ([`deps::chain`]).
 //!
+//! - [`provenance`]: what the image says of its sources (annotations and
+//!   labels) and its SPDX SBOM, attached as an OCI referrer.
+//!
 //! [`compose::compose`] strings these together (and
 //! [`compose::compose_variants`] for several images from one read of the
 //! sources). [`verify`] checks an image the same way [`deps`] resolves one.
@@ -54,6 +57,7 @@ pub mod local;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
+pub mod provenance;
 pub mod render;
 pub mod request;
 pub mod scan;

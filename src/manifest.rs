@@ -2,6 +2,8 @@
 //! by the transports that store them: choosing a manifest from an index by
 //! tag or platform, and refusing documents that are ambiguous or oversized.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::digest::Digest;
@@ -316,11 +318,69 @@ pub fn select_platform<'a>(
     }
 }
 
+/// The empty config of artifact manifests, and its descriptor.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+
+pub fn empty_config() -> crate::image::BlobDescriptor {
+    crate::image::BlobDescriptor {
+        media_type: media_type::OCI_EMPTY.to_string(),
+        digest: crate::digest::Digest::of(EMPTY_CONFIG),
+        size: EMPTY_CONFIG.len() as u64,
+    }
+}
+
+fn descriptor_json(d: &crate::image::BlobDescriptor) -> Value {
+    serde_json::json!({
+        "mediaType": d.media_type,
+        "digest": d.digest.as_str(),
+        "size": d.size,
+    })
+}
+
+/// An OCI 1.1 artifact manifest: `artifactType`, the empty config, one
+/// blob, and the image it refers to as `subject`.
+pub fn write_artifact_manifest(
+    artifact_type: &str,
+    blob: &crate::image::BlobDescriptor,
+    subject: &crate::image::BlobDescriptor,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": descriptor_json(&empty_config()),
+        "layers": [descriptor_json(blob)],
+        "subject": descriptor_json(subject),
+    });
+    if !annotations.is_empty() {
+        manifest["annotations"] = serde_json::to_value(annotations).expect("strings serialize");
+    }
+    crate::image::canonical_json(&manifest)
+}
+
+/// An index of referrers, as the fallback tag `sha256-<hex>` holds it when
+/// a registry has no referrers API: each entry an artifact manifest's
+/// descriptor with its `artifactType` and annotations.
+pub fn referrer_descriptor(
+    manifest: &crate::image::BlobDescriptor,
+    artifact_type: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Value {
+    let mut value = descriptor_json(manifest);
+    value["artifactType"] = Value::String(artifact_type.to_string());
+    if !annotations.is_empty() {
+        value["annotations"] = serde_json::to_value(annotations).expect("strings serialize");
+    }
+    value
+}
+
 /// Builds the OCI image manifest for a config and layers. Layer media types
 /// are given in OCI's vocabulary (the blobs are unchanged).
 pub fn write_oci_manifest(
     config: &crate::image::BlobDescriptor,
     layers: &[crate::image::BlobDescriptor],
+    annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
     use oci_spec::image::{ImageManifestBuilder, MediaType};
     let descriptor = |d: &crate::image::BlobDescriptor, media_type: &str| -> Result<_> {
@@ -347,6 +407,14 @@ pub fn write_oci_manifest(
         )
         .build()
         .map_err(|e| Error::new("cannot build the image manifest").with_source(e))?;
+    if !annotations.is_empty() {
+        // Through a Value: oci-spec keeps annotations in a HashMap, whose
+        // order would change the manifest's bytes from run to run.
+        let mut value = serde_json::to_value(&manifest)
+            .ctx(|| "serializing the image manifest".into())?;
+        value["annotations"] = serde_json::to_value(annotations).expect("strings serialize");
+        return Ok(crate::image::canonical_json(&value));
+    }
     serde_json::to_vec(&manifest).ctx(|| "serializing the image manifest".into())
 }
 

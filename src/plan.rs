@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::{json, Value};
 
 use crate::accounts::AccountFiles;
+use crate::provenance;
 use crate::config::{self, ConfigChange};
 use crate::deps::fsview::{self, Resolution};
 use crate::deps::{self, Deps, DepsInput};
@@ -107,11 +108,17 @@ pub struct Plan {
     pub config: Value,
     /// Seconds since the epoch used for everything generated.
     pub timestamp: u64,
+    /// The manifest's annotations ([`crate::provenance`]); also labels.
+    pub annotations: BTreeMap<String, String>,
+    /// The components the image holds (the python backend included when a
+    /// python-based backend needs it).
+    pub components: Vec<Component>,
 }
 
 /// What the planner reads about the full image.
 pub struct PlanInput<'a> {
     pub name: &'a str,
+    pub id: Option<&'a crate::digest::Digest>,
     pub config: &'a Value,
     pub scan: &'a ScannedImage,
 }
@@ -119,6 +126,7 @@ pub struct PlanInput<'a> {
 /// What the planner reads about the min image.
 pub struct MinInput<'a> {
     pub name: &'a str,
+    pub id: Option<&'a crate::digest::Digest>,
     pub config: &'a Value,
     pub view: MinView<'a>,
 }
@@ -263,7 +271,7 @@ pub fn build(
         let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
         layers.push(builder.layer("SageMaker serve", &[serve])?);
     }
-    let config_changes = triton::config_changes(
+    let mut config_changes = triton::config_changes(
         &info,
         components,
         options.enable_gpu,
@@ -271,6 +279,19 @@ pub fn build(
         config::entrypoint(min.config),
         sagemaker,
     );
+    let annotations = provenance::annotations(
+        &provenance::Source {
+            name: min.name,
+            id: min.id,
+        },
+        &provenance::Source {
+            name: full.name,
+            id: full.id,
+        },
+        components,
+        timestamp,
+    );
+    config_changes.extend(provenance::labels(&annotations));
     let deps = if options.deps {
         let mut env = min.config.clone();
         for change in &config_changes {
@@ -324,6 +345,8 @@ pub fn build(
         layers,
         config,
         timestamp,
+        annotations,
+        components: components.to_vec(),
     })
 }
 

@@ -72,6 +72,7 @@ impl DockerArchiveSource {
             image: SourceImage {
                 config: Value::Null,
                 layers: Vec::new(),
+                id: None,
             },
         };
         let manifest_bytes = source
@@ -164,6 +165,7 @@ impl DockerArchiveSource {
             source.layer_members.push((offset, size));
         }
         let mut image = SourceImage::new(config, layers).map_err(|e| e.context(&source.name))?;
+        image.id = Some(Digest::of(&config_bytes));
         for (layer, &(_, size)) in image.layers.iter_mut().zip(&source.layer_members) {
             if layer.blob.is_none() && layer.media_type == media_type::DOCKER_LAYER {
                 // An uncompressed layer's digest is its diff-id.
@@ -428,7 +430,7 @@ impl ImageSink for DockerArchiveSink {
 
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
         let config = self.append_document(media_type::OCI_CONFIG, &image.config)?;
-        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers)?;
+        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let manifest = self.append_document(media_type::OCI_MANIFEST, &manifest_bytes)?;
         let docker_manifest = serde_json::json!([{
             "Config": format!("blobs/sha256/{}", config.digest.hex()),

@@ -73,7 +73,9 @@ impl OciLayoutSource {
                         .into_iter()
                         .map(|l| (l.media_type, Some((l.digest, l.size))))
                         .collect();
-                    let image = SourceImage::new(config, layers).map_err(|e| e.context(&name))?;
+                    let mut image =
+                        SourceImage::new(config, layers).map_err(|e| e.context(&name))?;
+                    image.id = Some(descriptor.digest.clone());
                     return Ok(OciLayoutSource {
                         name,
                         dir: dir.to_path_buf(),
@@ -370,7 +372,7 @@ impl ImageSink for OciLayoutSink {
 
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
         let config = self.write_document(media_type::OCI_CONFIG, &image.config)?;
-        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers)?;
+        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let manifest = self.write_document(media_type::OCI_MANIFEST, &manifest_bytes)?;
         let mut entries = std::mem::take(&mut self.existing);
         entries.push((

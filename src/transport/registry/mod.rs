@@ -100,7 +100,9 @@ impl RegistrySource {
                         .into_iter()
                         .map(|l| (l.media_type, Some((l.digest, l.size))))
                         .collect();
-                    let image = SourceImage::new(config, layers).map_err(|e| e.context(&name))?;
+                    let mut image =
+                        SourceImage::new(config, layers).map_err(|e| e.context(&name))?;
+                    image.id = Some(digest.clone());
                     tracing::debug!("{name}: manifest {digest}");
                     return Ok(RegistrySource {
                         name,
@@ -551,7 +553,7 @@ impl ImageSink for RegistrySink {
             &config.digest,
             Payload::Bytes(image.config.clone()),
         )?;
-        let manifest = manifest::write_oci_manifest(&config, &image.layers)?;
+        let manifest = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let digest = Digest::of(&manifest);
         let tag = self.reference.tag.clone().expect("checked at create");
         let put = Request::new(
