@@ -18,5 +18,9 @@ cargo clippy --all-targets --locked -- -D warnings
 TRITON_COMPOSE_FIXTURES=$(bash scripts/fixtures.sh)
 export TRITON_COMPOSE_FIXTURES
 
+# pyspdxtools validates the SBOMs; the oras SDK fetches them as referrers.
+TRITON_COMPOSE_PYTOOLS=$(python_tools)
+export TRITON_COMPOSE_PYTOOLS
+
 # --nocapture: the end-to-end tests print the image sizes they compare.
 cargo test --all-targets --locked -- --nocapture

@@ -115,6 +115,17 @@ pub struct Cli {
     /// path, for registries that cap layer sizes (e.g. 2G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_layer_size: Option<u64>,
+
+    /// An SPDX 2.3 SBOM of the result: attached as an OCI referrer (registry,
+    /// OCI layout) and written to --work-dir as sbom.spdx.json.
+    #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
+    pub sbom: SbomKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SbomKind {
+    Spdx,
+    None,
 }
 
 /// `triton-compose catalog REF`: what a full image offers, and what each
@@ -285,6 +296,34 @@ pub struct VerifyCli {
     pub access: Access,
 }
 
+/// `triton-compose sbom IMAGE`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "triton-compose sbom",
+    version,
+    about = "Print an image's SPDX 2.3 SBOM (JSON): the one attached to it as an OCI referrer \
+(registries, OCI layouts), else one computed by reading the image."
+)]
+pub struct SbomCli {
+    /// The image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME, docker://REF or a bare registry REF.
+    pub image: String,
+
+    /// Compute it from the image even when one is attached.
+    #[arg(long)]
+    pub compute: bool,
+
+    /// Disable console output but the document.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Enable verbose output.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    #[command(flatten)]
+    pub access: Access,
+}
+
 /// The store, the same for every command that reads images through it.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct StoreFlags {
@@ -405,6 +444,7 @@ impl Cli {
             authfile: self.access.authfile,
             cert_dir: self.access.cert_dir,
             max_layer_size: self.max_layer_size,
+            sbom: self.sbom == SbomKind::Spdx,
             variants_file: self.variants,
             store: self.store.settings(),
         }

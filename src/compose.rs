@@ -10,6 +10,7 @@ use crate::execute::{Execution, Spools};
 use crate::image::ImageSource;
 use crate::layer::ImagePath;
 use crate::plan::{self, MinInput, MinView, Origin, Plan, PlanInput, PlanOptions};
+use crate::provenance;
 use crate::render::{self, FromNames};
 use crate::request::ComposeRequest;
 use crate::scan::{self, PathFilter, ScanOptions};
@@ -45,6 +46,8 @@ pub struct Summary {
     pub dependency_paths: usize,
     pub dependency_packages: Vec<String>,
     pub seconds: f64,
+    /// The SPDX SBOM written into the work directory.
+    pub sbom: Option<PathBuf>,
 }
 
 impl Summary {
@@ -197,6 +200,21 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
     };
     let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
     check_local_components(request, full.as_ref(), &scans.full)?;
+    // The SBOM lists min's packages and distributions: when full was built
+    // FROM min, min's small files are indexed for it (once: the store keeps
+    // the index). The plan does not see this scan.
+    let sbom_min = match &scans.min {
+        None if request.sbom && !request.dry_run => Some(scan::scan(
+            images.min,
+            "min",
+            ScanOptions {
+                keep: Some(&index_keep),
+                store: store.as_ref().map(|s| (s, MIN_INDEX_KIND)),
+                ..Default::default()
+            },
+        )?),
+        _ => None,
+    };
 
     let mut outcomes = Vec::new();
     for target in &targets {
@@ -218,7 +236,7 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             ));
             continue;
         };
-        let (image, reports) = Execution {
+        let (mut image, reports) = Execution {
             plan: &plan,
             min: min.as_ref(),
             full: full.as_ref(),
@@ -229,10 +247,29 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             scans: scans.by_origin(),
         }
         .run(&spools, sink.as_mut())?;
+        let sbom = if request.sbom {
+            let min_scan = scans.min.as_ref().or(sbom_min.as_ref());
+            let sbom = sbom_document(&images, &scans, min_scan, &plan, &image, &reports);
+            let path = target.request.work_dir.join(crate::sbom::FILE_NAME);
+            std::fs::write(&path, &sbom).ctx(|| format!("writing {}", path.display()))?;
+            image.referrers.push(crate::image::Referrer {
+                artifact_type: crate::sbom::MEDIA_TYPE.to_string(),
+                title: crate::sbom::FILE_NAME.to_string(),
+                data: sbom,
+                annotations: [(
+                    provenance::CREATED.to_string(),
+                    provenance::rfc3339(plan.timestamp),
+                )]
+                .into(),
+            });
+            Some(path)
+        } else {
+            None
+        };
         // Nothing becomes visible once the run was interrupted.
         crate::scratch::check()?;
         let written = sink.commit(&image)?;
-        let summary = summarize(
+        let mut summary = summarize(
             &target.request,
             &images,
             &plan,
@@ -241,6 +278,7 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             written.clone(),
             started,
         );
+        summary.sbom = sbom;
         outcomes.push((
             target.name.clone(),
             Outcome {
@@ -301,7 +339,138 @@ fn summarize(
             .map(|d| d.packages.clone())
             .unwrap_or_default(),
         seconds: started.elapsed().as_secs_f64(),
+        sbom: None,
     }
+}
+
+/// The SPDX SBOM of a composed image ([`crate::sbom`]): min's files where
+/// the new layers do not cover them, full's (and gpu-min's) where they do.
+fn sbom_document(
+    images: &Images<'_>,
+    scans: &Scans,
+    min_scan: Option<&scan::ScannedImage>,
+    plan: &Plan,
+    image: &crate::image::OutputImage,
+    reports: &[crate::execute::LayerReport],
+) -> Vec<u8> {
+    use crate::sbom::{self, Kept, Layered, Role};
+    let planned: std::collections::HashSet<&ImagePath> = plan
+        .layers
+        .iter()
+        .flat_map(|l| l.entries.iter().map(|e| &e.path))
+        .collect();
+    let in_plan = |p: &ImagePath| planned.contains(p);
+    let from_min =
+        |p: &ImagePath| !planned.contains(p) && min_scan.is_some_and(|m| m.tree.contains(p));
+    let empty = std::collections::HashMap::new();
+    let mut kept = vec![Kept {
+        files: &scans.full.kept,
+        role: Role::Full,
+        holds: &in_plan,
+    }];
+    if let Some(gpu_min) = &scans.gpu_min {
+        kept.push(Kept {
+            files: &gpu_min.kept,
+            role: Role::GpuMin,
+            holds: &in_plan,
+        });
+    }
+    kept.push(Kept {
+        files: min_scan.map_or(&empty, |m| &m.kept),
+        role: Role::Min,
+        holds: &from_min,
+    });
+    let mut trees: Vec<&crate::tree::MergedTree> = min_scan.map(|m| &m.tree).into_iter().collect();
+    trees.push(&scans.full.tree);
+    let files = Layered {
+        kept,
+        trees,
+        architecture: &plan.info.architecture,
+    };
+    let status = plan
+        .deps
+        .as_ref()
+        .and_then(|d| d.dpkg_status.clone())
+        .or_else(|| {
+            min_scan.and_then(|m| {
+                m.kept
+                    .get(&ImagePath::from_static(deps::dpkg::STATUS))
+                    .cloned()
+            })
+        })
+        .unwrap_or_default();
+    let added: std::collections::HashSet<&str> = plan
+        .deps
+        .iter()
+        .flat_map(|d| d.packages.iter().map(String::as_str))
+        .collect();
+    let origin = |package: &str| {
+        if added.contains(package) {
+            Role::Full
+        } else {
+            Role::Min
+        }
+    };
+    let mut purposes: Vec<(String, String)> = vec![("Triton core".into(), "core".into())];
+    purposes.extend(plan.components.iter().map(|c| {
+        let what = format!("{} {}", c.kind.noun(), c.name);
+        (what.clone(), what)
+    }));
+    let parts = purposes
+        .into_iter()
+        .map(|(purpose, name)| sbom::Part {
+            name,
+            layers: reports
+                .iter()
+                .filter(|r| {
+                    r.purpose == purpose || r.purpose.starts_with(&format!("{purpose} (part "))
+                })
+                .map(|r| (r.digest.clone(), r.diff_id.clone()))
+                .collect(),
+            origin: Role::Full,
+        })
+        .collect();
+    let contents = sbom::Contents::gather(
+        &files,
+        &String::from_utf8_lossy(&status),
+        &origin,
+        parts,
+        Some(plan.info.version.clone()),
+    );
+    let mut sources = vec![
+        sbom::Source {
+            role: Role::Min,
+            name: images.min.name().to_string(),
+            id: images.min.image().id.clone(),
+        },
+        sbom::Source {
+            role: Role::Full,
+            name: images.full.name().to_string(),
+            id: images.full.image().id.clone(),
+        },
+    ];
+    if let (Some(gpu_min), Some(_)) = (images.gpu_min, &plan.gpu_min_name) {
+        sources.push(sbom::Source {
+            role: Role::GpuMin,
+            name: gpu_min.name().to_string(),
+            id: gpu_min.image().id.clone(),
+        });
+    }
+    let mut identity = image.config.clone();
+    for layer in &image.layers {
+        identity.extend_from_slice(layer.digest.as_str().as_bytes());
+    }
+    // Named by its config's digest (the image ID), not by the output: one
+    // image has one SBOM whatever its tags, so a registry stores it once.
+    sbom::document(
+        &sbom::Meta {
+            name: &format!("image {}", crate::digest::Digest::of(&image.config)),
+            created: plan.timestamp,
+            sources: &sources,
+            identity: &identity,
+        },
+        &contents,
+    )
 }
 
 /// Removes what runs that are gone (killed with SIGKILL) left where this
@@ -435,8 +604,8 @@ impl Scans {
 
 /// The name under which the store keeps indexes made with [`index_keep`]
 /// and [`index_elf`]; for min, with `index_keep` only.
-const INDEX_KIND: &str = "compose-4";
-const MIN_INDEX_KIND: &str = "keep-4";
+const INDEX_KIND: &str = "compose-5";
+const MIN_INDEX_KIND: &str = "keep-5";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a
@@ -446,6 +615,7 @@ fn index_keep(path: &ImagePath) -> bool {
         .iter()
         .any(|a| path.as_bytes() == a.as_bytes())
         || deps::keeps(path)
+        || crate::sbom::keeps(path)
 }
 
 /// Files whose ELF facts every compose may need: the installation, the

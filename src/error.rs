@@ -13,6 +13,16 @@ pub struct Error {
     message: String,
     hint: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    kind: Kind,
+}
+
+/// What callers may act on, beyond the message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    #[default]
+    Other,
+    /// The thing asked for does not exist (a registry's 404).
+    NotFound,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -23,7 +33,17 @@ impl Error {
             message: message.into(),
             hint: None,
             source: None,
+            kind: Kind::Other,
         }
+    }
+
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Attaches advice for the user ("pass --enable-gpu=false", ...).

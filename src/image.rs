@@ -158,6 +158,13 @@ pub trait ImageSource: Send + Sync {
     fn origin(&self) -> Option<BlobOrigin> {
         None
     }
+
+    /// The blob of the newest artifact of that type that refers to this
+    /// image (OCI 1.1 `subject`), where the transport keeps referrers
+    /// (registries, OCI layouts); checked against its digest.
+    fn referrer(&self, _artifact_type: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 /// The image a sink is asked to write.
@@ -179,6 +186,9 @@ pub struct OutputImage {
 pub struct Referrer {
     /// The artifact manifest's `artifactType` (and its blob's media type).
     pub artifact_type: String,
+    /// The blob's file name (`org.opencontainers.image.title`, which
+    /// `oras pull` writes it as).
+    pub title: String,
     pub data: Vec<u8>,
     pub annotations: std::collections::BTreeMap<String, String>,
 }

@@ -60,6 +60,7 @@ pub mod progress;
 pub mod provenance;
 pub mod render;
 pub mod request;
+pub mod sbom;
 pub mod scan;
 pub mod scratch;
 pub mod spool;

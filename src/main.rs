@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use triton_compose::cli::{self, CatalogCli, Cli, StoreCli, StoreCommand, VerifyCli};
+use triton_compose::cli::{self, CatalogCli, Cli, SbomCli, StoreCli, StoreCommand, VerifyCli};
 use triton_compose::compose;
 use triton_compose::error::Error;
 use triton_compose::request::ComposeRequest;
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some("verify") => return verify(VerifyCli::parse_from(std::env::args().skip(1))),
         Some("store") => return store(StoreCli::parse_from(std::env::args().skip(1))),
         Some("catalog") => return catalog(CatalogCli::parse_from(std::env::args().skip(1))),
+        Some("sbom") => return sbom(SbomCli::parse_from(std::env::args().skip(1))),
         _ => {}
     }
     run_compose(Cli::parse())
@@ -120,6 +121,25 @@ fn verify(cli: VerifyCli) -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            }
+        }
+        Err(err) => report(&err),
+    }
+}
+
+fn sbom(cli: SbomCli) -> ExitCode {
+    init_logging(cli.quiet, cli.verbose);
+    let result = cli.image.parse::<ImageRef>().and_then(|image| {
+        let options = cli.access.options()?;
+        triton_compose::sbom::of_reference(&image, &options, cli.compute)
+    });
+    match result {
+        Ok(document) => {
+            // The bytes as stored, so that their digest is the blob's.
+            use std::io::Write;
+            match std::io::stdout().write_all(&document) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => report(&Error::new("cannot write the SBOM to stdout").with_source(err)),
             }
         }
         Err(err) => report(&err),

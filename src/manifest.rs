@@ -24,6 +24,9 @@ pub struct Descriptor {
     pub size: u64,
     pub platform: Option<Platform>,
     pub ref_name: Option<String>,
+    /// Set on the descriptors of OCI 1.1 artifacts (an SBOM), which are
+    /// not images.
+    pub artifact_type: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,12 +107,16 @@ pub fn parse_descriptor(value: &Value) -> Result<Descriptor> {
         .and_then(|a| a.get(REF_NAME_ANNOTATION))
         .and_then(Value::as_str)
         .map(Into::into);
+    let artifact_type = field("artifactType")
+        .and_then(Value::as_str)
+        .map(Into::into);
     Ok(Descriptor {
         media_type,
         digest,
         size,
         platform,
         ref_name,
+        artifact_type,
     })
 }
 
@@ -340,17 +347,19 @@ fn descriptor_json(d: &crate::image::BlobDescriptor) -> Value {
 /// An OCI 1.1 artifact manifest: `artifactType`, the empty config, one
 /// blob, and the image it refers to as `subject`.
 pub fn write_artifact_manifest(
-    artifact_type: &str,
+    referrer: &crate::image::Referrer,
     blob: &crate::image::BlobDescriptor,
     subject: &crate::image::BlobDescriptor,
-    annotations: &BTreeMap<String, String>,
 ) -> Vec<u8> {
+    let mut layer = descriptor_json(blob);
+    layer["annotations"] = serde_json::json!({ "org.opencontainers.image.title": referrer.title });
+    let annotations = &referrer.annotations;
     let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,
-        "artifactType": artifact_type,
+        "artifactType": referrer.artifact_type,
         "config": descriptor_json(&empty_config()),
-        "layers": [descriptor_json(blob)],
+        "layers": [layer],
         "subject": descriptor_json(subject),
     });
     if !annotations.is_empty() {
@@ -410,41 +419,35 @@ pub fn write_oci_manifest(
     if !annotations.is_empty() {
         // Through a Value: oci-spec keeps annotations in a HashMap, whose
         // order would change the manifest's bytes from run to run.
-        let mut value = serde_json::to_value(&manifest)
-            .ctx(|| "serializing the image manifest".into())?;
+        let mut value =
+            serde_json::to_value(&manifest).ctx(|| "serializing the image manifest".into())?;
         value["annotations"] = serde_json::to_value(annotations).expect("strings serialize");
         return Ok(crate::image::canonical_json(&value));
     }
     serde_json::to_vec(&manifest).ctx(|| "serializing the image manifest".into())
 }
 
-/// Builds an OCI `index.json` listing manifests, each with an optional
-/// `org.opencontainers.image.ref.name` (and any extra annotations).
-pub fn write_oci_index(
-    entries: &[(crate::image::BlobDescriptor, Vec<(String, String)>)],
-) -> Result<Vec<u8>> {
-    let manifests: Vec<Value> = entries
-        .iter()
-        .map(|(d, annotations)| {
-            let mut value = serde_json::json!({
-                "mediaType": d.media_type,
-                "digest": d.digest.as_str(),
-                "size": d.size,
-            });
-            if !annotations.is_empty() {
-                value["annotations"] = annotations
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into();
-            }
-            value
-        })
-        .collect();
+/// An entry of an index: a manifest's descriptor with annotations
+/// (`org.opencontainers.image.ref.name`, ...).
+pub fn index_entry(d: &crate::image::BlobDescriptor, annotations: &[(String, String)]) -> Value {
+    let mut value = descriptor_json(d);
+    if !annotations.is_empty() {
+        value["annotations"] = annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    value
+}
+
+/// Builds an OCI index (`index.json`) of these entries ([`index_entry`],
+/// [`referrer_descriptor`], or entries read from an index, kept whole).
+pub fn write_oci_index(entries: &[Value]) -> Vec<u8> {
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_INDEX,
-        "manifests": manifests,
+        "manifests": entries,
     });
-    Ok(crate::image::canonical_json(&index))
+    crate::image::canonical_json(&index)
 }

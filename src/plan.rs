@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::{json, Value};
 
 use crate::accounts::AccountFiles;
-use crate::provenance;
 use crate::config::{self, ConfigChange};
 use crate::deps::fsview::{self, Resolution};
 use crate::deps::{self, Deps, DepsInput};
 use crate::error::{Error, Result};
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
+use crate::provenance;
 pub use crate::scan::MinView;
 use crate::scan::ScannedImage;
 use crate::tree::InodeRef;

@@ -1,7 +1,11 @@
-//! What a composed image says about where it came from: OCI annotations
-//! (and the same as config labels, so that `docker inspect` shows them and
-//! Dockerfile.compose writes them too), as crane `rebase` and BuildKit
-//! write them for the base image, plus our own for full and the selection.
+//! What a composed image says about where it came from: OCI annotations on
+//! its manifest, as crane `rebase` and BuildKit write them for the base
+//! image, plus our own for full and the selection. The creation time and
+//! the selection are config labels too (`docker inspect` shows them, and
+//! Dockerfile.compose writes them). Names and digests stay out of the
+//! config: they depend on the transport the sources were read from (a
+//! registry's manifest digest, an archive's image ID), and the config and
+//! layers must not.
 
 use std::collections::BTreeMap;
 
@@ -62,20 +66,8 @@ pub fn selection(components: &[Component]) -> String {
 
 /// RFC 3339 in UTC for seconds since the epoch.
 pub fn rfc3339(seconds: u64) -> String {
-    let days = seconds / 86_400;
-    let rest = seconds % 86_400;
-    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// The annotations of a composed image.
@@ -103,10 +95,12 @@ pub fn annotations(
     out
 }
 
-/// The same, as config labels.
+/// The annotations that are config labels too: the creation time and the
+/// selection.
 pub fn labels(annotations: &BTreeMap<String, String>) -> Vec<ConfigChange> {
     annotations
         .iter()
+        .filter(|(k, _)| [CREATED, SELECTION].contains(&k.as_str()))
         .map(|(k, v)| ConfigChange::Label(k.clone(), v.clone()))
         .collect()
 }

@@ -36,6 +36,8 @@ pub struct ComposeRequest {
     pub store: Option<StoreSettings>,
     /// Split new layers larger than this (`--max-layer-size`).
     pub max_layer_size: Option<u64>,
+    /// Write an SPDX SBOM and attach it where the destination can hold it.
+    pub sbom: bool,
     /// Components from directories on this machine (`--backend NAME=DIR`).
     pub local: Vec<(Component, PathBuf)>,
     /// `--variants FILE`: several images from one read of the sources;
@@ -190,6 +192,8 @@ pub struct RawRequest {
     /// CA certificates for registries (`--cert-dir`).
     pub cert_dir: Option<PathBuf>,
     pub max_layer_size: Option<u64>,
+    /// `--sbom spdx`.
+    pub sbom: bool,
     /// `--variants FILE`.
     pub variants_file: Option<PathBuf>,
 }
@@ -356,6 +360,7 @@ impl ComposeRequest {
             transport,
             store: raw.store,
             max_layer_size: raw.max_layer_size,
+            sbom: raw.sbom,
             local: from_dirs,
             variants,
         })

@@ -92,7 +92,29 @@ fn composes_registry_to_registry_like_local_layouts() {
         .pull_oci("triton/composed:python", &pulled, "python");
     let pulled = read_oci(&pulled, "python");
     let local = read_oci(&local, "python");
-    assert_eq!(pulled.manifest_digest, local.manifest_digest);
+    // The same config and layers; the manifests differ only in naming the
+    // registry sources (annotations), which a layout source cannot.
+    assert_eq!(pulled.config, local.config);
+    assert_eq!(pulled.layer_digests, local.layer_digests);
+    let annotations =
+        |m: &serde_json::Value| m["annotations"].as_object().cloned().unwrap_or_default();
+    let (mut remote, near) = (annotations(&pulled.manifest), annotations(&local.manifest));
+    assert_eq!(
+        remote["org.opencontainers.image.base.name"],
+        format!("{host}/triton/min:latest")
+    );
+    assert_eq!(
+        remote["io.triton-compose.full.name"],
+        format!("{host}/triton/full:24.10")
+    );
+    assert!(!near.contains_key("org.opencontainers.image.base.name"));
+    remote.remove("org.opencontainers.image.base.name");
+    remote.remove("io.triton-compose.full.name");
+    assert_eq!(remote, near);
+    assert_eq!(
+        near["io.triton-compose.selection"],
+        "backends=python;repoagents=checksum;caches=local"
+    );
     assert_eq!(pulled.tree, local.tree);
     assert!(pulled
         .tree
@@ -153,8 +175,9 @@ fn a_second_push_skips_blobs_the_registry_has() {
         .into_iter()
         .filter(|(m, p)| m == "PUT" && p.starts_with("/v2/triton/composed/blobs/uploads/"))
         .count();
-    // The first push uploads the new layers and the config; the second, nothing.
-    assert_eq!(uploads, 6 + 1, "{:#?}", s.registry.requests());
+    // The first push uploads the new layers, the config, the SBOM and the
+    // artifact's empty config; the second, nothing.
+    assert_eq!(uploads, 6 + 1 + 2, "{:#?}", s.registry.requests());
 }
 
 #[test]
@@ -249,6 +272,9 @@ fn when_full_is_built_from_min_min_is_never_downloaded() {
     let output = format!("{host}/triton/composed:python");
     let mut args = vec![
         "-q",
+        // An SBOM lists min's packages, so it would read min: none here.
+        "--sbom",
+        "none",
         "--enable-gpu=false",
         "--image",
         &min_ref,
@@ -302,6 +328,9 @@ fn when_full_is_built_from_min_min_is_never_downloaded() {
     let local_out = format!("docker-archive:{}", local.display());
     let mut args = vec![
         "-q",
+        // An SBOM lists min's packages, so it would read min: none here.
+        "--sbom",
+        "none",
         "--enable-gpu=false",
         "--image",
         &min_oci,
@@ -546,8 +575,111 @@ fn a_new_component_in_a_large_layer_is_fetched_with_range_requests() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, stderr) = run_cli(&args);
     assert!(ok, "{stderr}");
+    // The same image (the manifests differ only in naming registry sources).
+    let (pulled, local) = (read_oci(&pulled, "warm"), read_oci(&local, "x"));
+    assert_eq!(pulled.config, local.config);
+    assert_eq!(pulled.layer_digests, local.layer_digests);
+}
+
+#[test]
+fn the_sbom_is_a_referrer_that_skopeo_and_oras_find() {
+    let Some(s) = setup() else { return };
+    let Some(tools) = pytools() else { return };
+    let host = &s.registry.host;
+    let authfile = s.registry.authfile();
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:24.10");
+    let output = format!("{host}/triton/composed:sbom");
+    let work = s.dir.path().join("work");
+    let mut args = vec![
+        "-q",
+        "--enable-gpu=false",
+        "--image",
+        &min,
+        "--image",
+        &full,
+    ];
+    args.extend([
+        "--output",
+        &output,
+        "--authfile",
+        authfile.to_str().unwrap(),
+    ]);
+    args.extend(["--work-dir", work.to_str().unwrap()]);
+    args.extend(COMPONENTS);
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+    let written = std::fs::read(work.join("sbom.spdx.json")).unwrap();
+    assert_valid_spdx(&tools, &written);
+
+    // skopeo: the image's manifest, then distribution 2.8's fallback tag
+    // (it has no referrers API), an index naming the SBOM artifact.
+    let skopeo_raw = |reference: &str| -> Vec<u8> {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .arg(format!("docker://{host}/triton/composed{reference}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let image = skopeo_raw(":sbom");
+    let subject = sha256(&image);
+    let index: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!(":sha256-{}", &subject[7..]))).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["artifactType"], "application/spdx+json");
+    let artifact_digest = entries[0]["digest"].as_str().unwrap().to_string();
+    let artifact: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("@{artifact_digest}"))).unwrap();
     assert_eq!(
-        read_oci(&pulled, "warm").manifest_digest,
-        read_oci(&local, "x").manifest_digest
+        artifact["subject"]["digest"],
+        subject.as_str(),
+        "{artifact}"
     );
+    assert_eq!(artifact["layers"][0]["mediaType"], "application/spdx+json");
+
+    // The oras SDK pulls it by digest: the very bytes written.
+    let pulled = s.dir.path().join("oras");
+    let script = format!(
+        "import oras.client\n\
+c = oras.client.OrasClient(hostname='{host}', insecure=True, auth_backend='basic')\n\
+c.login(username='{user}', password='{password}', hostname='{host}', tls_verify=False)\n\
+print(c.pull(target='{host}/triton/composed@{artifact_digest}', outdir='{out}'))\n",
+        user = support::registry::USER,
+        password = PASSWORD,
+        out = pulled.display()
+    );
+    let out = std::process::Command::new(tools.join("python"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oras: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(pulled.join("sbom.spdx.json")).unwrap(),
+        written
+    );
+
+    // And `triton-compose sbom` reads it back.
+    let reference = format!("docker://{output}");
+    let (code, stdout, stderr) = run_cli_output(&[
+        "sbom",
+        "-q",
+        &reference,
+        "--authfile",
+        authfile.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.as_bytes(), written.as_slice());
 }

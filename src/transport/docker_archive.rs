@@ -430,7 +430,8 @@ impl ImageSink for DockerArchiveSink {
 
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
         let config = self.append_document(media_type::OCI_CONFIG, &image.config)?;
-        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
+        let manifest_bytes =
+            manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let manifest = self.append_document(media_type::OCI_MANIFEST, &manifest_bytes)?;
         let docker_manifest = serde_json::json!([{
             "Config": format!("blobs/sha256/{}", config.digest.hex()),
@@ -447,16 +448,16 @@ impl ImageSink for DockerArchiveSink {
             .rsplit_once(':')
             .map(|(_, t)| t.to_string())
             .unwrap_or_default();
-        let index = manifest::write_oci_index(&[(
-            manifest.clone(),
-            vec![
+        let index = manifest::write_oci_index(&[manifest::index_entry(
+            &manifest,
+            &[
                 (
                     "io.containerd.image.name".to_string(),
                     self.reference.clone(),
                 ),
                 (REF_NAME_ANNOTATION.to_string(), tag),
             ],
-        )])?;
+        )]);
         self.append(
             "manifest.json",
             docker_manifest.len() as u64,

@@ -48,11 +48,11 @@ impl OciLayoutSource {
                     Error::new(format!("{name}: no image tagged {tag:?}"))
                         .hint(available(&manifests))
                 })?,
-            None if manifests.len() == 1 => &manifests[0],
+            None if images(&manifests).count() == 1 => images(&manifests).next().expect("one"),
             None => {
                 return Err(Error::new(format!(
                     "{name} holds {} images; say which one",
-                    manifests.len()
+                    images(&manifests).count()
                 ))
                 .hint(format!("write oci:DIR:TAG; {}", available(&manifests))))
             }
@@ -86,6 +86,11 @@ impl OciLayoutSource {
         }
         Err(Error::new(format!("{name}: indexes nested too deeply")))
     }
+}
+
+/// The entries that are images, not artifacts about them (SBOMs).
+fn images(manifests: &[manifest::Descriptor]) -> impl Iterator<Item = &manifest::Descriptor> {
+    manifests.iter().filter(|d| d.artifact_type.is_none())
 }
 
 fn available(manifests: &[manifest::Descriptor]) -> String {
@@ -170,6 +175,43 @@ fn read_capped(path: &Path, what: &str) -> Result<Vec<u8>> {
 }
 
 impl ImageSource for OciLayoutSource {
+    fn referrer(&self, artifact_type: &str) -> Result<Option<Vec<u8>>> {
+        let Some(subject) = &self.image.id else {
+            return Ok(None);
+        };
+        let bytes = read_capped(&self.dir.join("index.json"), "index.json")?;
+        let Document::Index { manifests } = manifest::parse_document(&bytes, "index.json")? else {
+            return Ok(None);
+        };
+        let mut found = Vec::new();
+        for d in manifests
+            .iter()
+            .filter(|d| d.artifact_type.as_deref() == Some(artifact_type))
+        {
+            let bytes = read_blob_capped(&self.dir, &d.digest, d.size)?;
+            let artifact: serde_json::Value = serde_json::from_slice(&bytes)
+                .ctx(|| format!("{}: artifact {} is not JSON", self.name, d.digest))?;
+            if artifact["subject"]["digest"].as_str() != Some(subject.as_str()) {
+                continue;
+            }
+            let created = artifact["annotations"][crate::provenance::CREATED]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let layer = manifest::parse_descriptor(&artifact["layers"][0])?;
+            found.push((created, d.digest.to_string(), layer));
+        }
+        found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        match found.pop() {
+            Some((_, _, layer)) => Ok(Some(read_blob_capped(
+                &self.dir,
+                &layer.digest,
+                layer.size,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -217,7 +259,8 @@ pub struct OciLayoutSink {
     /// new layout, the layout itself otherwise.
     root: PathBuf,
     staging: Option<TempDir>,
-    existing: Vec<(BlobDescriptor, Vec<(String, String)>)>,
+    /// The entries of the layout's index.json before this image.
+    existing: Vec<serde_json::Value>,
 }
 
 impl OciLayoutSink {
@@ -260,24 +303,10 @@ impl OciLayoutSink {
                     dir.display()
                 )));
             }
-            let existing = manifests
-                .into_iter()
-                .map(|d| {
-                    let annotations = d
-                        .ref_name
-                        .clone()
-                        .map(|r| vec![(REF_NAME_ANNOTATION.to_string(), r)])
-                        .unwrap_or_default();
-                    (
-                        BlobDescriptor {
-                            media_type: d.media_type,
-                            digest: d.digest,
-                            size: d.size,
-                        },
-                        annotations,
-                    )
-                })
-                .collect();
+            // Kept whole: tags, artifacts (SBOMs) and whatever else they say.
+            let raw: serde_json::Value = serde_json::from_slice(&bytes)
+                .ctx(|| format!("{}/index.json is not JSON", dir.display()))?;
+            let existing = raw["manifests"].as_array().cloned().unwrap_or_default();
             fs::create_dir_all(dir.join("blobs/sha256"))?;
             return Ok(OciLayoutSink {
                 name,
@@ -372,14 +401,28 @@ impl ImageSink for OciLayoutSink {
 
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
         let config = self.write_document(media_type::OCI_CONFIG, &image.config)?;
-        let manifest_bytes = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
+        let manifest_bytes =
+            manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let manifest = self.write_document(media_type::OCI_MANIFEST, &manifest_bytes)?;
         let mut entries = std::mem::take(&mut self.existing);
-        entries.push((
-            manifest.clone(),
-            vec![(REF_NAME_ANNOTATION.to_string(), self.tag.clone())],
+        entries.push(manifest::index_entry(
+            &manifest,
+            &[(REF_NAME_ANNOTATION.to_string(), self.tag.clone())],
         ));
-        let index = manifest::write_oci_index(&entries)?;
+        // Referrers (the SBOM): an artifact manifest whose subject is the
+        // image, listed in index.json with its artifactType.
+        for referrer in &image.referrers {
+            let blob = self.write_document(&referrer.artifact_type, &referrer.data)?;
+            self.write_document(media_type::OCI_EMPTY, manifest::EMPTY_CONFIG)?;
+            let bytes = manifest::write_artifact_manifest(referrer, &blob, &manifest);
+            let artifact = self.write_document(media_type::OCI_MANIFEST, &bytes)?;
+            entries.push(manifest::referrer_descriptor(
+                &artifact,
+                &referrer.artifact_type,
+                &referrer.annotations,
+            ));
+        }
+        let index = manifest::write_oci_index(&entries);
         write_atomically(&self.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
         write_atomically(&self.root.join("index.json"), &index)?;
         if let Some(staging) = self.staging.take() {

@@ -94,3 +94,40 @@ pub fn run_measuring_rss(args: &[&str]) -> (bool, String, u64) {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     (status.success(), stderr, peak_kib)
 }
+
+/// The bin directory of the python tools scripts/test.sh installs
+/// (pyspdxtools, a python with the oras SDK); `None` (skipping, with a
+/// note) outside CI when it is not set.
+pub fn pytools() -> Option<std::path::PathBuf> {
+    match std::env::var_os("TRITON_COMPOSE_PYTOOLS") {
+        Some(dir) => Some(dir.into()),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TRITON_COMPOSE_PYTOOLS is not set: run the tests with scripts/test.sh"
+            );
+            eprintln!("skipping: no python tools (run scripts/test.sh, which installs them)");
+            None
+        }
+    }
+}
+
+/// Validates an SPDX document with spdx-tools' `pyspdxtools -i`.
+pub fn assert_valid_spdx(tools: &std::path::Path, document: &[u8]) {
+    let file = tempfile::Builder::new()
+        .suffix(".spdx.json")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), document).unwrap();
+    let out = std::process::Command::new(tools.join("pyspdxtools"))
+        .arg("-i")
+        .arg(file.path())
+        .output()
+        .expect("pyspdxtools runs");
+    assert!(
+        out.status.success(),
+        "pyspdxtools rejects the SBOM:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -287,7 +287,8 @@ impl RegistryClient {
             StatusCode::FORBIDDEN => Error::new(format!("{what}: access denied (HTTP 403)")).hint(
                 "the credentials found do not allow this; check the repository's permissions",
             ),
-            StatusCode::NOT_FOUND => Error::new(format!("{what}: not found (HTTP 404)")),
+            StatusCode::NOT_FOUND => Error::new(format!("{what}: not found (HTTP 404)"))
+                .with_kind(crate::error::Kind::NotFound),
             s => Error::new(format!("{what}: HTTP {} {body}", s.as_u16())),
         };
         Err(err)

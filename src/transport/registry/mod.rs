@@ -10,6 +10,7 @@
 mod auth;
 mod client;
 mod reference;
+pub mod referrers;
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -140,7 +141,7 @@ fn fetch_manifest(
     )
     .header(ACCEPT.as_str(), MANIFEST_ACCEPT);
     let response = client.send(&request).map_err(|e| {
-        if e.message().contains("HTTP 404") {
+        if e.kind() == crate::error::Kind::NotFound {
             e.hint("check the repository and tag; `skopeo list-tags docker://REPO` lists the tags")
         } else {
             e
@@ -207,6 +208,18 @@ fn read_document_blob(
 }
 
 impl ImageSource for RegistrySource {
+    fn referrer(&self, artifact_type: &str) -> Result<Option<Vec<u8>>> {
+        let Some(subject) = &self.image.id else {
+            return Ok(None);
+        };
+        referrers::find(
+            &self.client,
+            &self.reference.repository,
+            subject,
+            artifact_type,
+        )
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -355,7 +368,7 @@ fn blob_exists(client: &RegistryClient, repo: &str, digest: &Digest) -> Result<b
     );
     match client.send(&request) {
         Ok(response) => Ok(response.status() == StatusCode::OK),
-        Err(e) if e.message().contains("HTTP 404") => Ok(false),
+        Err(e) if e.kind() == crate::error::Kind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -555,6 +568,11 @@ impl ImageSink for RegistrySink {
         )?;
         let manifest = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let digest = Digest::of(&manifest);
+        let subject = BlobDescriptor {
+            media_type: media_type::OCI_MANIFEST.to_string(),
+            digest: digest.clone(),
+            size: manifest.len() as u64,
+        };
         let tag = self.reference.tag.clone().expect("checked at create");
         let put = Request::new(
             Method::PUT,
@@ -576,6 +594,9 @@ impl ImageSink for RegistrySink {
                     self.name
                 )));
             }
+        }
+        for referrer in &image.referrers {
+            referrers::push(&self.client, self.repo(), &self.name, &subject, referrer)?;
         }
         Ok(format!("pushed {} (manifest {digest})", self.name))
     }
