@@ -1136,3 +1136,111 @@ fn cli_args(dir: &Path, extra: &[String]) -> Vec<String> {
     args.extend_from_slice(extra);
     args
 }
+
+#[test]
+fn an_oci_layout_gets_provenance_annotations_and_its_sbom_as_a_referrer() {
+    let fx = Fixture::oci();
+    let request = |out: &str| {
+        let mut raw = fx.request(
+            &format!("oci:{}:x", fx.path(out).display()),
+            PYTHON_CHECKSUM_LOCAL,
+        );
+        raw.sbom = true;
+        raw.source_date_epoch = Some("1700000000".into());
+        raw.work_dir = fx.path(&format!("work-{out}"));
+        raw
+    };
+    run(request("out")).unwrap();
+    let image = read_oci(&fx.path("out"), "x");
+    let index_digest = |dir: &str| -> String {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fx.path(dir).join("index.json")).unwrap())
+                .unwrap();
+        index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let annotations = &image.manifest["annotations"];
+    assert_eq!(
+        annotations["org.opencontainers.image.base.digest"],
+        index_digest("min")
+    );
+    assert_eq!(
+        annotations["io.triton-compose.full.digest"],
+        index_digest("full")
+    );
+    assert_eq!(
+        annotations["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        annotations["io.triton-compose.selection"],
+        "backends=python;repoagents=checksum;caches=local"
+    );
+    // Paths of local layouts are no names to pull by.
+    assert!(annotations
+        .get("org.opencontainers.image.base.name")
+        .is_none());
+    let labels = &image.config["config"]["Labels"];
+    assert_eq!(
+        labels["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        labels["io.triton-compose.selection"],
+        annotations["io.triton-compose.selection"]
+    );
+    assert!(
+        labels.get("io.triton-compose.full.digest").is_none(),
+        "{labels}"
+    );
+
+    // The SBOM: in the work directory, and in the layout as an artifact
+    // whose subject is the image.
+    let sbom = std::fs::read(fx.path("work-out").join("sbom.spdx.json")).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.path("out").join("index.json")).unwrap()).unwrap();
+    let artifact = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/spdx+json")
+        .unwrap_or_else(|| panic!("no SBOM in {index}"));
+    let blob = |digest: &str| {
+        std::fs::read(fx.path("out").join("blobs/sha256").join(&digest[7..])).unwrap()
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(artifact["digest"].as_str().unwrap())).unwrap();
+    assert_eq!(
+        manifest["subject"]["digest"],
+        image.manifest_digest.as_str()
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    assert_eq!(
+        blob(manifest["layers"][0]["digest"].as_str().unwrap()),
+        sbom
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&sbom).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert_eq!(doc["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+
+    // Read back by `triton-compose sbom`, and the layout still reads
+    // without a tag (the artifact is not an image).
+    let reference = format!("oci:{}", fx.path("out").display());
+    let (code, stdout, stderr) = run_cli_output(&["sbom", "-q", &reference]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.as_bytes(), sbom.as_slice());
+
+    // The same inputs give the same bytes, in another layout.
+    run(request("again")).unwrap();
+    let again = std::fs::read(fx.path("work-again").join("sbom.spdx.json")).unwrap();
+    assert_eq!(again, sbom);
+    assert_eq!(
+        read_oci(&fx.path("again"), "x").manifest_digest,
+        image.manifest_digest
+    );
+}

@@ -467,6 +467,9 @@ fn registry_to_registry_mounts_min_and_the_result_runs_after_docker_pull() {
     );
     let output = format!("{host}/triton/composed:python");
     let (ok, stderr) = run_cli(&[
+        // An SBOM lists min's packages and would read min (once per store).
+        "--sbom",
+        "none",
         "--enable-gpu=false",
         "--backend",
         "python",
@@ -1281,4 +1284,100 @@ fn catalog_of_the_fixture_matches_what_a_compose_of_each_part_writes() {
             within(deps, size_of("runtime dependencies"), "dependencies");
         }
     }
+}
+
+#[test]
+fn the_sbom_lists_what_dpkg_and_python_see_in_the_composed_image() {
+    let Some(fx) = Fixtures::get() else { return };
+    let Some(tools) = support::pytools() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (archive, name) = compose_to_archive(
+        &fx,
+        work.path(),
+        &["--json", "--backend", "pyllm", "--cache", "local"],
+    );
+    let sbom = std::fs::read(work.path().join("sbom.spdx.json")).unwrap();
+    support::assert_valid_spdx(&tools, &sbom);
+    let doc: serde_json::Value = serde_json::from_slice(&sbom).unwrap();
+    let listed = |prefix: &str| -> BTreeSet<(String, String)> {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["SPDXID"].as_str().unwrap().starts_with(prefix))
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["versionInfo"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let (_, written) = support::read_docker_archive(&archive);
+    let image = load(&archive, &name);
+    let lines = |script: &str| -> BTreeSet<(String, String)> {
+        sh_in(&image.0, script)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    };
+    let dpkg = lines("dpkg-query -W -f '${Package} ${Version}\\n'");
+    assert!(dpkg.len() > 50, "{dpkg:?}");
+    assert_eq!(listed("SPDXRef-deb-"), dpkg);
+    // What pip list reads: every distribution on python's path.
+    let pip = lines(
+        "python3 -c 'import importlib.metadata as m\nfor d in m.distributions(): print(d.metadata[\"Name\"], d.version)'",
+    );
+    assert!(pip.iter().any(|(n, _)| n == "tcx.outer"), "{pip:?}");
+    assert_eq!(listed("SPDXRef-pypi-"), pip);
+    // The Triton parts are the layers written: core, pyllm, python, local.
+    let parts: BTreeSet<String> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-triton-"))
+        .map(|p| {
+            assert_eq!(p["versionInfo"], "2.51.0");
+            let layer = p["comment"].as_str().unwrap();
+            let digest = layer
+                .trim_start_matches("in layer ")
+                .split(' ')
+                .next()
+                .unwrap();
+            assert!(written.layer_digests.iter().any(|d| d == digest), "{layer}");
+            p["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "tritonserver core",
+        "tritonserver backend pyllm",
+        "tritonserver backend python",
+        "tritonserver cache local",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(parts, expected);
+    // Which packages came from full: what the closure added (python3, ...).
+    let from_full: BTreeSet<&str> = doc["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["relationshipType"] == "GENERATED_FROM"
+                && r["relatedSpdxElement"] == "SPDXRef-Source-full"
+        })
+        .map(|r| r["spdxElementId"].as_str().unwrap())
+        .collect();
+    assert!(
+        from_full.iter().any(|id| id.ends_with("-python3")),
+        "{from_full:?}"
+    );
+    assert!(
+        !from_full.iter().any(|id| id.ends_with("-bash")),
+        "{from_full:?}"
+    );
 }

@@ -197,6 +197,8 @@ fn tags(layout: &Path) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
+        // Images only: each has its SBOM beside it, untagged.
+        .filter(|m| m.get("artifactType").is_none())
         .map(|m| {
             (
                 m["annotations"]["org.opencontainers.image.ref.name"]
