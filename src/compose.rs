@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use crate::deps::{self, Deps};
 use crate::error::{Error, IoContext, Result};
 use crate::execute::{Execution, Spools};
-use crate::image::ImageSource;
+use crate::image::{ImageSink, ImageSource};
 use crate::layer::ImagePath;
+use crate::manifest::Platform;
 use crate::plan::{self, MinInput, MinView, Origin, Plan, PlanInput, PlanOptions};
 use crate::provenance;
 use crate::render::{self, FromNames};
-use crate::request::ComposeRequest;
+use crate::request::{ComposeRequest, Platforms};
 use crate::scan::{self, PathFilter, ScanOptions};
 use crate::spool::Spool;
 use crate::store::Store;
@@ -144,13 +145,237 @@ fn targets(request: &ComposeRequest) -> Vec<Target> {
         .collect()
 }
 
+/// The sources of a run, opened and scanned once, and what targets share.
+struct Prepared {
+    store: Option<Store>,
+    min: Box<dyn ImageSource>,
+    full: Box<dyn ImageSource>,
+    gpu_min: Option<Box<dyn ImageSource>>,
+    scans: Scans,
+    spools: Spools,
+    /// min's small files for the SBOM, when the plan did not read min.
+    sbom_min: Option<scan::ScannedImage>,
+    // Last: removed after everything that may hold files in it.
+    scratch: tempfile::TempDir,
+}
+
+impl Prepared {
+    /// Opens and scans the sources `request` names (its platform's), with
+    /// a store (a temporary one when `shared` targets need one).
+    fn new(request: &ComposeRequest, shared: bool) -> Result<Prepared> {
+        let store = request
+            .store
+            .as_ref()
+            .map(|s| Store::open(&s.dir, s.max_size))
+            .transpose()?;
+        let (min, full, gpu_min) = open_images(request)?;
+        let scratch = tempfile::Builder::new()
+            .prefix(&crate::scratch::prefix("work"))
+            .tempdir_in(&request.work_dir)
+            .ctx(|| {
+                format!(
+                    "creating a scratch directory in {}",
+                    request.work_dir.display()
+                )
+            })?;
+        // Variants share layers through a store: a temporary one without one.
+        let store = match store {
+            None if shared => Some(Store::open(&scratch.path().join("store"), u64::MAX)?),
+            other => other,
+        };
+        let full = with_local_components(request, full, scratch.path())?;
+        let images = Images {
+            min: min.as_ref(),
+            full: full.as_ref(),
+            gpu_min: gpu_min.as_deref(),
+        };
+        let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
+        check_local_components(request, full.as_ref(), &scans.full)?;
+        // The SBOM lists min's packages and distributions: when full was
+        // built FROM min, min's small files are indexed for it (once: the
+        // store keeps the index). The plan does not see this scan.
+        let sbom_min = match &scans.min {
+            None if request.sbom && !request.dry_run => Some(scan::scan(
+                min.as_ref(),
+                "min",
+                ScanOptions {
+                    keep: Some(&index_keep),
+                    store: store.as_ref().map(|s| (s, MIN_INDEX_KIND)),
+                    ..Default::default()
+                },
+            )?),
+            _ => None,
+        };
+        Ok(Prepared {
+            store,
+            min,
+            full,
+            gpu_min,
+            scans,
+            spools,
+            sbom_min,
+            scratch,
+        })
+    }
+
+    fn images(&self) -> Images<'_> {
+        Images {
+            min: self.min.as_ref(),
+            full: self.full.as_ref(),
+            gpu_min: self.gpu_min.as_deref(),
+        }
+    }
+
+    /// Plans `target`, writes its Dockerfile.compose and, unless `sink` is
+    /// `None` (a dry run), its layers into `sink`, and its SBOM; returns
+    /// the image for the sink to commit.
+    fn write_target(
+        &self,
+        target: &ComposeRequest,
+        sink: Option<&mut dyn ImageSink>,
+    ) -> Result<Written> {
+        let images = self.images();
+        let plan = plan_compose(target, &images, &self.scans)?;
+        let dockerfile = write_dockerfile(target, &plan)?;
+        let Some(sink) = sink else {
+            return Ok(Written {
+                dockerfile,
+                built: None,
+            });
+        };
+        let (mut image, reports) = Execution {
+            plan: &plan,
+            min: self.min.as_ref(),
+            full: self.full.as_ref(),
+            gpu_min: self.gpu_min.as_deref(),
+            compression: target.compression,
+            scratch: self.scratch.path(),
+            store: self.store.as_ref(),
+            scans: self.scans.by_origin(),
+        }
+        .run(&self.spools, sink)?;
+        let sbom = if target.sbom {
+            let min_scan = self.scans.min.as_ref().or(self.sbom_min.as_ref());
+            let sbom = sbom_document(&images, &self.scans, min_scan, &plan, &image, &reports);
+            let path = target.work_dir.join(crate::sbom::FILE_NAME);
+            std::fs::write(&path, &sbom).ctx(|| format!("writing {}", path.display()))?;
+            image.referrers.push(crate::image::Referrer {
+                artifact_type: crate::sbom::MEDIA_TYPE.to_string(),
+                title: crate::sbom::FILE_NAME.to_string(),
+                data: sbom,
+                annotations: [(
+                    provenance::CREATED.to_string(),
+                    provenance::rfc3339(plan.timestamp),
+                )]
+                .into(),
+            });
+            Some(path)
+        } else {
+            None
+        };
+        // Nothing becomes visible once the run was interrupted.
+        crate::scratch::check()?;
+        Ok(Written {
+            dockerfile,
+            built: Some(Built {
+                plan,
+                image,
+                reports,
+                sbom,
+            }),
+        })
+    }
+
+    /// Evicts past the store's bound, when the store is the user's.
+    fn prune(&self, request: &ComposeRequest) {
+        if let Some(store) = request.store.as_ref().and(self.store.as_ref()) {
+            let freed = store.prune(None);
+            if freed > 0 {
+                tracing::info!(
+                    "store: evicted {} of least recently used entries",
+                    scan::human_size(freed)
+                );
+            }
+        }
+    }
+}
+
+/// What [`Prepared::write_target`] did.
+struct Written {
+    dockerfile: PathBuf,
+    built: Option<Built>,
+}
+
+struct Built {
+    plan: Plan,
+    image: crate::image::OutputImage,
+    reports: Vec<crate::execute::LayerReport>,
+    sbom: Option<PathBuf>,
+}
+
+impl Built {
+    fn outcome(
+        self,
+        request: &ComposeRequest,
+        images: &Images<'_>,
+        dockerfile: PathBuf,
+        written: String,
+        started: std::time::Instant,
+    ) -> Outcome {
+        let mut summary = summarize(
+            request,
+            images,
+            &self.plan,
+            &self.image,
+            self.reports,
+            written.clone(),
+            started,
+        );
+        summary.sbom = self.sbom;
+        Outcome {
+            dockerfile,
+            written: Some(written),
+            summary: Some(summary),
+        }
+    }
+}
+
+/// Refuses a source whose image is of another platform (a single-platform
+/// image offers no choice, and would be taken for any).
+fn check_platform(role: &str, source: &dyn ImageSource, platform: &Platform) -> Result<()> {
+    let config = &source.image().config;
+    let field = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let variant_ok = platform
+        .variant
+        .as_deref()
+        .is_none_or(|v| field("variant").is_empty() || field("variant") == v);
+    if field("os") == platform.os && field("architecture") == platform.architecture && variant_ok {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "--image {role}: {} has no {platform} image; it is {}/{}",
+        source.name(),
+        field("os"),
+        field("architecture")
+    ))
+    .hint("name a multi-platform image (an index) that holds every --platform asked for"))
+}
+
+fn prepare_work_dir(request: &ComposeRequest) -> Result<()> {
+    let dir = &request.work_dir;
+    std::fs::create_dir_all(dir).ctx(|| format!("creating --work-dir {}", dir.display()))?;
+    sweep_leftovers(request);
+    Ok(())
+}
+
 fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)>> {
+    if request.platforms.is_index() {
+        return compose_platforms(request);
+    }
     let started = std::time::Instant::now();
     let targets = targets(request);
     for target in &targets {
-        let dir = &target.request.work_dir;
-        std::fs::create_dir_all(dir).ctx(|| format!("creating --work-dir {}", dir.display()))?;
-        sweep_leftovers(&target.request);
+        prepare_work_dir(&target.request)?;
     }
     // The destinations first: an unreachable engine or a taken path fails
     // before any image is read. Variants may share one (tags of one OCI
@@ -171,131 +396,120 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             }
         }
     }
-    let store = request
-        .store
-        .as_ref()
-        .map(|s| Store::open(&s.dir, s.max_size))
-        .transpose()?;
-    let (min, full, gpu_min) = open_images(request)?;
-
-    let scratch = tempfile::Builder::new()
-        .prefix(&crate::scratch::prefix("work"))
-        .tempdir_in(&request.work_dir)
-        .ctx(|| {
-            format!(
-                "creating a scratch directory in {}",
-                request.work_dir.display()
-            )
-        })?;
-    // Variants share layers through a store: a temporary one without one.
-    let store = match store {
-        None if targets.len() > 1 => Some(Store::open(&scratch.path().join("store"), u64::MAX)?),
-        other => other,
-    };
-    let full = with_local_components(request, full, scratch.path())?;
-    let images = Images {
-        min: min.as_ref(),
-        full: full.as_ref(),
-        gpu_min: gpu_min.as_deref(),
-    };
-    let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
-    check_local_components(request, full.as_ref(), &scans.full)?;
-    // The SBOM lists min's packages and distributions: when full was built
-    // FROM min, min's small files are indexed for it (once: the store keeps
-    // the index). The plan does not see this scan.
-    let sbom_min = match &scans.min {
-        None if request.sbom && !request.dry_run => Some(scan::scan(
-            images.min,
-            "min",
-            ScanOptions {
-                keep: Some(&index_keep),
-                store: store.as_ref().map(|s| (s, MIN_INDEX_KIND)),
-                ..Default::default()
-            },
-        )?),
-        _ => None,
-    };
-
+    let prepared = Prepared::new(request, targets.len() > 1)?;
     let mut outcomes = Vec::new();
     for target in &targets {
-        let plan = plan_compose(&target.request, &images, &scans)?;
-        let dockerfile = write_dockerfile(&target.request, &plan)?;
-        let sink = match first_sink.take() {
+        let mut sink = match first_sink.take() {
             Some(sink) => Some(sink),
             None if !request.dry_run => Some(open_sink(target)?),
             None => None,
         };
-        let Some(mut sink) = sink else {
+        let written = prepared.write_target(
+            &target.request,
+            sink.as_mut().map(|s| &mut **s as &mut dyn ImageSink),
+        )?;
+        let (Some(built), Some(sink)) = (written.built, sink) else {
             outcomes.push((
                 target.name.clone(),
                 Outcome {
-                    dockerfile,
+                    dockerfile: written.dockerfile,
                     written: None,
                     summary: None,
                 },
             ));
             continue;
         };
-        let (mut image, reports) = Execution {
-            plan: &plan,
-            min: min.as_ref(),
-            full: full.as_ref(),
-            gpu_min: gpu_min.as_deref(),
-            compression: request.compression,
-            scratch: scratch.path(),
-            store: store.as_ref(),
-            scans: scans.by_origin(),
-        }
-        .run(&spools, sink.as_mut())?;
-        let sbom = if request.sbom {
-            let min_scan = scans.min.as_ref().or(sbom_min.as_ref());
-            let sbom = sbom_document(&images, &scans, min_scan, &plan, &image, &reports);
-            let path = target.request.work_dir.join(crate::sbom::FILE_NAME);
-            std::fs::write(&path, &sbom).ctx(|| format!("writing {}", path.display()))?;
-            image.referrers.push(crate::image::Referrer {
-                artifact_type: crate::sbom::MEDIA_TYPE.to_string(),
-                title: crate::sbom::FILE_NAME.to_string(),
-                data: sbom,
-                annotations: [(
-                    provenance::CREATED.to_string(),
-                    provenance::rfc3339(plan.timestamp),
-                )]
-                .into(),
-            });
-            Some(path)
-        } else {
-            None
-        };
-        // Nothing becomes visible once the run was interrupted.
-        crate::scratch::check()?;
-        let written = sink.commit(&image)?;
-        let mut summary = summarize(
+        let description = sink.commit(&built.image)?;
+        let outcome = built.outcome(
             &target.request,
-            &images,
-            &plan,
-            &image,
-            reports,
-            written.clone(),
+            &prepared.images(),
+            written.dockerfile,
+            description,
             started,
         );
-        summary.sbom = sbom;
-        outcomes.push((
-            target.name.clone(),
-            Outcome {
-                dockerfile,
-                written: Some(written),
-                summary: Some(summary),
-            },
-        ));
+        outcomes.push((target.name.clone(), outcome));
     }
-    if let Some(store) = request.store.as_ref().and(store.as_ref()) {
-        let freed = store.prune(None);
-        if freed > 0 {
-            tracing::info!(
-                "store: evicted {} of least recently used entries",
-                scan::human_size(freed)
-            );
+    prepared.prune(request);
+    Ok(outcomes)
+}
+
+/// `--platform a,b`: each platform composed from its own platform's
+/// sources, into one sink, committed as an image index.
+fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)>> {
+    let started = std::time::Instant::now();
+    if !request.variants.is_empty() {
+        return Err(Error::new("--variants composes one platform at a time")
+            .hint("run it once per --platform, or compose the platforms without --variants"));
+    }
+    if !matches!(request.output, ImageRef::Oci { .. } | ImageRef::Registry(_)) {
+        return Err(Error::new(format!(
+            "{} holds one image, not a multi-platform index",
+            request.output
+        ))
+        .hint("write several platforms to oci:DIR[:TAG] or a registry, or pass one --platform"));
+    }
+    let mut sink = if request.dry_run {
+        None
+    } else {
+        Some(transport::open_sink(
+            &request.output,
+            &request.output_name,
+            &request.transport,
+        )?)
+    };
+    let platforms = match &request.platforms {
+        Platforms::List(list) => list.clone(),
+        Platforms::All => transport::platforms(&request.full, &request.transport)?,
+    };
+    let mut built = Vec::new();
+    let mut outcomes = Vec::new();
+    for platform in &platforms {
+        let mut own = request.clone();
+        own.transport.platform = platform.clone();
+        own.platforms = Platforms::List(vec![platform.clone()]);
+        own.work_dir = request
+            .work_dir
+            .join(platform.to_string().replace('/', "-"));
+        prepare_work_dir(&own)?;
+        let prepared = Prepared::new(&own, true)?;
+        for (role, source) in [
+            ("min", prepared.min.as_ref()),
+            ("full", prepared.full.as_ref()),
+        ] {
+            check_platform(role, source, platform)?;
         }
+        let written =
+            prepared.write_target(&own, sink.as_mut().map(|s| &mut **s as &mut dyn ImageSink))?;
+        match written.built {
+            Some(b) => built.push((platform.clone(), own, prepared, written.dockerfile, b)),
+            None => outcomes.push((
+                Some(platform.to_string()),
+                Outcome {
+                    dockerfile: written.dockerfile,
+                    written: None,
+                    summary: None,
+                },
+            )),
+        }
+    }
+    let Some(sink) = sink else {
+        return Ok(outcomes);
+    };
+    let images: Vec<(Platform, crate::image::OutputImage)> = built
+        .iter()
+        .map(|(p, _, _, _, b)| (p.clone(), b.image.clone()))
+        .collect();
+    let description = sink.commit_index(&images)?;
+    for (platform, own, prepared, dockerfile, b) in built {
+        let outcome = b.outcome(
+            &own,
+            &prepared.images(),
+            dockerfile,
+            description.clone(),
+            started,
+        );
+        prepared.prune(request);
+        outcomes.push((Some(platform.to_string()), outcome));
     }
     Ok(outcomes)
 }

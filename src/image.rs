@@ -235,6 +235,19 @@ pub trait ImageSink {
     /// Writes config and manifest and makes the image visible. Returns a
     /// one-line description of what was written.
     fn commit(self: Box<Self>, image: &OutputImage) -> Result<String>;
+
+    /// Like [`ImageSink::commit`], for one image per platform (whose
+    /// layers were put already), under one image index.
+    fn commit_index(
+        self: Box<Self>,
+        _images: &[(crate::manifest::Platform, OutputImage)],
+    ) -> Result<String> {
+        Err(Error::new(format!(
+            "{} holds one image, not a multi-platform index",
+            self.name()
+        ))
+        .hint("write several platforms to oci:DIR[:TAG] or a registry, or pass one --platform"))
+    }
 }
 
 /// Serializes JSON canonically: sorted keys (serde_json's default map is a

@@ -441,6 +441,26 @@ pub fn index_entry(d: &crate::image::BlobDescriptor, annotations: &[(String, Str
     value
 }
 
+/// An image index of one manifest per platform.
+pub fn write_platform_index(manifests: &[(Platform, crate::image::BlobDescriptor)]) -> Vec<u8> {
+    let entries: Vec<Value> = manifests
+        .iter()
+        .map(|(platform, d)| {
+            let mut entry = descriptor_json(d);
+            let mut p = serde_json::json!({
+                "os": platform.os,
+                "architecture": platform.architecture,
+            });
+            if let Some(variant) = &platform.variant {
+                p["variant"] = Value::String(variant.clone());
+            }
+            entry["platform"] = p;
+            entry
+        })
+        .collect();
+    write_oci_index(&entries)
+}
+
 /// Builds an OCI index (`index.json`) of these entries ([`index_entry`],
 /// [`referrer_descriptor`], or entries read from an index, kept whole).
 pub fn write_oci_index(entries: &[Value]) -> Vec<u8> {

@@ -87,6 +87,15 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
     if let Some(name) = &plan.gpu_min_name {
         out.push_str(&format!("# gpu-min: {}\n#\n", comment(name)));
     }
+    let field = |k: &str| plan.config.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let mut platform = format!("{}/{}", field("os"), field("architecture"));
+    if !field("variant").is_empty() {
+        platform = format!("{platform}/{}", field("variant"));
+    }
+    out.push_str(&format!(
+        "# Rendered for platform {p}: build it with docker build --platform {p}.\n#\n",
+        p = comment(&platform)
+    ));
     let full = &plan.full_name;
     for (name, value, what) in [
         (

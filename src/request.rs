@@ -38,6 +38,9 @@ pub struct ComposeRequest {
     pub max_layer_size: Option<u64>,
     /// Write an SPDX SBOM and attach it where the destination can hold it.
     pub sbom: bool,
+    /// `--platform`: one (the transport's), several, or every platform
+    /// full has; more than one composes an image index.
+    pub platforms: Platforms,
     /// Components from directories on this machine (`--backend NAME=DIR`).
     pub local: Vec<(Component, PathBuf)>,
     /// `--variants FILE`: several images from one read of the sources;
@@ -336,12 +339,16 @@ impl ComposeRequest {
                 })
             })
             .transpose()?;
+        let platforms = Platforms::parse(raw.platform.as_deref())?;
         let mut transport = transport_options(
-            raw.platform.as_deref(),
+            None,
             &raw.insecure_registries,
             raw.authfile.as_ref(),
             raw.cert_dir.as_ref(),
         )?;
+        if let Platforms::List(list) = &platforms {
+            transport.platform = list[0].clone();
+        }
         transport.scratch_dir = raw.work_dir.clone();
         Ok(ComposeRequest {
             min,
@@ -361,6 +368,7 @@ impl ComposeRequest {
             store: raw.store,
             max_layer_size: raw.max_layer_size,
             sbom: raw.sbom,
+            platforms,
             local: from_dirs,
             variants,
         })
@@ -393,6 +401,47 @@ pub fn transport_options(
     transport.registry.authfile = authfile.cloned();
     transport.registry.cert_dir = cert_dir.cloned();
     Ok(transport)
+}
+
+/// What `--platform` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Platforms {
+    /// These, in order (one: an image; more: an index).
+    List(Vec<crate::manifest::Platform>),
+    /// Every platform of full's index (`--platform all`).
+    All,
+}
+
+impl Default for Platforms {
+    fn default() -> Self {
+        Platforms::List(vec![crate::manifest::Platform::host()])
+    }
+}
+
+impl Platforms {
+    /// `os/arch[/variant]` (comma-separated for several), or `all`.
+    pub fn parse(text: Option<&str>) -> Result<Platforms> {
+        let Some(text) = text else {
+            return Ok(Platforms::default());
+        };
+        if text.trim() == "all" {
+            return Ok(Platforms::All);
+        }
+        let mut list = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let platform = parse_platform(part)?;
+            if list.contains(&platform) {
+                return Err(Error::new(format!("--platform names {platform} twice")));
+            }
+            list.push(platform);
+        }
+        Ok(Platforms::List(list))
+    }
+
+    /// True when the result is an image index.
+    pub fn is_index(&self) -> bool {
+        !matches!(self, Platforms::List(list) if list.len() == 1)
+    }
 }
 
 fn parse_platform(text: &str) -> Result<crate::manifest::Platform> {

@@ -1244,3 +1244,161 @@ fn an_oci_layout_gets_provenance_annotations_and_its_sbom_as_a_referrer() {
         image.manifest_digest
     );
 }
+
+/// min and full for one architecture, each with a file saying which.
+fn platform_images(arch: &str) -> (TestImage, TestImage) {
+    let mut min = min_image();
+    min.architecture = arch.into();
+    min.layers.push(layer_tar(&[file("etc/platform", arch)]));
+    let mut full = full_image(&min);
+    full.architecture = arch.into();
+    full.layers.push(layer_tar(&[
+        dir("opt/tritonserver"),
+        dir("opt/tritonserver/lib"),
+        file(
+            "opt/tritonserver/lib/libarch.so",
+            &format!("built for {arch}\n"),
+        ),
+    ]));
+    (min, full)
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn several_platforms_compose_into_one_index_each_from_its_own_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (min_amd, full_amd) = platform_images("amd64");
+    let (min_arm, full_arm) = platform_images("arm64");
+    TestImage::write_oci_multi(&dir.path().join("min"), "latest", &[&min_amd, &min_arm]);
+    TestImage::write_oci_multi(&dir.path().join("full"), "24.10", &[&full_amd, &full_arm]);
+    let images = [
+        format!("min,oci:{}:latest", dir.path().join("min").display()),
+        format!("full,oci:{}:24.10", dir.path().join("full").display()),
+    ];
+    let compose = |platforms: &str, output: &str| {
+        let work = dir.path().join("work");
+        run_cli_output(&[
+            "-q",
+            "--enable-gpu=false",
+            "--no-store",
+            "--backend",
+            "python",
+            "--image",
+            &images[0],
+            "--image",
+            &images[1],
+            "--platform",
+            platforms,
+            "--output",
+            output,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ])
+    };
+    let out = dir.path().join("out");
+    let (code, _, stderr) = compose(
+        "linux/amd64,linux/arm64",
+        &format!("oci:{}:x", out.display()),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let top = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "x")
+        .unwrap();
+    assert_eq!(top["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let blob = |d: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(out.join("blobs/sha256").join(&d.as_str().unwrap()[7..])).unwrap(),
+        )
+        .unwrap()
+    };
+    let platforms: Vec<String> = blob(&top["digest"])["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+    // Each platform, as skopeo picks it, holds its own platform's files only.
+    let reference = format!("oci:{}:x", out.display());
+    for (arch, other) in [("amd64", "arm64"), ("arm64", "amd64")] {
+        let inspected: serde_json::Value = serde_json::from_str(&skopeo(&[
+            "--override-arch",
+            arch,
+            "--override-os",
+            "linux",
+            "inspect",
+            &reference,
+        ]))
+        .unwrap();
+        assert_eq!(inspected["Architecture"], arch);
+        let single = dir.path().join(format!("single-{arch}"));
+        skopeo(&[
+            "--override-arch",
+            arch,
+            "--override-os",
+            "linux",
+            "copy",
+            "-q",
+            &reference,
+            &format!("oci:{}:x", single.display()),
+        ]);
+        let image = read_oci(&single, "x");
+        assert_eq!(image.config["architecture"], arch);
+        let lib = &image.tree["opt/tritonserver/lib/libarch.so"];
+        let own = sha256(format!("built for {arch}\n").as_bytes());
+        assert_ne!(own, sha256(format!("built for {other}\n").as_bytes()));
+        assert_eq!(lib.content.as_deref(), Some(own.as_str()), "{arch}");
+        assert_eq!(
+            image.tree["etc/platform"].content.as_deref(),
+            Some(sha256(arch.as_bytes()).as_str())
+        );
+        let dockerfile = std::fs::read_to_string(
+            dir.path()
+                .join(format!("work/linux-{arch}/Dockerfile.compose")),
+        )
+        .unwrap();
+        assert!(
+            dockerfile.contains(&format!("Rendered for platform linux/{arch}")),
+            "{dockerfile}"
+        );
+        // Each platform's SBOM is its own referrer.
+        let sbom =
+            std::fs::read(dir.path().join(format!("work/linux-{arch}/sbom.spdx.json"))).unwrap();
+        assert!(!sbom.is_empty());
+    }
+
+    // A platform the sources lack: the error lists what they have.
+    let (code, _, stderr) = compose(
+        "linux/amd64,linux/s390x",
+        &format!("oci:{}:y", dir.path().join("y").display()),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("no image for platform linux/s390x")
+            && stderr.contains("linux/amd64, linux/arm64"),
+        "{stderr}"
+    );
+    // An archive holds one image: refused, and nothing written.
+    let archive = dir.path().join("both.tar");
+    let (code, _, stderr) = compose("all", &format!("docker-archive:{}", archive.display()));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not a multi-platform index"), "{stderr}");
+    assert!(!archive.exists());
+}

@@ -683,3 +683,158 @@ print(c.pull(target='{host}/triton/composed@{artifact_digest}', outdir='{out}'))
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.as_bytes(), written.as_slice());
 }
+
+#[test]
+fn every_platform_of_registry_sources_composes_into_a_pushed_index() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = &registry.host;
+    let mut images = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let mut min = min_image();
+        min.architecture = arch.into();
+        let mut full = full_image(&min);
+        full.architecture = arch.into();
+        images.push((min, full));
+    }
+    let (mins, fulls): (Vec<&TestImage>, Vec<&TestImage>) =
+        images.iter().map(|(m, f)| (m, f)).unzip();
+    TestImage::write_oci_multi(&dir.path().join("min"), "latest", &mins);
+    TestImage::write_oci_multi(&dir.path().join("full"), "24.10", &fulls);
+    for (layout, tag, repository) in [
+        ("min", "latest", "triton/min:latest"),
+        ("full", "24.10", "triton/full:24.10"),
+    ] {
+        let out = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--all",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+            ])
+            .arg(format!("{}:{PASSWORD}", support::registry::USER))
+            .arg(format!("oci:{}:{tag}", dir.path().join(layout).display()))
+            .arg(format!("docker://{host}/{repository}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let authfile = registry.authfile();
+    let min = format!("min,{host}/triton/min:latest");
+    let full = format!("full,{host}/triton/full:24.10");
+    let output = format!("{host}/triton/composed:multi");
+    let work = dir.path().join("work");
+    let mut args = vec![
+        "-q",
+        "--enable-gpu=false",
+        "--platform",
+        "all",
+        "--image",
+        &min,
+        "--image",
+        &full,
+    ];
+    args.extend([
+        "--output",
+        &output,
+        "--authfile",
+        authfile.to_str().unwrap(),
+    ]);
+    args.extend(["--work-dir", work.to_str().unwrap()]);
+    args.extend(COMPONENTS);
+    let (ok, stderr) = run_cli(&args);
+    assert!(ok, "{stderr}");
+    let skopeo = |extra: &[&str], reference: &str| -> serde_json::Value {
+        let out = std::process::Command::new("skopeo")
+            .args(extra)
+            .args(["inspect", "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .arg(format!("docker://{host}/triton/composed{reference}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .arg(format!("docker://{host}/triton/composed:multi"))
+        .output()
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        raw["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{raw}"
+    );
+    let manifests = raw["manifests"].as_array().unwrap();
+    let archs: Vec<&str> = manifests
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    for (arch, entry) in ["amd64", "arm64"].iter().zip(manifests) {
+        let inspected = skopeo(
+            &["--override-arch", arch, "--override-os", "linux"],
+            ":multi",
+        );
+        assert_eq!(inspected["Architecture"], *arch);
+        // Its SBOM hangs off its own manifest (distribution 2.8: fallback tag).
+        let digest = entry["digest"].as_str().unwrap();
+        let referrers = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .arg(format!(
+                "docker://{host}/triton/composed:sha256-{}",
+                &digest[7..]
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            referrers.status.success(),
+            "{}",
+            String::from_utf8_lossy(&referrers.stderr)
+        );
+        let referrers: serde_json::Value = serde_json::from_slice(&referrers.stdout).unwrap();
+        assert_eq!(
+            referrers["manifests"][0]["artifactType"],
+            "application/spdx+json"
+        );
+    }
+    let pulled_arm = {
+        let layout = dir.path().join("arm");
+        let out = std::process::Command::new("skopeo")
+            .args([
+                "--override-arch",
+                "arm64",
+                "--override-os",
+                "linux",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                "--authfile",
+            ])
+            .arg(&authfile)
+            .arg(format!("docker://{host}/triton/composed:multi"))
+            .arg(format!("oci:{}:x", layout.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read_oci(&layout, "x")
+    };
+    assert_eq!(pulled_arm.config["architecture"], "arm64");
+}

@@ -161,6 +161,30 @@ pub fn open_source(reference: &ImageRef, options: &Options) -> Result<Box<dyn Im
     }
 }
 
+/// The platforms a multi-platform image (an index) offers, in its order;
+/// for a single image, its own.
+pub fn platforms(reference: &ImageRef, options: &Options) -> Result<Vec<Platform>> {
+    let listed = match reference {
+        ImageRef::Oci { dir, tag } => oci_layout::platforms(dir, tag.as_deref())?,
+        ImageRef::Registry(text) => {
+            registry::platforms(&registry::Reference::parse(text)?, &options.registry)?
+        }
+        _ => None,
+    };
+    if let Some(list) = listed {
+        // Attestations (BuildKit's `unknown/unknown` entries) are no platform.
+        return Ok(list.into_iter().filter(|p| p.os != "unknown").collect());
+    }
+    let source = open_source(reference, options)?;
+    let config = &source.image().config;
+    let field = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Ok(vec![Platform {
+        os: field("os").unwrap_or_else(|| "linux".into()),
+        architecture: field("architecture").unwrap_or_default(),
+        variant: field("variant"),
+    }])
+}
+
 /// Opens several images for reading, in order, each error in the context
 /// of its label ("--image min"). Those in the local Docker engine are
 /// exported together, so layers they share are read once.

@@ -88,6 +88,36 @@ impl OciLayoutSource {
     }
 }
 
+/// The platforms of the index a tag names (`None`: it names one image).
+pub fn platforms(dir: &Path, tag: Option<&str>) -> Result<Option<Vec<manifest::Platform>>> {
+    let index_bytes = read_capped(&dir.join("index.json"), "index.json")?;
+    let Document::Index { manifests } = manifest::parse_document(&index_bytes, "index.json")?
+    else {
+        return Ok(None);
+    };
+    let chosen = match tag {
+        Some(tag) => manifests
+            .iter()
+            .find(|d| d.ref_name.as_deref() == Some(tag)),
+        None => images(&manifests).next(),
+    };
+    let Some(chosen) = chosen else {
+        return Ok(None);
+    };
+    if !manifest::is_index_media_type(&chosen.media_type) {
+        return Ok(None);
+    }
+    let bytes = read_blob_capped(dir, &chosen.digest, chosen.size)?;
+    match manifest::parse_document_as(&bytes, "index", &chosen.media_type)? {
+        Document::Index { manifests } => Ok(Some(
+            images(&manifests)
+                .filter_map(|d| d.platform.clone())
+                .collect(),
+        )),
+        Document::Manifest { .. } => Ok(None),
+    }
+}
+
 /// The entries that are images, not artifacts about them (SBOMs).
 fn images(manifests: &[manifest::Descriptor]) -> impl Iterator<Item = &manifest::Descriptor> {
     manifests.iter().filter(|d| d.artifact_type.is_none())
@@ -400,17 +430,40 @@ impl ImageSink for OciLayoutSink {
     }
 
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
+        let (manifest, referrers) = self.write_image(image)?;
+        self.finish(&manifest, referrers)
+    }
+
+    fn commit_index(
+        mut self: Box<Self>,
+        images: &[(manifest::Platform, OutputImage)],
+    ) -> Result<String> {
+        let mut manifests = Vec::new();
+        let mut referrers = Vec::new();
+        for (platform, image) in images {
+            let (manifest, more) = self.write_image(image)?;
+            manifests.push((platform.clone(), manifest));
+            referrers.extend(more);
+        }
+        let index = manifest::write_platform_index(&manifests);
+        let index = self.write_document(media_type::OCI_INDEX, &index)?;
+        self.finish(&index, referrers)
+    }
+}
+
+impl OciLayoutSink {
+    /// Writes an image's config and manifest, and its referrers (the
+    /// SBOM: an artifact manifest whose subject is the image); returns the
+    /// manifest and the referrers' index.json entries.
+    fn write_image(
+        &mut self,
+        image: &OutputImage,
+    ) -> Result<(BlobDescriptor, Vec<serde_json::Value>)> {
         let config = self.write_document(media_type::OCI_CONFIG, &image.config)?;
         let manifest_bytes =
             manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
         let manifest = self.write_document(media_type::OCI_MANIFEST, &manifest_bytes)?;
-        let mut entries = std::mem::take(&mut self.existing);
-        entries.push(manifest::index_entry(
-            &manifest,
-            &[(REF_NAME_ANNOTATION.to_string(), self.tag.clone())],
-        ));
-        // Referrers (the SBOM): an artifact manifest whose subject is the
-        // image, listed in index.json with its artifactType.
+        let mut entries = Vec::new();
         for referrer in &image.referrers {
             let blob = self.write_document(&referrer.artifact_type, &referrer.data)?;
             self.write_document(media_type::OCI_EMPTY, manifest::EMPTY_CONFIG)?;
@@ -422,6 +475,19 @@ impl ImageSink for OciLayoutSink {
                 &referrer.annotations,
             ));
         }
+        Ok((manifest, entries))
+    }
+
+    /// Tags `top` (a manifest or an index), lists the referrers, and makes
+    /// the layout visible.
+    fn finish(mut self, top: &BlobDescriptor, referrers: Vec<serde_json::Value>) -> Result<String> {
+        let mut entries = std::mem::take(&mut self.existing);
+        entries.push(manifest::index_entry(
+            top,
+            &[(REF_NAME_ANNOTATION.to_string(), self.tag.clone())],
+        ));
+        entries.extend(referrers);
+        let manifest = top;
         let index = manifest::write_oci_index(&entries);
         write_atomically(&self.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
         write_atomically(&self.root.join("index.json"), &index)?;
@@ -437,8 +503,13 @@ impl ImageSink for OciLayoutSink {
                 .hint("the directory was created by someone else meanwhile; choose another path"));
             }
         }
+        let what = if manifest::is_index_media_type(&manifest.media_type) {
+            "index"
+        } else {
+            "manifest"
+        };
         Ok(format!(
-            "wrote {} (manifest {})",
+            "wrote {} ({what} {})",
             ImageRefDisplay(&self.dir, &self.tag),
             manifest.digest
         ))

@@ -215,6 +215,30 @@ pub struct TestImage {
     pub created: String,
     /// rootfs.diff_ids as written, when a test wants them to lie.
     pub diff_ids_override: Option<Vec<String>>,
+    /// The config's architecture (`amd64` unless a test says otherwise).
+    pub architecture: String,
+}
+
+/// Lists a manifest or index in a layout's index.json under a tag.
+fn add_to_oci_index(dir: &Path, tag: &str, media_type: &str, digest: &str, size: usize) {
+    let index_path = dir.join("index.json");
+    let mut manifests: Vec<Value> = if index_path.exists() {
+        let index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+        index["manifests"].as_array().unwrap().clone()
+    } else {
+        vec![]
+    };
+    manifests.push(json!({
+        "mediaType": media_type,
+        "digest": digest, "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }));
+    fs::write(
+        index_path,
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
+    )
+    .unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
 impl TestImage {
@@ -232,6 +256,7 @@ impl TestImage {
             cmd: Some(vec!["/bin/bash".into()]),
             created: "2024-10-01T00:00:00Z".into(),
             diff_ids_override: None,
+            architecture: "amd64".into(),
         }
     }
 
@@ -251,7 +276,7 @@ impl TestImage {
             config["Entrypoint"] = json!(e);
         }
         json!({
-            "architecture": "amd64",
+            "architecture": self.architecture,
             "os": "linux",
             "created": self.created,
             "config": config,
@@ -264,6 +289,19 @@ impl TestImage {
     /// Writes an OCI layout with gzip layers, tagged `tag`. Returns the
     /// compressed layer blobs' digests.
     pub fn write_oci(&self, dir: &Path, tag: &str) -> Vec<String> {
+        let (manifest_digest, manifest_size, digests) = self.write_oci_manifest(dir);
+        add_to_oci_index(
+            dir,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest_digest,
+            manifest_size,
+        );
+        digests
+    }
+
+    /// Writes the blobs and manifest into a layout; (digest, size, layer digests).
+    fn write_oci_manifest(&self, dir: &Path) -> (String, usize, Vec<String>) {
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).unwrap();
         let put = |data: &[u8]| -> (String, usize) {
@@ -288,25 +326,38 @@ impl TestImage {
         }))
         .unwrap();
         let (manifest_digest, manifest_size) = put(&manifest);
-        let index_path = dir.join("index.json");
-        let mut manifests: Vec<Value> = if index_path.exists() {
-            let index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
-            index["manifests"].as_array().unwrap().clone()
-        } else {
-            vec![]
-        };
-        manifests.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }));
-        fs::write(
-            index_path,
-            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
-        )
+        (manifest_digest, manifest_size, digests)
+    }
+
+    /// Writes several images (one per architecture, from their configs)
+    /// under one image index tagged `tag`.
+    pub fn write_oci_multi(dir: &Path, tag: &str, images: &[&TestImage]) {
+        let entries: Vec<Value> = images
+            .iter()
+            .map(|image| {
+                let (digest, size, _) = image.write_oci_manifest(dir);
+                json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest, "size": size,
+                    "platform": {"os": "linux", "architecture": image.architecture},
+                })
+            })
+            .collect();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        }))
         .unwrap();
-        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        digests
+        let digest = sha256(&index);
+        fs::write(dir.join("blobs/sha256").join(&digest[7..]), &index).unwrap();
+        add_to_oci_index(
+            dir,
+            tag,
+            "application/vnd.oci.image.index.v1+json",
+            &digest,
+            index.len(),
+        );
     }
 
     /// Writes a docker-archive. `legacy` uses `<id>/layer.tar` members and

@@ -118,6 +118,30 @@ impl RegistrySource {
     }
 }
 
+/// The platforms of the index a reference names (`None`: one image).
+pub fn platforms(
+    reference: &Reference,
+    options: &RegistryOptions,
+) -> Result<Option<Vec<Platform>>> {
+    let client = connect(reference, options)?;
+    let (bytes, digest) = fetch_manifest(
+        &client,
+        &reference.repository,
+        &reference.manifest_reference(),
+        None,
+    )?;
+    match manifest::parse_document_as(&bytes, &format!("manifest {digest}"), "")? {
+        Document::Index { manifests } => Ok(Some(
+            manifests
+                .iter()
+                .filter(|d| d.artifact_type.is_none())
+                .filter_map(|d| d.platform.clone())
+                .collect(),
+        )),
+        Document::Manifest { .. } => Ok(None),
+    }
+}
+
 /// Fetches a manifest or index; checks it against `expected` when known.
 fn fetch_manifest(
     client: &RegistryClient,
@@ -554,6 +578,32 @@ impl ImageSink for RegistrySink {
 
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
         self.finish_uploads()?;
+        let tag = self.reference.tag.clone().expect("checked at create");
+        let manifest = self.push_image(image, Some(&tag))?;
+        Ok(format!(
+            "pushed {} (manifest {})",
+            self.name, manifest.digest
+        ))
+    }
+
+    fn commit_index(mut self: Box<Self>, images: &[(Platform, OutputImage)]) -> Result<String> {
+        self.finish_uploads()?;
+        let mut manifests = Vec::new();
+        for (platform, image) in images {
+            manifests.push((platform.clone(), self.push_image(image, None)?));
+        }
+        let index = manifest::write_platform_index(&manifests);
+        let digest = Digest::of(&index);
+        let tag = self.reference.tag.clone().expect("checked at create");
+        self.put_manifest(&tag, media_type::OCI_INDEX, index, &digest)?;
+        Ok(format!("pushed {} (index {digest})", self.name))
+    }
+}
+
+impl RegistrySink {
+    /// Puts an image's config, its manifest (under `tag`, else by digest)
+    /// and its referrers; returns the manifest's descriptor.
+    fn push_image(&mut self, image: &OutputImage, tag: Option<&str>) -> Result<BlobDescriptor> {
         let config = BlobDescriptor {
             media_type: media_type::OCI_CONFIG.to_string(),
             digest: Digest::of(&image.config),
@@ -567,22 +617,35 @@ impl ImageSink for RegistrySink {
             Payload::Bytes(image.config.clone()),
         )?;
         let manifest = manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
-        let digest = Digest::of(&manifest);
         let subject = BlobDescriptor {
             media_type: media_type::OCI_MANIFEST.to_string(),
-            digest: digest.clone(),
+            digest: Digest::of(&manifest),
             size: manifest.len() as u64,
         };
-        let tag = self.reference.tag.clone().expect("checked at create");
-        let put = Request::new(
-            Method::PUT,
-            self.repo(),
-            format!("/v2/{}/manifests/{tag}", self.repo()),
-            "pull,push",
-        )
-        .header(CONTENT_TYPE.as_str(), media_type::OCI_MANIFEST)
-        .payload(Payload::Bytes(manifest));
-        let response = self.client.send(&put)?;
+        let reference = tag.map_or_else(|| subject.digest.to_string(), str::to_string);
+        self.put_manifest(
+            &reference,
+            media_type::OCI_MANIFEST,
+            manifest,
+            &subject.digest,
+        )?;
+        for referrer in &image.referrers {
+            referrers::push(&self.client, self.repo(), &self.name, &subject, referrer)?;
+        }
+        Ok(subject)
+    }
+
+    /// PUTs a manifest or index, checking the digest the registry says it
+    /// stored it under.
+    fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+        digest: &Digest,
+    ) -> Result<()> {
+        let response =
+            referrers::put_manifest(&self.client, self.repo(), reference, media_type, bytes)?;
         if let Some(claimed) = response
             .headers()
             .get("docker-content-digest")
@@ -595,9 +658,6 @@ impl ImageSink for RegistrySink {
                 )));
             }
         }
-        for referrer in &image.referrers {
-            referrers::push(&self.client, self.repo(), &self.name, &subject, referrer)?;
-        }
-        Ok(format!("pushed {} (manifest {digest})", self.name))
+        Ok(())
     }
 }

@@ -27,7 +27,8 @@ pub fn fallback_tag(subject: &Digest) -> String {
     format!("{}-{}", subject.algorithm(), subject.hex())
 }
 
-fn put_manifest(
+/// PUTs a manifest or index under a tag or digest.
+pub(super) fn put_manifest(
     client: &RegistryClient,
     repo: &str,
     reference: &str,
