@@ -18,6 +18,7 @@ daemon. Takes compose.py's command line: the chosen backends, repository agents 
 out of the full image and laid on top of the min image's untouched layers.",
     after_help = "Image references: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker://REF or a bare registry REF.\n\
 To check an image's shared libraries and python imports: triton-compose verify IMAGE [--json]\n\
+What a full image offers: triton-compose catalog REF; an image's SBOM: triton-compose sbom REF\n\
 Example:\n  triton-compose --backend python --cache local --enable-gpu=false \\\n    \
 --image min,oci:min:latest --image full,docker-archive:full.tar --output docker-archive:out.tar"
 )]

@@ -96,6 +96,9 @@ impl Summary {
             "",
             size(self.image_size)
         ));
+        if let Some(sbom) = &self.sbom {
+            out.push_str(&format!("SBOM (SPDX 2.3): {}\n", sbom.display()));
+        }
         out
     }
 }
@@ -472,10 +475,14 @@ fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Ou
             .join(platform.to_string().replace('/', "-"));
         prepare_work_dir(&own)?;
         let prepared = Prepared::new(&own, true)?;
+        let gpu_min = prepared.gpu_min.as_deref().map(|g| ("gpu-min", g));
         for (role, source) in [
             ("min", prepared.min.as_ref()),
             ("full", prepared.full.as_ref()),
-        ] {
+        ]
+        .into_iter()
+        .chain(gpu_min)
+        {
             check_platform(role, source, platform)?;
         }
         let written =
