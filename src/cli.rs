@@ -159,11 +159,8 @@ pub struct CatalogCli {
     #[arg(long = "cache", value_name = "NAME", action = ArgAction::Append)]
     pub caches: Vec<String>,
 
-    #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    #[arg(short, long)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub work_dir: PathBuf,
@@ -285,13 +282,8 @@ pub struct VerifyCli {
     #[arg(long)]
     pub json: bool,
 
-    /// Disable console output but the report.
-    #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// Enable verbose output.
-    #[arg(short, long)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     #[command(flatten)]
     pub access: Access,
@@ -313,16 +305,23 @@ pub struct SbomCli {
     #[arg(long)]
     pub compute: bool,
 
-    /// Disable console output but the document.
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+
+    #[command(flatten)]
+    pub access: Access,
+}
+
+/// `-q` and `-v`, for the commands besides compose.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct Verbosity {
+    /// Disable console output but the command's result.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// Enable verbose output.
     #[arg(short, long)]
     pub verbose: bool,
-
-    #[command(flatten)]
-    pub access: Access,
 }
 
 /// The store, the same for every command that reads images through it.

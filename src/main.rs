@@ -104,7 +104,7 @@ fn run_compose(cli: Cli) -> ExitCode {
 }
 
 fn verify(cli: VerifyCli) -> ExitCode {
-    init_logging(cli.quiet, cli.verbose);
+    init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let result = cli.image.parse::<ImageRef>().and_then(|image| {
         let options = cli.access.options()?;
         triton_compose::verify::verify(&image, &options)
@@ -128,7 +128,7 @@ fn verify(cli: VerifyCli) -> ExitCode {
 }
 
 fn sbom(cli: SbomCli) -> ExitCode {
-    init_logging(cli.quiet, cli.verbose);
+    init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let result = cli.image.parse::<ImageRef>().and_then(|image| {
         let options = cli.access.options()?;
         triton_compose::sbom::of_reference(&image, &options, cli.compute)
@@ -147,7 +147,7 @@ fn sbom(cli: SbomCli) -> ExitCode {
 }
 
 fn catalog(cli: CatalogCli) -> ExitCode {
-    init_logging(cli.quiet, cli.verbose);
+    init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let json = cli.json;
     let no_min = cli.min.is_none();
     let result = cli

@@ -406,11 +406,7 @@ pub fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "sourceInfo": format!("built from the {} source package", deb.source),
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": purl,
-            }],
+            "externalRefs": [purl_ref(&purl)],
         });
         if let Some(license) = &deb.license {
             let spdx = spdx_license(license)
@@ -438,11 +434,7 @@ pub fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
                 "downloadLocation": "NOASSERTION",
                 "filesAnalyzed": false,
                 "comment": format!("python distribution at {}", dist.path),
-                "externalRefs": [{
-                    "referenceCategory": "PACKAGE-MANAGER",
-                    "referenceType": "purl",
-                    "referenceLocator": purl,
-                }],
+                "externalRefs": [purl_ref(&purl)],
             }),
             dist.origin,
             &mut relationships,
@@ -615,6 +607,15 @@ pub fn of_reference(
         },
     )?;
     Ok(for_image(source.as_ref(), &scanned))
+}
+
+/// A package URL, as SPDX references one.
+fn purl_ref(locator: &str) -> Value {
+    json!({
+        "referenceCategory": "PACKAGE-MANAGER",
+        "referenceType": "purl",
+        "referenceLocator": locator,
+    })
 }
 
 fn relation(from: &str, kind: &str, to: &str) -> Value {

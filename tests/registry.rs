@@ -581,16 +581,20 @@ fn a_new_component_in_a_large_layer_is_fetched_with_range_requests() {
     assert_eq!(pulled.layer_digests, local.layer_digests);
 }
 
-#[test]
-fn the_sbom_is_a_referrer_that_skopeo_and_oras_find() {
-    let Some(s) = setup() else { return };
-    let Some(tools) = pytools() else { return };
-    let host = &s.registry.host;
-    let authfile = s.registry.authfile();
+/// Composes `COMPONENTS` from the registry's triton/min and triton/full
+/// into triton/composed:TAG with `extra` flags; returns the work directory.
+fn compose_in_registry(
+    registry: &Registry,
+    dir: &std::path::Path,
+    tag: &str,
+    extra: &[&str],
+) -> std::path::PathBuf {
+    let host = &registry.host;
+    let authfile = registry.authfile();
     let min = format!("min,{host}/triton/min:latest");
     let full = format!("full,{host}/triton/full:24.10");
-    let output = format!("{host}/triton/composed:sbom");
-    let work = s.dir.path().join("work");
+    let output = format!("{host}/triton/composed:{tag}");
+    let work = dir.join(format!("work-{tag}"));
     let mut args = vec![
         "-q",
         "--enable-gpu=false",
@@ -607,37 +611,71 @@ fn the_sbom_is_a_referrer_that_skopeo_and_oras_find() {
     ]);
     args.extend(["--work-dir", work.to_str().unwrap()]);
     args.extend(COMPONENTS);
+    args.extend_from_slice(extra);
     let (ok, stderr) = run_cli(&args);
     assert!(ok, "{stderr}");
+    work
+}
+
+/// `skopeo [flags] inspect [--raw] docker://HOST/triton/composedREFERENCE`.
+fn skopeo_inspect(registry: &Registry, flags: &[&str], raw: bool, reference: &str) -> Vec<u8> {
+    let out = std::process::Command::new("skopeo")
+        .args(flags)
+        .args(["inspect", "--tls-verify=false", "--authfile"])
+        .arg(registry.authfile())
+        .args(raw.then_some("--raw"))
+        .arg(format!(
+            "docker://{}/triton/composed{reference}",
+            registry.host
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// The artifacts the fallback tag lists for a subject (distribution 2.8
+/// has no referrers API).
+fn fallback_referrers(registry: &Registry, subject: &str) -> Vec<serde_json::Value> {
+    let index = json(&skopeo_inspect(
+        registry,
+        &[],
+        true,
+        &format!(":sha256-{}", &subject[7..]),
+    ));
+    index["manifests"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_sbom_is_a_referrer_that_skopeo_and_oras_find() {
+    let Some(s) = setup() else { return };
+    let Some(tools) = pytools() else { return };
+    let host = &s.registry.host;
+    let work = compose_in_registry(&s.registry, s.dir.path(), "sbom", &[]);
     let written = std::fs::read(work.join("sbom.spdx.json")).unwrap();
     assert_valid_spdx(&tools, &written);
 
-    // skopeo: the image's manifest, then distribution 2.8's fallback tag
-    // (it has no referrers API), an index naming the SBOM artifact.
-    let skopeo_raw = |reference: &str| -> Vec<u8> {
-        let out = std::process::Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
-            .arg(&authfile)
-            .arg(format!("docker://{host}/triton/composed{reference}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
-    let image = skopeo_raw(":sbom");
-    let subject = sha256(&image);
-    let index: serde_json::Value =
-        serde_json::from_slice(&skopeo_raw(&format!(":sha256-{}", &subject[7..]))).unwrap();
-    let entries = index["manifests"].as_array().unwrap();
-    assert_eq!(entries.len(), 1, "{index}");
+    // skopeo: the image's manifest, then the fallback tag's index naming
+    // the SBOM artifact, and the artifact.
+    let subject = sha256(&skopeo_inspect(&s.registry, &[], true, ":sbom"));
+    let entries = fallback_referrers(&s.registry, &subject);
+    assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["artifactType"], "application/spdx+json");
     let artifact_digest = entries[0]["digest"].as_str().unwrap().to_string();
-    let artifact: serde_json::Value =
-        serde_json::from_slice(&skopeo_raw(&format!("@{artifact_digest}"))).unwrap();
+    let artifact = json(&skopeo_inspect(
+        &s.registry,
+        &[],
+        true,
+        &format!("@{artifact_digest}"),
+    ));
     assert_eq!(
         artifact["subject"]["digest"],
         subject.as_str(),
@@ -672,7 +710,8 @@ print(c.pull(target='{host}/triton/composed@{artifact_digest}', outdir='{out}'))
     );
 
     // And `triton-compose sbom` reads it back.
-    let reference = format!("docker://{output}");
+    let reference = format!("docker://{host}/triton/composed:sbom");
+    let authfile = s.registry.authfile();
     let (code, stdout, stderr) = run_cli_output(&[
         "sbom",
         "-q",
@@ -690,7 +729,6 @@ fn every_platform_of_registry_sources_composes_into_a_pushed_index() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let host = &registry.host;
     let mut images = Vec::new();
     for arch in ["amd64", "arm64"] {
         let mut min = min_image();
@@ -703,138 +741,30 @@ fn every_platform_of_registry_sources_composes_into_a_pushed_index() {
         images.iter().map(|(m, f)| (m, f)).unzip();
     TestImage::write_oci_multi(&dir.path().join("min"), "latest", &mins);
     TestImage::write_oci_multi(&dir.path().join("full"), "24.10", &fulls);
-    for (layout, tag, repository) in [
-        ("min", "latest", "triton/min:latest"),
-        ("full", "24.10", "triton/full:24.10"),
-    ] {
-        let out = std::process::Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--all",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-            ])
-            .arg(format!("{}:{PASSWORD}", support::registry::USER))
-            .arg(format!("oci:{}:{tag}", dir.path().join(layout).display()))
-            .arg(format!("docker://{host}/{repository}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let authfile = registry.authfile();
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:24.10");
-    let output = format!("{host}/triton/composed:multi");
-    let work = dir.path().join("work");
-    let mut args = vec![
-        "-q",
-        "--enable-gpu=false",
-        "--platform",
-        "all",
-        "--image",
-        &min,
-        "--image",
-        &full,
-    ];
-    args.extend([
-        "--output",
-        &output,
-        "--authfile",
-        authfile.to_str().unwrap(),
-    ]);
-    args.extend(["--work-dir", work.to_str().unwrap()]);
-    args.extend(COMPONENTS);
-    let (ok, stderr) = run_cli(&args);
-    assert!(ok, "{stderr}");
-    let skopeo = |extra: &[&str], reference: &str| -> serde_json::Value {
-        let out = std::process::Command::new("skopeo")
-            .args(extra)
-            .args(["inspect", "--tls-verify=false", "--authfile"])
-            .arg(&authfile)
-            .arg(format!("docker://{host}/triton/composed{reference}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let raw = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
-        .arg(&authfile)
-        .arg(format!("docker://{host}/triton/composed:multi"))
-        .output()
-        .unwrap();
-    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    registry.push_oci_all(&dir.path().join("min"), "latest", "triton/min:latest");
+    registry.push_oci_all(&dir.path().join("full"), "24.10", "triton/full:24.10");
+    compose_in_registry(&registry, dir.path(), "multi", &["--platform", "all"]);
+
+    let index = json(&skopeo_inspect(&registry, &[], true, ":multi"));
     assert_eq!(
-        raw["mediaType"], "application/vnd.oci.image.index.v1+json",
-        "{raw}"
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
     );
-    let manifests = raw["manifests"].as_array().unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
     let archs: Vec<&str> = manifests
         .iter()
         .map(|m| m["platform"]["architecture"].as_str().unwrap())
         .collect();
     assert_eq!(archs, ["amd64", "arm64"]);
     for (arch, entry) in ["amd64", "arm64"].iter().zip(manifests) {
-        let inspected = skopeo(
-            &["--override-arch", arch, "--override-os", "linux"],
-            ":multi",
-        );
+        let flags = ["--override-arch", arch, "--override-os", "linux"];
+        let inspected = json(&skopeo_inspect(&registry, &flags, false, ":multi"));
         assert_eq!(inspected["Architecture"], *arch);
-        // Its SBOM hangs off its own manifest (distribution 2.8: fallback tag).
-        let digest = entry["digest"].as_str().unwrap();
-        let referrers = std::process::Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
-            .arg(&authfile)
-            .arg(format!(
-                "docker://{host}/triton/composed:sha256-{}",
-                &digest[7..]
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            referrers.status.success(),
-            "{}",
-            String::from_utf8_lossy(&referrers.stderr)
-        );
-        let referrers: serde_json::Value = serde_json::from_slice(&referrers.stdout).unwrap();
-        assert_eq!(
-            referrers["manifests"][0]["artifactType"],
-            "application/spdx+json"
-        );
+        // Its SBOM hangs off its own manifest.
+        let referrers = fallback_referrers(&registry, entry["digest"].as_str().unwrap());
+        assert_eq!(referrers[0]["artifactType"], "application/spdx+json");
     }
-    let pulled_arm = {
-        let layout = dir.path().join("arm");
-        let out = std::process::Command::new("skopeo")
-            .args([
-                "--override-arch",
-                "arm64",
-                "--override-os",
-                "linux",
-                "copy",
-                "-q",
-                "--src-tls-verify=false",
-                "--authfile",
-            ])
-            .arg(&authfile)
-            .arg(format!("docker://{host}/triton/composed:multi"))
-            .arg(format!("oci:{}:x", layout.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        read_oci(&layout, "x")
-    };
-    assert_eq!(pulled_arm.config["architecture"], "arm64");
+    let layout = dir.path().join("arm");
+    registry.pull_oci_platform("triton/composed:multi", &layout, "x", "arm64");
+    assert_eq!(read_oci(&layout, "x").config["architecture"], "arm64");
 }

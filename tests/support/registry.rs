@@ -97,45 +97,63 @@ impl Registry {
         path
     }
 
-    /// Pushes an OCI layout's image with skopeo, blobs unchanged.
-    pub fn push_oci(&self, layout: &Path, tag: &str, repository: &str) {
+    /// `skopeo GLOBAL copy -q OWN FROM TO`, with this registry's
+    /// credentials and no TLS on its side.
+    fn skopeo_copy(&self, global: &[&str], own: &[&str], from: &str, to: &str) {
+        let side = if to.starts_with("docker://") {
+            "dest"
+        } else {
+            "src"
+        };
         let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                &format!("{USER}:{PASSWORD}"),
-            ])
-            .arg(format!("oci:{}:{tag}", layout.display()))
-            .arg(format!("docker://{}/{repository}", self.host))
+            .args(global)
+            .args(["copy", "-q", &format!("--{side}-tls-verify=false")])
+            .arg(format!("--{side}-creds"))
+            .arg(format!("{USER}:{PASSWORD}"))
+            .args(own)
+            .args([from, to])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "skopeo push failed: {}",
+            "skopeo copy {from} {to} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
 
+    /// Pushes an OCI layout's image with skopeo, blobs unchanged.
+    pub fn push_oci(&self, layout: &Path, tag: &str, repository: &str) {
+        let from = format!("oci:{}:{tag}", layout.display());
+        self.skopeo_copy(
+            &[],
+            &[],
+            &from,
+            &format!("docker://{}/{repository}", self.host),
+        );
+    }
+
+    /// Pushes every platform of an OCI layout's index.
+    pub fn push_oci_all(&self, layout: &Path, tag: &str, repository: &str) {
+        let from = format!("oci:{}:{tag}", layout.display());
+        let to = format!("docker://{}/{repository}", self.host);
+        self.skopeo_copy(&[], &["--all"], &from, &to);
+    }
+
     /// Pulls an image with skopeo into an OCI layout, tagged `tag`.
     pub fn pull_oci(&self, repository: &str, layout: &Path, tag: &str) {
-        let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--src-tls-verify=false",
-                "--src-creds",
-                &format!("{USER}:{PASSWORD}"),
-            ])
-            .arg(format!("docker://{}/{repository}", self.host))
-            .arg(format!("oci:{}:{tag}", layout.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo pull failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let from = format!("docker://{}/{repository}", self.host);
+        self.skopeo_copy(&[], &[], &from, &format!("oci:{}:{tag}", layout.display()));
+    }
+
+    /// Pulls one architecture of a multi-platform image.
+    pub fn pull_oci_platform(&self, repository: &str, layout: &Path, tag: &str, arch: &str) {
+        let from = format!("docker://{}/{repository}", self.host);
+        let global = ["--override-arch", arch, "--override-os", "linux"];
+        self.skopeo_copy(
+            &global,
+            &[],
+            &from,
+            &format!("oci:{}:{tag}", layout.display()),
         );
     }
 
