@@ -444,25 +444,39 @@ fn compose_with_store(
     out_tag: &str,
     selection: &[&str],
 ) -> String {
+    let store = dir.join("store");
+    let env = [("TRITON_COMPOSE_STORE", store.to_str().unwrap())];
+    registry_compose(registry, dir, (full_tag, out_tag), selection, &env).1
+}
+
+/// Composes triton/min:latest and triton/full:FULL_TAG of the registry
+/// into triton/composed:OUT_TAG with `args` (the selection and more);
+/// returns the work directory and the log.
+fn registry_compose(
+    registry: &Registry,
+    dir: &std::path::Path,
+    (full_tag, out_tag): (&str, &str),
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::path::PathBuf, String) {
     let host = &registry.host;
     let authfile = registry.authfile();
     let min = format!("min,{host}/triton/min:latest");
     let full = format!("full,{host}/triton/full:{full_tag}");
     let output = format!("{host}/triton/composed:{out_tag}");
-    let work = dir.join("work");
-    let mut args = vec!["--enable-gpu=false", "--image", &min, "--image", &full];
-    args.extend([
+    let work = dir.join(format!("work-{out_tag}"));
+    let mut all = vec!["--enable-gpu=false", "--image", &min, "--image", &full];
+    all.extend([
         "--output",
         &output,
         "--authfile",
         authfile.to_str().unwrap(),
     ]);
-    args.extend(["--work-dir", work.to_str().unwrap()]);
-    args.extend_from_slice(selection);
-    let store = dir.join("store");
-    let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
+    all.extend(["--work-dir", work.to_str().unwrap()]);
+    all.extend_from_slice(args);
+    let (ok, stderr) = run_cli_env(&all, env);
     assert!(ok, "{stderr}");
-    stderr
+    (work, stderr)
 }
 
 #[test]
@@ -589,32 +603,10 @@ fn compose_in_registry(
     tag: &str,
     extra: &[&str],
 ) -> std::path::PathBuf {
-    let host = &registry.host;
-    let authfile = registry.authfile();
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:24.10");
-    let output = format!("{host}/triton/composed:{tag}");
-    let work = dir.join(format!("work-{tag}"));
-    let mut args = vec![
-        "-q",
-        "--enable-gpu=false",
-        "--image",
-        &min,
-        "--image",
-        &full,
-    ];
-    args.extend([
-        "--output",
-        &output,
-        "--authfile",
-        authfile.to_str().unwrap(),
-    ]);
-    args.extend(["--work-dir", work.to_str().unwrap()]);
+    let mut args = vec!["-q"];
     args.extend(COMPONENTS);
     args.extend_from_slice(extra);
-    let (ok, stderr) = run_cli(&args);
-    assert!(ok, "{stderr}");
-    work
+    registry_compose(registry, dir, ("24.10", tag), &args, &[]).0
 }
 
 /// `skopeo [flags] inspect [--raw] docker://HOST/triton/composedREFERENCE`.
