@@ -1381,3 +1381,32 @@ fn the_sbom_lists_what_dpkg_and_python_see_in_the_composed_image() {
         "{from_full:?}"
     );
 }
+
+#[test]
+fn sbom_computes_one_for_an_image_we_did_not_compose() {
+    let Some(fx) = Fixtures::get() else { return };
+    let Some(tools) = support::pytools() else {
+        return;
+    };
+    let (code, stdout, stderr) = run_cli_output(&["sbom", "-q", &fx.archive("full")]);
+    assert_eq!(code, 0, "{stderr}");
+    support::assert_valid_spdx(&tools, stdout.as_bytes());
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: BTreeSet<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "python3",
+        "libgomp1",
+        "tcx.outer",
+        "tcx-unused",
+        "tritonserver core",
+        "tritonserver backend pyllm",
+        "tritonserver repository agent checksum",
+    ] {
+        assert!(names.contains(expected), "{expected} is not in {names:?}");
+    }
+}
