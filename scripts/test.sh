@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust
 # gcc: tests/deps.rs compiles the ELF files it composes.
-apt_install skopeo umoci oci-image-tool docker-registry apache2-utils gcc
+# podman: a second client pulling from `serve`.
+apt_install skopeo umoci oci-image-tool docker-registry apache2-utils gcc podman
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -195,6 +195,63 @@ impl CatalogCli {
     }
 }
 
+/// `triton-compose serve`: a registry endpoint where every combination of
+/// components is a tag.
+#[derive(Parser, Debug)]
+#[command(
+    name = "triton-compose serve",
+    version,
+    about = "Serve a read-only OCI registry where every combination of full's components is a tag \
+(python.onnxruntime, latest), composed on first pull from min and full.",
+    after_help = "Example:\n  triton-compose serve --image min,REF --image full,REF --listen 127.0.0.1:5000\n  \
+docker pull 127.0.0.1:5000/tritonserver:python.onnxruntime"
+)]
+pub struct ServeCli {
+    /// min,REF and full,REF (and gpu-min,REF for CPU-only pytorch), as compose takes them.
+    #[arg(long = "image", value_name = "ROLE,REF", action = ArgAction::Append, required = true)]
+    pub images: Vec<String>,
+
+    /// Address to listen on (loopback unless you mean it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    pub listen: std::net::SocketAddr,
+
+    /// Where composed images are kept (default: serve/ in the store's directory).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Stop after this many seconds without a request.
+    #[arg(long, value_name = "SECONDS")]
+    pub exit_after_idle: Option<u64>,
+
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+
+    #[command(flatten)]
+    pub store: StoreFlags,
+
+    #[command(flatten)]
+    pub access: Access,
+}
+
+impl ServeCli {
+    /// The request every selection composes through.
+    pub fn into_raw(self, enable_gpu: bool, state_dir: &std::path::Path) -> RawRequest {
+        RawRequest {
+            images: self.images,
+            enable_gpu,
+            output_name: "tritonserver".into(),
+            work_dir: state_dir.join("work"),
+            platform: self.access.platform,
+            insecure_registries: self.access.insecure_registries,
+            authfile: self.access.authfile,
+            cert_dir: self.access.cert_dir,
+            store: self.store.settings(),
+            sbom: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// `triton-compose store du|prune`: look after the store.
 #[derive(Parser, Debug)]
 #[command(

@@ -164,8 +164,9 @@ struct Prepared {
 
 impl Prepared {
     /// Opens and scans the sources `request` names (its platform's), with
-    /// a store (a temporary one when `shared` targets need one).
-    fn new(request: &ComposeRequest, shared: bool) -> Result<Prepared> {
+    /// a store (a temporary one when `shared` targets need one). Without
+    /// `spool`, nothing is spooled: layers read what they need when built.
+    fn new(request: &ComposeRequest, shared: bool, spool: bool) -> Result<Prepared> {
         let store = request
             .store
             .as_ref()
@@ -192,7 +193,9 @@ impl Prepared {
             full: full.as_ref(),
             gpu_min: gpu_min.as_deref(),
         };
-        let (scans, spools) = scan_images(request, &images, store.as_ref(), scratch.path())?;
+        let mut scanning = request.clone();
+        scanning.dry_run |= !spool;
+        let (scans, spools) = scan_images(&scanning, &images, store.as_ref(), scratch.path())?;
         check_local_components(request, full.as_ref(), &scans.full)?;
         // The SBOM lists min's packages and distributions: when full was
         // built FROM min, min's small files are indexed for it (once: the
@@ -303,6 +306,72 @@ impl Prepared {
     }
 }
 
+/// One min/full pair, opened and scanned once, composing any selection on
+/// demand into an OCI layout (`triton-compose serve`): the same pipeline as
+/// a compose, with nothing spooled up front (each layer reads what it
+/// needs, and the store keeps what was built).
+pub struct Session {
+    prepared: Prepared,
+    base: ComposeRequest,
+}
+
+impl Session {
+    /// `base` names the images, the store and the work directory; its
+    /// components and output are ignored.
+    pub fn open(base: &ComposeRequest) -> Result<Session> {
+        prepare_work_dir(base)?;
+        Ok(Session {
+            prepared: Prepared::new(base, true, false)?,
+            base: base.clone(),
+        })
+    }
+
+    /// The components full offers, by kind and name.
+    pub fn offered(&self) -> Vec<triton::Component> {
+        triton::ComponentKind::ALL
+            .into_iter()
+            .flat_map(|kind| {
+                triton::offered(&self.prepared.scans.full.tree, kind)
+                    .into_iter()
+                    .filter_map(move |name| triton::Component::new(kind, &name).ok())
+            })
+            .collect()
+    }
+
+    /// min's and full's digests (or image IDs).
+    pub fn ids(&self) -> (Option<crate::digest::Digest>, Option<crate::digest::Digest>) {
+        (
+            self.prepared.min.image().id.clone(),
+            self.prepared.full.image().id.clone(),
+        )
+    }
+
+    /// Composes `components` into the OCI layout `dir` under `tag`.
+    pub fn compose(
+        &self,
+        components: &[triton::Component],
+        dir: &Path,
+        tag: &str,
+    ) -> Result<String> {
+        let mut request = self.base.clone();
+        request.components = components.to_vec();
+        // Each selection's Dockerfile.compose and SBOM in a directory of its own.
+        request.work_dir = self.base.work_dir.join("selections").join(tag);
+        std::fs::create_dir_all(&request.work_dir)
+            .ctx(|| format!("creating {}", request.work_dir.display()))?;
+        request.output = ImageRef::Oci {
+            dir: dir.to_path_buf(),
+            tag: Some(tag.to_string()),
+        };
+        let mut sink = transport::open_sink(&request.output, tag, &request.transport)?;
+        let written = self.prepared.write_target(&request, Some(sink.as_mut()))?;
+        let built = written.built.expect("a sink was given");
+        let description = sink.commit(&built.image)?;
+        self.prepared.prune(&request);
+        Ok(description)
+    }
+}
+
 /// What [`Prepared::write_target`] did.
 struct Written {
     dockerfile: PathBuf,
@@ -399,7 +468,7 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             }
         }
     }
-    let prepared = Prepared::new(request, targets.len() > 1)?;
+    let prepared = Prepared::new(request, targets.len() > 1, true)?;
     let mut outcomes = Vec::new();
     for target in &targets {
         let mut sink = match first_sink.take() {
@@ -474,7 +543,7 @@ fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Ou
             .work_dir
             .join(platform.to_string().replace('/', "-"));
         prepare_work_dir(&own)?;
-        let prepared = Prepared::new(&own, true)?;
+        let prepared = Prepared::new(&own, true, true)?;
         let gpu_min = prepared.gpu_min.as_deref().map(|g| ("gpu-min", g));
         for (role, source) in [
             ("min", prepared.min.as_ref()),

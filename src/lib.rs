@@ -63,6 +63,7 @@ pub mod request;
 pub mod sbom;
 pub mod scan;
 pub mod scratch;
+pub mod serve;
 pub mod spool;
 pub mod store;
 pub mod transport;

@@ -2,7 +2,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use triton_compose::cli::{self, CatalogCli, Cli, SbomCli, StoreCli, StoreCommand, VerifyCli};
+use triton_compose::cli::{
+    self, CatalogCli, Cli, SbomCli, ServeCli, StoreCli, StoreCommand, VerifyCli,
+};
 use triton_compose::compose;
 use triton_compose::error::Error;
 use triton_compose::request::ComposeRequest;
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         Some("store") => return store(StoreCli::parse_from(std::env::args().skip(1))),
         Some("catalog") => return catalog(CatalogCli::parse_from(std::env::args().skip(1))),
         Some("sbom") => return sbom(SbomCli::parse_from(std::env::args().skip(1))),
+        Some("serve") => return serve(ServeCli::parse_from(std::env::args().skip(1))),
         _ => {}
     }
     run_compose(Cli::parse())
@@ -142,6 +145,47 @@ fn sbom(cli: SbomCli) -> ExitCode {
                 Err(err) => report(&Error::new("cannot write the SBOM to stdout").with_source(err)),
             }
         }
+        Err(err) => report(&err),
+    }
+}
+
+fn serve(cli: ServeCli) -> ExitCode {
+    init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
+    let result = (|| {
+        let state_dir = match cli.state_dir.clone() {
+            Some(dir) => dir,
+            None => Store::default_dir()
+                .map(|d| d.with_file_name("serve"))
+                .ok_or_else(|| {
+                    Error::new("no directory for the composed images").hint("pass --state-dir DIR")
+                })?,
+        };
+        // The GPU flag as full says, so that every plan agrees with it.
+        let full = cli
+            .images
+            .iter()
+            .find_map(|i| i.strip_prefix("full,"))
+            .ok_or_else(|| Error::new("serve needs --image full,REF"))?
+            .parse::<ImageRef>()?;
+        let options = cli.access.options()?;
+        let source = triton_compose::transport::open_source(&full, &options)?;
+        let info = triton_compose::triton::BuildInfo::from_full_config(
+            &source.image().config,
+            source.name(),
+        )?;
+        drop(source);
+        let listen = cli.listen;
+        let idle = cli.exit_after_idle.map(std::time::Duration::from_secs);
+        let base = ComposeRequest::new(cli.into_raw(info.gpu_enabled, &state_dir))?;
+        triton_compose::serve::serve(triton_compose::serve::ServeOptions {
+            base,
+            listen,
+            state_dir,
+            exit_after_idle: idle,
+        })
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => report(&err),
     }
 }

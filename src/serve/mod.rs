@@ -1,0 +1,599 @@
+//! `triton-compose serve`: a read-only OCI distribution endpoint where
+//! every combination of components is a tag, composed when first pulled
+//! (as nixery composes Nix images on pull).
+//!
+//! It is a new face on the compose pipeline, not a second one. At start
+//! the min/full pair is opened and scanned once ([`crate::compose::Session`],
+//! through the store). A manifest asked for by tag ([`tags`]) is composed
+//! into an OCI layout kept under the state directory (one layout per
+//! min/full pair, named by their digests), tagged with the selection's
+//! canonical tag. Its layers come from the store when any variant built
+//! them before, so nodes that pulled one variant hold most of the next.
+//! Manifests by digest and blobs (with `Range`) are served from that
+//! layout, min's blobs included (copied there once, when first needed).
+//!
+//! Composes run one at a time behind one lock. A request for a selection
+//! being composed waits for it and is then served from the layout: each
+//! selection is composed once (single flight), and memory stays that of
+//! one compose. HTTP runs on tokio (axum); composing and file reads run on
+//! its blocking pool.
+
+pub mod tags;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::compose::Session;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::image::media_type;
+use crate::request::ComposeRequest;
+use crate::triton::Component;
+
+/// How `serve` runs.
+pub struct ServeOptions {
+    /// The images (and store, work directory) every selection composes from.
+    pub base: ComposeRequest,
+    pub listen: SocketAddr,
+    /// Where composed layouts are kept.
+    pub state_dir: PathBuf,
+    /// Stop after this long without a request (for tests and batch jobs).
+    pub exit_after_idle: Option<Duration>,
+}
+
+/// Largest manifest served (they are a few KiB).
+const MAX_MANIFEST: u64 = 4 << 20;
+
+#[derive(Default)]
+struct Metrics {
+    requests: Mutex<HashMap<(String, u16), u64>>,
+    bytes: AtomicU64,
+    composes: AtomicU64,
+    hits: AtomicU64,
+}
+
+struct State {
+    session: Mutex<Session>,
+    offered: Vec<Component>,
+    /// The OCI layout the selections are composed into.
+    layout: PathBuf,
+    /// Canonical tag → manifest digest, for selections composed.
+    composed: RwLock<HashMap<String, Digest>>,
+    metrics: Metrics,
+    last_request: Mutex<Instant>,
+}
+
+/// Opens the images, then serves until stopped (or idle).
+pub fn serve(options: ServeOptions) -> Result<()> {
+    let session = Session::open(&options.base)?;
+    let (min_id, full_id) = session.ids();
+    let pair = Digest::of(
+        format!(
+            "{}\n{}",
+            min_id.map(|d| d.to_string()).unwrap_or_default(),
+            full_id.map(|d| d.to_string()).unwrap_or_default()
+        )
+        .as_bytes(),
+    );
+    let layout = options.state_dir.join("layouts").join(&pair.hex()[..16]);
+    std::fs::create_dir_all(layout.parent().expect("has a parent"))
+        .ctx(|| format!("creating {}", options.state_dir.display()))?;
+    let composed = read_tags(&layout);
+    tracing::info!(
+        "serving {} composed selection(s) from {}; components: {}",
+        composed.len(),
+        layout.display(),
+        session
+            .offered()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let state = Arc::new(State {
+        offered: session.offered(),
+        session: Mutex::new(session),
+        layout,
+        composed: RwLock::new(composed),
+        metrics: Metrics::default(),
+        last_request: Mutex::new(Instant::now()),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new("cannot start the server's runtime").with_source(e))?;
+    runtime.block_on(run(state, options.listen, options.exit_after_idle))
+}
+
+async fn run(state: Arc<State>, listen: SocketAddr, idle: Option<Duration>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::new(format!("cannot listen on {listen}"))
+            .with_source(e)
+            .hint("choose a free address with --listen, e.g. 127.0.0.1:5000")
+    })?;
+    tracing::info!(
+        "listening on http://{}",
+        listener.local_addr().unwrap_or(listen)
+    );
+    let app = axum::Router::new().fallback({
+        let state = state.clone();
+        move |request: Request<Body>| handle(state.clone(), request)
+    });
+    let idle_state = state.clone();
+    let shutdown = async move {
+        match idle {
+            Some(limit) => loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let last = *idle_state.last_request.lock().expect("not poisoned");
+                if last.elapsed() >= limit {
+                    tracing::info!("idle for {} s: stopping", limit.as_secs());
+                    break;
+                }
+            },
+            None => std::future::pending::<()>().await,
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::new("the server stopped").with_source(e))
+}
+
+/// One request: routed, answered, logged and counted.
+async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = route(&state, &method, &path, request.headers()).await;
+    let status = response.status().as_u16();
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| method != Method::HEAD)
+        .unwrap_or(0);
+    tracing::info!(
+        "{method} {path} {status} {bytes} B {} ms",
+        started.elapsed().as_millis()
+    );
+    *state.last_request.lock().expect("not poisoned") = Instant::now();
+    *state
+        .metrics
+        .requests
+        .lock()
+        .expect("not poisoned")
+        .entry((method.to_string(), status))
+        .or_default() += 1;
+    state.metrics.bytes.fetch_add(bytes, Ordering::Relaxed);
+    response
+}
+
+async fn route(
+    state: &Arc<State>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "this registry is read-only",
+        );
+    }
+    if path == "/metrics" {
+        return text(metrics(state));
+    }
+    if path == "/v2/" || path == "/v2" {
+        let mut response = Response::new(Body::from("{}"));
+        set(&mut response, header::CONTENT_TYPE, "application/json");
+        set(&mut response, header::CONTENT_LENGTH, "2");
+        set(
+            &mut response,
+            "docker-distribution-api-version",
+            "registry/2.0",
+        );
+        return response;
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "not a /v2/ path");
+    };
+    let head = method == Method::HEAD;
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        if !valid_name(name) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NAME_INVALID",
+                "invalid repository name",
+            );
+        }
+        return manifest(state, reference, head).await;
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+        if !valid_name(name) {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NAME_INVALID",
+                "invalid repository name",
+            );
+        }
+        return blob(state, digest, head, headers).await;
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        let mut tags: Vec<String> = state.offered.iter().map(|c| c.name.clone()).collect();
+        tags.sort();
+        tags.dedup();
+        tags.insert(0, "latest".into());
+        let body = serde_json::to_vec(&json!({"name": name, "tags": tags})).expect("serializes");
+        return bytes_response(body, "application/json", None, head);
+    }
+    error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such endpoint")
+}
+
+/// Repository names as the distribution spec allows them (any is served).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        })
+}
+
+async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<Body> {
+    let digest = if reference.contains(':') {
+        match reference.parse::<Digest>() {
+            Ok(d) => d,
+            Err(_) => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "not a digest"),
+        }
+    } else {
+        let components = match tags::parse(reference, &state.offered) {
+            Ok(c) => c,
+            Err(tags::TagError(message)) => {
+                return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &message)
+            }
+        };
+        let tag = tags::canonical(&components);
+        let known = state
+            .composed
+            .read()
+            .expect("not poisoned")
+            .get(&tag)
+            .cloned();
+        match known {
+            Some(d) => {
+                state.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                d
+            }
+            None => {
+                let state = state.clone();
+                let composed =
+                    tokio::task::spawn_blocking(move || compose_once(&state, &components, &tag))
+                        .await;
+                match composed {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(err)) => {
+                        tracing::error!("composing {reference}: {err}");
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "UNKNOWN",
+                            &format!("composing {reference} failed: {err}"),
+                        );
+                    }
+                    Err(_) => {
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "UNKNOWN",
+                            "the compose panicked",
+                        )
+                    }
+                }
+            }
+        }
+    };
+    let path = blob_path(&state.layout, &digest);
+    let bytes = match tokio::fs::metadata(&path).await {
+        Ok(meta) if meta.is_file() && meta.len() <= MAX_MANIFEST => {
+            tokio::fs::read(&path).await.ok()
+        }
+        _ => None,
+    };
+    let media_type = bytes.as_deref().and_then(|b| {
+        serde_json::from_slice::<serde_json::Value>(b)
+            .ok()?
+            .get("mediaType")?
+            .as_str()
+            .filter(|m| *m == media_type::OCI_MANIFEST || *m == media_type::OCI_INDEX)
+            .map(str::to_string)
+    });
+    match (bytes, media_type) {
+        (Some(bytes), Some(media_type)) => bytes_response(bytes, &media_type, Some(&digest), head),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            &format!("no manifest {digest}"),
+        ),
+    }
+}
+
+/// Composes a selection unless it was meanwhile: the lock makes composes
+/// one at a time, so concurrent requests for one selection compose it once.
+fn compose_once(state: &State, components: &[Component], tag: &str) -> Result<Digest> {
+    let session = state.session.lock().expect("not poisoned");
+    if let Some(d) = state.composed.read().expect("not poisoned").get(tag) {
+        state.metrics.hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(d.clone());
+    }
+    tracing::info!("composing {tag}");
+    let description = session.compose(components, &state.layout, tag)?;
+    state.metrics.composes.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("composed {tag}: {description}");
+    let digest = read_tags(&state.layout)
+        .remove(tag)
+        .ok_or_else(|| Error::new(format!("the layout has no tag {tag} after composing it")))?;
+    state
+        .composed
+        .write()
+        .expect("not poisoned")
+        .insert(tag.to_string(), digest.clone());
+    Ok(digest)
+}
+
+/// The tags of the layout's index.json and their manifests.
+fn read_tags(layout: &Path) -> HashMap<String, Digest> {
+    let Ok(bytes) = std::fs::read(layout.join("index.json")) else {
+        return HashMap::new();
+    };
+    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let tag = m["annotations"][crate::manifest::REF_NAME_ANNOTATION].as_str()?;
+            let digest = m["digest"].as_str()?.parse().ok()?;
+            Some((tag.to_string(), digest))
+        })
+        .collect()
+}
+
+fn blob_path(layout: &Path, digest: &Digest) -> PathBuf {
+    layout
+        .join("blobs")
+        .join(digest.algorithm())
+        .join(digest.hex())
+}
+
+async fn blob(
+    state: &Arc<State>,
+    reference: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let Ok(digest) = reference.parse::<Digest>() else {
+        return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "not a digest");
+    };
+    let path = blob_path(&state.layout, &digest);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                &format!("no blob {digest}"),
+            )
+        }
+    };
+    let size = match file.metadata().await {
+        Ok(m) if m.is_file() => m.len(),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                &format!("no blob {digest}"),
+            )
+        }
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size));
+    let (status, start, len) = match range {
+        None => (StatusCode::OK, 0, size),
+        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Some(None) => {
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UNKNOWN",
+                "the range lies outside the blob",
+            );
+            set(
+                &mut response,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            return response;
+        }
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                "cannot read the blob",
+            );
+        }
+        Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    set(
+        &mut response,
+        header::CONTENT_TYPE,
+        "application/octet-stream",
+    );
+    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
+    set(&mut response, header::ACCEPT_RANGES, "bytes");
+    set(&mut response, "docker-content-digest", digest.as_str());
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            &mut response,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    response
+}
+
+/// `bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX` within `size`:
+/// the first and last byte; `None` when it cannot be satisfied.
+fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (s, "") => (s.parse().ok()?, size - 1),
+        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+fn bytes_response(
+    bytes: Vec<u8>,
+    content_type: &str,
+    digest: Option<&Digest>,
+    head: bool,
+) -> Response<Body> {
+    let len = bytes.len();
+    let digest = digest.cloned().unwrap_or_else(|| Digest::of(&bytes));
+    let mut response = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    });
+    set(&mut response, header::CONTENT_TYPE, content_type);
+    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
+    set(&mut response, "docker-content-digest", digest.as_str());
+    response
+}
+
+fn text(body: String) -> Response<Body> {
+    let len = body.len();
+    let mut response = Response::new(Body::from(body));
+    set(
+        &mut response,
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4",
+    );
+    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
+    response
+}
+
+/// An error in the distribution spec's JSON form.
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(
+        &json!({"errors": [{"code": code, "message": message, "detail": null}]}),
+    )
+    .expect("serializes");
+    let len = body.len();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    set(&mut response, header::CONTENT_TYPE, "application/json");
+    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
+    response
+}
+
+fn set<K: header::IntoHeaderName>(response: &mut Response<Body>, key: K, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(key, value);
+    }
+}
+
+/// The counters in Prometheus' text format.
+fn metrics(state: &State) -> String {
+    let m = &state.metrics;
+    let mut out = String::from(
+        "# HELP triton_compose_requests_total HTTP requests answered.\n# TYPE triton_compose_requests_total counter\n",
+    );
+    let mut requests: Vec<((String, u16), u64)> = m
+        .requests
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    requests.sort();
+    for ((method, status), count) in requests {
+        out.push_str(&format!(
+            "triton_compose_requests_total{{method=\"{method}\",status=\"{status}\"}} {count}\n"
+        ));
+    }
+    for (name, help, value) in [
+        (
+            "triton_compose_sent_bytes_total",
+            "Body bytes sent.",
+            m.bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "triton_compose_composes_total",
+            "Selections composed.",
+            m.composes.load(Ordering::Relaxed),
+        ),
+        (
+            "triton_compose_store_hits_total",
+            "Manifests served without composing (composed before).",
+            m.hits.load(Ordering::Relaxed),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_as_http_reads_them() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn repository_names_follow_the_spec() {
+        assert!(valid_name("tritonserver"));
+        assert!(valid_name("team/triton-server_1.x"));
+        assert!(!valid_name("Upper"));
+        assert!(!valid_name("a//b"));
+        assert!(!valid_name(""));
+    }
+}

@@ -1,0 +1,419 @@
+//! `triton-compose serve` on the fixtures, on 127.0.0.1, pulled by clients
+//! that are not ours: docker, skopeo and podman.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::docker::*;
+
+/// A running `serve` of the fixtures, killed when dropped (it also stops
+/// by itself after a while without requests).
+struct Served {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(fx: &Fixtures) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+            .args(["serve", "--image"])
+            .arg(format!(
+                "min,oci:{}:latest",
+                fx.dir.join("min-oci").display()
+            ))
+            .arg("--image")
+            .arg(format!(
+                "full,oci:{}:latest",
+                fx.dir.join("full-oci").display()
+            ))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--exit-after-idle",
+                "300",
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the binary runs");
+        let served = Served { child, port, dir };
+        let start = Instant::now();
+        while request(port, "GET", "/v2/", &[]).map(|r| r.0) != Some(200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "serve did not answer:\n{}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        served
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Digests of the blobs GET in full (status 200) so far, in order.
+    fn blob_gets(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" GET /v2/") && l.contains("/blobs/") && l.contains(" 200 "))
+            .filter_map(|l| {
+                l.split("/blobs/")
+                    .nth(1)?
+                    .split(' ')
+                    .next()
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let (_, _, body) = request(self.port, "GET", "/metrics", &[]).unwrap();
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
+    /// The manifest a tag names: (digest, JSON).
+    fn manifest(&self, tag: &str) -> (String, serde_json::Value) {
+        let path = format!("/v2/tritonserver/manifests/{tag}");
+        let (status, head, body) = request(self.port, "GET", &path, &[]).unwrap();
+        assert_eq!(status, 200, "{head}\n{}", String::from_utf8_lossy(&body));
+        (
+            header(&head, "docker-content-digest").unwrap(),
+            serde_json::from_slice(&body).unwrap(),
+        )
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request: (status, head, body).
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> Option<(u16, String, Vec<u8>)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .ok()?;
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head, response[split + 4..].to_vec()))
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+fn layer_digests(manifest: &serde_json::Value) -> BTreeSet<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn add_sub_models(backend: &str) -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("add_sub");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    let config = std::fs::read_to_string(src.join("config.pbtxt"))
+        .unwrap()
+        .replace("backend: \"python\"", &format!("backend: \"{backend}\""));
+    std::fs::write(model.join("config.pbtxt"), config).unwrap();
+    if backend == "python" {
+        std::fs::copy(src.join("1/model.py"), model.join("1/model.py")).unwrap();
+    }
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    dir
+}
+
+/// Asks add_sub for [1,2,3,4] + [10,20,30,40].
+fn assert_add_sub(image: &str, models: &Path) {
+    let server = Server::start(image, models);
+    server.wait_ready(Duration::from_secs(120));
+    let body = r#"{"inputs":[
+        {"name":"INPUT0","shape":[4],"datatype":"FP32","data":[1,2,3,4]},
+        {"name":"INPUT1","shape":[4],"datatype":"FP32","data":[10,20,30,40]}]}"#;
+    let (status, reply) = http(
+        server.http_port,
+        "POST",
+        "/v2/models/add_sub/infer",
+        Some(body),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{reply}\n{}", server.logs());
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(
+        reply["outputs"][0]["data"],
+        serde_json::json!([11.0, 22.0, 33.0, 44.0])
+    );
+    assert_eq!(server.stop(), 0);
+}
+
+/// Removes pulled images when dropped.
+struct Pulled(Vec<String>);
+
+impl Drop for Pulled {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
+    }
+}
+
+#[test]
+fn docker_skopeo_and_podman_pull_variants_and_errors_follow_the_spec() {
+    let Some(fx) = Fixtures::get() else { return };
+    let served = Served::start(&fx);
+    let host = served.host();
+    let mut pulled = Pulled(Vec::new());
+
+    // docker pull, then the image answers inference.
+    let first = format!("{host}/tritonserver:python");
+    docker(&["pull", "-q", &first]);
+    pulled.0.push(first.clone());
+    assert_add_sub(&first, add_sub_models("python").path());
+
+    // skopeo copies a second variant to an OCI layout, and inspects it.
+    let layout = served.dir.path().join("copied");
+    let copy = |tag: &str, to: &str| {
+        let out = Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{host}/tritonserver:{tag}"))
+            .arg(format!("oci:{}:{to}", layout.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    copy("standin.checksum", "a");
+    let image = support::read_oci(&layout, "a");
+    assert!(image
+        .tree
+        .contains_key("opt/tritonserver/backends/standin/libtriton_standin.so"));
+    assert!(!image
+        .tree
+        .keys()
+        .any(|p| p.starts_with("opt/tritonserver/backends/python")));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{host}/tritonserver:checksum.standin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        inspected["Digest"],
+        image.manifest_digest.as_str(),
+        "one selection, one digest"
+    );
+    assert_eq!(
+        inspected["Labels"]["io.triton-compose.selection"],
+        "backends=standin;repoagents=checksum"
+    );
+
+    // Another variant into the same layout moves only the layers the first
+    // lacked, and its config (the layout keeps blobs by digest).
+    let (_, first) = served.manifest("standin.checksum");
+    let before = served.blob_gets().len();
+    copy("checksum.standin.local", "b");
+    let moved: BTreeSet<String> = served.blob_gets().split_off(before).into_iter().collect();
+    let (_, second) = served.manifest("local.checksum.standin");
+    let mut expected: BTreeSet<String> = layer_digests(&second)
+        .difference(&layer_digests(&first))
+        .cloned()
+        .collect();
+    expected.insert(second["config"]["digest"].as_str().unwrap().to_string());
+    assert!(expected.len() >= 2, "{expected:?}");
+    assert_eq!(moved, expected, "{}", served.log());
+
+    // podman (Debian's) pulls a fourth, into a store of its own.
+    let podman = served.dir.path().join("podman");
+    let out = Command::new("podman")
+        .args(["--storage-driver", "vfs", "--root"])
+        .arg(podman.join("root"))
+        .arg("--runroot")
+        .arg(podman.join("run"))
+        .args([
+            "pull",
+            "-q",
+            "--tls-verify=false",
+            &format!("{host}/tritonserver:onnxruntime"),
+        ])
+        .output()
+        .expect("podman is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // podman names the image by its config's digest.
+    let (_, onnx) = served.manifest("onnxruntime");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        format!("sha256:{id}"),
+        onnx["config"]["digest"].as_str().unwrap()
+    );
+
+    // Errors, as the distribution spec says them.
+    let (status, _, body) = request(
+        served.port,
+        "GET",
+        "/v2/tritonserver/manifests/pyton.local",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    assert!(
+        error["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"python\""),
+        "{error}"
+    );
+    let (status, _, body) =
+        request(served.port, "HEAD", "/v2/any/name/manifests/nothing", &[]).unwrap();
+    assert_eq!((status, body.len()), (404, 0));
+    let missing = format!("/v2/tritonserver/blobs/sha256:{}", "0".repeat(64));
+    let (status, _, body) = request(served.port, "GET", &missing, &[]).unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["errors"][0]["code"],
+        "BLOB_UNKNOWN"
+    );
+    let long = format!("/v2/tritonserver/manifests/{}", "python.".repeat(20));
+    assert_eq!(request(served.port, "GET", &long, &[]).unwrap().0, 404);
+    // A blob in part, and a HEAD with its size.
+    let config = second["config"]["digest"].as_str().unwrap();
+    let path = format!("/v2/tritonserver/blobs/{config}");
+    let (status, head, body) = request(served.port, "GET", &path, &["Range: bytes=0-9"]).unwrap();
+    assert_eq!((status, body.len()), (206, 10), "{head}");
+    assert!(header(&head, "content-range")
+        .unwrap()
+        .starts_with("bytes 0-9/"));
+    let (status, head, _) = request(served.port, "HEAD", &path, &[]).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&head, "content-length").unwrap(),
+        second["config"]["size"].to_string()
+    );
+}
+
+#[test]
+fn twenty_concurrent_pulls_of_five_variants_compose_each_once() {
+    let Some(fx) = Fixtures::get() else { return };
+    let served = Served::start(&fx);
+    let host = served.host();
+    let variants = [
+        "python",
+        "python.local",
+        "standin.checksum",
+        "checksum.standin.local",
+        "onnxruntime.python",
+    ];
+    let out_dir = served.dir.path().join("pulls");
+    std::fs::create_dir(&out_dir).unwrap();
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let tag = variants[i % variants.len()];
+            let source = format!("docker://{host}/tritonserver:{tag}");
+            let target = out_dir.join(format!("{i}"));
+            std::thread::spawn(move || {
+                let out = Command::new("skopeo")
+                    .args(["copy", "-q", "--src-tls-verify=false", &source])
+                    .arg(format!("oci:{}:x", target.display()))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{source}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                (tag, target)
+            })
+        })
+        .collect();
+    let mut digests: std::collections::BTreeMap<&str, BTreeSet<String>> = Default::default();
+    for handle in handles {
+        let (tag, target) = handle.join().expect("a pull thread");
+        let image = support::read_oci(&target, "x");
+        assert!(
+            image.tree.contains_key("opt/tritonserver/bin/tritonserver"),
+            "{tag}"
+        );
+        digests
+            .entry(tag)
+            .or_default()
+            .insert(image.manifest_digest.clone());
+    }
+    for (tag, seen) in &digests {
+        assert_eq!(seen.len(), 1, "{tag} had several digests: {seen:?}");
+    }
+    assert_eq!(
+        served.metric("triton_compose_composes_total"),
+        5,
+        "{}",
+        served.log()
+    );
+    // The same tag, asked again, is the same digest and no new compose.
+    let (again, _) = served.manifest("local.python");
+    assert!(digests["python.local"].contains(&again));
+    assert_eq!(served.metric("triton_compose_composes_total"), 5);
+}
