@@ -223,6 +223,23 @@ pub struct ServeCli {
     #[arg(long, value_name = "SECONDS")]
     pub exit_after_idle: Option<u64>,
 
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require HTTP Basic credentials from this htpasswd file (bcrypt: `htpasswd -B`).
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Every this many seconds, check whether min's or full's tag moved; if
+    /// so, serve tags from the new images (digests of the old stay served).
+    #[arg(long, value_name = "SECONDS")]
+    pub refresh: Option<u64>,
+
     #[command(flatten)]
     pub verbosity: Verbosity,
 

@@ -176,12 +176,18 @@ fn serve(cli: ServeCli) -> ExitCode {
         drop(source);
         let listen = cli.listen;
         let idle = cli.exit_after_idle.map(std::time::Duration::from_secs);
+        let tls = cli.tls_cert.clone().zip(cli.tls_key.clone());
+        let htpasswd = cli.htpasswd.clone();
+        let refresh = cli.refresh.map(std::time::Duration::from_secs);
         let base = ComposeRequest::new(cli.into_raw(info.gpu_enabled, &state_dir))?;
         triton_compose::serve::serve(triton_compose::serve::ServeOptions {
             base,
             listen,
             state_dir,
             exit_after_idle: idle,
+            tls,
+            htpasswd,
+            refresh,
         })
     })();
     match result {

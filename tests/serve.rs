@@ -21,20 +21,19 @@ struct Served {
 
 impl Served {
     fn start(fx: &Fixtures) -> Served {
+        let min = format!("min,oci:{}:latest", fx.dir.join("min-oci").display());
+        let full = format!("full,oci:{}:latest", fx.dir.join("full-oci").display());
+        Served::start_with(&["--image", &min, "--image", &full])
+    }
+
+    /// `serve ARGS` (the images and more) on a free port, until it answers.
+    fn start_with(args: &[&str]) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let port = support::free_port();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
-            .args(["serve", "--image"])
-            .arg(format!(
-                "min,oci:{}:latest",
-                fx.dir.join("min-oci").display()
-            ))
-            .arg("--image")
-            .arg(format!(
-                "full,oci:{}:latest",
-                fx.dir.join("full-oci").display()
-            ))
+            .arg("serve")
+            .args(args)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -51,7 +50,9 @@ impl Served {
             .expect("the binary runs");
         let served = Served { child, port, dir };
         let start = Instant::now();
-        while request(port, "GET", "/v2/", &[]).map(|r| r.0) != Some(200) {
+        // Up when it accepts connections and the images are read: it
+        // listens only then.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(120),
                 "serve did not answer:\n{}",
@@ -416,4 +417,149 @@ fn twenty_concurrent_pulls_of_five_variants_compose_each_once() {
     let (again, _) = served.manifest("local.python");
     assert!(digests["python.local"].contains(&again));
     assert_eq!(served.metric("triton_compose_composes_total"), 5);
+}
+
+#[test]
+fn tls_and_basic_authentication_guard_a_served_registry() {
+    let pki = support::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let min = support::min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    support::full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "puller", "s3cret-pull"])
+        .output()
+        .expect("htpasswd is installed (apache2-utils)");
+    assert!(htpasswd.status.success());
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, htpasswd.stdout).unwrap();
+    let images = [
+        format!("min,oci:{}:latest", dir.path().join("min").display()),
+        format!("full,oci:{}:24.10", dir.path().join("full").display()),
+    ];
+    let (cert, key) = (pki.path("server.crt"), pki.path("server.key"));
+    let served = Served::start_with(&[
+        "--image",
+        &images[0],
+        "--image",
+        &images[1],
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--htpasswd",
+        users.to_str().unwrap(),
+    ]);
+    let certs = pki.path("certs");
+    let inspect = |creds: Option<&str>| {
+        let mut command = Command::new("skopeo");
+        command
+            .args(["inspect", "--cert-dir", certs.to_str().unwrap()])
+            .arg(format!(
+                "docker://{}/tritonserver:python.checksum",
+                served.host()
+            ));
+        if let Some(creds) = creds {
+            command.args(["--creds", creds]);
+        }
+        command.output().unwrap()
+    };
+    // Trusted through the CA, with the right password: the image.
+    let out = inspect(Some("puller:s3cret-pull"));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        served.log()
+    );
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        inspected["Labels"]["io.triton-compose.selection"],
+        "backends=python;repoagents=checksum"
+    );
+    // Without credentials, or with a wrong one: 401.
+    for creds in [None, Some("puller:wrong")] {
+        let out = inspect(creds);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            stderr.contains("unauthorized") || stderr.contains("401"),
+            "{stderr}"
+        );
+    }
+    // Plain HTTP gets no answer from a TLS listener.
+    assert!(request(served.port, "GET", "/v2/", &[]).is_none_or(|r| r.0 != 200));
+    assert!(served.log().contains(" 401 "), "{}", served.log());
+}
+
+#[test]
+fn refresh_follows_a_moved_tag_and_keeps_serving_old_digests() {
+    let Some(registry) = support::registry::Registry::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let min = support::min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    support::full_image(&min).write_oci(&dir.path().join("full"), "one");
+    registry.push_oci(&dir.path().join("min"), "latest", "triton/min:latest");
+    registry.push_oci(&dir.path().join("full"), "one", "triton/full:24.10");
+    let host = &registry.host;
+    let authfile = registry.authfile();
+    let images = [
+        format!("min,{host}/triton/min:latest"),
+        format!("full,{host}/triton/full:24.10"),
+    ];
+    let served = Served::start_with(&[
+        "--image",
+        &images[0],
+        "--image",
+        &images[1],
+        "--authfile",
+        authfile.to_str().unwrap(),
+        "--refresh",
+        "1",
+    ]);
+    let (old, old_manifest) = served.manifest("python");
+
+    // full's tag moves to a rebuilt full (one more file in the python backend).
+    let mut rebuilt = support::full_image(&min);
+    rebuilt.layers.push(support::layer_tar(&[
+        support::dir("opt/tritonserver"),
+        support::dir("opt/tritonserver/backends"),
+        support::dir("opt/tritonserver/backends/python"),
+        support::file("opt/tritonserver/backends/python/NEW", "rebuilt\n"),
+    ]));
+    rebuilt.write_oci(&dir.path().join("full"), "two");
+    registry.push_oci(&dir.path().join("full"), "two", "triton/full:24.10");
+    let start = Instant::now();
+    let new = loop {
+        let (digest, _) = served.manifest("python");
+        if digest != old {
+            break digest;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the moved tag was not followed:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_ne!(new, old);
+    // The old image stays whole by digest.
+    let (status, _, _) = request(
+        served.port,
+        "GET",
+        &format!("/v2/tritonserver/manifests/{old}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    for layer in layer_digests(&old_manifest) {
+        let path = format!("/v2/tritonserver/blobs/{layer}");
+        assert_eq!(
+            request(served.port, "HEAD", &path, &[]).unwrap().0,
+            200,
+            "{layer}"
+        );
+    }
 }

@@ -18,6 +18,7 @@
 //! one compose. HTTP runs on tokio (axum); composing and file reads run on
 //! its blocking pool.
 
+mod auth;
 pub mod tags;
 
 use std::collections::HashMap;
@@ -48,6 +49,12 @@ pub struct ServeOptions {
     pub state_dir: PathBuf,
     /// Stop after this long without a request (for tests and batch jobs).
     pub exit_after_idle: Option<Duration>,
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Ask for HTTP Basic credentials found in this htpasswd file (bcrypt).
+    pub htpasswd: Option<PathBuf>,
+    /// Check this often whether min's or full's reference moved.
+    pub refresh: Option<Duration>,
 }
 
 /// Largest manifest served (they are a few KiB).
@@ -61,91 +68,206 @@ struct Metrics {
     hits: AtomicU64,
 }
 
-struct State {
+/// What one min/full pair serves: its session and the layout its
+/// selections are composed into.
+struct Generation {
     session: Mutex<Session>,
     offered: Vec<Component>,
+    ids: (Option<Digest>, Option<Digest>),
     /// The OCI layout the selections are composed into.
     layout: PathBuf,
     /// Canonical tag → manifest digest, for selections composed.
     composed: RwLock<HashMap<String, Digest>>,
+}
+
+impl Generation {
+    /// Opens and scans the images `base` names.
+    fn open(base: &ComposeRequest, state_dir: &Path) -> Result<Generation> {
+        let session = Session::open(base)?;
+        let ids = session.ids();
+        let pair = Digest::of(
+            format!(
+                "{}\n{}",
+                ids.0.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                ids.1.as_ref().map(|d| d.to_string()).unwrap_or_default()
+            )
+            .as_bytes(),
+        );
+        let layout = state_dir.join("layouts").join(&pair.hex()[..16]);
+        std::fs::create_dir_all(layout.parent().expect("has a parent"))
+            .ctx(|| format!("creating {}", state_dir.display()))?;
+        let composed = read_tags(&layout);
+        let offered = session.offered();
+        tracing::info!(
+            "serving {} composed selection(s) from {}; components: {}",
+            composed.len(),
+            layout.display(),
+            offered
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Generation {
+            session: Mutex::new(session),
+            offered,
+            ids,
+            layout,
+            composed: RwLock::new(composed),
+        })
+    }
+}
+
+struct State {
+    /// The pair tags resolve against.
+    current: RwLock<Arc<Generation>>,
+    /// Layouts of pairs replaced by `--refresh`: their digests stay served.
+    previous: RwLock<Vec<PathBuf>>,
     metrics: Metrics,
     last_request: Mutex<Instant>,
+    users: auth::Users,
+}
+
+impl State {
+    fn current(&self) -> Arc<Generation> {
+        self.current.read().expect("not poisoned").clone()
+    }
+
+    /// A blob's file in the current layout or an earlier one.
+    fn find_blob(&self, digest: &Digest) -> PathBuf {
+        let current = blob_path(&self.current().layout, digest);
+        if current.exists() {
+            return current;
+        }
+        self.previous
+            .read()
+            .expect("not poisoned")
+            .iter()
+            .map(|layout| blob_path(layout, digest))
+            .find(|p| p.exists())
+            .unwrap_or(current)
+    }
+
+    /// With `--refresh`: when min's or full's reference now names another
+    /// image, opens the new pair; the old layout keeps being served.
+    fn refresh(&self, base: &ComposeRequest, state_dir: &Path) -> Result<()> {
+        let ids = |reference: &crate::transport::ImageRef| -> Result<Option<Digest>> {
+            Ok(crate::transport::open_source(reference, &base.transport)?
+                .image()
+                .id
+                .clone())
+        };
+        let now = (ids(&base.min)?, ids(&base.full)?);
+        let current = self.current();
+        if now == current.ids {
+            return Ok(());
+        }
+        tracing::info!("min or full moved: opening the new pair");
+        let next = Arc::new(Generation::open(base, state_dir)?);
+        self.previous
+            .write()
+            .expect("not poisoned")
+            .push(current.layout.clone());
+        *self.current.write().expect("not poisoned") = next;
+        Ok(())
+    }
 }
 
 /// Opens the images, then serves until stopped (or idle).
 pub fn serve(options: ServeOptions) -> Result<()> {
-    let session = Session::open(&options.base)?;
-    let (min_id, full_id) = session.ids();
-    let pair = Digest::of(
-        format!(
-            "{}\n{}",
-            min_id.map(|d| d.to_string()).unwrap_or_default(),
-            full_id.map(|d| d.to_string()).unwrap_or_default()
-        )
-        .as_bytes(),
-    );
-    let layout = options.state_dir.join("layouts").join(&pair.hex()[..16]);
-    std::fs::create_dir_all(layout.parent().expect("has a parent"))
-        .ctx(|| format!("creating {}", options.state_dir.display()))?;
-    let composed = read_tags(&layout);
-    tracing::info!(
-        "serving {} composed selection(s) from {}; components: {}",
-        composed.len(),
-        layout.display(),
-        session
-            .offered()
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let users = match &options.htpasswd {
+        Some(path) => auth::Users::load(path)?,
+        None => auth::Users::default(),
+    };
+    let generation = Generation::open(&options.base, &options.state_dir)?;
     let state = Arc::new(State {
-        offered: session.offered(),
-        session: Mutex::new(session),
-        layout,
-        composed: RwLock::new(composed),
+        current: RwLock::new(Arc::new(generation)),
+        previous: RwLock::new(Vec::new()),
         metrics: Metrics::default(),
         last_request: Mutex::new(Instant::now()),
+        users,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::new("cannot start the server's runtime").with_source(e))?;
-    runtime.block_on(run(state, options.listen, options.exit_after_idle))
+    runtime.block_on(run(state, &options))
 }
 
-async fn run(state: Arc<State>, listen: SocketAddr, idle: Option<Duration>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+async fn run(state: Arc<State>, options: &ServeOptions) -> Result<()> {
+    let listen = options.listen;
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         Error::new(format!("cannot listen on {listen}"))
             .with_source(e)
             .hint("choose a free address with --listen, e.g. 127.0.0.1:5000")
     })?;
-    tracing::info!(
-        "listening on http://{}",
-        listener.local_addr().unwrap_or(listen)
-    );
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::new("cannot set up the listening socket").with_source(e))?;
     let app = axum::Router::new().fallback({
         let state = state.clone();
         move |request: Request<Body>| handle(state.clone(), request)
     });
-    let idle_state = state.clone();
-    let shutdown = async move {
-        match idle {
-            Some(limit) => loop {
+    let handle = axum_server::Handle::new();
+    if let Some(limit) = options.exit_after_idle {
+        let (state, handle) = (state.clone(), handle.clone());
+        tokio::spawn(async move {
+            loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let last = *idle_state.last_request.lock().expect("not poisoned");
+                let last = *state.last_request.lock().expect("not poisoned");
                 if last.elapsed() >= limit {
                     tracing::info!("idle for {} s: stopping", limit.as_secs());
+                    handle.graceful_shutdown(Some(Duration::from_secs(5)));
                     break;
                 }
-            },
-            None => std::future::pending::<()>().await,
+            }
+        });
+    }
+    if let Some(every) = options.refresh {
+        let state = state.clone();
+        let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let (state, base, dir) = (state.clone(), base.clone(), state_dir.clone());
+                let checked = tokio::task::spawn_blocking(move || state.refresh(&base, &dir)).await;
+                if let Ok(Err(err)) = checked {
+                    tracing::warn!("refresh: {err}; still serving the images read before");
+                }
+            }
+        });
+    }
+    let service = app.into_make_service();
+    let served = match &options.tls {
+        Some((cert, key)) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| {
+                    Error::new(format!(
+                        "cannot use {} and {} for TLS",
+                        cert.display(),
+                        key.display()
+                    ))
+                    .with_source(e)
+                    .hint("give a PEM certificate chain and its PEM private key")
+                })?;
+            tracing::info!("listening on https://{listen}");
+            axum_server::from_tcp_rustls(listener, config)
+                .map_err(|e| Error::new("cannot serve TLS").with_source(e))?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            tracing::info!("listening on http://{listen}");
+            axum_server::from_tcp(listener)
+                .map_err(|e| Error::new("cannot serve").with_source(e))?
+                .handle(handle)
+                .serve(service)
+                .await
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::new("the server stopped").with_source(e))
+    served.map_err(|e| Error::new("the server stopped").with_source(e))
 }
 
 /// One request: routed, answered, logged and counted.
@@ -153,7 +275,18 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = route(&state, &method, &path, request.headers()).await;
+    let response = match state.users.check(request.headers()) {
+        Ok(()) => route(&state, &method, &path, request.headers()).await,
+        Err(message) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+            set(
+                &mut response,
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"triton-compose\"",
+            );
+            response
+        }
+    };
     let status = response.status().as_u16();
     let bytes = response
         .headers()
@@ -230,7 +363,12 @@ async fn route(
         return blob(state, digest, head, headers).await;
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
-        let mut tags: Vec<String> = state.offered.iter().map(|c| c.name.clone()).collect();
+        let mut tags: Vec<String> = state
+            .current()
+            .offered
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         tags.sort();
         tags.dedup();
         tags.insert(0, "latest".into());
@@ -259,51 +397,12 @@ async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<B
             Err(_) => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "not a digest"),
         }
     } else {
-        let components = match tags::parse(reference, &state.offered) {
-            Ok(c) => c,
-            Err(tags::TagError(message)) => {
-                return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &message)
-            }
-        };
-        let tag = tags::canonical(&components);
-        let known = state
-            .composed
-            .read()
-            .expect("not poisoned")
-            .get(&tag)
-            .cloned();
-        match known {
-            Some(d) => {
-                state.metrics.hits.fetch_add(1, Ordering::Relaxed);
-                d
-            }
-            None => {
-                let state = state.clone();
-                let composed =
-                    tokio::task::spawn_blocking(move || compose_once(&state, &components, &tag))
-                        .await;
-                match composed {
-                    Ok(Ok(d)) => d,
-                    Ok(Err(err)) => {
-                        tracing::error!("composing {reference}: {err}");
-                        return error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "UNKNOWN",
-                            &format!("composing {reference} failed: {err}"),
-                        );
-                    }
-                    Err(_) => {
-                        return error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "UNKNOWN",
-                            "the compose panicked",
-                        )
-                    }
-                }
-            }
+        match resolve_tag(state, reference).await {
+            Ok(d) => d,
+            Err(response) => return response,
         }
     };
-    let path = blob_path(&state.layout, &digest);
+    let path = state.find_blob(&digest);
     let bytes = match tokio::fs::metadata(&path).await {
         Ok(meta) if meta.is_file() && meta.len() <= MAX_MANIFEST => {
             tokio::fs::read(&path).await.ok()
@@ -328,22 +427,60 @@ async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<B
     }
 }
 
+/// The manifest a tag names in the current pair, composed if need be.
+async fn resolve_tag(state: &Arc<State>, reference: &str) -> Result<Digest, Response<Body>> {
+    let generation = state.current();
+    let components =
+        tags::parse(reference, &generation.offered).map_err(|tags::TagError(message)| {
+            error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &message)
+        })?;
+    let tag = tags::canonical(&components);
+    let known = generation
+        .composed
+        .read()
+        .expect("not poisoned")
+        .get(&tag)
+        .cloned();
+    if let Some(d) = known {
+        state.metrics.hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(d);
+    }
+    let state = state.clone();
+    let composed =
+        tokio::task::spawn_blocking(move || compose_once(&state, &generation, &components, &tag))
+            .await;
+    let failed = |message: String| {
+        tracing::error!("{message}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &message)
+    };
+    match composed {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(err)) => Err(failed(format!("composing {reference} failed: {err}"))),
+        Err(_) => Err(failed(format!("composing {reference} panicked"))),
+    }
+}
+
 /// Composes a selection unless it was meanwhile: the lock makes composes
 /// one at a time, so concurrent requests for one selection compose it once.
-fn compose_once(state: &State, components: &[Component], tag: &str) -> Result<Digest> {
-    let session = state.session.lock().expect("not poisoned");
-    if let Some(d) = state.composed.read().expect("not poisoned").get(tag) {
+fn compose_once(
+    state: &State,
+    generation: &Generation,
+    components: &[Component],
+    tag: &str,
+) -> Result<Digest> {
+    let session = generation.session.lock().expect("not poisoned");
+    if let Some(d) = generation.composed.read().expect("not poisoned").get(tag) {
         state.metrics.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(d.clone());
     }
     tracing::info!("composing {tag}");
-    let description = session.compose(components, &state.layout, tag)?;
+    let description = session.compose(components, &generation.layout, tag)?;
     state.metrics.composes.fetch_add(1, Ordering::Relaxed);
     tracing::info!("composed {tag}: {description}");
-    let digest = read_tags(&state.layout)
+    let digest = read_tags(&generation.layout)
         .remove(tag)
         .ok_or_else(|| Error::new(format!("the layout has no tag {tag} after composing it")))?;
-    state
+    generation
         .composed
         .write()
         .expect("not poisoned")
@@ -385,7 +522,7 @@ async fn blob(
     let Ok(digest) = reference.parse::<Digest>() else {
         return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "not a digest");
     };
-    let path = blob_path(&state.layout, &digest);
+    let path = state.find_blob(&digest);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => {
