@@ -346,13 +346,15 @@ impl Session {
         )
     }
 
-    /// Composes `components` into the OCI layout `dir` under `tag`.
+    /// Composes `components` into the OCI layout `dir` under `tag`;
+    /// returns what was written and the new layers (taken from the store
+    /// or built).
     pub fn compose(
         &self,
         components: &[triton::Component],
         dir: &Path,
         tag: &str,
-    ) -> Result<String> {
+    ) -> Result<(String, Vec<crate::execute::LayerReport>)> {
         let mut request = self.base.clone();
         request.components = components.to_vec();
         // Each selection's Dockerfile.compose and SBOM in a directory of its own.
@@ -368,7 +370,7 @@ impl Session {
         let built = written.built.expect("a sink was given");
         let description = sink.commit(&built.image)?;
         self.prepared.prune(&request);
-        Ok(description)
+        Ok((description, built.reports))
     }
 }
 

@@ -37,6 +37,9 @@
 //! - [`provenance`]: what the image says of its sources (annotations and
 //!   labels) and its SPDX SBOM, attached as an OCI referrer.
 //!
+//! - [`serve`]: the same pipeline behind a registry endpoint, where every
+//!   combination of components is a tag composed on first pull.
+//!
 //! [`compose::compose`] strings these together (and
 //! [`compose::compose_variants`] for several images from one read of the
 //! sources). [`verify`] checks an image the same way [`deps`] resolves one.

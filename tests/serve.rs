@@ -417,6 +417,8 @@ fn twenty_concurrent_pulls_of_five_variants_compose_each_once() {
     let (again, _) = served.manifest("local.python");
     assert!(digests["python.local"].contains(&again));
     assert_eq!(served.metric("triton_compose_composes_total"), 5);
+    // The core layer (at least) was built once and reused by the others.
+    assert!(served.metric("triton_compose_store_layer_hits_total") >= 4);
 }
 
 #[test]

@@ -66,6 +66,9 @@ struct Metrics {
     bytes: AtomicU64,
     composes: AtomicU64,
     hits: AtomicU64,
+    /// New layers of composes taken from the store, and built.
+    layers_reused: AtomicU64,
+    layers_built: AtomicU64,
 }
 
 /// What one min/full pair serves: its session and the layout its
@@ -474,8 +477,13 @@ fn compose_once(
         return Ok(d.clone());
     }
     tracing::info!("composing {tag}");
-    let description = session.compose(components, &generation.layout, tag)?;
+    let (description, layers) = session.compose(components, &generation.layout, tag)?;
     state.metrics.composes.fetch_add(1, Ordering::Relaxed);
+    let reused = layers.iter().filter(|l| l.from_store).count() as u64;
+    let m = &state.metrics;
+    m.layers_reused.fetch_add(reused, Ordering::Relaxed);
+    m.layers_built
+        .fetch_add(layers.len() as u64 - reused, Ordering::Relaxed);
     tracing::info!("composed {tag}: {description}");
     let digest = read_tags(&generation.layout)
         .remove(tag)
@@ -700,6 +708,16 @@ fn metrics(state: &State) -> String {
             "triton_compose_store_hits_total",
             "Manifests served without composing (composed before).",
             m.hits.load(Ordering::Relaxed),
+        ),
+        (
+            "triton_compose_store_layer_hits_total",
+            "New layers of composes taken from the store.",
+            m.layers_reused.load(Ordering::Relaxed),
+        ),
+        (
+            "triton_compose_layers_built_total",
+            "New layers of composes built.",
+            m.layers_built.load(Ordering::Relaxed),
         ),
     ] {
         out.push_str(&format!(
