@@ -167,19 +167,13 @@ fn serve(cli: ServeCli) -> ExitCode {
             .find_map(|i| i.strip_prefix("full,"))
             .ok_or_else(|| Error::new("serve needs --image full,REF"))?
             .parse::<ImageRef>()?;
-        let options = cli.access.options()?;
-        let source = triton_compose::transport::open_source(&full, &options)?;
-        let info = triton_compose::triton::BuildInfo::from_full_config(
-            &source.image().config,
-            source.name(),
-        )?;
-        drop(source);
+        let gpu = full_gpu_flag(&full, &cli.access)?;
         let listen = cli.listen;
         let idle = cli.exit_after_idle.map(std::time::Duration::from_secs);
         let tls = cli.tls_cert.clone().zip(cli.tls_key.clone());
         let htpasswd = cli.htpasswd.clone();
         let refresh = cli.refresh.map(std::time::Duration::from_secs);
-        let base = ComposeRequest::new(cli.into_raw(info.gpu_enabled, &state_dir))?;
+        let base = ComposeRequest::new(cli.into_raw(gpu, &state_dir))?;
         triton_compose::serve::serve(triton_compose::serve::ServeOptions {
             base,
             listen,
@@ -196,6 +190,16 @@ fn serve(cli: ServeCli) -> ExitCode {
     }
 }
 
+/// The GPU flag as full says (`TRITON_SERVER_GPU_ENABLED`), so that the
+/// plans of commands that take no `--enable-gpu` agree with it.
+fn full_gpu_flag(full: &ImageRef, access: &cli::Access) -> Result<bool, Error> {
+    let options = access.options()?;
+    let source = triton_compose::transport::open_source(full, &options)?;
+    let info =
+        triton_compose::triton::BuildInfo::from_full_config(&source.image().config, source.name())?;
+    Ok(info.gpu_enabled)
+}
+
 fn catalog(cli: CatalogCli) -> ExitCode {
     init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let json = cli.json;
@@ -203,16 +207,7 @@ fn catalog(cli: CatalogCli) -> ExitCode {
     let result = cli
         .image
         .parse::<ImageRef>()
-        .and_then(|full| {
-            // The GPU flag as full says, so that the plan agrees with it.
-            let options = cli.access.options()?;
-            let source = triton_compose::transport::open_source(&full, &options)?;
-            let info = triton_compose::triton::BuildInfo::from_full_config(
-                &source.image().config,
-                source.name(),
-            )?;
-            Ok(info.gpu_enabled)
-        })
+        .and_then(|full| full_gpu_flag(&full, &cli.access))
         .and_then(|gpu| ComposeRequest::new(cli.into_raw(gpu)))
         .and_then(|request| triton_compose::catalog::catalog(&request, no_min));
     match result {

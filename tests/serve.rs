@@ -147,6 +147,20 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
+/// `skopeo copy` from the served registry into `oci:LAYOUT:TAG`.
+fn skopeo_copy(source: &str, layout: &Path, tag: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false", source])
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{source}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn layer_digests(manifest: &serde_json::Value) -> BTreeSet<String> {
     manifest["layers"]
         .as_array()
@@ -226,17 +240,7 @@ fn docker_skopeo_and_podman_pull_variants_and_errors_follow_the_spec() {
     // skopeo copies a second variant to an OCI layout, and inspects it.
     let layout = served.dir.path().join("copied");
     let copy = |tag: &str, to: &str| {
-        let out = Command::new("skopeo")
-            .args(["copy", "-q", "--src-tls-verify=false"])
-            .arg(format!("docker://{host}/tritonserver:{tag}"))
-            .arg(format!("oci:{}:{to}", layout.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        skopeo_copy(&format!("docker://{host}/tritonserver:{tag}"), &layout, to)
     };
     copy("standin.checksum", "a");
     let image = support::read_oci(&layout, "a");
@@ -377,16 +381,7 @@ fn twenty_concurrent_pulls_of_five_variants_compose_each_once() {
             let source = format!("docker://{host}/tritonserver:{tag}");
             let target = out_dir.join(format!("{i}"));
             std::thread::spawn(move || {
-                let out = Command::new("skopeo")
-                    .args(["copy", "-q", "--src-tls-verify=false", &source])
-                    .arg(format!("oci:{}:x", target.display()))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{source}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                skopeo_copy(&source, &target, "x");
                 (tag, target)
             })
         })
