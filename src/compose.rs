@@ -703,12 +703,41 @@ fn sbom_document(
             Role::Min
         }
     };
+    let parts = sbom_parts(plan, reports);
+    let contents = sbom::Contents::gather(
+        &files,
+        &String::from_utf8_lossy(&status),
+        &origin,
+        parts,
+        Some(plan.info.version.clone()),
+    );
+    let sources = sbom_sources(images, plan);
+    let mut identity = image.config.clone();
+    for layer in &image.layers {
+        identity.extend_from_slice(layer.digest.as_str().as_bytes());
+    }
+    // Named by its config's digest (the image ID), not by the output: one
+    // image has one SBOM whatever its tags, so a registry stores it once.
+    sbom::document(
+        &sbom::Meta {
+            name: &format!("image {}", crate::digest::Digest::of(&image.config)),
+            created: plan.timestamp,
+            sources: &sources,
+            identity: &identity,
+        },
+        &contents,
+    )
+}
+
+/// The Triton parts of a plan, with the layers written for each.
+fn sbom_parts(plan: &Plan, reports: &[crate::execute::LayerReport]) -> Vec<crate::sbom::Part> {
+    use crate::sbom::{self, Role};
     let mut purposes: Vec<(String, String)> = vec![("Triton core".into(), "core".into())];
     purposes.extend(plan.components.iter().map(|c| {
         let what = format!("{} {}", c.kind.noun(), c.name);
         (what.clone(), what)
     }));
-    let parts = purposes
+    purposes
         .into_iter()
         .map(|(purpose, name)| sbom::Part {
             name,
@@ -721,14 +750,12 @@ fn sbom_document(
                 .collect(),
             origin: Role::Full,
         })
-        .collect();
-    let contents = sbom::Contents::gather(
-        &files,
-        &String::from_utf8_lossy(&status),
-        &origin,
-        parts,
-        Some(plan.info.version.clone()),
-    );
+        .collect()
+}
+
+/// min, full and (when the plan copies from it) gpu-min, by digest.
+fn sbom_sources(images: &Images<'_>, plan: &Plan) -> Vec<crate::sbom::Source> {
+    use crate::sbom::{self, Role};
     let mut sources = vec![
         sbom::Source {
             role: Role::Min,
@@ -748,21 +775,7 @@ fn sbom_document(
             id: gpu_min.image().id.clone(),
         });
     }
-    let mut identity = image.config.clone();
-    for layer in &image.layers {
-        identity.extend_from_slice(layer.digest.as_str().as_bytes());
-    }
-    // Named by its config's digest (the image ID), not by the output: one
-    // image has one SBOM whatever its tags, so a registry stores it once.
-    sbom::document(
-        &sbom::Meta {
-            name: &format!("image {}", crate::digest::Digest::of(&image.config)),
-            created: plan.timestamp,
-            sources: &sources,
-            identity: &identity,
-        },
-        &contents,
-    )
+    sources
 }
 
 /// Removes what runs that are gone (killed with SIGKILL) left where this

@@ -350,49 +350,81 @@ pub struct Meta<'a> {
 
 /// The SPDX 2.3 JSON document, canonical (sorted keys, no whitespace).
 pub fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
-    let mut packages = Vec::new();
-    let mut relationships = Vec::new();
-    let mut licenses: BTreeMap<String, String> = BTreeMap::new();
-    let image_id = "SPDXRef-Image";
-    packages.push(json!({
-        "SPDXID": image_id,
-        "name": meta.name,
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-    }));
-    relationships.push(relation("SPDXRef-DOCUMENT", "DESCRIBES", image_id));
-    let mut source_ids: HashMap<Role, String> = HashMap::new();
-    for source in meta.sources {
-        let id = format!("SPDXRef-Source-{}", source.role.word());
-        let mut package = json!({
-            "SPDXID": id,
-            "name": source.name,
+    let mut doc = Document::default();
+    doc.image(meta);
+    let distro = contents.distro.as_deref().unwrap_or("debian");
+    for (n, deb) in contents.packages.iter().enumerate() {
+        doc.deb(n, deb, distro);
+    }
+    for (n, dist) in contents.dists.iter().enumerate() {
+        doc.dist(n, dist);
+    }
+    for (n, part) in contents.parts.iter().enumerate() {
+        doc.part(n, part, contents.triton_version.as_deref());
+    }
+    doc.finish(meta)
+}
+
+const IMAGE_ID: &str = "SPDXRef-Image";
+
+/// An SPDX document being written: packages, relationships, and the
+/// licenses it declares.
+#[derive(Default)]
+struct Document {
+    packages: Vec<Value>,
+    relationships: Vec<Value>,
+    licenses: BTreeMap<String, String>,
+    source_ids: HashMap<Role, String>,
+}
+
+impl Document {
+    /// The image and its sources.
+    fn image(&mut self, meta: &Meta<'_>) {
+        self.packages.push(json!({
+            "SPDXID": IMAGE_ID,
+            "name": meta.name,
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "primaryPackagePurpose": "CONTAINER",
-            "comment": format!("the {} image", source.role.word()),
-        });
-        if let Some(digest) = &source.id {
-            package["versionInfo"] = json!(digest.as_str());
-            package["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": digest.hex()}]);
+        }));
+        self.relationships
+            .push(relation("SPDXRef-DOCUMENT", "DESCRIBES", IMAGE_ID));
+        for source in meta.sources {
+            let id = format!("SPDXRef-Source-{}", source.role.word());
+            let mut package = json!({
+                "SPDXID": id,
+                "name": source.name,
+                "downloadLocation": "NOASSERTION",
+                "filesAnalyzed": false,
+                "primaryPackagePurpose": "CONTAINER",
+                "comment": format!("the {} image", source.role.word()),
+            });
+            if let Some(digest) = &source.id {
+                package["versionInfo"] = json!(digest.as_str());
+                package["checksums"] =
+                    json!([{"algorithm": "SHA256", "checksumValue": digest.hex()}]);
+            }
+            self.packages.push(package);
+            if source.role == Role::Min {
+                self.relationships
+                    .push(relation(IMAGE_ID, "DESCENDANT_OF", &id));
+            }
+            self.source_ids.insert(source.role, id);
         }
-        packages.push(package);
-        if source.role == Role::Min {
-            relationships.push(relation(image_id, "DESCENDANT_OF", &id));
-        }
-        source_ids.insert(source.role, id);
     }
-    let distro = contents.distro.as_deref().unwrap_or("debian");
-    let mut add = |package: Value, origin: Role, relationships: &mut Vec<Value>| {
+
+    /// A package the image contains, generated from `origin`.
+    fn contains(&mut self, package: Value, origin: Role) {
         let id = package["SPDXID"].as_str().expect("set").to_string();
-        relationships.push(relation(image_id, "CONTAINS", &id));
-        if let Some(source) = source_ids.get(&origin) {
-            relationships.push(relation(&id, "GENERATED_FROM", source));
+        self.relationships.push(relation(IMAGE_ID, "CONTAINS", &id));
+        if let Some(source) = self.source_ids.get(&origin) {
+            self.relationships
+                .push(relation(&id, "GENERATED_FROM", source));
         }
-        packages.push(package);
-    };
-    for (n, deb) in contents.packages.iter().enumerate() {
+        self.packages.push(package);
+    }
+
+    fn deb(&mut self, n: usize, deb: &DebPackage, distro: &str) {
         let purl = format!(
             "pkg:deb/{distro}/{}@{}?arch={}",
             purl_escape(&deb.name),
@@ -413,34 +445,33 @@ pub fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
                 .map(str::to_string)
                 .unwrap_or_else(|| {
                     let reference = format!("LicenseRef-{}", id_part(license));
-                    licenses.insert(reference.clone(), license.clone());
+                    self.licenses.insert(reference.clone(), license.clone());
                     reference
                 });
             package["licenseDeclared"] = json!(spdx);
         }
-        add(package, deb.origin, &mut relationships);
+        self.contains(package, deb.origin);
     }
-    for (n, dist) in contents.dists.iter().enumerate() {
+
+    fn dist(&mut self, n: usize, dist: &PyDist) {
         let purl = format!(
             "pkg:pypi/{}@{}",
             purl_escape(&normalize_name(&dist.name)),
             purl_escape(&dist.version)
         );
-        add(
-            json!({
-                "SPDXID": format!("SPDXRef-pypi-{n}-{}", id_part(&dist.name)),
-                "name": dist.name,
-                "versionInfo": dist.version,
-                "downloadLocation": "NOASSERTION",
-                "filesAnalyzed": false,
-                "comment": format!("python distribution at {}", dist.path),
-                "externalRefs": [purl_ref(&purl)],
-            }),
-            dist.origin,
-            &mut relationships,
-        );
+        let package = json!({
+            "SPDXID": format!("SPDXRef-pypi-{n}-{}", id_part(&dist.name)),
+            "name": dist.name,
+            "versionInfo": dist.version,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "comment": format!("python distribution at {}", dist.path),
+            "externalRefs": [purl_ref(&purl)],
+        });
+        self.contains(package, dist.origin);
     }
-    for (n, part) in contents.parts.iter().enumerate() {
+
+    fn part(&mut self, n: usize, part: &Part, triton_version: Option<&str>) {
         let layers: Vec<String> = part
             .layers
             .iter()
@@ -454,42 +485,46 @@ pub fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
             "supplier": "Organization: NVIDIA",
             "comment": format!("in layer {}", layers.join(", ")),
         });
-        if let Some(version) = &contents.triton_version {
+        if let Some(version) = triton_version {
             package["versionInfo"] = json!(version);
         }
-        add(package, part.origin, &mut relationships);
+        self.contains(package, part.origin);
     }
-    let namespace_seed = [meta.name.as_bytes(), b"\n", meta.identity].concat();
-    let mut doc = json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("SBOM of {}", meta.name),
-        "documentNamespace": format!(
-            "https://triton-compose.invalid/spdx/{}",
-            Digest::of(&namespace_seed).hex()
-        ),
-        "creationInfo": {
-            "created": provenance::rfc3339(meta.created),
-            "creators": [format!("Tool: triton-compose-{}", env!("CARGO_PKG_VERSION"))],
-        },
-        "documentDescribes": [image_id],
-        "packages": packages,
-        "relationships": relationships,
-    });
-    if !licenses.is_empty() {
-        doc["hasExtractedLicensingInfos"] = licenses
-            .iter()
-            .map(|(id, name)| {
-                json!({
-                    "licenseId": id,
-                    "name": name,
-                    "extractedText": format!("License: {name} (as the package's Debian copyright file names it)"),
+
+    fn finish(self, meta: &Meta<'_>) -> Vec<u8> {
+        let namespace_seed = [meta.name.as_bytes(), b"\n", meta.identity].concat();
+        let mut doc = json!({
+            "spdxVersion": "SPDX-2.3",
+            "dataLicense": "CC0-1.0",
+            "SPDXID": "SPDXRef-DOCUMENT",
+            "name": format!("SBOM of {}", meta.name),
+            "documentNamespace": format!(
+                "https://triton-compose.invalid/spdx/{}",
+                Digest::of(&namespace_seed).hex()
+            ),
+            "creationInfo": {
+                "created": provenance::rfc3339(meta.created),
+                "creators": [format!("Tool: triton-compose-{}", env!("CARGO_PKG_VERSION"))],
+            },
+            "documentDescribes": [IMAGE_ID],
+            "packages": self.packages,
+            "relationships": self.relationships,
+        });
+        if !self.licenses.is_empty() {
+            doc["hasExtractedLicensingInfos"] = self
+                .licenses
+                .iter()
+                .map(|(id, name)| {
+                    json!({
+                        "licenseId": id,
+                        "name": name,
+                        "extractedText": format!("License: {name} (as the package's Debian copyright file names it)"),
+                    })
                 })
-            })
-            .collect();
+                .collect();
+        }
+        crate::image::canonical_json(&doc)
     }
-    crate::image::canonical_json(&doc)
 }
 
 /// The SBOM of any image, from one scan of it (kept with [`keeps`] and
