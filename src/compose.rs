@@ -224,6 +224,19 @@ impl Prepared {
         })
     }
 
+    /// Refuses sources of another platform than the one asked for (an
+    /// image that is no index offers no choice, and would be taken as is).
+    fn check_platform(&self, platform: &Platform) -> Result<()> {
+        let gpu_min = self.gpu_min.as_deref().map(|g| ("gpu-min", g));
+        for (role, source) in [("min", self.min.as_ref()), ("full", self.full.as_ref())]
+            .into_iter()
+            .chain(gpu_min)
+        {
+            check_platform(role, source, platform)?;
+        }
+        Ok(())
+    }
+
     fn images(&self) -> Images<'_> {
         Images {
             min: self.min.as_ref(),
@@ -471,6 +484,9 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
         }
     }
     let prepared = Prepared::new(request, targets.len() > 1, true)?;
+    if request.platform_given {
+        prepared.check_platform(&request.transport.platform)?;
+    }
     let mut outcomes = Vec::new();
     for target in &targets {
         let mut sink = match first_sink.take() {
@@ -546,16 +562,7 @@ fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Ou
             .join(platform.to_string().replace('/', "-"));
         prepare_work_dir(&own)?;
         let prepared = Prepared::new(&own, true, true)?;
-        let gpu_min = prepared.gpu_min.as_deref().map(|g| ("gpu-min", g));
-        for (role, source) in [
-            ("min", prepared.min.as_ref()),
-            ("full", prepared.full.as_ref()),
-        ]
-        .into_iter()
-        .chain(gpu_min)
-        {
-            check_platform(role, source, platform)?;
-        }
+        prepared.check_platform(platform)?;
         let written =
             prepared.write_target(&own, sink.as_mut().map(|s| &mut **s as &mut dyn ImageSink))?;
         match written.built {

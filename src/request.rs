@@ -41,6 +41,8 @@ pub struct ComposeRequest {
     /// `--platform`: one (the transport's), several, or every platform
     /// full has; more than one composes an image index.
     pub platforms: Platforms,
+    /// `--platform` was given: the sources must be of that platform.
+    pub platform_given: bool,
     /// Components from directories on this machine (`--backend NAME=DIR`).
     pub local: Vec<(Component, PathBuf)>,
     /// `--variants FILE`: several images from one read of the sources;
@@ -369,6 +371,7 @@ impl ComposeRequest {
             max_layer_size: raw.max_layer_size,
             sbom: raw.sbom,
             platforms,
+            platform_given: raw.platform.is_some(),
             local: from_dirs,
             variants,
         })

@@ -1402,3 +1402,32 @@ fn several_platforms_compose_into_one_index_each_from_its_own_sources() {
     assert!(stderr.contains("not a multi-platform index"), "{stderr}");
     assert!(!archive.exists());
 }
+
+#[test]
+fn a_platform_single_platform_sources_lack_is_refused() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    let (code, _, stderr) = run_cli_output(&[
+        "-q",
+        "--enable-gpu=false",
+        "--no-store",
+        "--backend",
+        "python",
+        "--image",
+        &format!("min,oci:{}:latest", fx.path("min").display()),
+        "--image",
+        &format!("full,oci:{}:24.10", fx.path("full").display()),
+        "--platform",
+        "linux/arm64",
+        "--output",
+        &format!("oci:{}:x", out.display()),
+        "--work-dir",
+        fx.path("work").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("has no linux/arm64 image; it is linux/amd64"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
