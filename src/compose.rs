@@ -173,6 +173,15 @@ impl Prepared {
             .map(|s| Store::open(&s.dir, s.max_size))
             .transpose()?;
         let (min, full, gpu_min) = open_images(request)?;
+        // Before any layer is read.
+        if request.platform_given {
+            let sources = [
+                ("min", Some(min.as_ref())),
+                ("full", Some(full.as_ref())),
+                ("gpu-min", gpu_min.as_deref()),
+            ];
+            check_platform(&sources, &request.transport.platform)?;
+        }
         let scratch = tempfile::Builder::new()
             .prefix(&crate::scratch::prefix("work"))
             .tempdir_in(&request.work_dir)
@@ -222,19 +231,6 @@ impl Prepared {
             sbom_min,
             scratch,
         })
-    }
-
-    /// Refuses sources of another platform than the one asked for (an
-    /// image that is no index offers no choice, and would be taken as is).
-    fn check_platform(&self, platform: &Platform) -> Result<()> {
-        let gpu_min = self.gpu_min.as_deref().map(|g| ("gpu-min", g));
-        for (role, source) in [("min", self.min.as_ref()), ("full", self.full.as_ref())]
-            .into_iter()
-            .chain(gpu_min)
-        {
-            check_platform(role, source, platform)?;
-        }
-        Ok(())
     }
 
     fn images(&self) -> Images<'_> {
@@ -427,25 +423,23 @@ impl Built {
     }
 }
 
-/// Refuses a source whose image is of another platform (a single-platform
-/// image offers no choice, and would be taken for any).
-fn check_platform(role: &str, source: &dyn ImageSource, platform: &Platform) -> Result<()> {
-    let config = &source.image().config;
-    let field = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let variant_ok = platform
-        .variant
-        .as_deref()
-        .is_none_or(|v| field("variant").is_empty() || field("variant") == v);
-    if field("os") == platform.os && field("architecture") == platform.architecture && variant_ok {
-        return Ok(());
+/// Refuses sources of another platform than the one asked for (an image
+/// that is no index offers no choice, and would be taken as it is).
+fn check_platform(sources: &[(&str, Option<&dyn ImageSource>)], platform: &Platform) -> Result<()> {
+    for (role, source) in sources {
+        let Some(source) = source else { continue };
+        let found = Platform::of_config(&source.image().config);
+        if !found.serves(platform) {
+            return Err(Error::new(format!(
+                "--image {role}: {} has no {platform} image; it is {}/{}",
+                source.name(),
+                found.os,
+                found.architecture
+            ))
+            .hint("name a multi-platform image (an index) that holds every --platform asked for"));
+        }
     }
-    Err(Error::new(format!(
-        "--image {role}: {} has no {platform} image; it is {}/{}",
-        source.name(),
-        field("os"),
-        field("architecture")
-    ))
-    .hint("name a multi-platform image (an index) that holds every --platform asked for"))
+    Ok(())
 }
 
 fn prepare_work_dir(request: &ComposeRequest) -> Result<()> {
@@ -484,9 +478,6 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
         }
     }
     let prepared = Prepared::new(request, targets.len() > 1, true)?;
-    if request.platform_given {
-        prepared.check_platform(&request.transport.platform)?;
-    }
     let mut outcomes = Vec::new();
     for target in &targets {
         let mut sink = match first_sink.take() {
@@ -562,7 +553,6 @@ fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Ou
             .join(platform.to_string().replace('/', "-"));
         prepare_work_dir(&own)?;
         let prepared = Prepared::new(&own, true, true)?;
-        prepared.check_platform(platform)?;
         let written =
             prepared.write_target(&own, sink.as_mut().map(|s| &mut **s as &mut dyn ImageSink))?;
         match written.built {

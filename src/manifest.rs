@@ -57,6 +57,26 @@ impl Platform {
             && self.architecture == wanted.architecture
             && (wanted.variant.is_none() || self.variant == wanted.variant)
     }
+
+    /// The platform an image config says it is of.
+    pub fn of_config(config: &Value) -> Platform {
+        let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
+        Platform {
+            os: field("os").unwrap_or_else(|| "linux".into()),
+            architecture: field("architecture").unwrap_or_default(),
+            variant: field("variant"),
+        }
+    }
+
+    /// True when an image of this platform (from its config, which often
+    /// leaves the variant out) serves `wanted`.
+    pub fn serves(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none()
+                || self.variant.is_none()
+                || self.variant == wanted.variant)
+    }
 }
 
 impl std::fmt::Display for Platform {

@@ -176,13 +176,7 @@ pub fn platforms(reference: &ImageRef, options: &Options) -> Result<Vec<Platform
         return Ok(list.into_iter().filter(|p| p.os != "unknown").collect());
     }
     let source = open_source(reference, options)?;
-    let config = &source.image().config;
-    let field = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    Ok(vec![Platform {
-        os: field("os").unwrap_or_else(|| "linux".into()),
-        architecture: field("architecture").unwrap_or_default(),
-        variant: field("variant"),
-    }])
+    Ok(vec![Platform::of_config(&source.image().config)])
 }
 
 /// Opens several images for reading, in order, each error in the context
