@@ -264,10 +264,9 @@ fn check_python(
             let found = if python::BUILTIN_MODULES.contains(&top) {
                 Some("<built-in>".to_string())
             } else {
-                let path = sites
-                    .iter()
-                    .flat_map(|s| python::module_candidates(s, &module, &trees))
-                    .find_map(|c| match resolve(tree, &c) {
+                let path = python::module_candidates(&sites, &module, &trees)
+                    .into_iter()
+                    .find_map(|c| match resolve(tree, &c.path) {
                         Resolution::Found(r) => Some(r.path),
                         _ => None,
                     });

@@ -617,10 +617,7 @@ impl<'a> Closure<'a> {
         let trees = self.trees();
         let version = self.python.as_ref().map(|p| p.version.as_str());
         let sites = python::site_dirs(&trees, version);
-        let candidates: Vec<ImagePath> = sites
-            .iter()
-            .flat_map(|s| python::module_candidates(s, module, &trees))
-            .collect();
+        let candidates = python::module_candidates(&sites, module, &trees);
         let view = ComposedView {
             full: self.full,
             provided: self.input.provided,
@@ -629,15 +626,15 @@ impl<'a> Closure<'a> {
         };
         let here = candidates
             .iter()
-            .filter(|c| !python::is_namespace_candidate(c))
-            .any(|c| matches!(resolve(&view, c), Resolution::Found(_)));
+            .filter(|c| !c.namespace)
+            .any(|c| matches!(resolve(&view, &c.path), Resolution::Found(_)));
         if here {
             return;
         }
         let full_view = self.full_view();
         let found = candidates
             .iter()
-            .find_map(|c| match resolve(&full_view, c) {
+            .find_map(|c| match resolve(&full_view, &c.path) {
                 Resolution::Found(r) if self.full.contains(&r.path) => Some(r.path),
                 _ => None,
             });

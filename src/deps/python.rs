@@ -403,38 +403,53 @@ pub const BUILTIN_MODULES: &[&str] = &[
     "zlib",
 ];
 
-/// True for the candidates of [`module_candidates`] that are namespace
-/// directories (whose names, unlike the files', have no `.`). A directory
-/// alone may be min's when min was not read, so it never proves presence.
-pub fn is_namespace_candidate(path: &ImagePath) -> bool {
-    !path.file_name().contains(&b'.')
+/// A path where a module may be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub path: ImagePath,
+    /// A namespace package's directory. A directory alone may be min's when
+    /// min was not read, so it never proves the module is there.
+    pub namespace: bool,
 }
 
-/// Where a module may be in a site directory, most specific first: for
-/// `a.b`, `a/b/__init__.py`, `a/b.py`, extension modules `a/b.*.so`, the
-/// namespace directory `a/b`, then the same for `a`. Extension modules are
-/// found by listing the trees.
-pub fn module_candidates(site: &ImagePath, module: &str, trees: &[&MergedTree]) -> Vec<ImagePath> {
+/// Where a module may be in the site directories, in their order and most
+/// specific first: for `a.b`, `a/b/__init__.py`, `a/b.py`, extension
+/// modules `a/b.*.so`, the namespace directory `a/b`, then the same for
+/// `a`. Extension modules are found by listing the trees.
+pub fn module_candidates(
+    sites: &[ImagePath],
+    module: &str,
+    trees: &[&MergedTree],
+) -> Vec<Candidate> {
     let parts: Vec<&str> = module.split('.').collect();
     let mut out = Vec::new();
-    for n in (1..=parts.len()).rev() {
-        let base = parts[..n].join("/");
-        out.push(site.join(format!("{base}/__init__.py").as_bytes()));
-        out.push(site.join(format!("{base}.py").as_bytes()));
-        let prefix = site.join(format!("{base}.").as_bytes());
-        let mut extensions: Vec<ImagePath> = trees
-            .iter()
-            .flat_map(|t| t.with_prefix(&prefix))
-            .map(|(p, _)| p.clone())
-            .filter(|p| {
-                let rest = &p.as_bytes()[prefix.as_bytes().len()..];
-                p.file_name().ends_with(b".so") && !rest.contains(&b'/')
-            })
-            .collect();
-        extensions.sort();
-        extensions.dedup();
-        out.extend(extensions);
-        out.push(site.join(base.as_bytes()));
+    for site in sites {
+        for n in (1..=parts.len()).rev() {
+            let base = parts[..n].join("/");
+            let file = |path: ImagePath| Candidate {
+                path,
+                namespace: false,
+            };
+            out.push(file(site.join(format!("{base}/__init__.py").as_bytes())));
+            out.push(file(site.join(format!("{base}.py").as_bytes())));
+            let prefix = site.join(format!("{base}.").as_bytes());
+            let mut extensions: Vec<ImagePath> = trees
+                .iter()
+                .flat_map(|t| t.with_prefix(&prefix))
+                .map(|(p, _)| p.clone())
+                .filter(|p| {
+                    let rest = &p.as_bytes()[prefix.as_bytes().len()..];
+                    p.file_name().ends_with(b".so") && !rest.contains(&b'/')
+                })
+                .collect();
+            extensions.sort();
+            extensions.dedup();
+            out.extend(extensions.into_iter().map(file));
+            out.push(Candidate {
+                path: site.join(base.as_bytes()),
+                namespace: true,
+            });
+        }
     }
     out
 }
