@@ -76,6 +76,15 @@ pub struct SourceImage {
 }
 
 impl SourceImage {
+    /// A layer's blob (digest and size), when `len` bytes from `start`
+    /// lie within it; `None` when the blob is unknown or too short.
+    pub fn blob_holding(&self, index: usize, start: u64, len: u64) -> Option<(Digest, u64)> {
+        self.layers[index]
+            .blob
+            .clone()
+            .filter(|(_, size)| range_within(start, len, *size))
+    }
+
     /// Pairs manifest layers with the config's diff_ids, refusing images
     /// whose two lists disagree.
     pub fn new(config: Value, layers: Vec<(String, Option<(Digest, u64)>)>) -> Result<Self> {

@@ -264,12 +264,9 @@ impl ImageSource for OciLayoutSource {
         start: u64,
         len: u64,
     ) -> Result<Option<Box<dyn Read + Send + '_>>> {
-        let Some((digest, size)) = self.image.layers[index].blob.clone() else {
+        let Some((digest, size)) = self.image.blob_holding(index, start, len) else {
             return Ok(None);
         };
-        if !crate::image::range_within(start, len, size) {
-            return Ok(None);
-        }
         let mut file = blob_file(&self.dir, &digest, size)?;
         io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
         Ok(Some(Box::new(

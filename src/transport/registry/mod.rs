@@ -279,12 +279,9 @@ impl ImageSource for RegistrySource {
         start: u64,
         len: u64,
     ) -> Result<Option<Box<dyn Read + Send + '_>>> {
-        let Some((digest, size)) = self.image.layers[index].blob.clone() else {
+        let Some((digest, _)) = self.image.blob_holding(index, start, len) else {
             return Ok(None);
         };
-        if !crate::image::range_within(start, len, size) {
-            return Ok(None);
-        }
         self.client
             .blob_range(&self.reference.repository, digest.as_str(), start, len)
             .map(Some)
