@@ -235,13 +235,7 @@ fn check_python(
         .get(&ImagePath::from_static(dpkg::STATUS))
         .map(|b| dpkg::parse_status(&String::from_utf8_lossy(b)))
         .unwrap_or_default();
-    let version = |package: &str| {
-        status
-            .iter()
-            .find(|s| s.package == package)
-            .and_then(|s| s.field("Version"))
-            .map(str::to_string)
-    };
+    let version = |package: &str| dpkg::version_of(&status, package);
     let env = PythonEnv::of_image(&trees, version, architecture);
     let sites = python::site_dirs(&trees, env.as_ref().map(|e| e.version.as_str()));
     let dists = Dists::new(&scanned.kept);

@@ -34,6 +34,18 @@ impl Stanza {
     }
 }
 
+/// The version of `package` in the first of these stanzas that names it.
+pub fn version_of<'a>(
+    stanzas: impl IntoIterator<Item = &'a Stanza>,
+    package: &str,
+) -> Option<String> {
+    stanzas
+        .into_iter()
+        .find(|s| s.package == package)
+        .and_then(|s| s.field("Version"))
+        .map(str::to_string)
+}
+
 pub fn parse_status(text: &str) -> Vec<Stanza> {
     text.split("\n\n")
         .filter(|s| !s.trim().is_empty())

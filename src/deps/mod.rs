@@ -257,14 +257,8 @@ impl<'a> Closure<'a> {
             MinView::Scanned(min) => (vec![&min.tree, &full.tree], Dists::new(&min.kept)),
             MinView::BaseOfFull => (vec![&full.tree], Dists::default()),
         };
-        let version = |package: &str| {
-            full_status
-                .iter()
-                .chain(&min_status)
-                .find(|s| s.package == package)
-                .and_then(|s| s.field("Version"))
-                .map(str::to_string)
-        };
+        let version =
+            |package: &str| dpkg::version_of(full_status.iter().chain(&min_status), package);
         let python = PythonEnv::of_image(&trees, version, input.architecture);
         Closure {
             input,
