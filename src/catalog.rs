@@ -289,7 +289,7 @@ fn costs(
 impl Catalog {
     /// A table with a bar of each part's size as written.
     pub fn table(&self) -> String {
-        let size = crate::scan::human_size;
+        let size = crate::progress::human_size;
         let widest = self
             .components
             .iter()

@@ -9,7 +9,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::execute::{Execution, Spools};
 use crate::image::{ImageSink, ImageSource};
 use crate::layer::ImagePath;
-use crate::manifest::Platform;
+use crate::image::Platform;
 use crate::plan::{self, MinInput, MinView, Origin, Plan, PlanInput, PlanOptions};
 use crate::provenance;
 use crate::render::{self, FromNames};
@@ -54,7 +54,7 @@ pub struct Summary {
 impl Summary {
     /// A short table: each layer, then the totals against min and full.
     pub fn table(&self) -> String {
-        let size = crate::scan::human_size;
+        let size = crate::progress::human_size;
         let mut out = format!("{:<44} {:>8} {:>11}\n", "layer", "entries", "size");
         for layer in &self.layers {
             out.push_str(&format!(
@@ -308,7 +308,7 @@ impl Prepared {
             if freed > 0 {
                 tracing::info!(
                     "store: evicted {} of least recently used entries",
-                    scan::human_size(freed)
+                    crate::progress::human_size(freed)
                 );
             }
         }

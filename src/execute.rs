@@ -92,7 +92,7 @@ impl Execution<'_> {
         for (plan, built) in self.plan.layers.iter().zip(&built) {
             let layer = &built.written;
             let desc = BlobDescriptor {
-                media_type: self.compression.media_type().to_string(),
+                media_type: crate::image::media_type::of_layer(self.compression).to_string(),
                 digest: layer.digest.clone(),
                 size: layer.size,
             };
@@ -110,7 +110,7 @@ impl Execution<'_> {
                 "layer {}: {} entries, {} ({}){}",
                 report.purpose,
                 report.entries,
-                scan::human_size(report.size),
+                crate::progress::human_size(report.size),
                 report.digest,
                 if report.from_store {
                     ", built before: from the store"

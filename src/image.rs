@@ -42,6 +42,14 @@ pub mod media_type {
             other => other,
         }
     }
+
+    /// The media type of a layer compressed with `compression`.
+    pub fn of_layer(compression: crate::layer::Compression) -> &'static str {
+        match compression {
+            crate::layer::Compression::Gzip { .. } => OCI_LAYER_GZIP,
+            crate::layer::Compression::Zstd { .. } => OCI_LAYER_ZSTD,
+        }
+    }
 }
 
 /// Where some bytes are and what they are.
@@ -249,7 +257,7 @@ pub trait ImageSink {
     /// layers were put already), under one image index.
     fn commit_index(
         self: Box<Self>,
-        _images: &[(crate::manifest::Platform, OutputImage)],
+        _images: &[(Platform, OutputImage)],
     ) -> Result<String> {
         Err(Error::new(format!(
             "{} holds one image, not a multi-platform index",
@@ -263,4 +271,65 @@ pub trait ImageSink {
 /// BTreeMap), no insignificant whitespace.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("a serde_json::Value always serializes")
+}
+
+/// An image's platform, in OCI's vocabulary (`linux/arm64/v8`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform of this machine, in OCI's vocabulary.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
+    }
+
+    pub(crate) fn matches(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none() || self.variant == wanted.variant)
+    }
+
+    /// The platform an image config says it is of.
+    pub fn of_config(config: &Value) -> Platform {
+        let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
+        Platform {
+            os: field("os").unwrap_or_else(|| "linux".into()),
+            architecture: field("architecture").unwrap_or_default(),
+            variant: field("variant"),
+        }
+    }
+
+    /// True when an image of this platform (from its config, which often
+    /// leaves the variant out) serves `wanted`.
+    pub fn serves(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none()
+                || self.variant.is_none()
+                || self.variant == wanted.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }

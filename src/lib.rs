@@ -61,6 +61,7 @@ pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod provenance;
+pub mod pysource;
 pub mod render;
 pub mod request;
 pub mod sbom;

@@ -8,7 +8,7 @@ use triton_compose::cli::{
 use triton_compose::compose;
 use triton_compose::error::Error;
 use triton_compose::request::ComposeRequest;
-use triton_compose::scan::human_size;
+use triton_compose::progress::human_size;
 use triton_compose::store::Store;
 use triton_compose::transport::ImageRef;
 

@@ -8,13 +8,15 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::media_type;
+use crate::image::{media_type, Platform};
 
 /// Largest manifest, index or config we accept. Real ones are kilobytes;
 /// this only stops a hostile file from exhausting memory.
 pub const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// When the image (or an artifact, such as an SBOM) was made.
+pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 
 /// A descriptor as found in a manifest or index.
 #[derive(Clone, Debug)]
@@ -27,66 +29,6 @@ pub struct Descriptor {
     /// Set on the descriptors of OCI 1.1 artifacts (an SBOM), which are
     /// not images.
     pub artifact_type: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform of this machine, in OCI's vocabulary.
-    pub fn host() -> Platform {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "powerpc64" => "ppc64le",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: None,
-        }
-    }
-
-    fn matches(&self, wanted: &Platform) -> bool {
-        self.os == wanted.os
-            && self.architecture == wanted.architecture
-            && (wanted.variant.is_none() || self.variant == wanted.variant)
-    }
-
-    /// The platform an image config says it is of.
-    pub fn of_config(config: &Value) -> Platform {
-        let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
-        Platform {
-            os: field("os").unwrap_or_else(|| "linux".into()),
-            architecture: field("architecture").unwrap_or_default(),
-            variant: field("variant"),
-        }
-    }
-
-    /// True when an image of this platform (from its config, which often
-    /// leaves the variant out) serves `wanted`.
-    pub fn serves(&self, wanted: &Platform) -> bool {
-        self.os == wanted.os
-            && self.architecture == wanted.architecture
-            && (wanted.variant.is_none()
-                || self.variant.is_none()
-                || self.variant == wanted.variant)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// A parsed document: either an image manifest or an index of manifests.

@@ -42,7 +42,7 @@ pub fn bar(len: u64, label: String) -> Option<ProgressBar> {
 /// Wraps a transfer of `len` bytes described by `label` ("pulling sha256:…").
 pub fn track<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
     if !BARS.load(Ordering::Relaxed) && !QUIET.load(Ordering::Relaxed) {
-        tracing::info!("{label} ({})", crate::scan::human_size(len));
+        tracing::info!("{label} ({})", human_size(len));
     }
     Tracked {
         inner,
@@ -83,5 +83,21 @@ impl<R> Drop for Tracked<R> {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A size for people: `512 B`, `1.5 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

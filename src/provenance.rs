@@ -15,7 +15,7 @@ use crate::triton::{Component, ComponentKind};
 
 pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
-pub const CREATED: &str = "org.opencontainers.image.created";
+pub use crate::manifest::CREATED_ANNOTATION as CREATED;
 /// full's reference and digest, and the selection, under our own prefix.
 pub const FULL_NAME: &str = "io.triton-compose.full.name";
 pub const FULL_DIGEST: &str = "io.triton-compose.full.digest";

@@ -410,14 +410,14 @@ pub fn transport_options(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Platforms {
     /// These, in order (one: an image; more: an index).
-    List(Vec<crate::manifest::Platform>),
+    List(Vec<crate::image::Platform>),
     /// Every platform of full's index (`--platform all`).
     All,
 }
 
 impl Default for Platforms {
     fn default() -> Self {
-        Platforms::List(vec![crate::manifest::Platform::host()])
+        Platforms::List(vec![crate::image::Platform::host()])
     }
 }
 
@@ -447,11 +447,11 @@ impl Platforms {
     }
 }
 
-fn parse_platform(text: &str) -> Result<crate::manifest::Platform> {
+fn parse_platform(text: &str) -> Result<crate::image::Platform> {
     let parts: Vec<&str> = text.split('/').collect();
     match parts.as_slice() {
         [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => {
-            Ok(crate::manifest::Platform {
+            Ok(crate::image::Platform {
                 os: os.to_string(),
                 architecture: arch.to_string(),
                 variant: parts.get(2).map(|v| v.to_string()),

@@ -21,6 +21,7 @@ use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
 use crate::layer::ztoc::{self, AccessIndex};
+use crate::progress::human_size;
 use crate::layer::{read_layer, read_layer_with, EntryKind, EntryMeta, ImagePath, LayerItem};
 use crate::spool::Spool;
 use crate::store::Store;
@@ -612,17 +613,3 @@ pub fn spool_inodes(
     spool.flush()
 }
 
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}

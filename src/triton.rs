@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::config::{self, ConfigChange};
-use crate::deps::pysource;
+use crate::pysource;
 use crate::error::{Error, Result};
 use crate::layer::ImagePath;
 use crate::tree::MergedTree;

@@ -22,7 +22,6 @@ pub mod chain;
 pub mod dpkg;
 pub mod fsview;
 pub mod ldso;
-pub mod pysource;
 pub mod python;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

@@ -59,13 +59,6 @@ impl Default for Compression {
 }
 
 impl Compression {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip { .. } => crate::image::media_type::OCI_LAYER_GZIP,
-            Compression::Zstd { .. } => crate::image::media_type::OCI_LAYER_ZSTD,
-        }
-    }
-
     pub(super) fn writer<W: Write + Send + 'static>(self, inner: W) -> Result<Compressor<W>> {
         Ok(match self {
             Compression::Gzip { level } => Compressor::Gzip(ParallelGzip::new(inner, level)),

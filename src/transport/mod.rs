@@ -19,7 +19,7 @@ pub mod registry;
 
 pub use registry::RegistryOptions;
 
-use crate::manifest::Platform;
+use crate::image::Platform;
 
 /// Settings that apply to every transport.
 #[derive(Clone, Debug)]

@@ -12,7 +12,8 @@ use tempfile::TempDir;
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media_type, BlobDescriptor, ImageSink, ImageSource, OutputImage, SourceImage};
-use crate::manifest::{self, Document, Platform, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
+use crate::image::Platform;
+use crate::manifest::{self, Document, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -89,7 +90,7 @@ impl OciLayoutSource {
 }
 
 /// The platforms of the index a tag names (`None`: it names one image).
-pub fn platforms(dir: &Path, tag: Option<&str>) -> Result<Option<Vec<manifest::Platform>>> {
+pub fn platforms(dir: &Path, tag: Option<&str>) -> Result<Option<Vec<Platform>>> {
     let index_bytes = read_capped(&dir.join("index.json"), "index.json")?;
     let Document::Index { manifests } = manifest::parse_document(&index_bytes, "index.json")?
     else {
@@ -224,7 +225,7 @@ impl ImageSource for OciLayoutSource {
             if artifact["subject"]["digest"].as_str() != Some(subject.as_str()) {
                 continue;
             }
-            let created = artifact["annotations"][crate::provenance::CREATED]
+            let created = artifact["annotations"][crate::manifest::CREATED_ANNOTATION]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
@@ -433,7 +434,7 @@ impl ImageSink for OciLayoutSink {
 
     fn commit_index(
         mut self: Box<Self>,
-        images: &[(manifest::Platform, OutputImage)],
+        images: &[(Platform, OutputImage)],
     ) -> Result<String> {
         let mut manifests = Vec::new();
         let mut referrers = Vec::new();

@@ -111,7 +111,7 @@ pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>>
         .flush()
         .ctx(|| format!("writing the export into {}", scratch.display()))?;
     drop(writer);
-    tracing::info!("exported {}", crate::scan::human_size(size));
+    tracing::info!("exported {}", crate::progress::human_size(size));
     let export = Arc::new(export.into_temp_path());
     names
         .iter()

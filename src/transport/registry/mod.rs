@@ -29,7 +29,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::{
     media_type, BlobDescriptor, BlobOrigin, ImageSink, ImageSource, OutputImage, SourceImage,
 };
-use crate::manifest::{self, Document, Platform, MAX_DOCUMENT_SIZE};
+use crate::image::Platform;
+use crate::manifest::{self, Document, MAX_DOCUMENT_SIZE};
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";

@@ -179,7 +179,7 @@ pub fn find(
     let mut found = list(client, repo, subject, artifact_type)?;
     let key = |d: &Value| {
         (
-            d["annotations"][crate::provenance::CREATED]
+            d["annotations"][crate::manifest::CREATED_ANNOTATION]
                 .as_str()
                 .unwrap_or("")
                 .to_string(),
