@@ -8,12 +8,12 @@
 
 use serde::Serialize;
 
-use crate::compose::{self, Images, Scans};
+use crate::compose::{self, Preparation, Prepared, Target};
 use crate::error::{Error, Result};
-use crate::execute::{Execution, Spools};
 use crate::image::ImageSource;
+use crate::plan::LayerRole;
 use crate::request::ComposeRequest;
-use crate::store::Store;
+use crate::transport::ImageRef;
 use crate::triton::{self, Component, ComponentKind};
 
 #[derive(Debug, Serialize)]
@@ -29,6 +29,11 @@ pub struct CatalogEntry {
     pub deps: Vec<String>,
     /// The dependency layer it alone would get (compressed).
     pub deps_size: u64,
+    /// An image it needs that the catalog was not given (`gpu-min`: CPU-only
+    /// pytorch and tensorflow take CUDA libraries from it); its written
+    /// sizes are then unknown (0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +71,20 @@ struct NoMin {
     image: crate::image::SourceImage,
 }
 
+impl NoMin {
+    fn of(full: &dyn ImageSource) -> NoMin {
+        let mut config = full.image().config.clone();
+        config["rootfs"]["diff_ids"] = serde_json::json!([]);
+        NoMin {
+            image: crate::image::SourceImage {
+                config,
+                layers: Vec::new(),
+                id: None,
+            },
+        }
+    }
+}
+
 impl ImageSource for NoMin {
     fn name(&self) -> &str {
         "(no min image)"
@@ -80,129 +99,63 @@ impl ImageSource for NoMin {
     }
 }
 
+/// What a catalog reads besides full.
+#[derive(Default)]
+pub struct CatalogOptions {
+    /// No min image: full is its own base and no dependency is counted.
+    pub no_min: bool,
+    /// The GPU min image, for CPU-only pytorch and tensorflow.
+    pub gpu_min: Option<ImageRef>,
+}
+
 /// Reads `request.full` (and min, unless `no_min`) once and catalogues it;
 /// `request`'s components, if any, are the selection whose savings are shown.
-pub fn catalog(request: &ComposeRequest, no_min: bool) -> Result<Catalog> {
+pub fn catalog(request: &ComposeRequest, options: &CatalogOptions) -> Result<Catalog> {
     std::fs::create_dir_all(&request.work_dir).map_err(|e| {
         Error::new(format!("creating {}", request.work_dir.display())).with_source(e)
     })?;
-    let (min, full, gpu_min) = compose::open_images(request)?;
-    let mut request = request.clone();
-    let min: Box<dyn ImageSource> = if no_min {
-        request.deps = false;
-        let mut config = full.image().config.clone();
-        config["rootfs"]["diff_ids"] = serde_json::json!([]);
-        Box::new(NoMin {
-            image: crate::image::SourceImage {
-                config,
-                layers: Vec::new(),
-                id: None,
-            },
-        })
-    } else {
-        min
+    let request = &ComposeRequest {
+        deps: request.deps && !options.no_min,
+        gpu_min: options.gpu_min.clone().or_else(|| request.gpu_min.clone()),
+        ..request.clone()
     };
-    let request = &request;
-    let scratch = tempfile::Builder::new()
-        .prefix(&crate::scratch::prefix("catalog"))
-        .tempdir_in(&request.work_dir)
-        .map_err(|e| Error::new("cannot create a scratch directory").with_source(e))?;
-    let store = match &request.store {
-        Some(s) => Store::open(&s.dir, s.max_size)?,
-        None => Store::open(&scratch.path().join("store"), u64::MAX)?,
-    };
-    let images = Images {
-        min: min.as_ref(),
-        full: full.as_ref(),
-        gpu_min: gpu_min.as_deref(),
-    };
-    // Nothing is spooled: what each layer needs is read when it is built.
-    let mut scanning = request.clone();
-    scanning.dry_run = true;
-    let (scans, spools) = compose::scan_images(&scanning, &images, Some(&store), scratch.path())?;
-    let info = triton::BuildInfo::from_full_config(&full.image().config, full.name())?;
-    let cost = |components: &[Component]| {
-        costs(
-            request,
-            &images,
-            &scans,
-            &spools,
-            &store,
-            scratch.path(),
-            components,
-        )
-    };
-    let mut entries = Vec::new();
-    let mut core = None;
-    for kind in ComponentKind::ALL {
-        for name in triton::offered(&scans.full.tree, kind) {
-            let component = Component::new(kind, &name)?;
-            let costs = match cost(std::slice::from_ref(&component)) {
-                Ok(costs) => costs,
-                Err(err) => {
-                    tracing::warn!("{} {name}: {err}", kind.noun());
-                    continue;
-                }
-            };
-            core.get_or_insert(costs.core);
-            entries.push(CatalogEntry {
-                kind: kind_name(kind),
-                name,
-                size: costs.component.0,
-                compressed_size: costs.component.1,
-                deps: costs.deps,
-                deps_size: costs.deps_size,
-            });
-        }
+    let store = compose::open_store(request)?;
+    let mut opened = compose::open_images(request, &request.transport)?;
+    if options.no_min {
+        opened.min = Box::new(NoMin::of(opened.full.as_ref()));
     }
-    let core = match core {
-        Some(core) => core,
-        None => cost(&[])?.core,
-    };
-    entries.insert(
-        0,
-        CatalogEntry {
-            kind: "core",
-            name: "core".into(),
-            size: core.0,
-            compressed_size: core.1,
-            deps: Vec::new(),
-            deps_size: 0,
+    // Nothing is spooled: what each layer needs is read when it is built.
+    let prepared = Prepared::scan(
+        request,
+        store,
+        opened,
+        &Preparation {
+            transport: &request.transport,
+            work_dir: &request.work_dir,
+            shared: true,
+            spool: false,
+            sbom: false,
         },
-    );
-    let full_size: u64 = full
-        .image()
-        .layers
-        .iter()
-        .filter_map(|l| l.blob.as_ref().map(|b| b.1))
-        .sum();
-    let selection = if request.components.is_empty() {
-        None
-    } else {
-        let costs = cost(&request.components)?;
-        // The composed image: min's layers and the new ones.
-        let min_size: u64 = if no_min {
-            0
-        } else {
-            images
-                .min
-                .image()
-                .layers
-                .iter()
-                .filter_map(|l| l.blob.as_ref().map(|b| b.1))
-                .sum()
-        };
-        let size = costs.total + min_size;
-        Some(Selection {
-            components: request
-                .components
-                .iter()
-                .map(|c| format!("{} {}", kind_name(c.kind), c.name))
-                .collect(),
-            compressed_size: size,
-            saved: full_size.saturating_sub(size),
-        })
+    )?;
+    let full = prepared.full.as_ref();
+    let info = triton::BuildInfo::from_full_config(&full.image().config, full.name())?;
+    let mut entries = component_entries(request, &prepared)?;
+    let core = match entries.iter().find_map(|(_, core)| *core) {
+        Some(core) => core,
+        None => costs(request, &prepared, &[])?.core,
     };
+    let mut components = vec![CatalogEntry {
+        kind: "core",
+        name: "core".into(),
+        size: core.0,
+        compressed_size: core.1,
+        deps: Vec::new(),
+        deps_size: 0,
+        needs: None,
+    }];
+    components.extend(entries.drain(..).map(|(entry, _)| entry));
+    let full_size = compose::stored_size(full);
+    let selection = selection(request, &prepared, options.no_min, full_size)?;
     let config = &full.image().config;
     let platform = |key: &str| {
         config
@@ -216,10 +169,102 @@ pub fn catalog(request: &ComposeRequest, no_min: bool) -> Result<Catalog> {
         triton_version: info.version.clone(),
         gpu: info.gpu_enabled,
         platforms: vec![format!("{}/{}", platform("os"), platform("architecture"))],
-        components: entries,
+        components,
         full_size,
         selection,
     })
+}
+
+/// A row for every component full offers, each with the core's costs
+/// where they were computed.
+#[allow(clippy::type_complexity)]
+fn component_entries(
+    request: &ComposeRequest,
+    prepared: &Prepared,
+) -> Result<Vec<(CatalogEntry, Option<(u64, u64)>)>> {
+    let mut entries = Vec::new();
+    for component in prepared.offered() {
+        let (kind, name) = (component.kind, component.name.clone());
+        let needs_gpu_min =
+            triton::needs_gpu_min(std::slice::from_ref(&component), request.enable_gpu)
+                && prepared.gpu_min.is_none();
+        if needs_gpu_min {
+            entries.push((
+                CatalogEntry {
+                    kind: kind_name(kind),
+                    size: content_size(prepared, &component),
+                    name,
+                    compressed_size: 0,
+                    deps: Vec::new(),
+                    deps_size: 0,
+                    needs: Some("gpu-min"),
+                },
+                None,
+            ));
+            continue;
+        }
+        let costs = match costs(request, prepared, std::slice::from_ref(&component)) {
+            Ok(costs) => costs,
+            Err(err) => {
+                tracing::warn!("{} {name}: {err}", kind.noun());
+                continue;
+            }
+        };
+        entries.push((
+            CatalogEntry {
+                kind: kind_name(kind),
+                name,
+                size: costs.component.0,
+                compressed_size: costs.component.1,
+                deps: costs.deps,
+                deps_size: costs.deps_size,
+                needs: None,
+            },
+            Some(costs.core),
+        ));
+    }
+    Ok(entries)
+}
+
+/// The bytes of content under a component's directory in full.
+fn content_size(prepared: &Prepared, component: &Component) -> u64 {
+    prepared
+        .scans
+        .full
+        .tree
+        .subtree(&component.path())
+        .filter(|(_, node)| node.meta.kind == crate::layer::EntryKind::File)
+        .map(|(_, node)| node.meta.size)
+        .sum()
+}
+
+/// The composed image of the request's selection against full.
+fn selection(
+    request: &ComposeRequest,
+    prepared: &Prepared,
+    no_min: bool,
+    full_size: u64,
+) -> Result<Option<Selection>> {
+    if request.components.is_empty() {
+        return Ok(None);
+    }
+    let costs = costs(request, prepared, &request.components)?;
+    // The composed image: min's layers and the new ones.
+    let min_size = if no_min {
+        0
+    } else {
+        compose::stored_size(prepared.min.as_ref())
+    };
+    let size = costs.total + min_size;
+    Ok(Some(Selection {
+        components: request
+            .components
+            .iter()
+            .map(|c| format!("{} {}", kind_name(c.kind), c.name))
+            .collect(),
+        compressed_size: size,
+        saved: full_size.saturating_sub(size),
+    }))
 }
 
 /// What composing `components` would write.
@@ -234,40 +279,32 @@ struct Costs {
     total: u64,
 }
 
-fn costs(
-    request: &ComposeRequest,
-    images: &Images<'_>,
-    scans: &Scans,
-    spools: &Spools,
-    store: &Store,
-    scratch: &std::path::Path,
-    components: &[Component],
-) -> Result<Costs> {
-    let mut one = request.clone();
-    one.components = components.to_vec();
-    let plan = compose::plan_compose(&one, images, scans)?;
-    let reports = Execution {
-        plan: &plan,
-        min: images.min,
-        full: images.full,
-        gpu_min: images.gpu_min,
-        compression: request.compression,
-        scratch,
-        store: Some(store),
-        scans: scans.by_origin(),
-    }
-    .build_only(spools)?;
-    let layer = |purpose: &str| -> (u64, u64) {
+fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]) -> Result<Costs> {
+    let target = Target {
+        components: components.to_vec(),
+        local: Vec::new(),
+        ..Target::of(request)
+    };
+    let plan = compose::plan_compose(request, &target, &prepared.images(), &prepared.scans)?;
+    let reports = prepared
+        .execution(request, &plan)
+        .build_only(&prepared.spools)?;
+    // Every part of the layer with that role.
+    let layer = |role: &LayerRole| -> (u64, u64) {
         plan.layers
             .iter()
             .zip(&reports)
-            .find(|(l, _)| l.purpose == purpose)
-            .map(|(l, r)| (l.entries.iter().map(|e| e.meta.size).sum(), r.size))
-            .unwrap_or((0, 0))
+            .filter(|(l, _)| l.role == *role)
+            .fold((0, 0), |(content, written), (l, r)| {
+                (
+                    content + l.entries.iter().map(|e| e.meta.size).sum::<u64>(),
+                    written + r.size,
+                )
+            })
     };
     let component = components
         .first()
-        .map(|c| layer(&format!("{} {}", c.kind.noun(), c.name)))
+        .map(|c| layer(&LayerRole::Component(c.clone())))
         .unwrap_or((0, 0));
     let mut deps: Vec<String> = plan
         .deps
@@ -278,10 +315,10 @@ fn costs(
         deps.extend(d.packages.iter().map(|p| format!("package {p}")));
     }
     Ok(Costs {
-        core: layer("Triton core"),
+        core: layer(&LayerRole::Core),
         component,
         deps,
-        deps_size: layer("runtime dependencies").1,
+        deps_size: layer(&LayerRole::RuntimeDependencies).1,
         total: reports.iter().map(|r| r.size).sum(),
     })
 }
@@ -310,6 +347,17 @@ impl Catalog {
             "+deps"
         );
         for c in &self.components {
+            if let Some(needs) = c.needs {
+                out.push_str(&format!(
+                    "{:<10} {:<22} {:>11} {:>11} {:>11}  needs {needs}: catalog it with --{needs} REF\n",
+                    c.kind,
+                    c.name,
+                    size(c.size),
+                    "?",
+                    "?"
+                ));
+                continue;
+            }
             let bar = "#".repeat(((c.compressed_size + c.deps_size) * 30 / widest) as usize);
             out.push_str(&format!(
                 "{:<10} {:<22} {:>11} {:>11} {:>11}  {bar}\n",

@@ -146,6 +146,11 @@ pub struct CatalogCli {
     #[arg(long, value_name = "REF")]
     pub min: Option<String>,
 
+    /// The GPU min image a compose would copy CUDA libraries from, for
+    /// CPU-only pytorch and tensorflow (without it, their rows say so).
+    #[arg(long, value_name = "REF")]
+    pub gpu_min: Option<String>,
+
     #[arg(long)]
     pub json: bool,
 
@@ -177,8 +182,10 @@ impl CatalogCli {
     /// and `enable_gpu` as full says.
     pub fn into_raw(self, enable_gpu: bool) -> RawRequest {
         let min = self.min.clone().unwrap_or_else(|| self.image.clone());
+        let mut images = vec![format!("min,{min}"), format!("full,{}", self.image)];
+        images.extend(self.gpu_min.iter().map(|g| format!("gpu-min,{g}")));
         RawRequest {
-            images: vec![format!("min,{min}"), format!("full,{}", self.image)],
+            images,
             backends: self.backends,
             repoagents: self.repoagents,
             caches: self.caches,

@@ -44,6 +44,12 @@ const LAYER_FORMAT: &str = "1";
 /// What one new layer is, for the summary a compose prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerReport {
+    /// What the layer is for, as the plan says.
+    #[serde(skip)]
+    pub role: crate::plan::LayerRole,
+    #[serde(skip)]
+    pub part: Option<crate::plan::Part>,
+    /// The same, for people ("backend python").
     pub purpose: String,
     pub entries: usize,
     /// Compressed size.
@@ -99,7 +105,9 @@ impl Execution<'_> {
             sink.put_blob_file(&desc, &built.path)?;
             diff_ids.push(serde_json::Value::String(layer.diff_id.to_string()));
             let report = LayerReport {
-                purpose: plan.purpose.clone(),
+                role: plan.role.clone(),
+                part: plan.part,
+                purpose: plan.purpose(),
                 entries: plan.entries.len(),
                 size: layer.size,
                 digest: layer.digest.to_string(),
@@ -180,7 +188,9 @@ impl Execution<'_> {
             .iter()
             .zip(built)
             .map(|(plan, built)| LayerReport {
-                purpose: plan.purpose.clone(),
+                role: plan.role.clone(),
+                part: plan.part,
+                purpose: plan.purpose(),
                 entries: plan.entries.len(),
                 size: built.written.size,
                 digest: built.written.digest.to_string(),
@@ -205,7 +215,7 @@ impl Execution<'_> {
                 };
                 tracing::debug!(
                     "layer {}: built before, taken from the store",
-                    self.plan.layers[index].purpose
+                    self.plan.layers[index].purpose()
                 );
                 built[index] = Some(BuiltLayer {
                     path,
@@ -221,7 +231,7 @@ impl Execution<'_> {
                 if let Err(err) = store.put_layer(&keys[*index], &written, staged.path()) {
                     tracing::warn!(
                         "store: cannot keep the {} layer: {err}",
-                        self.plan.layers[*index].purpose
+                        self.plan.layers[*index].purpose()
                     );
                 }
             }
@@ -445,7 +455,7 @@ impl Execution<'_> {
             .map_err(|e| Error::new("cannot stage a layer").with_source(e))?;
         let mut writer = LayerWriter::new(staged.reopen()?, self.compression)?;
         let total: u64 = layer.entries.iter().map(|e| e.meta.size).sum();
-        let bar = crate::progress::bar(total, format!("writing {}", layer.purpose));
+        let bar = crate::progress::bar(total, format!("writing {}", layer.purpose()));
         for entry in &layer.entries {
             crate::scratch::check()?;
             if let Some(bar) = &bar {
@@ -475,7 +485,7 @@ impl Execution<'_> {
         }
         let written = writer
             .finish()
-            .map_err(|e| e.context(format!("writing the {} layer", layer.purpose)))?;
+            .map_err(|e| e.context(format!("writing the {} layer", layer.purpose())))?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

@@ -210,6 +210,17 @@ pub struct Referrer {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
+/// What a sink's commit wrote.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The digest of the manifest written (of the index, for several
+    /// platforms; for the local engine, of the manifest in the archive it
+    /// loaded).
+    pub digest: Digest,
+    /// One line for people: where, and what.
+    pub description: String,
+}
+
 /// Writes an image. Implemented once per transport. Nothing a sink writes is
 /// visible at its destination until [`ImageSink::commit`] succeeds.
 pub trait ImageSink {
@@ -249,16 +260,12 @@ pub trait ImageSink {
         Ok(false)
     }
 
-    /// Writes config and manifest and makes the image visible. Returns a
-    /// one-line description of what was written.
-    fn commit(self: Box<Self>, image: &OutputImage) -> Result<String>;
+    /// Writes config and manifest and makes the image visible.
+    fn commit(self: Box<Self>, image: &OutputImage) -> Result<Committed>;
 
     /// Like [`ImageSink::commit`], for one image per platform (whose
     /// layers were put already), under one image index.
-    fn commit_index(
-        self: Box<Self>,
-        _images: &[(Platform, OutputImage)],
-    ) -> Result<String> {
+    fn commit_index(self: Box<Self>, _images: &[(Platform, OutputImage)]) -> Result<Committed> {
         Err(Error::new(format!(
             "{} holds one image, not a multi-platform index",
             self.name()

@@ -7,8 +7,8 @@ use triton_compose::cli::{
 };
 use triton_compose::compose;
 use triton_compose::error::Error;
-use triton_compose::request::ComposeRequest;
 use triton_compose::progress::human_size;
+use triton_compose::request::ComposeRequest;
 use triton_compose::store::Store;
 use triton_compose::transport::ImageRef;
 
@@ -203,13 +203,19 @@ fn full_gpu_flag(full: &ImageRef, access: &cli::Access) -> Result<bool, Error> {
 fn catalog(cli: CatalogCli) -> ExitCode {
     init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let json = cli.json;
-    let no_min = cli.min.is_none();
-    let result = cli
-        .image
-        .parse::<ImageRef>()
-        .and_then(|full| full_gpu_flag(&full, &cli.access))
-        .and_then(|gpu| ComposeRequest::new(cli.into_raw(gpu)))
-        .and_then(|request| triton_compose::catalog::catalog(&request, no_min));
+    let result = (|| {
+        let options = triton_compose::catalog::CatalogOptions {
+            no_min: cli.min.is_none(),
+            gpu_min: cli
+                .gpu_min
+                .as_deref()
+                .map(|r| r.parse::<ImageRef>().map_err(|e| e.context("--gpu-min")))
+                .transpose()?,
+        };
+        let gpu = full_gpu_flag(&cli.image.parse::<ImageRef>()?, &cli.access)?;
+        let request = ComposeRequest::new(cli.into_raw(gpu))?;
+        triton_compose::catalog::catalog(&request, &options)
+    })();
     match result {
         Ok(catalog) => {
             if json {

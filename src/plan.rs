@@ -81,10 +81,66 @@ pub enum Step {
     CopyContext { name: String, to: ImagePath },
 }
 
+/// What a new layer is for: its identity in the plan. Catalog sizes and the
+/// SBOM's parts find layers by role; the text people read (history,
+/// Dockerfile comments, logs, the summary) is derived from it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LayerRole {
+    /// Triton's core: `bin`, `lib`, `include` and the license files.
+    Core,
+    /// A backend, repository agent or cache.
+    Component(Component),
+    /// What full has under `/opt/nvidia` (the entrypoint) and min lacks.
+    NvidiaEntrypoint,
+    /// Only `/opt/nvidia/entrypoint.d`, when min has the rest.
+    NvidiaEntrypointD,
+    /// SageMaker's `serve` script.
+    SageMakerServe,
+    /// CUDA libraries copied from gpu-min for CPU-only pytorch.
+    GpuMinCuda,
+    /// Libraries and packages carried over from full.
+    RuntimeDependencies,
+    /// The account files with the `triton-server` user.
+    Accounts,
+}
+
+impl std::fmt::Display for LayerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerRole::Core => f.write_str("Triton core"),
+            LayerRole::Component(c) => write!(f, "{} {}", c.kind.noun(), c.name),
+            LayerRole::NvidiaEntrypoint => f.write_str("NVIDIA entrypoint"),
+            LayerRole::NvidiaEntrypointD => f.write_str("NVIDIA entrypoint.d"),
+            LayerRole::SageMakerServe => f.write_str("SageMaker serve"),
+            LayerRole::GpuMinCuda => f.write_str("CUDA libraries from gpu-min"),
+            LayerRole::RuntimeDependencies => f.write_str("runtime dependencies"),
+            LayerRole::Accounts => write!(f, "{} user", triton::SERVER_USER),
+        }
+    }
+}
+
+/// Which part of a layer split by `--max-layer-size` (from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub number: usize,
+    pub of: usize,
+}
+
+/// A layer's role and, when it was split, its part: "backend python (part
+/// 2 of 3)".
+pub fn purpose(role: &LayerRole, part: Option<Part>) -> String {
+    match part {
+        None => role.to_string(),
+        Some(Part { number, of }) => format!("{role} (part {number} of {of})"),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerPlan {
-    /// What the layer holds, for history and logs ("backend python").
-    pub purpose: String,
+    /// What the layer is for.
+    pub role: LayerRole,
+    /// Set when `--max-layer-size` split the layer.
+    pub part: Option<Part>,
     /// Why the layer holds what it holds, one line each (for comments).
     pub notes: Vec<String>,
     pub steps: Vec<Step>,
@@ -219,7 +275,7 @@ pub fn build(
             );
         }
     }
-    layers.push(builder.layer("Triton core", &core_roots)?);
+    layers.push(builder.layer(LayerRole::Core, &core_roots)?);
 
     let components = &triton::with_python_backend(options.components, full_tree)[..];
     for component in components {
@@ -228,8 +284,8 @@ pub fn build(
             let offered = triton::offered(full_tree, component.kind);
             return Err(triton::unknown_component(component, &offered, full.name));
         }
-        let purpose = format!("{} {}", component.kind.noun(), component.name);
-        let mut layer = builder.layer(&purpose, std::slice::from_ref(&path))?;
+        let role = LayerRole::Component(component.clone());
+        let mut layer = builder.layer(role, std::slice::from_ref(&path))?;
         if let Some((_, name)) = options.local.iter().find(|(p, _)| *p == path) {
             layer.steps = vec![Step::CopyContext {
                 name: name.clone(),
@@ -254,14 +310,14 @@ pub fn build(
     let entrypoint_d = ImagePath::from_static(triton::ENTRYPOINT_D);
     match &min.view {
         MinView::Scanned(scan) if !scan.tree.contains(&nvidia) && full_tree.contains(&nvidia) => {
-            layers.push(builder.layer("NVIDIA entrypoint", &[nvidia])?);
+            layers.push(builder.layer(LayerRole::NvidiaEntrypoint, &[nvidia])?);
         }
         MinView::Scanned(_) if full_tree.contains(&entrypoint_d) => {
-            layers.push(builder.layer("NVIDIA entrypoint.d", &[entrypoint_d])?);
+            layers.push(builder.layer(LayerRole::NvidiaEntrypointD, &[entrypoint_d])?);
         }
         // What full's own layers put under /opt/nvidia (min has the rest).
         MinView::BaseOfFull if full_tree.contains(&nvidia) => {
-            layers.push(builder.layer("NVIDIA entrypoint", &[nvidia])?);
+            layers.push(builder.layer(LayerRole::NvidiaEntrypoint, &[nvidia])?);
         }
         _ => {}
     }
@@ -269,7 +325,7 @@ pub fn build(
     let sagemaker = triton::has_sagemaker_serve(full_tree);
     if sagemaker {
         let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
-        layers.push(builder.layer("SageMaker serve", &[serve])?);
+        layers.push(builder.layer(LayerRole::SageMakerServe, &[serve])?);
     }
     let mut config_changes = triton::config_changes(
         &info,
@@ -359,7 +415,7 @@ struct LayerBuilder<'a> {
 impl LayerBuilder<'_> {
     /// A layer holding the given subtrees of the full image, plus the parent
     /// directories min lacks (root-owned 0755, as `COPY` creates them).
-    fn layer(&self, purpose: &str, roots: &[ImagePath]) -> Result<LayerPlan> {
+    fn layer(&self, role: LayerRole, roots: &[ImagePath]) -> Result<LayerPlan> {
         let mut entries: BTreeMap<ImagePath, PlannedEntry> = BTreeMap::new();
         for root in roots {
             self.add_parents(&mut entries, root);
@@ -368,7 +424,7 @@ impl LayerBuilder<'_> {
             }
         }
         Ok(finish_layer(
-            purpose,
+            role,
             Vec::new(),
             roots.iter().cloned().map(Step::Copy).collect(),
             entries,
@@ -417,7 +473,7 @@ impl LayerBuilder<'_> {
             .map(|r| format!("{}: {}", r.added, r.because))
             .collect();
         Ok(Some(finish_layer(
-            "runtime dependencies",
+            LayerRole::RuntimeDependencies,
             notes,
             steps,
             entries,
@@ -466,12 +522,7 @@ impl LayerBuilder<'_> {
             "CPU-only pytorch loads these CUDA libraries; compose.py copies them from {}",
             gpu_min.name
         )];
-        Ok(finish_layer(
-            "CUDA libraries from gpu-min",
-            notes,
-            steps,
-            entries,
-        ))
+        Ok(finish_layer(LayerRole::GpuMinCuda, notes, steps, entries))
     }
 
     fn add_parents(&self, entries: &mut BTreeMap<ImagePath, PlannedEntry>, path: &ImagePath) {
@@ -520,7 +571,7 @@ impl LayerBuilder<'_> {
 }
 
 fn finish_layer(
-    purpose: &str,
+    role: LayerRole,
     notes: Vec<String>,
     steps: Vec<Step>,
     entries: BTreeMap<ImagePath, PlannedEntry>,
@@ -528,7 +579,8 @@ fn finish_layer(
     let mut entries: Vec<PlannedEntry> = entries.into_values().collect();
     relink(&mut entries);
     LayerPlan {
-        purpose: purpose.to_string(),
+        role,
+        part: None,
         notes,
         steps,
         entries,
@@ -653,7 +705,7 @@ fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
                     "{} takes {} bytes in the {} layer, more than --max-layer-size allows ({cap} bytes, less a margin for compression)",
                     entry.path.display_abs(),
                     cost,
-                    layer.purpose
+                    layer.role
                 ))
                 .hint("a file cannot be split across layers; raise --max-layer-size"));
             }
@@ -666,7 +718,11 @@ fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
             // Copies made for links whose target is elsewhere share content.
             relink(&mut entries);
             out.push(LayerPlan {
-                purpose: format!("{} (part {} of {count})", layer.purpose, i + 1),
+                role: layer.role.clone(),
+                part: Some(Part {
+                    number: i + 1,
+                    of: count,
+                }),
                 notes: if i == 0 {
                     layer.notes.clone()
                 } else {
@@ -758,7 +814,8 @@ fn account_layer(
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Some(LayerPlan {
-        purpose: format!("{} user", triton::SERVER_USER),
+        role: LayerRole::Accounts,
+        part: None,
         notes: Vec::new(),
         steps: vec![Step::Run(triton::USER_SCRIPT.to_string())],
         entries,
@@ -812,7 +869,7 @@ fn composed_config(
         history.push(json!({
             "created": created,
             "created_by": created_by,
-            "comment": layer.purpose,
+            "comment": layer.purpose(),
         }));
     }
     config
@@ -824,6 +881,13 @@ pub fn needs_min_accounts(full_delta: &ScannedImage) -> bool {
     ["etc/passwd", "etc/group"]
         .iter()
         .any(|p| !full_delta.kept.contains_key(&ImagePath::from_static(p)))
+}
+
+impl LayerPlan {
+    /// What the layer is, for people: history, comments, logs.
+    pub fn purpose(&self) -> String {
+        purpose(&self.role, self.part)
+    }
 }
 
 impl Plan {

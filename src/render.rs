@@ -161,7 +161,7 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
         });
     }
     for layer in &plan.layers {
-        out.push_str(&format!("\n# {}\n", comment(&layer.purpose)));
+        out.push_str(&format!("\n# {}\n", comment(&layer.purpose())));
         if layer.steps.is_empty() {
             out.push_str("#   (docker build writes this part in the layer above)\n");
         }

@@ -21,8 +21,8 @@ use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
 use crate::layer::ztoc::{self, AccessIndex};
-use crate::progress::human_size;
 use crate::layer::{read_layer, read_layer_with, EntryKind, EntryMeta, ImagePath, LayerItem};
+use crate::progress::human_size;
 use crate::spool::Spool;
 use crate::store::Store;
 use crate::tree::{InodeRef, LayerChanges, MergedTree};
@@ -612,4 +612,3 @@ pub fn spool_inodes(
     }
     spool.flush()
 }
-

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::config::{self, ConfigChange};
-use crate::pysource;
 use crate::error::{Error, Result};
 use crate::layer::ImagePath;
+use crate::pysource;
 use crate::tree::MergedTree;
 
 /// Where Triton lives inside the images.

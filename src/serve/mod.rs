@@ -477,17 +477,15 @@ fn compose_once(
         return Ok(d.clone());
     }
     tracing::info!("composing {tag}");
-    let (description, layers) = session.compose(components, &generation.layout, tag)?;
+    let (committed, layers) = session.compose(components, &generation.layout, tag)?;
     state.metrics.composes.fetch_add(1, Ordering::Relaxed);
     let reused = layers.iter().filter(|l| l.from_store).count() as u64;
     let m = &state.metrics;
     m.layers_reused.fetch_add(reused, Ordering::Relaxed);
     m.layers_built
         .fetch_add(layers.len() as u64 - reused, Ordering::Relaxed);
-    tracing::info!("composed {tag}: {description}");
-    let digest = read_tags(&generation.layout)
-        .remove(tag)
-        .ok_or_else(|| Error::new(format!("the layout has no tag {tag} after composing it")))?;
+    tracing::info!("composed {tag}: {}", committed.description);
+    let digest = committed.digest;
     generation
         .composed
         .write()

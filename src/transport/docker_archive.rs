@@ -19,7 +19,9 @@ use tempfile::NamedTempFile;
 
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{media_type, BlobDescriptor, ImageSink, ImageSource, OutputImage, SourceImage};
+use crate::image::{
+    media_type, BlobDescriptor, Committed, ImageSink, ImageSource, OutputImage, SourceImage,
+};
 use crate::layer::tarparse::TarReader;
 use crate::layer::ImagePath;
 use crate::manifest::{self, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
@@ -428,7 +430,7 @@ impl ImageSink for DockerArchiveSink {
         self.append_blob_file(desc, &mut file)
     }
 
-    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
+    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<Committed> {
         let config = self.append_document(media_type::OCI_CONFIG, &image.config)?;
         let manifest_bytes =
             manifest::write_oci_manifest(&config, &image.layers, &image.annotations)?;
@@ -481,12 +483,15 @@ impl ImageSink for DockerArchiveSink {
             ))
             .with_source(e.error)
         })?;
-        Ok(format!(
-            "wrote docker-archive:{} ({}, manifest {})",
-            self.file.display(),
-            self.reference,
-            manifest.digest
-        ))
+        Ok(Committed {
+            description: format!(
+                "wrote docker-archive:{} ({}, manifest {})",
+                self.file.display(),
+                self.reference,
+                manifest.digest
+            ),
+            digest: manifest.digest,
+        })
     }
 }
 

@@ -11,8 +11,10 @@ use tempfile::TempDir;
 
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{media_type, BlobDescriptor, ImageSink, ImageSource, OutputImage, SourceImage};
 use crate::image::Platform;
+use crate::image::{
+    media_type, BlobDescriptor, Committed, ImageSink, ImageSource, OutputImage, SourceImage,
+};
 use crate::manifest::{self, Document, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
 
 const LAYOUT_FILE: &str = "oci-layout";
@@ -427,15 +429,12 @@ impl ImageSink for OciLayoutSink {
         Ok(())
     }
 
-    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
+    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<Committed> {
         let (manifest, referrers) = self.write_image(image)?;
         self.finish(&manifest, referrers)
     }
 
-    fn commit_index(
-        mut self: Box<Self>,
-        images: &[(Platform, OutputImage)],
-    ) -> Result<String> {
+    fn commit_index(mut self: Box<Self>, images: &[(Platform, OutputImage)]) -> Result<Committed> {
         let mut manifests = Vec::new();
         let mut referrers = Vec::new();
         for (platform, image) in images {
@@ -478,7 +477,11 @@ impl OciLayoutSink {
 
     /// Tags `top` (a manifest or an index), lists the referrers, and makes
     /// the layout visible.
-    fn finish(mut self, top: &BlobDescriptor, referrers: Vec<serde_json::Value>) -> Result<String> {
+    fn finish(
+        mut self,
+        top: &BlobDescriptor,
+        referrers: Vec<serde_json::Value>,
+    ) -> Result<Committed> {
         let mut entries = std::mem::take(&mut self.existing);
         entries.push(manifest::index_entry(
             top,
@@ -506,11 +509,14 @@ impl OciLayoutSink {
         } else {
             "manifest"
         };
-        Ok(format!(
-            "wrote {} ({what} {})",
-            ImageRefDisplay(&self.dir, &self.tag),
-            manifest.digest
-        ))
+        Ok(Committed {
+            digest: manifest.digest.clone(),
+            description: format!(
+                "wrote {} ({what} {})",
+                ImageRefDisplay(&self.dir, &self.tag),
+                manifest.digest
+            ),
+        })
     }
 }
 

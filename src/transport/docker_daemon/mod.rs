@@ -28,7 +28,7 @@ use tempfile::{TempDir, TempPath};
 use super::docker_archive::{DockerArchiveSink, DockerArchiveSource, Pick};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::{BlobDescriptor, ImageSink, ImageSource, OutputImage, SourceImage};
+use crate::image::{BlobDescriptor, Committed, ImageSink, ImageSource, OutputImage, SourceImage};
 use engine::Engine;
 
 const SOURCE_HINT: &str = "start the Docker engine (or point DOCKER_HOST at it), or read the image from elsewhere: a registry reference (without --skip-pull), oci:DIR or docker-archive:FILE";
@@ -208,7 +208,7 @@ impl ImageSink for DaemonSink {
         Ok(held)
     }
 
-    fn commit(self: Box<Self>, image: &OutputImage) -> Result<String> {
+    fn commit(self: Box<Self>, image: &OutputImage) -> Result<Committed> {
         let DaemonSink {
             engine,
             reference,
@@ -218,7 +218,7 @@ impl ImageSink for DaemonSink {
             left_out,
             ..
         } = *self;
-        archive.commit(image)?;
+        let archived = archive.commit(image)?;
         tracing::info!("loading {reference} into the local Docker engine");
         let messages = engine
             .load(&archive_path)
@@ -239,7 +239,7 @@ impl ImageSink for DaemonSink {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        Ok(format!(
+        let description = format!(
             "loaded into the local Docker engine ({}) as {}, image ID {id}{}",
             engine.address(),
             tags.join(", "),
@@ -248,6 +248,10 @@ impl ImageSink for DaemonSink {
             } else {
                 String::new()
             }
-        ))
+        );
+        Ok(Committed {
+            digest: archived.digest,
+            description,
+        })
     }
 }

@@ -26,10 +26,11 @@ pub use reference::Reference;
 use self::client::{Payload, RegistryClient, Request};
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{
-    media_type, BlobDescriptor, BlobOrigin, ImageSink, ImageSource, OutputImage, SourceImage,
-};
 use crate::image::Platform;
+use crate::image::{
+    media_type, BlobDescriptor, BlobOrigin, Committed, ImageSink, ImageSource, OutputImage,
+    SourceImage,
+};
 use crate::manifest::{self, Document, MAX_DOCUMENT_SIZE};
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
@@ -574,17 +575,17 @@ impl ImageSink for RegistrySink {
         }
     }
 
-    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<String> {
+    fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<Committed> {
         self.finish_uploads()?;
         let tag = self.reference.tag.clone().expect("checked at create");
         let manifest = self.push_image(image, Some(&tag))?;
-        Ok(format!(
-            "pushed {} (manifest {})",
-            self.name, manifest.digest
-        ))
+        Ok(Committed {
+            description: format!("pushed {} (manifest {})", self.name, manifest.digest),
+            digest: manifest.digest,
+        })
     }
 
-    fn commit_index(mut self: Box<Self>, images: &[(Platform, OutputImage)]) -> Result<String> {
+    fn commit_index(mut self: Box<Self>, images: &[(Platform, OutputImage)]) -> Result<Committed> {
         self.finish_uploads()?;
         let mut manifests = Vec::new();
         for (platform, image) in images {
@@ -594,7 +595,10 @@ impl ImageSink for RegistrySink {
         let digest = Digest::of(&index);
         let tag = self.reference.tag.clone().expect("checked at create");
         self.put_manifest(&tag, media_type::OCI_INDEX, index, &digest)?;
-        Ok(format!("pushed {} (index {digest})", self.name))
+        Ok(Committed {
+            description: format!("pushed {} (index {digest})", self.name),
+            digest,
+        })
     }
 }
 

@@ -1,0 +1,225 @@
+//! One image a run writes (a target): planned from the prepared sources,
+//! its Dockerfile.compose written, and unless this is a dry run, its layers
+//! and its SBOM put into the destination.
+
+use std::path::PathBuf;
+
+use crate::error::{IoContext, Result};
+use crate::execute::{Execution, LayerReport};
+use crate::image::{ImageSink, OutputImage};
+use crate::plan::{self, MinInput, MinView, Plan, PlanInput, PlanOptions};
+use crate::request::ComposeRequest;
+use crate::transport::ImageRef;
+use crate::triton::Component;
+
+use super::sources::{Images, Prepared, Scans};
+use super::summary::{self, Summary};
+use super::workdir;
+use super::Outcome;
+
+/// One image a run writes: the request's own, one of its variants, one
+/// platform of an index, or a selection `serve` was asked for. What every
+/// target of a run shares stays in the request.
+pub(crate) struct Target {
+    /// The variant's or platform's name; `None` for the request's own image.
+    pub name: Option<String>,
+    pub components: Vec<Component>,
+    /// Components from directories on this machine.
+    pub local: Vec<(Component, PathBuf)>,
+    pub output: ImageRef,
+    pub output_name: String,
+    /// Where its Dockerfile.compose and SBOM go.
+    pub work_dir: PathBuf,
+}
+
+impl Target {
+    /// The request's own image.
+    pub fn of(request: &ComposeRequest) -> Target {
+        Target {
+            name: None,
+            components: request.components.clone(),
+            local: request.local.clone(),
+            output: request.output.clone(),
+            output_name: request.output_name.clone(),
+            work_dir: request.work_dir.clone(),
+        }
+    }
+}
+
+/// The images a request asks for: its own, or each of its variants.
+pub(super) fn targets(request: &ComposeRequest) -> Vec<Target> {
+    if request.variants.is_empty() {
+        return vec![Target::of(request)];
+    }
+    request
+        .variants
+        .iter()
+        .map(|variant| Target {
+            name: Some(variant.name.clone()),
+            components: variant.components.clone(),
+            local: variant.local.clone(),
+            output: variant.output.clone(),
+            output_name: request.output_name.clone(),
+            work_dir: request.work_dir.join(&variant.name),
+        })
+        .collect()
+}
+
+/// What [`Prepared::write_target`] did.
+pub(super) struct Written {
+    pub dockerfile: PathBuf,
+    pub built: Option<Built>,
+}
+
+/// A target written into its sink, ready to be committed.
+pub(super) struct Built {
+    pub plan: Plan,
+    pub image: OutputImage,
+    pub reports: Vec<LayerReport>,
+    pub sbom: Option<PathBuf>,
+}
+
+impl Built {
+    /// The outcome once the sink committed the image as `written`.
+    pub fn outcome(
+        self,
+        target: &Target,
+        images: &Images<'_>,
+        dockerfile: PathBuf,
+        written: String,
+        started: std::time::Instant,
+    ) -> Outcome {
+        let summary: Summary = summary::summarize(
+            images,
+            summary::Written {
+                output: target.output.to_string(),
+                written: written.clone(),
+                plan: &self.plan,
+                image: &self.image,
+                started,
+            },
+            self.reports,
+            self.sbom,
+        );
+        Outcome {
+            dockerfile,
+            written: Some(written),
+            summary: Some(summary),
+        }
+    }
+}
+
+impl Prepared {
+    /// Plans `target`, writes its Dockerfile.compose and, unless `sink` is
+    /// `None` (a dry run), its layers into `sink`, and its SBOM; returns
+    /// the image for the sink to commit.
+    pub(super) fn write_target(
+        &self,
+        request: &ComposeRequest,
+        target: &Target,
+        sink: Option<&mut dyn ImageSink>,
+    ) -> Result<Written> {
+        let images = self.images();
+        let plan = plan_compose(request, target, &images, &self.scans)?;
+        let dockerfile = workdir::write_dockerfile(request, target, &plan)?;
+        let Some(sink) = sink else {
+            return Ok(Written {
+                dockerfile,
+                built: None,
+            });
+        };
+        let (mut image, reports) = self.execution(request, &plan).run(&self.spools, sink)?;
+        let sbom = if request.sbom {
+            let min_scan = self.scans.min.as_ref().or(self.sbom_min.as_ref());
+            let document =
+                super::sbom::document(&images, &self.scans, min_scan, &plan, &image, &reports);
+            let path = target.work_dir.join(crate::sbom::FILE_NAME);
+            std::fs::write(&path, &document).ctx(|| format!("writing {}", path.display()))?;
+            image.referrers.push(super::sbom::referrer(document, &plan));
+            Some(path)
+        } else {
+            None
+        };
+        // Nothing becomes visible once the run was interrupted.
+        crate::scratch::check()?;
+        Ok(Written {
+            dockerfile,
+            built: Some(Built {
+                plan,
+                image,
+                reports,
+                sbom,
+            }),
+        })
+    }
+
+    /// How `plan` is executed from these sources.
+    pub(crate) fn execution<'a>(
+        &'a self,
+        request: &ComposeRequest,
+        plan: &'a Plan,
+    ) -> Execution<'a> {
+        Execution {
+            plan,
+            min: self.min.as_ref(),
+            full: self.full.as_ref(),
+            gpu_min: self.gpu_min.as_deref(),
+            compression: request.compression,
+            scratch: self.scratch.path(),
+            store: self.store.as_ref(),
+            scans: self.scans.by_origin(),
+        }
+    }
+}
+
+/// The plan of one target, from the scans of the run.
+pub(crate) fn plan_compose(
+    request: &ComposeRequest,
+    target: &Target,
+    images: &Images<'_>,
+    scans: &Scans,
+) -> Result<Plan> {
+    let plan = plan::build(
+        &MinInput {
+            name: images.min.name(),
+            id: images.min.image().id.as_ref(),
+            config: &images.min.image().config,
+            view: match &scans.min {
+                Some(scan) => MinView::Scanned(scan),
+                None => MinView::BaseOfFull,
+            },
+        },
+        &PlanInput {
+            name: images.full.name(),
+            id: images.full.image().id.as_ref(),
+            config: &images.full.image().config,
+            scan: &scans.full,
+        },
+        images
+            .gpu_min
+            .zip(scans.gpu_min.as_ref())
+            .map(|(source, scan)| PlanInput {
+                name: source.name(),
+                id: source.image().id.as_ref(),
+                config: &source.image().config,
+                scan,
+            })
+            .as_ref(),
+        &PlanOptions {
+            components: &target.components,
+            enable_gpu: request.enable_gpu,
+            timestamp: request.timestamp,
+            deps: request.deps,
+            max_layer_size: request.max_layer_size,
+            local: &target
+                .local
+                .iter()
+                .map(|(c, _)| (c.path(), workdir::context_name(c)))
+                .collect::<Vec<_>>(),
+        },
+    )?;
+    if let Some(deps) = &plan.deps {
+        summary::report_deps(deps);
+    }
+    Ok(plan)
+}
