@@ -228,100 +228,30 @@ pub fn build(
 ) -> Result<Plan> {
     let info = BuildInfo::from_full_config(full.config, full.name)?;
     info.check_gpu(options.enable_gpu, min.config, min.name)?;
-    let timestamp = match options.timestamp {
-        Some(t) => t,
-        None => full
-            .config
-            .get("created")
-            .and_then(Value::as_str)
-            .map(config::parse_timestamp)
-            .transpose()?
-            .unwrap_or(0),
-    };
-    let full_tree = &full.scan.tree;
-    let install = triton::install_dir();
-    if !full_tree.get(&install).is_some_and(|n| n.is_dir()) {
-        return Err(Error::new(format!(
-            "{} is not a Triton image: it has no /{} directory",
-            full.name,
-            triton::INSTALL_DIR
-        ))
-        .hint("--image full must name a Triton server image such as nvcr.io/nvidia/tritonserver:<version>-py3"));
-    }
+    let timestamp = timestamp(full.config, options.timestamp)?;
+    check_is_triton(full)?;
     let builder = LayerBuilder {
         full: full.scan,
         min: &min.view,
         timestamp,
     };
-
-    let mut layers = Vec::new();
-    let mut core_roots = Vec::new();
-    for (name, required) in triton::CORE_ITEMS {
-        let path = install.join(name.as_bytes());
-        if full_tree.contains(&path) {
-            core_roots.push(path);
-        } else if required {
-            return Err(Error::new(format!(
-                "{} is not a complete Triton image: /{}/{name} is missing",
-                full.name,
-                triton::INSTALL_DIR
-            ))
-            .hint("the full image must hold a Triton installation with bin and lib"));
-        } else {
-            tracing::warn!(
-                "{} has no /{}/{name}; it is left out",
-                full.name,
-                triton::INSTALL_DIR
-            );
-        }
-    }
-    layers.push(builder.layer(LayerRole::Core, &core_roots)?);
-
+    let full_tree = &full.scan.tree;
+    let mut layers = vec![builder.layer(LayerRole::Core, &core_roots(full)?)?];
     let components = &triton::with_python_backend(options.components, full_tree)[..];
     for component in components {
-        let path = component.path();
-        if !full_tree.get(&path).is_some_and(|n| n.is_dir()) {
-            let offered = triton::offered(full_tree, component.kind);
-            return Err(triton::unknown_component(component, &offered, full.name));
-        }
-        let role = LayerRole::Component(component.clone());
-        let mut layer = builder.layer(role, std::slice::from_ref(&path))?;
-        if let Some((_, name)) = options.local.iter().find(|(p, _)| *p == path) {
-            layer.steps = vec![Step::CopyContext {
-                name: name.clone(),
-                to: path,
-            }];
-        }
-        layers.push(layer);
+        layers.push(component_layer(&builder, full, component, options.local)?);
     }
-
     let cuda_copies = triton::gpu_min_copies(components, options.enable_gpu, &info.architecture);
     let gpu_min = gpu_min.filter(|_| !cuda_copies.is_empty());
-    let mut gpu_min_layer = None;
-    if !cuda_copies.is_empty() {
-        let gpu_min = gpu_min.ok_or_else(|| {
-            Error::new("a CPU-only pytorch or tensorflow image needs the gpu-min image, and it was not read")
-                .hint("pass --image gpu-min,REF")
-        })?;
-        gpu_min_layer = Some(builder.gpu_min_layer(gpu_min, &cuda_copies)?);
-    }
-
-    let nvidia = ImagePath::from_static(triton::NVIDIA_DIR);
-    let entrypoint_d = ImagePath::from_static(triton::ENTRYPOINT_D);
-    match &min.view {
-        MinView::Scanned(scan) if !scan.tree.contains(&nvidia) && full_tree.contains(&nvidia) => {
-            layers.push(builder.layer(LayerRole::NvidiaEntrypoint, &[nvidia])?);
-        }
-        MinView::Scanned(_) if full_tree.contains(&entrypoint_d) => {
-            layers.push(builder.layer(LayerRole::NvidiaEntrypointD, &[entrypoint_d])?);
-        }
-        // What full's own layers put under /opt/nvidia (min has the rest).
-        MinView::BaseOfFull if full_tree.contains(&nvidia) => {
-            layers.push(builder.layer(LayerRole::NvidiaEntrypoint, &[nvidia])?);
-        }
-        _ => {}
-    }
-
+    let gpu_min_layer = match gpu_min {
+        _ if cuda_copies.is_empty() => None,
+        Some(gpu_min) => Some(builder.gpu_min_layer(gpu_min, &cuda_copies)?),
+        None => return Err(Error::new(
+            "a CPU-only pytorch or tensorflow image needs the gpu-min image, and it was not read",
+        )
+        .hint("pass --image gpu-min,REF")),
+    };
+    layers.extend(entrypoint_layer(&builder, min, full_tree)?);
     let sagemaker = triton::has_sagemaker_serve(full_tree);
     if sagemaker {
         let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
@@ -335,58 +265,25 @@ pub fn build(
         config::entrypoint(min.config),
         sagemaker,
     );
-    let annotations = provenance::annotations(
-        &provenance::Source {
-            name: min.name,
-            id: min.id,
-        },
-        &provenance::Source {
-            name: full.name,
-            id: full.id,
-        },
-        components,
-        timestamp,
-    );
+    let annotations = annotations(min, full, components, timestamp);
     config_changes.extend(provenance::labels(&annotations));
     let deps = if options.deps {
-        let mut env = min.config.clone();
-        for change in &config_changes {
-            config::apply(&mut env, change);
-        }
-        let selected: BTreeSet<ImagePath> = layers
-            .iter()
-            .flat_map(|l| &l.entries)
-            .map(|e| e.path.clone())
-            .collect();
-        // What gpu-min brings is there, but is not full's to follow.
-        let provided: BTreeMap<ImagePath, EntryMeta> = gpu_min_layer
-            .iter()
-            .flat_map(|l| &l.entries)
-            .map(|e| (e.path.clone(), e.meta.clone()))
-            .collect();
-        let deps = deps::resolve_deps(&DepsInput {
-            full: full.scan,
-            min: &min.view,
-            selected: &selected,
-            provided: &provided,
-            ld_library_path: config::env_var(&env, "LD_LIBRARY_PATH").as_deref(),
+        let inputs = DepsSources {
+            min,
+            full,
             architecture: &info.architecture,
-            needs: &triton::runtime_needs(components, full_tree, &full.scan.kept),
-        });
+            components,
+            config_changes: &config_changes,
+        };
+        let deps = inputs.resolve(&layers, gpu_min_layer.as_ref());
         layers.extend(gpu_min_layer);
-        if let Some(layer) = builder.deps_layer(&deps)? {
-            layers.push(layer);
-        }
+        layers.extend(builder.deps_layer(&deps)?);
         Some(deps)
     } else {
         layers.extend(gpu_min_layer);
         None
     };
-
-    if let Some(layer) = account_layer(min, full, timestamp)? {
-        layers.push(layer);
-    }
-
+    layers.extend(account_layer(min, full, timestamp)?);
     if let Some(cap) = options.max_layer_size {
         layers = split_layers(layers, cap)?;
     }
@@ -404,6 +301,173 @@ pub fn build(
         annotations,
         components: components.to_vec(),
     })
+}
+
+/// The time of everything generated: `SOURCE_DATE_EPOCH` if set, else
+/// full's creation time.
+fn timestamp(full_config: &Value, given: Option<u64>) -> Result<u64> {
+    match given {
+        Some(t) => Ok(t),
+        None => Ok(full_config
+            .get("created")
+            .and_then(Value::as_str)
+            .map(config::parse_timestamp)
+            .transpose()?
+            .unwrap_or(0)),
+    }
+}
+
+fn check_is_triton(full: &PlanInput<'_>) -> Result<()> {
+    if full
+        .scan
+        .tree
+        .get(&triton::install_dir())
+        .is_some_and(|n| n.is_dir())
+    {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "{} is not a Triton image: it has no /{} directory",
+        full.name,
+        triton::INSTALL_DIR
+    ))
+    .hint("--image full must name a Triton server image such as nvcr.io/nvidia/tritonserver:<version>-py3"))
+}
+
+/// The core's paths full has; a required one missing is an error.
+fn core_roots(full: &PlanInput<'_>) -> Result<Vec<ImagePath>> {
+    let install = triton::install_dir();
+    let mut roots = Vec::new();
+    for (name, required) in triton::CORE_ITEMS {
+        let path = install.join(name.as_bytes());
+        if full.scan.tree.contains(&path) {
+            roots.push(path);
+        } else if required {
+            return Err(Error::new(format!(
+                "{} is not a complete Triton image: /{}/{name} is missing",
+                full.name,
+                triton::INSTALL_DIR
+            ))
+            .hint("the full image must hold a Triton installation with bin and lib"));
+        } else {
+            tracing::warn!(
+                "{} has no /{}/{name}; it is left out",
+                full.name,
+                triton::INSTALL_DIR
+            );
+        }
+    }
+    Ok(roots)
+}
+
+/// A component's layer: its directory of full (copied from the build
+/// context when it came from a directory on this machine).
+fn component_layer(
+    builder: &LayerBuilder<'_>,
+    full: &PlanInput<'_>,
+    component: &Component,
+    local: &[(ImagePath, String)],
+) -> Result<LayerPlan> {
+    let full_tree = &full.scan.tree;
+    let path = component.path();
+    if !full_tree.get(&path).is_some_and(|n| n.is_dir()) {
+        let offered = triton::offered(full_tree, component.kind);
+        return Err(triton::unknown_component(component, &offered, full.name));
+    }
+    let role = LayerRole::Component(component.clone());
+    let mut layer = builder.layer(role, std::slice::from_ref(&path))?;
+    if let Some((_, name)) = local.iter().find(|(p, _)| *p == path) {
+        layer.steps = vec![Step::CopyContext {
+            name: name.clone(),
+            to: path,
+        }];
+    }
+    Ok(layer)
+}
+
+/// NVIDIA's entrypoint: what full has under `/opt/nvidia` and min lacks.
+fn entrypoint_layer(
+    builder: &LayerBuilder<'_>,
+    min: &MinInput<'_>,
+    full_tree: &crate::tree::MergedTree,
+) -> Result<Option<LayerPlan>> {
+    let nvidia = ImagePath::from_static(triton::NVIDIA_DIR);
+    let entrypoint_d = ImagePath::from_static(triton::ENTRYPOINT_D);
+    let layer = match &min.view {
+        MinView::Scanned(scan) if !scan.tree.contains(&nvidia) && full_tree.contains(&nvidia) => {
+            builder.layer(LayerRole::NvidiaEntrypoint, &[nvidia])?
+        }
+        MinView::Scanned(_) if full_tree.contains(&entrypoint_d) => {
+            builder.layer(LayerRole::NvidiaEntrypointD, &[entrypoint_d])?
+        }
+        // What full's own layers put under /opt/nvidia (min has the rest).
+        MinView::BaseOfFull if full_tree.contains(&nvidia) => {
+            builder.layer(LayerRole::NvidiaEntrypoint, &[nvidia])?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(layer))
+}
+
+fn annotations(
+    min: &MinInput<'_>,
+    full: &PlanInput<'_>,
+    components: &[Component],
+    timestamp: u64,
+) -> BTreeMap<String, String> {
+    provenance::annotations(
+        &provenance::Source {
+            name: min.name,
+            id: min.id,
+        },
+        &provenance::Source {
+            name: full.name,
+            id: full.id,
+        },
+        components,
+        timestamp,
+    )
+}
+
+/// What the dependency closure reads of the sources and the plan so far.
+struct DepsSources<'a> {
+    min: &'a MinInput<'a>,
+    full: &'a PlanInput<'a>,
+    architecture: &'a str,
+    components: &'a [Component],
+    config_changes: &'a [ConfigChange],
+}
+
+impl DepsSources<'_> {
+    /// The runtime dependencies of what `layers` select, with gpu-min's
+    /// copies there already.
+    fn resolve(&self, layers: &[LayerPlan], gpu_min_layer: Option<&LayerPlan>) -> Deps {
+        let mut env = self.min.config.clone();
+        for change in self.config_changes {
+            config::apply(&mut env, change);
+        }
+        let selected: BTreeSet<ImagePath> = layers
+            .iter()
+            .flat_map(|l| &l.entries)
+            .map(|e| e.path.clone())
+            .collect();
+        // What gpu-min brings is there, but is not full's to follow.
+        let provided: BTreeMap<ImagePath, EntryMeta> = gpu_min_layer
+            .iter()
+            .flat_map(|l| &l.entries)
+            .map(|e| (e.path.clone(), e.meta.clone()))
+            .collect();
+        let full = self.full.scan;
+        deps::resolve_deps(&DepsInput {
+            full,
+            min: &self.min.view,
+            selected: &selected,
+            provided: &provided,
+            ld_library_path: config::env_var(&env, "LD_LIBRARY_PATH").as_deref(),
+            architecture: self.architecture,
+            needs: &triton::runtime_needs(self.components, &full.tree, &full.kept),
+        })
+    }
 }
 
 struct LayerBuilder<'a> {

@@ -205,60 +205,7 @@ pub struct RawRequest {
 
 impl ComposeRequest {
     pub fn new(raw: RawRequest) -> Result<ComposeRequest> {
-        let mut min = None;
-        let mut full = None;
-        let mut gpu_min = None;
-        for spec in &raw.images {
-            let Some((kind, reference)) = spec.split_once(',') else {
-                return Err(Error::new(format!(
-                    "--image {spec:?} must be <image-name>,<image-ref>"
-                ))
-                .hint(
-                    "for example --image min,oci:./min:latest --image full,docker-archive:full.tar",
-                ));
-            };
-            let slot = match kind {
-                "min" => &mut min,
-                "full" => &mut full,
-                "gpu-min" => &mut gpu_min,
-                other => {
-                    return Err(
-                        Error::new(format!("unsupported image-name {other:?} for --image"))
-                            .hint("use min, full or gpu-min"),
-                    )
-                }
-            };
-            *slot = Some(
-                reference
-                    .parse::<ImageRef>()
-                    .map_err(|e| e.context(format!("--image {kind}")))?,
-            );
-        }
-        let (min, full) = match (min, full, &raw.container_version) {
-            (Some(min), Some(full), _) => (min, full),
-            (None, None, Some(version)) => {
-                // compose.py's defaults for a container version.
-                if raw.enable_gpu {
-                    (
-                        ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-py3-min")),
-                        ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-py3")),
-                    )
-                } else {
-                    (
-                        ImageRef::Registry("ubuntu:22.04".into()),
-                        ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-cpu-only-py3")),
-                    )
-                }
-            }
-            (None, None, None) => {
-                return Err(Error::new("no images to compose from")
-                    .hint("pass --image min,REF and --image full,REF, or --container-version VERSION for NGC's images"))
-            }
-            _ => {
-                return Err(Error::new("need to specify both 'full' and 'min' images if at all")
-                    .hint("pass both --image min,REF and --image full,REF"))
-            }
-        };
+        let (min, full, gpu_min) = images(&raw)?;
         let (mut components, mut from_dirs) =
             parse_components(&raw.backends, &raw.repoagents, &raw.caches)?;
         let variants = match &raw.variants_file {
@@ -271,50 +218,11 @@ impl ComposeRequest {
                     .hint("put the components in the variants file"));
                 }
                 let variants = read_variants(file)?;
-                // Read once for all: the union of their components.
-                for variant in &variants {
-                    for component in &variant.components {
-                        if !components.contains(component) {
-                            components.push(component.clone());
-                        }
-                    }
-                    for local in &variant.local {
-                        if let Some(other) = from_dirs.iter().find(|(c, _)| *c == local.0) {
-                            if other.1 != local.1 {
-                                return Err(Error::new(format!(
-                                    "{} {} comes from two directories ({} and {}) in {}",
-                                    local.0.kind.flag(),
-                                    local.0.name,
-                                    other.1.display(),
-                                    local.1.display(),
-                                    file.display()
-                                )));
-                            }
-                        } else {
-                            from_dirs.push(local.clone());
-                        }
-                    }
-                }
+                union_of(&variants, file, &mut components, &mut from_dirs)?;
                 variants
             }
         };
-        if triton::needs_gpu_min(&components, raw.enable_gpu) {
-            if gpu_min.is_none() {
-                let version = raw.container_version.as_ref().ok_or_else(|| {
-                    Error::new(
-                        "a CPU-only image with the pytorch or tensorflow backend needs CUDA libraries from a GPU min image, and none was named",
-                    )
-                    .hint("pass --image gpu-min,nvcr.io/nvidia/tritonserver:<version>-py3-min (the GPU min image of the same release), or --container-version VERSION")
-                })?;
-                gpu_min = Some(ImageRef::Registry(format!(
-                    "nvcr.io/nvidia/tritonserver:{version}-py3-min"
-                )));
-            }
-        } else if gpu_min.take().is_some() {
-            tracing::debug!(
-                "--image gpu-min is only read for CPU-only pytorch or tensorflow; ignored"
-            );
-        }
+        let gpu_min = gpu_min_for(&raw, &components, gpu_min)?;
         if raw.output_name.is_empty() {
             return Err(Error::new("--output-name must not be empty"));
         }
@@ -328,19 +236,7 @@ impl ComposeRequest {
         } else {
             (min, full, gpu_min)
         };
-        let timestamp = raw
-            .source_date_epoch
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.trim().parse::<u64>().map_err(|_| {
-                    Error::new(format!(
-                        "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
-                    ))
-                    .hint("set it to an integer such as `$(git log -1 --format=%ct)`, or unset it")
-                })
-            })
-            .transpose()?;
+        let timestamp = source_date_epoch(raw.source_date_epoch.as_deref())?;
         let platforms = Platforms::parse(raw.platform.as_deref())?;
         let mut transport = transport_options(
             None,
@@ -376,6 +272,147 @@ impl ComposeRequest {
             variants,
         })
     }
+}
+
+/// min, full and gpu-min from `--image ROLE,REF`, or compose.py's defaults
+/// for `--container-version`.
+fn images(raw: &RawRequest) -> Result<(ImageRef, ImageRef, Option<ImageRef>)> {
+    let mut min = None;
+    let mut full = None;
+    let mut gpu_min = None;
+    for spec in &raw.images {
+        let Some((kind, reference)) = spec.split_once(',') else {
+            return Err(
+                Error::new(format!("--image {spec:?} must be <image-name>,<image-ref>")).hint(
+                    "for example --image min,oci:./min:latest --image full,docker-archive:full.tar",
+                ),
+            );
+        };
+        let slot = match kind {
+            "min" => &mut min,
+            "full" => &mut full,
+            "gpu-min" => &mut gpu_min,
+            other => {
+                return Err(
+                    Error::new(format!("unsupported image-name {other:?} for --image"))
+                        .hint("use min, full or gpu-min"),
+                )
+            }
+        };
+        *slot = Some(
+            reference
+                .parse::<ImageRef>()
+                .map_err(|e| e.context(format!("--image {kind}")))?,
+        );
+    }
+    let (min, full) = match (min, full, &raw.container_version) {
+        (Some(min), Some(full), _) => (min, full),
+        (None, None, Some(version)) => ngc_images(version, raw.enable_gpu),
+        (None, None, None) => {
+            return Err(Error::new("no images to compose from")
+                .hint("pass --image min,REF and --image full,REF, or --container-version VERSION for NGC's images"))
+        }
+        _ => {
+            return Err(Error::new("need to specify both 'full' and 'min' images if at all")
+                .hint("pass both --image min,REF and --image full,REF"))
+        }
+    };
+    Ok((min, full, gpu_min))
+}
+
+/// compose.py's defaults for a container version.
+fn ngc_images(version: &str, enable_gpu: bool) -> (ImageRef, ImageRef) {
+    if enable_gpu {
+        (
+            ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-py3-min")),
+            ImageRef::Registry(format!("nvcr.io/nvidia/tritonserver:{version}-py3")),
+        )
+    } else {
+        (
+            ImageRef::Registry("ubuntu:22.04".into()),
+            ImageRef::Registry(format!(
+                "nvcr.io/nvidia/tritonserver:{version}-cpu-only-py3"
+            )),
+        )
+    }
+}
+
+/// Reads the sources once for all variants: the union of their components
+/// (and of those from directories, which must agree).
+fn union_of(
+    variants: &[Variant],
+    file: &std::path::Path,
+    components: &mut Vec<Component>,
+    from_dirs: &mut Vec<(Component, PathBuf)>,
+) -> Result<()> {
+    for variant in variants {
+        for component in &variant.components {
+            if !components.contains(component) {
+                components.push(component.clone());
+            }
+        }
+        for local in &variant.local {
+            if let Some(other) = from_dirs.iter().find(|(c, _)| *c == local.0) {
+                if other.1 != local.1 {
+                    return Err(Error::new(format!(
+                        "{} {} comes from two directories ({} and {}) in {}",
+                        local.0.kind.flag(),
+                        local.0.name,
+                        other.1.display(),
+                        local.1.display(),
+                        file.display()
+                    )));
+                }
+            } else {
+                from_dirs.push(local.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// gpu-min when the selection needs it (CPU-only pytorch or tensorflow):
+/// as given, or NGC's for `--container-version`; dropped otherwise.
+fn gpu_min_for(
+    raw: &RawRequest,
+    components: &[Component],
+    gpu_min: Option<ImageRef>,
+) -> Result<Option<ImageRef>> {
+    if !triton::needs_gpu_min(components, raw.enable_gpu) {
+        if gpu_min.is_some() {
+            tracing::debug!(
+                "--image gpu-min is only read for CPU-only pytorch or tensorflow; ignored"
+            );
+        }
+        return Ok(None);
+    }
+    if gpu_min.is_some() {
+        return Ok(gpu_min);
+    }
+    let version = raw.container_version.as_ref().ok_or_else(|| {
+        Error::new(
+            "a CPU-only image with the pytorch or tensorflow backend needs CUDA libraries from a GPU min image, and none was named",
+        )
+        .hint("pass --image gpu-min,nvcr.io/nvidia/tritonserver:<version>-py3-min (the GPU min image of the same release), or --container-version VERSION")
+    })?;
+    Ok(Some(ImageRef::Registry(format!(
+        "nvcr.io/nvidia/tritonserver:{version}-py3-min"
+    ))))
+}
+
+/// `SOURCE_DATE_EPOCH`: seconds since the epoch, if set and not empty.
+fn source_date_epoch(value: Option<&str>) -> Result<Option<u64>> {
+    value
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim().parse::<u64>().map_err(|_| {
+                Error::new(format!(
+                    "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+                ))
+                .hint("set it to an integer such as `$(git log -1 --format=%ct)`, or unset it")
+            })
+        })
+        .transpose()
 }
 
 /// Parses `os/arch[/variant]` (`linux/amd64`, `linux/arm64/v8`).

@@ -174,63 +174,42 @@ pub fn scan(
         store,
         metadata: std::sync::atomic::AtomicU64::new(0),
     };
-    let queue = Mutex::new(wanted.clone().into_iter());
-    let results: Mutex<HashMap<usize, Result<LayerRead>>> = Mutex::new(HashMap::new());
-    let workers = crate::layer::threads().min(wanted.len()).max(1);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
-                let Some(index) = next else { break };
-                let read = reader.layer(index);
-                let failed = read.is_err();
-                if let Ok(mut results) = results.lock() {
-                    results.insert(index, read);
-                }
-                if failed {
-                    // Leave the rest: the scan fails anyway.
-                    if let Ok(mut q) = queue.lock() {
-                        for _ in q.by_ref() {}
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_default();
-    // A failed read is the error to report, not the layers left unread.
-    if let Some(failed) = results
-        .keys()
-        .copied()
-        .filter(|i| results[i].is_err())
-        .min()
-    {
-        if let Some(Err(err)) = results.remove(&failed) {
-            return Err(err);
-        }
-    }
-    let mut tree = MergedTree::default();
-    let mut kept_by_inode: HashMap<InodeRef, Vec<u8>> = HashMap::new();
-    let mut kept_paths: HashSet<ImagePath> = HashSet::new();
-    let mut elf_infos: HashMap<InodeRef, ElfInfo> = HashMap::new();
-    let mut offsets: HashMap<InodeRef, u64> = HashMap::new();
-    let mut access: HashMap<u32, Arc<AccessIndex>> = HashMap::new();
-    let mut layers_read = Vec::new();
+    let results = reader.read_all(&wanted)?;
     let mut order = wanted;
     order.sort();
-    for index in order {
-        let (layer_index, layer_spool, was_read) = results.remove(&index).unwrap_or_else(|| {
-            Err(Error::new(format!(
-                "{what} layer {} was not read",
-                index + 1
-            )))
-        })?;
+    let mut merged = Merged::default();
+    for (index, read) in order.into_iter().zip(results) {
+        let (layer_index, layer_spool, was_read) = read;
         if let (Some(from), Some((_, spool))) = (layer_spool, spool.as_mut()) {
             spool.absorb(from)?;
         }
         if was_read {
-            layers_read.push(index);
+            merged.layers_read.push(index);
         }
-        let layer_no = index as u32;
+        merged
+            .apply(index as u32, layer_index)
+            .map_err(|e| e.context(format!("{what} layer {}", index + 1)))?;
+    }
+    if let Some((_, spool)) = spool {
+        spool.flush()?;
+    }
+    Ok(merged.finish(keep))
+}
+
+/// The layers' indexes merged in order, as [`scan`] builds them.
+#[derive(Default)]
+struct Merged {
+    tree: MergedTree,
+    kept_by_inode: HashMap<InodeRef, Vec<u8>>,
+    elf: HashMap<InodeRef, ElfInfo>,
+    offsets: HashMap<InodeRef, u64>,
+    access: HashMap<u32, Arc<AccessIndex>>,
+    layers_read: Vec<usize>,
+}
+
+impl Merged {
+    /// Lays one layer's index on the tree.
+    fn apply(&mut self, layer_no: u32, layer_index: LayerIndex) -> Result<()> {
         let inode = |ordinal| InodeRef {
             layer: layer_no,
             ordinal,
@@ -247,49 +226,50 @@ pub fn scan(
                     offset,
                 } => {
                     if meta.kind == EntryKind::File {
-                        offsets.insert(inode(ordinal), offset);
+                        self.offsets.insert(inode(ordinal), offset);
                     }
-                    changes
-                        .entry(&tree, ordinal, path, meta)
-                        .map_err(|e| e.context(format!("{what} layer {}", index + 1)))?;
+                    changes.entry(&self.tree, ordinal, path, meta)?;
                 }
             }
         }
         for (ordinal, data) in layer_index.kept {
-            kept_by_inode.insert(inode(ordinal), data);
+            self.kept_by_inode.insert(inode(ordinal), data);
         }
         for (ordinal, info) in layer_index.elf {
-            elf_infos.insert(inode(ordinal), info);
+            self.elf.insert(inode(ordinal), info);
         }
         if let Some(points) = layer_index.access {
-            access.insert(layer_no, Arc::new(points));
+            self.access.insert(layer_no, Arc::new(points));
         }
-        tree.apply(changes);
+        self.tree.apply(changes);
+        Ok(())
     }
-    if let Some((_, spool)) = spool {
-        spool.flush()?;
-    }
-    for (path, node) in tree.iter() {
-        if kept_by_inode.contains_key(&node.inode) && keep.is_some_and(|k| k(path)) {
-            kept_paths.insert(path.clone());
+
+    /// The scanned image: the kept files that are still visible, by path.
+    fn finish(self, keep: Option<PathFilter<'_>>) -> ScannedImage {
+        let mut kept_paths: HashSet<ImagePath> = HashSet::new();
+        for (path, node) in self.tree.iter() {
+            if self.kept_by_inode.contains_key(&node.inode) && keep.is_some_and(|k| k(path)) {
+                kept_paths.insert(path.clone());
+            }
+        }
+        let kept = kept_paths
+            .into_iter()
+            .filter_map(|path| {
+                let node = self.tree.get(&path)?;
+                let data = self.kept_by_inode.get(&node.inode)?.clone();
+                Some((path, data))
+            })
+            .collect();
+        ScannedImage {
+            tree: self.tree,
+            kept,
+            elf: self.elf,
+            layers_read: self.layers_read,
+            offsets: self.offsets,
+            access: self.access,
         }
     }
-    let kept = kept_paths
-        .into_iter()
-        .filter_map(|path| {
-            let node = tree.get(&path)?;
-            let data = kept_by_inode.get(&node.inode)?.clone();
-            Some((path, data))
-        })
-        .collect();
-    Ok(ScannedImage {
-        tree,
-        kept,
-        elf: elf_infos,
-        layers_read,
-        offsets,
-        access,
-    })
 }
 
 /// Reads single layers for [`scan`].
@@ -305,6 +285,59 @@ struct LayerReader<'a> {
 }
 
 impl LayerReader<'_> {
+    /// Reads the `wanted` layers, one per core at most; returns what each
+    /// yielded, in layer order. The first failed read is the error.
+    fn read_all(&self, wanted: &[usize]) -> Result<Vec<LayerRead>> {
+        let queue = Mutex::new(wanted.to_vec().into_iter());
+        let results: Mutex<HashMap<usize, Result<LayerRead>>> = Mutex::new(HashMap::new());
+        let workers = crate::layer::threads().min(wanted.len()).max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                    let Some(index) = next else { break };
+                    let read = self.layer(index);
+                    let failed = read.is_err();
+                    if let Ok(mut results) = results.lock() {
+                        results.insert(index, read);
+                    }
+                    if failed {
+                        // Leave the rest: the scan fails anyway.
+                        if let Ok(mut q) = queue.lock() {
+                            for _ in q.by_ref() {}
+                        }
+                    }
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap_or_default();
+        // A failed read is the error to report, not the layers left unread.
+        if let Some(failed) = results
+            .keys()
+            .copied()
+            .filter(|i| results[i].is_err())
+            .min()
+        {
+            if let Some(Err(err)) = results.remove(&failed) {
+                return Err(err);
+            }
+        }
+        let mut order = wanted.to_vec();
+        order.sort();
+        order
+            .into_iter()
+            .map(|index| {
+                results.remove(&index).unwrap_or_else(|| {
+                    Err(Error::new(format!(
+                        "{} layer {} was not read",
+                        self.what,
+                        index + 1
+                    )))
+                })
+            })
+            .collect()
+    }
+
     /// Counts `bytes` of metadata kept; fails past the image's budget.
     fn charge(&self, bytes: u64) -> Result<()> {
         use std::sync::atomic::Ordering;
@@ -377,24 +410,7 @@ impl LayerReader<'_> {
         );
         let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let (diff_id, access) = read_layer_with(raw, with_access, |ordinal, item| {
-            let cost = match &item {
-                LayerItem::Whiteout(path) | LayerItem::Opaque(path) => path.as_bytes().len() as u64,
-                LayerItem::Entry(entry) => {
-                    entry.path.as_bytes().len() as u64
-                        + entry
-                            .meta
-                            .link_target
-                            .as_ref()
-                            .map_or(0, |t| t.len() as u64)
-                        + entry
-                            .meta
-                            .xattrs
-                            .iter()
-                            .map(|(k, v)| (k.len() + v.len()) as u64)
-                            .sum::<u64>()
-                }
-            };
-            self.charge(ENTRY_COST + cost)?;
+            self.charge(ENTRY_COST + metadata_cost(&item))?;
             let entry = match item {
                 LayerItem::Whiteout(path) => {
                     out.items.push(IndexItem::Whiteout(path));
@@ -411,39 +427,18 @@ impl LayerReader<'_> {
                     layer: layer_no,
                     ordinal,
                 };
-                let size = entry.meta.size;
-                let kept = (self.keep)(&entry.path) && size <= MAX_KEPT_FILE;
-                let wants_elf = (self.elf)(&entry.path);
-                let spooled = self
-                    .spool
-                    .as_ref()
-                    .is_some_and(|(wanted, _)| wanted(&entry.path));
-                let info = if kept {
-                    self.charge(size)?;
-                    let mut data = Vec::with_capacity(size as usize);
-                    entry.content.read_to_end(&mut data)?;
-                    let info = wants_elf.then(|| elf::read(&data[..], size)).flatten();
-                    if spooled {
-                        if let Some(spool) = spool.as_mut() {
-                            spool.store(inode, size, &mut &data[..])?;
-                        }
-                    }
-                    out.kept.push((ordinal, data));
-                    info
-                } else if let (true, Some(spool)) = (spooled, spool.as_mut()) {
-                    spool.store(inode, size, entry.content)?;
-                    if wants_elf {
-                        spool.flush()?;
-                        spool.slice(inode).and_then(|s| elf::read(&s, size))
-                    } else {
-                        None
-                    }
-                } else if wants_elf {
-                    sniff_elf(entry.content, size, &mut elf_scratch)?
-                } else {
-                    None
+                let mut file = FileSinks {
+                    out: &mut out,
+                    spool: spool.as_mut(),
+                    elf_scratch: &mut elf_scratch,
                 };
-                if let Some(info) = info {
+                if let Some(info) = self.file(
+                    &mut file,
+                    inode,
+                    &entry.path,
+                    entry.content,
+                    entry.meta.size,
+                )? {
                     out.elf.push((ordinal, info));
                 }
             }
@@ -469,6 +464,75 @@ impl LayerReader<'_> {
         }
         out.access = access;
         Ok((out, spool))
+    }
+
+    /// Keeps, spools and reads the ELF facts of one file as the filters
+    /// say; returns its ELF facts.
+    fn file(
+        &self,
+        sinks: &mut FileSinks<'_>,
+        inode: InodeRef,
+        path: &ImagePath,
+        content: &mut dyn Read,
+        size: u64,
+    ) -> Result<Option<ElfInfo>> {
+        let kept = (self.keep)(path) && size <= MAX_KEPT_FILE;
+        let wants_elf = (self.elf)(path);
+        let spooled = self.spool.as_ref().is_some_and(|(wanted, _)| wanted(path));
+        if kept {
+            self.charge(size)?;
+            let mut data = Vec::with_capacity(size as usize);
+            content.read_to_end(&mut data)?;
+            let info = wants_elf.then(|| elf::read(&data[..], size)).flatten();
+            if spooled {
+                if let Some(spool) = sinks.spool.as_mut() {
+                    spool.store(inode, size, &mut &data[..])?;
+                }
+            }
+            sinks.out.kept.push((inode.ordinal, data));
+            return Ok(info);
+        }
+        match sinks.spool.as_mut() {
+            Some(spool) if spooled => {
+                spool.store(inode, size, content)?;
+                if !wants_elf {
+                    return Ok(None);
+                }
+                spool.flush()?;
+                Ok(spool.slice(inode).and_then(|s| elf::read(&s, size)))
+            }
+            _ if wants_elf => sniff_elf(content, size, sinks.elf_scratch),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Where [`LayerReader::file`] puts what it takes of a file.
+struct FileSinks<'a> {
+    out: &'a mut LayerIndex,
+    spool: Option<&'a mut Spool>,
+    elf_scratch: &'a mut Option<std::fs::File>,
+}
+
+/// What an item's metadata costs beyond [`ENTRY_COST`]: its names and
+/// extended attributes.
+fn metadata_cost(item: &LayerItem<'_>) -> u64 {
+    match item {
+        LayerItem::Whiteout(path) | LayerItem::Opaque(path) => path.as_bytes().len() as u64,
+        LayerItem::Entry(entry) => {
+            entry.path.as_bytes().len() as u64
+                + entry
+                    .meta
+                    .link_target
+                    .as_ref()
+                    .map_or(0, |t| t.len() as u64)
+                + entry
+                    .meta
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len()) as u64)
+                    .sum::<u64>()
+        }
     }
 }
 
