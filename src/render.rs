@@ -74,8 +74,20 @@ pub struct FromNames<'a> {
 }
 
 pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
-    let mut out = String::new();
-    out.push_str(&format!(
+    let mut out = header(plan);
+    out.push_str(&args(plan, from)?);
+    out.push_str(&stages(plan));
+    out.push_str("FROM ${MIN_IMAGE}\n\n");
+    out.push_str(&config_changes(plan)?);
+    for layer in &plan.layers {
+        out.push_str(&layer_steps(layer));
+    }
+    Ok(out)
+}
+
+/// Where the file comes from, and for which platform.
+fn header(plan: &Plan) -> String {
+    let mut out = format!(
         "#\n# Dockerfile.compose, written by triton-compose {} from the same plan\n\
          # as its daemonless build. Build it from the directory it is in:\n\
          #   docker build -f Dockerfile.compose --build-arg FULL_IMAGE=... --build-arg MIN_IMAGE=... .\n\
@@ -83,7 +95,7 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
         env!("CARGO_PKG_VERSION"),
         comment(&plan.full_name),
         comment(&plan.min_name)
-    ));
+    );
     if let Some(name) = &plan.gpu_min_name {
         out.push_str(&format!("# gpu-min: {}\n#\n", comment(name)));
     }
@@ -96,6 +108,12 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
         "# Rendered for platform {p}: build it with docker build --platform {p}.\n#\n",
         p = comment(&platform)
     ));
+    out
+}
+
+/// The build arguments: versions and the images' names.
+fn args(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
+    let mut out = String::new();
     let full = &plan.full_name;
     for (name, value, what) in [
         (
@@ -119,7 +137,12 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
             arg_value("the gpu-min image's name", from.gpu_min)?
         ));
     }
-    out.push_str("\nFROM ${FULL_IMAGE} AS full\n\n");
+    Ok(out)
+}
+
+/// The stages the final image copies from.
+fn stages(plan: &Plan) -> String {
+    let mut out = String::from("\nFROM ${FULL_IMAGE} AS full\n\n");
     if plan.gpu_min_name.is_some() {
         out.push_str(&format!("FROM ${{GPU_MIN_IMAGE}} AS {GPU_MIN_STAGE}\n\n"));
     }
@@ -139,7 +162,13 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
              && xargs -a /{DIRS_LIST} -r -d '\\n' -I{{}} mkdir -p {DEPS_DIR}{{}}\n\n"
         ));
     }
-    out.push_str("FROM ${MIN_IMAGE}\n\n");
+    out
+}
+
+/// ENV, LABEL, WORKDIR and ENTRYPOINT as the plan changes them.
+fn config_changes(plan: &Plan) -> Result<String> {
+    let full = &plan.full_name;
+    let mut out = String::new();
     for change in &plan.config_changes {
         out.push_str(&match change {
             ConfigChange::Env(key, value) => {
@@ -160,33 +189,36 @@ pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
             ),
         });
     }
-    for layer in &plan.layers {
-        out.push_str(&format!("\n# {}\n", comment(&layer.purpose())));
-        if layer.steps.is_empty() {
-            out.push_str("#   (docker build writes this part in the layer above)\n");
-        }
-        for note in &layer.notes {
-            out.push_str(&format!("#   {}\n", comment(note)));
-        }
-        for step in &layer.steps {
-            out.push_str(&match step {
-                Step::Copy(path) => format!("COPY --from=full {path} {path}\n"),
-                Step::Run(script) => format!("RUN {script}\n"),
-                Step::CopyListed { files, dirs } => format!(
-                    "# {} files and links, {} directories: see {FILES_LIST}, {DIRS_LIST}\n\
-                     COPY --from={DEPS_STAGE} {DEPS_DIR}/ /\n",
-                    files.len(),
-                    dirs.len()
-                ),
-                Step::CopyGenerated(path) => format!("COPY {} {path}\n", generated_name(path)),
-                Step::CopyGpuMin { from, to } => {
-                    format!("COPY --from={GPU_MIN_STAGE} {from} {to}\n")
-                }
-                Step::CopyContext { name, to } => format!("COPY {name} {to}\n"),
-            });
-        }
-    }
     Ok(out)
+}
+
+/// One layer of the plan: a comment saying what it is and why, and its steps.
+fn layer_steps(layer: &crate::plan::LayerPlan) -> String {
+    let mut out = format!("\n# {}\n", comment(&layer.purpose()));
+    if layer.steps.is_empty() {
+        out.push_str("#   (docker build writes this part in the layer above)\n");
+    }
+    for note in &layer.notes {
+        out.push_str(&format!("#   {}\n", comment(note)));
+    }
+    for step in &layer.steps {
+        out.push_str(&match step {
+            Step::Copy(path) => format!("COPY --from=full {path} {path}\n"),
+            Step::Run(script) => format!("RUN {script}\n"),
+            Step::CopyListed { files, dirs } => format!(
+                "# {} files and links, {} directories: see {FILES_LIST}, {DIRS_LIST}\n\
+                 COPY --from={DEPS_STAGE} {DEPS_DIR}/ /\n",
+                files.len(),
+                dirs.len()
+            ),
+            Step::CopyGenerated(path) => format!("COPY {} {path}\n", generated_name(path)),
+            Step::CopyGpuMin { from, to } => {
+                format!("COPY --from={GPU_MIN_STAGE} {from} {to}\n")
+            }
+            Step::CopyContext { name, to } => format!("COPY {name} {to}\n"),
+        });
+    }
+    out
 }
 
 /// Refuses a value a Dockerfile line cannot hold.

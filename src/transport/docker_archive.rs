@@ -53,6 +53,68 @@ pub enum Pick<'a> {
     Config(&'a Digest),
 }
 
+/// The names an entry of manifest.json gives its image.
+fn tags_of(entry: &Value) -> Vec<String> {
+    entry
+        .get("RepoTags")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The entry of manifest.json that `pick` names.
+fn pick_entry<'a>(entries: &'a [Value], pick: Pick<'_>, name: &str) -> Result<&'a Value> {
+    match pick {
+        Pick::Config(digest) => entries
+            .iter()
+            .find(|e| {
+                e.get("Config")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.trim_end_matches(".json").ends_with(digest.hex()))
+            })
+            .ok_or_else(|| Error::new(format!("{name}: no image with ID {digest}"))),
+        Pick::Named(wanted) => {
+            let wanted_full = crate::transport::with_tag(wanted);
+            entries
+                .iter()
+                .find(|e| {
+                    tags_of(e).iter().any(|t| {
+                        let t = t.strip_prefix("docker.io/").unwrap_or(t);
+                        let t = t.strip_prefix("library/").unwrap_or(t);
+                        t == wanted || t == wanted_full
+                    })
+                })
+                .ok_or_else(|| {
+                    let all: Vec<String> = entries.iter().flat_map(tags_of).collect();
+                    Error::new(format!("{name}: no image named {wanted:?}")).hint(
+                        if all.is_empty() {
+                            "the archive's images have no names; leave the name out".to_string()
+                        } else {
+                            format!("names in the archive: {}", all.join(", "))
+                        },
+                    )
+                })
+        }
+        Pick::Only if entries.len() == 1 => Ok(&entries[0]),
+        Pick::Only => {
+            let all: Vec<String> = entries.iter().flat_map(tags_of).collect();
+            Err(Error::new(format!(
+                "{name} holds {} images; say which one",
+                entries.len()
+            ))
+            .hint(format!(
+                "write docker-archive:FILE:NAME:TAG; names in the archive: {}",
+                all.join(", ")
+            )))
+        }
+    }
+}
+
 impl DockerArchiveSource {
     pub fn open(file: &Path, reference: Option<&str>, name: String) -> Result<Self> {
         Self::open_picked(file, reference.map_or(Pick::Only, Pick::Named), name)
@@ -82,62 +144,7 @@ impl DockerArchiveSource {
             .map_err(|e| e.hint("a `docker save` archive has a manifest.json at its top level"))?;
         let entries: Vec<Value> = serde_json::from_slice(&manifest_bytes)
             .ctx(|| format!("{}: manifest.json is not a JSON list", source.name))?;
-        let tags_of = |e: &Value| -> Vec<String> {
-            e.get("RepoTags")
-                .and_then(Value::as_array)
-                .map(|t| {
-                    t.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let chosen = match pick {
-            Pick::Config(digest) => entries
-                .iter()
-                .find(|e| {
-                    e.get("Config")
-                        .and_then(Value::as_str)
-                        .is_some_and(|c| c.trim_end_matches(".json").ends_with(digest.hex()))
-                })
-                .ok_or_else(|| Error::new(format!("{}: no image with ID {digest}", source.name)))?,
-            Pick::Named(wanted) => {
-                let wanted_full = crate::transport::with_tag(wanted);
-                entries
-                    .iter()
-                    .find(|e| {
-                        tags_of(e).iter().any(|t| {
-                            let t = t.strip_prefix("docker.io/").unwrap_or(t);
-                            let t = t.strip_prefix("library/").unwrap_or(t);
-                            t == wanted || t == wanted_full
-                        })
-                    })
-                    .ok_or_else(|| {
-                        let all: Vec<String> = entries.iter().flat_map(tags_of).collect();
-                        Error::new(format!("{}: no image named {wanted:?}", source.name)).hint(
-                            if all.is_empty() {
-                                "the archive's images have no names; leave the name out".to_string()
-                            } else {
-                                format!("names in the archive: {}", all.join(", "))
-                            },
-                        )
-                    })?
-            }
-            Pick::Only if entries.len() == 1 => &entries[0],
-            Pick::Only => {
-                let all: Vec<String> = entries.iter().flat_map(tags_of).collect();
-                return Err(Error::new(format!(
-                    "{} holds {} images; say which one",
-                    source.name,
-                    entries.len()
-                ))
-                .hint(format!(
-                    "write docker-archive:FILE:NAME:TAG; names in the archive: {}",
-                    all.join(", ")
-                )));
-            }
-        };
+        let chosen = pick_entry(&entries, pick, &source.name)?;
         let config_name = chosen
             .get("Config")
             .and_then(Value::as_str)
@@ -153,10 +160,21 @@ impl DockerArchiveSource {
             .map(|v| v.as_str().map(String::from))
             .collect::<Option<_>>()
             .ok_or_else(|| Error::new(format!("{}: a layer name is not a string", source.name)))?;
+        source.image = source.layers(config, &config_bytes, &layer_names)?;
+        Ok(source)
+    }
+
+    /// The image of `config`, its layers located in the archive.
+    fn layers(
+        &mut self,
+        config: Value,
+        config_bytes: &[u8],
+        layer_names: &[String],
+    ) -> Result<SourceImage> {
         let mut layers = Vec::new();
-        for layer_name in &layer_names {
-            let (offset, size) = source.locate(layer_name)?;
-            let media_type = source.sniff_media_type(offset, size)?;
+        for layer_name in layer_names {
+            let (offset, size) = self.locate(layer_name)?;
+            let media_type = self.sniff_media_type(offset, size)?;
             // `blobs/sha256/<hex>` names the blob's digest; a legacy
             // `<id>/layer.tar` is verified through the diff-id instead.
             let blob = layer_name
@@ -164,18 +182,17 @@ impl DockerArchiveSource {
                 .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
                 .map(|d| (d, size));
             layers.push((media_type, blob));
-            source.layer_members.push((offset, size));
+            self.layer_members.push((offset, size));
         }
-        let mut image = SourceImage::new(config, layers).map_err(|e| e.context(&source.name))?;
-        image.id = Some(Digest::of(&config_bytes));
-        for (layer, &(_, size)) in image.layers.iter_mut().zip(&source.layer_members) {
+        let mut image = SourceImage::new(config, layers).map_err(|e| e.context(&self.name))?;
+        image.id = Some(Digest::of(config_bytes));
+        for (layer, &(_, size)) in image.layers.iter_mut().zip(&self.layer_members) {
             if layer.blob.is_none() && layer.media_type == media_type::DOCKER_LAYER {
                 // An uncompressed layer's digest is its diff-id.
                 layer.blob = Some((layer.diff_id.clone(), size));
             }
         }
-        source.image = image;
-        Ok(source)
+        Ok(image)
     }
 
     /// Resolves a member name (following in-archive links) to its data.

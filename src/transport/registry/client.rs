@@ -335,104 +335,122 @@ impl RegistryClient {
                 *self.basic.lock().expect("not poisoned") = true;
                 Ok(true)
             }
-            "bearer" => {
-                let realm = challenge.params.get("realm").ok_or_else(|| {
-                    SendError::Fatal(Error::new(format!(
-                        "{}: a Bearer challenge without realm",
-                        self.registry
-                    )))
-                })?;
-                let mut url = Url::parse(realm).map_err(|e| {
-                    SendError::Fatal(
-                        Error::new(format!("{}: invalid token realm {realm:?}", self.registry))
-                            .with_source(e),
-                    )
-                })?;
-                let scope = Self::scope(request);
-                if self.base.scheme() == "https" && url.scheme() != "https" {
-                    return Err(SendError::Fatal(
-                        Error::new(format!(
-                            "{}: the registry sends its token requests to {realm}, which is plain HTTP; credentials are not sent there",
-                            self.registry
-                        ))
-                        .hint("the registry is misconfigured or a proxy altered its answer; a token realm of an HTTPS registry must be HTTPS"),
-                    ));
-                }
-                let service = challenge.params.get("service");
-                let token_request = match &self.credential {
-                    // Docker's `identitytoken`: the OAuth2 refresh-token flow.
-                    Some(Credential::IdentityToken(refresh)) => {
-                        let mut form = vec![
-                            ("grant_type", "refresh_token"),
-                            ("refresh_token", refresh.as_str()),
-                            ("client_id", "triton-compose"),
-                            ("scope", scope.as_str()),
-                        ];
-                        if let Some(service) = service {
-                            form.push(("service", service.as_str()));
-                        }
-                        let body = form
-                            .iter()
-                            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-                            .collect::<Vec<_>>()
-                            .join("&");
-                        self.http
-                            .post(url)
-                            .header("content-type", "application/x-www-form-urlencoded")
-                            .body(body)
-                    }
-                    credential => {
-                        {
-                            let mut query = url.query_pairs_mut();
-                            if let Some(service) = service {
-                                query.append_pair("service", service);
-                            }
-                            query.append_pair("scope", &scope);
-                        }
-                        let get = self.http.get(url);
-                        match credential {
-                            Some(Credential::Basic { username, password }) => {
-                                get.basic_auth(username, Some(password))
-                            }
-                            _ => get,
-                        }
-                    }
-                };
-                let response = token_request
-                    .timeout(Duration::from_secs(60))
-                    .send()
-                    .map_err(SendError::from)?;
-                if !response.status().is_success() {
-                    return Err(SendError::Fatal(
-                        Error::new(format!(
-                            "{}: the token server refused a token for {scope} (HTTP {})",
-                            self.registry,
-                            response.status().as_u16()
-                        ))
-                        .hint(format!(
-                            "check the credentials for {} (docker login, or --authfile)",
-                            self.registry
-                        )),
-                    ));
-                }
-                let body: serde_json::Value = response.json_value().map_err(SendError::Fatal)?;
-                let token = body
-                    .get("token")
-                    .or_else(|| body.get("access_token"))
-                    .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| {
-                        SendError::Fatal(Error::new(format!(
-                            "{}: the token server sent no token",
-                            self.registry
-                        )))
-                    })?;
-                self.tokens
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(scope, token.to_string());
-                Ok(true)
-            }
+            "bearer" => self.bearer(challenge, request),
             _ => Ok(false),
+        }
+    }
+
+    /// Fetches a token from a Bearer challenge's realm and keeps it for the
+    /// request's scope.
+    fn bearer(
+        &self,
+        challenge: &Challenge,
+        request: &Request,
+    ) -> std::result::Result<bool, SendError> {
+        let realm = challenge.params.get("realm").ok_or_else(|| {
+            SendError::Fatal(Error::new(format!(
+                "{}: a Bearer challenge without realm",
+                self.registry
+            )))
+        })?;
+        let url = Url::parse(realm).map_err(|e| {
+            SendError::Fatal(
+                Error::new(format!("{}: invalid token realm {realm:?}", self.registry))
+                    .with_source(e),
+            )
+        })?;
+        let scope = Self::scope(request);
+        if self.base.scheme() == "https" && url.scheme() != "https" {
+            return Err(SendError::Fatal(
+                Error::new(format!(
+                    "{}: the registry sends its token requests to {realm}, which is plain HTTP; credentials are not sent there",
+                    self.registry
+                ))
+                .hint("the registry is misconfigured or a proxy altered its answer; a token realm of an HTTPS registry must be HTTPS"),
+            ));
+        }
+        let service = challenge.params.get("service").map(String::as_str);
+        let response = self
+            .token_request(url, service, &scope)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .map_err(SendError::from)?;
+        if !response.status().is_success() {
+            return Err(SendError::Fatal(
+                Error::new(format!(
+                    "{}: the token server refused a token for {scope} (HTTP {})",
+                    self.registry,
+                    response.status().as_u16()
+                ))
+                .hint(format!(
+                    "check the credentials for {} (docker login, or --authfile)",
+                    self.registry
+                )),
+            ));
+        }
+        let body: serde_json::Value = response.json_value().map_err(SendError::Fatal)?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| {
+                SendError::Fatal(Error::new(format!(
+                    "{}: the token server sent no token",
+                    self.registry
+                )))
+            })?;
+        self.tokens
+            .lock()
+            .expect("not poisoned")
+            .insert(scope, token.to_string());
+        Ok(true)
+    }
+
+    /// The token request for `scope`: Docker's `identitytoken` through the
+    /// OAuth2 refresh-token flow, else a GET with the basic credentials.
+    fn token_request(
+        &self,
+        mut url: Url,
+        service: Option<&str>,
+        scope: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "triton-compose"),
+                    ("scope", scope),
+                ];
+                if let Some(service) = service {
+                    form.push(("service", service));
+                }
+                let body = form
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                self.http
+                    .post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            credential => {
+                {
+                    let mut query = url.query_pairs_mut();
+                    if let Some(service) = service {
+                        query.append_pair("service", service);
+                    }
+                    query.append_pair("scope", scope);
+                }
+                let get = self.http.get(url);
+                match credential {
+                    Some(Credential::Basic { username, password }) => {
+                        get.basic_auth(username, Some(password))
+                    }
+                    _ => get,
+                }
+            }
         }
     }
 
