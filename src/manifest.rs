@@ -125,19 +125,10 @@ pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
         None => return Err(malformed(what, "it has no schemaVersion 2".into())),
     }
     let own_type = value.get("mediaType").and_then(Value::as_str);
-    let has_layers = value.get("layers").is_some();
-    let has_manifests = value.get("manifests").is_some();
-    let list = |name: &str| -> Result<Vec<Descriptor>> {
-        value
-            .get(name)
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::new(format!("malformed {what}: `{name}` is not a list")))?
-            .iter()
-            .map(parse_descriptor)
-            .collect::<Result<_>>()
-            .map_err(|e| e.context(format!("in {what}")))
-    };
-    match (has_layers, has_manifests) {
+    match (
+        value.get("layers").is_some(),
+        value.get("manifests").is_some(),
+    ) {
         (true, true) => Err(Error::new(format!(
             "malformed {what}: it has both `layers` and `manifests`"
         ))
@@ -149,46 +140,7 @@ pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
                     format!("it has layers but its mediaType is {own}"),
                 ));
             }
-            let config = value
-                .get("config")
-                .ok_or_else(|| Error::new(format!("malformed {what}: no config")))
-                .and_then(parse_descriptor)?;
-            if !CONFIG_TYPES.contains(&config.media_type.as_str()) {
-                return Err(Error::new(format!(
-                    "{what} is not a container image: its config's media type is {:?}",
-                    config.media_type
-                ))
-                .hint("--image must name a container image, not another OCI artifact"));
-            }
-            if config.size > MAX_DOCUMENT_SIZE {
-                return Err(malformed(
-                    what,
-                    format!(
-                        "its config claims {} bytes (at most {MAX_DOCUMENT_SIZE} are read)",
-                        config.size
-                    ),
-                ));
-            }
-            let layers = list("layers")?;
-            if layers.len() > MAX_LAYERS {
-                return Err(malformed(
-                    what,
-                    format!("{} layers (at most {MAX_LAYERS})", layers.len()),
-                ));
-            }
-            if let Some(odd) = layers
-                .iter()
-                .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
-            {
-                return Err(malformed(
-                    what,
-                    format!(
-                        "layer {} has media type {:?}, which is not a layer's",
-                        odd.digest, odd.media_type
-                    ),
-                ));
-            }
-            Ok(Document::Manifest { config, layers })
+            parse_manifest(&value, what)
         }
         (false, true) => {
             if let Some(own) = own_type.filter(|t| !INDEX_TYPES.contains(t)) {
@@ -197,32 +149,93 @@ pub fn parse_document(bytes: &[u8], what: &str) -> Result<Document> {
                     format!("it lists manifests but its mediaType is {own}"),
                 ));
             }
-            let manifests = list("manifests")?;
-            if manifests.len() > MAX_INDEX_ENTRIES {
-                return Err(malformed(
-                    what,
-                    format!("{} entries (at most {MAX_INDEX_ENTRIES})", manifests.len()),
-                ));
-            }
-            if let Some(odd) = manifests.iter().find(|m| {
-                !m.media_type.is_empty()
-                    && !MANIFEST_TYPES.contains(&m.media_type.as_str())
-                    && !INDEX_TYPES.contains(&m.media_type.as_str())
-            }) {
-                return Err(malformed(
-                    what,
-                    format!(
-                        "entry {} has media type {:?}, which is not a manifest's",
-                        odd.digest, odd.media_type
-                    ),
-                ));
-            }
-            Ok(Document::Index { manifests })
+            parse_index(&value, what)
         }
         (false, false) => Err(Error::new(format!(
             "malformed {what}: neither a manifest nor an index"
         ))),
     }
+}
+
+/// The descriptors of a document's list `name`.
+fn descriptors(value: &Value, name: &str, what: &str) -> Result<Vec<Descriptor>> {
+    value
+        .get(name)
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::new(format!("malformed {what}: `{name}` is not a list")))?
+        .iter()
+        .map(parse_descriptor)
+        .collect::<Result<_>>()
+        .map_err(|e| e.context(format!("in {what}")))
+}
+
+/// An image manifest's config and layers, checked.
+fn parse_manifest(value: &Value, what: &str) -> Result<Document> {
+    let config = value
+        .get("config")
+        .ok_or_else(|| Error::new(format!("malformed {what}: no config")))
+        .and_then(parse_descriptor)?;
+    if !CONFIG_TYPES.contains(&config.media_type.as_str()) {
+        return Err(Error::new(format!(
+            "{what} is not a container image: its config's media type is {:?}",
+            config.media_type
+        ))
+        .hint("--image must name a container image, not another OCI artifact"));
+    }
+    if config.size > MAX_DOCUMENT_SIZE {
+        return Err(malformed(
+            what,
+            format!(
+                "its config claims {} bytes (at most {MAX_DOCUMENT_SIZE} are read)",
+                config.size
+            ),
+        ));
+    }
+    let layers = descriptors(value, "layers", what)?;
+    if layers.len() > MAX_LAYERS {
+        return Err(malformed(
+            what,
+            format!("{} layers (at most {MAX_LAYERS})", layers.len()),
+        ));
+    }
+    if let Some(odd) = layers
+        .iter()
+        .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
+    {
+        return Err(malformed(
+            what,
+            format!(
+                "layer {} has media type {:?}, which is not a layer's",
+                odd.digest, odd.media_type
+            ),
+        ));
+    }
+    Ok(Document::Manifest { config, layers })
+}
+
+/// An index's manifests, checked.
+fn parse_index(value: &Value, what: &str) -> Result<Document> {
+    let manifests = descriptors(value, "manifests", what)?;
+    if manifests.len() > MAX_INDEX_ENTRIES {
+        return Err(malformed(
+            what,
+            format!("{} entries (at most {MAX_INDEX_ENTRIES})", manifests.len()),
+        ));
+    }
+    if let Some(odd) = manifests.iter().find(|m| {
+        !m.media_type.is_empty()
+            && !MANIFEST_TYPES.contains(&m.media_type.as_str())
+            && !INDEX_TYPES.contains(&m.media_type.as_str())
+    }) {
+        return Err(malformed(
+            what,
+            format!(
+                "entry {} has media type {:?}, which is not a manifest's",
+                odd.digest, odd.media_type
+            ),
+        ));
+    }
+    Ok(Document::Index { manifests })
 }
 
 /// [`parse_document`] for a document a descriptor of type `expected`

@@ -243,14 +243,7 @@ pub fn build(
     }
     let cuda_copies = triton::gpu_min_copies(components, options.enable_gpu, &info.architecture);
     let gpu_min = gpu_min.filter(|_| !cuda_copies.is_empty());
-    let gpu_min_layer = match gpu_min {
-        _ if cuda_copies.is_empty() => None,
-        Some(gpu_min) => Some(builder.gpu_min_layer(gpu_min, &cuda_copies)?),
-        None => return Err(Error::new(
-            "a CPU-only pytorch or tensorflow image needs the gpu-min image, and it was not read",
-        )
-        .hint("pass --image gpu-min,REF")),
-    };
+    let gpu_min_layer = builder.gpu_min_copies(gpu_min, &cuda_copies)?;
     layers.extend(entrypoint_layer(&builder, min, full_tree)?);
     let sagemaker = triton::has_sagemaker_serve(full_tree);
     if sagemaker {
@@ -544,6 +537,22 @@ impl LayerBuilder<'_> {
         )))
     }
 
+    /// The layer of CUDA libraries from gpu-min, if any are to be copied.
+    fn gpu_min_copies(
+        &self,
+        gpu_min: Option<&PlanInput<'_>>,
+        copies: &[GpuMinCopy],
+    ) -> Result<Option<LayerPlan>> {
+        match gpu_min {
+            _ if copies.is_empty() => Ok(None),
+            Some(gpu_min) => Ok(Some(self.gpu_min_layer(gpu_min, copies)?)),
+            None => Err(Error::new(
+                "a CPU-only pytorch or tensorflow image needs the gpu-min image, and it was not read",
+            )
+            .hint("pass --image gpu-min,REF")),
+        }
+    }
+
     /// The layer of files compose.py copies from `gpu-min`, each symlink
     /// followed to a regular file owned by root, as `COPY --from` does.
     fn gpu_min_layer(&self, gpu_min: &PlanInput<'_>, copies: &[GpuMinCopy]) -> Result<LayerPlan> {
@@ -728,80 +737,100 @@ fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
             out.push(layer);
             continue;
         }
-        let mut parts: Vec<Vec<PlannedEntry>> = vec![Vec::new()];
-        let mut in_part: HashSet<ImagePath> = HashSet::new();
-        let mut files: HashMap<ImagePath, PlannedEntry> = HashMap::new();
-        let mut used = 0;
-        for mut entry in layer.entries {
-            if entry.meta.kind == EntryKind::File {
-                files.insert(entry.path.clone(), entry.clone());
-            }
-            // A hard link's target must be in its own layer part.
-            let materialize = |entry: &mut PlannedEntry, in_part: &HashSet<ImagePath>| {
-                let target = entry
-                    .meta
-                    .link_target
-                    .as_deref()
-                    .and_then(|t| ImagePath::parse(t).ok());
-                if entry.meta.kind != EntryKind::HardLink
-                    || target.as_ref().is_some_and(|t| in_part.contains(t))
-                {
-                    return;
-                }
-                if let Some(file) = target.and_then(|t| files.get(&t)) {
-                    *entry = PlannedEntry {
-                        path: entry.path.clone(),
-                        ..file.clone()
-                    };
-                }
-            };
-            materialize(&mut entry, &in_part);
-            let mut cost = tar_cost(&entry);
-            if used + cost > budget && !parts.last().is_some_and(Vec::is_empty) {
-                parts.push(Vec::new());
-                in_part.clear();
-                used = 0;
-                materialize(&mut entry, &in_part);
-                cost = tar_cost(&entry);
-            }
-            if cost > budget {
-                return Err(Error::new(format!(
-                    "{} takes {} bytes in the {} layer, more than --max-layer-size allows ({cap} bytes, less a margin for compression)",
-                    entry.path.display_abs(),
-                    cost,
-                    layer.role
-                ))
-                .hint("a file cannot be split across layers; raise --max-layer-size"));
-            }
-            used += cost;
-            in_part.insert(entry.path.clone());
-            parts.last_mut().expect("one part at least").push(entry);
-        }
+        let LayerPlan {
+            role,
+            notes,
+            steps,
+            entries,
+            ..
+        } = layer;
+        let parts = split_entries(entries, budget).map_err(|path_cost| {
+            let (path, cost) = path_cost;
+            Error::new(format!(
+                "{} takes {} bytes in the {} layer, more than --max-layer-size allows ({cap} bytes, less a margin for compression)",
+                path.display_abs(),
+                cost,
+                role
+            ))
+            .hint("a file cannot be split across layers; raise --max-layer-size")
+        })?;
         let count = parts.len();
         for (i, mut entries) in parts.into_iter().enumerate() {
             // Copies made for links whose target is elsewhere share content.
             relink(&mut entries);
+            // The first part keeps what the layer says; the others continue it.
+            let (notes, steps) = if i == 0 {
+                (notes.clone(), steps.clone())
+            } else {
+                (Vec::new(), Vec::new())
+            };
             out.push(LayerPlan {
-                role: layer.role.clone(),
+                role: role.clone(),
                 part: Some(Part {
                     number: i + 1,
                     of: count,
                 }),
-                notes: if i == 0 {
-                    layer.notes.clone()
-                } else {
-                    Vec::new()
-                },
-                steps: if i == 0 {
-                    layer.steps.clone()
-                } else {
-                    Vec::new()
-                },
+                notes,
+                steps,
                 entries,
             });
         }
     }
     Ok(out)
+}
+
+/// Cuts a layer's entries (in path order) into parts of at most `budget`
+/// tar bytes; a hard link whose target went into an earlier part becomes
+/// a copy of it. An entry larger than the budget is the error: its path and
+/// its cost.
+fn split_entries(
+    entries: Vec<PlannedEntry>,
+    budget: u64,
+) -> std::result::Result<Vec<Vec<PlannedEntry>>, (ImagePath, u64)> {
+    let mut parts: Vec<Vec<PlannedEntry>> = vec![Vec::new()];
+    let mut in_part: HashSet<ImagePath> = HashSet::new();
+    let mut files: HashMap<ImagePath, PlannedEntry> = HashMap::new();
+    let mut used = 0;
+    for mut entry in entries {
+        if entry.meta.kind == EntryKind::File {
+            files.insert(entry.path.clone(), entry.clone());
+        }
+        // A hard link's target must be in its own layer part.
+        let materialize = |entry: &mut PlannedEntry, in_part: &HashSet<ImagePath>| {
+            let target = entry
+                .meta
+                .link_target
+                .as_deref()
+                .and_then(|t| ImagePath::parse(t).ok());
+            if entry.meta.kind != EntryKind::HardLink
+                || target.as_ref().is_some_and(|t| in_part.contains(t))
+            {
+                return;
+            }
+            if let Some(file) = target.and_then(|t| files.get(&t)) {
+                *entry = PlannedEntry {
+                    path: entry.path.clone(),
+                    ..file.clone()
+                };
+            }
+        };
+        materialize(&mut entry, &in_part);
+        let mut cost = tar_cost(&entry);
+        if used + cost > budget && !parts.last().is_some_and(Vec::is_empty) {
+            parts.push(Vec::new());
+            in_part.clear();
+            used = 0;
+            materialize(&mut entry, &in_part);
+            cost = tar_cost(&entry);
+        }
+        if cost > budget {
+            return Err((entry.path, cost));
+        }
+        used += cost;
+        in_part.insert(entry.path.clone());
+        parts.last_mut().expect("one part at least").push(entry);
+    }
+    Ok(parts)
 }
 
 /// The layer that makes the `triton-server` account as compose.py's

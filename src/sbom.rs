@@ -533,7 +533,6 @@ pub fn for_image(
     source: &dyn crate::image::ImageSource,
     scanned: &crate::scan::ScannedImage,
 ) -> Vec<u8> {
-    use crate::triton::{self, ComponentKind};
     let image = source.image();
     let all = |_: &ImagePath| true;
     let files = Layered {
@@ -545,6 +544,50 @@ pub fn for_image(
         trees: vec![&scanned.tree],
         architecture: image.config["architecture"].as_str().unwrap_or("amd64"),
     };
+    let parts = image_parts(image, scanned);
+    let status = scanned
+        .kept
+        .get(&ImagePath::from_static(dpkg::STATUS))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let contents = Contents::gather(
+        &files,
+        &status,
+        &|_| Role::Image,
+        parts,
+        crate::config::env_var(&image.config, "TRITON_SERVER_VERSION"),
+    );
+    let created = image.config["created"]
+        .as_str()
+        .and_then(|t| crate::config::parse_timestamp(t).ok())
+        .unwrap_or(0);
+    let sources = [Source {
+        role: Role::Image,
+        name: source.name().to_string(),
+        id: image.id.clone(),
+    }];
+    let mut identity = crate::image::canonical_json(&image.config);
+    for layer in &image.layers {
+        identity.extend_from_slice(layer.diff_id.as_str().as_bytes());
+    }
+    document(
+        &Meta {
+            name: source.name(),
+            created,
+            sources: &sources,
+            identity: &identity,
+        },
+        &contents,
+    )
+}
+
+/// The Triton parts of an image we did not compose: the core and each
+/// component, with the layers that hold their files.
+fn image_parts(
+    image: &crate::image::SourceImage,
+    scanned: &crate::scan::ScannedImage,
+) -> Vec<Part> {
+    use crate::triton::{self, ComponentKind};
     let layers_under = |root: &ImagePath| -> Vec<(String, String)> {
         let held: BTreeSet<u32> = scanned
             .tree
@@ -581,40 +624,7 @@ pub fn for_image(
             }
         }
     }
-    let status = scanned
-        .kept
-        .get(&ImagePath::from_static(dpkg::STATUS))
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    let contents = Contents::gather(
-        &files,
-        &status,
-        &|_| Role::Image,
-        parts,
-        crate::config::env_var(&image.config, "TRITON_SERVER_VERSION"),
-    );
-    let created = image.config["created"]
-        .as_str()
-        .and_then(|t| crate::config::parse_timestamp(t).ok())
-        .unwrap_or(0);
-    let sources = [Source {
-        role: Role::Image,
-        name: source.name().to_string(),
-        id: image.id.clone(),
-    }];
-    let mut identity = crate::image::canonical_json(&image.config);
-    for layer in &image.layers {
-        identity.extend_from_slice(layer.diff_id.as_str().as_bytes());
-    }
-    document(
-        &Meta {
-            name: source.name(),
-            created,
-            sources: &sources,
-            identity: &identity,
-        },
-        &contents,
-    )
+    parts
 }
 
 /// `triton-compose sbom REF`: the SBOM attached to the image, else (or
@@ -676,9 +686,9 @@ Upstream-Name: x\n\nFiles: debian/*\nLicense: GPL-3+\n\nFiles: *\nCopyright: som
         assert_eq!(purl_escape("1:2.3+dfsg-1~b1"), "1%3A2.3%2Bdfsg-1~b1");
     }
 
-    #[test]
-    fn the_document_depends_on_its_inputs_alone() {
-        let contents = Contents {
+    /// A package of min, a distribution of full and one part.
+    fn sample_contents() -> Contents {
+        Contents {
             packages: vec![DebPackage {
                 name: "libc6".into(),
                 version: "2.36-9".into(),
@@ -700,7 +710,12 @@ Upstream-Name: x\n\nFiles: debian/*\nLicense: GPL-3+\n\nFiles: *\nCopyright: som
             }],
             triton_version: Some("2.51.0".into()),
             distro: Some("debian".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn the_document_depends_on_its_inputs_alone() {
+        let contents = sample_contents();
         let sources = [
             Source {
                 role: Role::Min,

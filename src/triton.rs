@@ -234,6 +234,36 @@ pub fn config_changes(
         env("DEBIAN_FRONTEND", "noninteractive"),
         env("TCMALLOC_RELEASE_RATE", "200"),
     ]);
+    changes.extend(backend_env(info, components, enable_gpu));
+    changes.push(ConfigChange::Workdir("/opt/tritonserver".into()));
+    changes.push(env("NVIDIA_PRODUCT_NAME", "Triton Server"));
+    if let Some(entrypoint) = full_entrypoint.filter(|e| Some(e) != min_entrypoint.as_ref()) {
+        changes.push(ConfigChange::Entrypoint(entrypoint));
+    }
+    changes.push(literal("NVIDIA_BUILD_ID", &info.build_id));
+    changes.push(ConfigChange::Label(
+        "com.nvidia.build.id".into(),
+        info.build_id.clone(),
+    ));
+    changes.push(ConfigChange::Label(
+        "com.nvidia.build.ref".into(),
+        info.build_ref.clone(),
+    ));
+    if sagemaker {
+        changes.push(ConfigChange::Label(
+            "com.amazonaws.sagemaker.capabilities.accept-bind-to-port".into(),
+            "true".into(),
+        ));
+    }
+    changes
+}
+
+/// The environment compose.py sets for particular backends: CPU-only
+/// pytorch's CUDA libraries, the LLM backends' CUDA tools, DALI's wheel.
+fn backend_env(info: &BuildInfo, components: &[Component], enable_gpu: bool) -> Vec<ConfigChange> {
+    let has_backend = |name: &str| has_backend(components, name);
+    let env = |k: &str, v: &str| ConfigChange::Env(k.to_string(), v.to_string());
+    let mut changes = Vec::new();
     if !enable_gpu && has_backend("pytorch") {
         let cuda_arch = cuda_arch(&info.architecture);
         changes.push(env(
@@ -259,26 +289,6 @@ pub fn config_changes(
         changes.push(env(
             "PYTHONPATH",
             "/opt/tritonserver/backends/dali/wheel/dali:$PYTHONPATH",
-        ));
-    }
-    changes.push(ConfigChange::Workdir("/opt/tritonserver".into()));
-    changes.push(env("NVIDIA_PRODUCT_NAME", "Triton Server"));
-    if let Some(entrypoint) = full_entrypoint.filter(|e| Some(e) != min_entrypoint.as_ref()) {
-        changes.push(ConfigChange::Entrypoint(entrypoint));
-    }
-    changes.push(literal("NVIDIA_BUILD_ID", &info.build_id));
-    changes.push(ConfigChange::Label(
-        "com.nvidia.build.id".into(),
-        info.build_id.clone(),
-    ));
-    changes.push(ConfigChange::Label(
-        "com.nvidia.build.ref".into(),
-        info.build_ref.clone(),
-    ));
-    if sagemaker {
-        changes.push(ConfigChange::Label(
-            "com.amazonaws.sagemaker.capabilities.accept-bind-to-port".into(),
-            "true".into(),
         ));
     }
     changes

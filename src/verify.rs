@@ -189,24 +189,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         python_requirements: Vec::new(),
         ok: true,
     };
-    for path in installed {
-        if objects.elf(path).is_none() || loads.reached.contains(path) {
-            continue;
-        }
-        report.elf_checked += 1;
-        for finding in chain::alone(&objects, &search, path) {
-            let known = report
-                .unreachable
-                .iter()
-                .any(|u| u.object == finding.object.display_abs() && u.needs == finding.need);
-            if !known {
-                report
-                    .unreachable
-                    .push(MissingLibrary::from_finding(&finding));
-            }
-        }
-    }
-
+    report.check_unreachable(&objects, &search, &installed, &loads.reached);
     let architecture = config
         .get("architecture")
         .and_then(|a| a.as_str())
@@ -219,6 +202,34 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
             .iter()
             .all(|i| i.optional || i.found.is_some());
     Ok(report)
+}
+
+impl Report {
+    /// Judges the installation's ELF objects no root reaches, each alone.
+    fn check_unreachable(
+        &mut self,
+        objects: &ImageObjects<'_>,
+        search: &SearchPath,
+        installed: &[&ImagePath],
+        reached: &std::collections::HashSet<ImagePath>,
+    ) {
+        for &path in installed {
+            if objects.elf(path).is_none() || reached.contains(path) {
+                continue;
+            }
+            self.elf_checked += 1;
+            for finding in chain::alone(objects, search, path) {
+                let known = self
+                    .unreachable
+                    .iter()
+                    .any(|u| u.object == finding.object.display_abs() && u.needs == finding.need);
+                if !known {
+                    self.unreachable
+                        .push(MissingLibrary::from_finding(&finding));
+                }
+            }
+        }
+    }
 }
 
 /// The python modules the image's backends import (the python backend's

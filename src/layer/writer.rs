@@ -44,33 +44,7 @@ impl LayerWriter {
         meta: &EntryMeta,
         content: Option<&mut dyn Read>,
     ) -> Result<()> {
-        let mut header = Header::new_gnu();
-        header.set_entry_type(match meta.kind {
-            EntryKind::File => EntryType::Regular,
-            EntryKind::Dir => EntryType::Directory,
-            EntryKind::Symlink => EntryType::Symlink,
-            EntryKind::HardLink => EntryType::Link,
-            EntryKind::CharDevice => EntryType::Char,
-            EntryKind::BlockDevice => EntryType::Block,
-            EntryKind::Fifo => EntryType::Fifo,
-        });
-        header.set_mode(meta.mode);
-        header.set_uid(meta.uid);
-        header.set_gid(meta.gid);
-        header.set_mtime(meta.mtime);
-        if let Some(uname) = &meta.uname {
-            // Names longer than the header field are dropped; ids are what count.
-            let _ = header.set_username(uname);
-        }
-        if let Some(gname) = &meta.gname {
-            let _ = header.set_groupname(gname);
-        }
-        if matches!(meta.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-            header
-                .set_device_major(meta.device.0)
-                .and_then(|_| header.set_device_minor(meta.device.1))
-                .map_err(|e| Error::new("cannot write a device number").with_source(e))?;
-        }
+        let mut header = header(meta)?;
         let size = if meta.kind == EntryKind::File {
             meta.size
         } else {
@@ -149,6 +123,38 @@ impl LayerWriter {
 fn bytes_path(bytes: &[u8]) -> &std::path::Path {
     use std::os::unix::ffi::OsStrExt;
     std::path::Path::new(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// The tar header of an entry, but for its name and size.
+fn header(meta: &EntryMeta) -> Result<Header> {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(match meta.kind {
+        EntryKind::File => EntryType::Regular,
+        EntryKind::Dir => EntryType::Directory,
+        EntryKind::Symlink => EntryType::Symlink,
+        EntryKind::HardLink => EntryType::Link,
+        EntryKind::CharDevice => EntryType::Char,
+        EntryKind::BlockDevice => EntryType::Block,
+        EntryKind::Fifo => EntryType::Fifo,
+    });
+    header.set_mode(meta.mode);
+    header.set_uid(meta.uid);
+    header.set_gid(meta.gid);
+    header.set_mtime(meta.mtime);
+    if let Some(uname) = &meta.uname {
+        // Names longer than the header field are dropped; ids are what count.
+        let _ = header.set_username(uname);
+    }
+    if let Some(gname) = &meta.gname {
+        let _ = header.set_groupname(gname);
+    }
+    if matches!(meta.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+        header
+            .set_device_major(meta.device.0)
+            .and_then(|_| header.set_device_minor(meta.device.1))
+            .map_err(|e| Error::new("cannot write a device number").with_source(e))?;
+    }
+    Ok(header)
 }
 
 fn write_error(path: &ImagePath, err: io::Error) -> Error {

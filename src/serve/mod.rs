@@ -528,26 +528,12 @@ async fn blob(
     let Ok(digest) = reference.parse::<Digest>() else {
         return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "not a digest");
     };
-    let path = state.find_blob(&digest);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
-                &format!("no blob {digest}"),
-            )
-        }
-    };
-    let size = match file.metadata().await {
-        Ok(m) if m.is_file() => m.len(),
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
-                &format!("no blob {digest}"),
-            )
-        }
+    let Some((mut file, size)) = open_blob(&state.find_blob(&digest)).await else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            &format!("no blob {digest}"),
+        );
     };
     let range = headers
         .get(header::RANGE)
@@ -600,6 +586,15 @@ async fn blob(
         );
     }
     response
+}
+
+/// A blob's file and its size, if it is a regular file.
+async fn open_blob(path: &Path) -> Option<(tokio::fs::File, u64)> {
+    let file = tokio::fs::File::open(path).await.ok()?;
+    match file.metadata().await {
+        Ok(m) if m.is_file() => Some((file, m.len())),
+        _ => None,
+    }
 }
 
 /// `bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX` within `size`:
