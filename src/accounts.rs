@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 
 /// The account databases of an image, as text. Shadow files are optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AccountFiles {
+pub(crate) struct AccountFiles {
     pub passwd: String,
     pub group: String,
     pub shadow: Option<String>,
@@ -29,7 +29,7 @@ fn join(lines: Vec<String>) -> String {
 
 impl AccountFiles {
     /// The (uid, gid) of a user, if present.
-    pub fn user(&self, name: &str) -> Option<(u64, u64)> {
+    pub(crate) fn user(&self, name: &str) -> Option<(u64, u64)> {
         lines(&self.passwd)
             .find(|l| field(l, 0) == Some(name))
             .map(|l| {
@@ -57,7 +57,7 @@ impl AccountFiles {
     /// `userdel NAME`: removes the user, its private group (same name, no
     /// other members) and its memberships in other groups. Absent users are
     /// ignored, as `userdel ... || true` does.
-    pub fn remove_user(&mut self, name: &str) {
+    pub(crate) fn remove_user(&mut self, name: &str) {
         let Some((_, gid)) = self.user(name) else {
             return;
         };
@@ -99,7 +99,7 @@ impl AccountFiles {
     /// `useradd NAME` with a private group, both with id `id`, as Debian's
     /// useradd writes them (no home directory is created). `days` is the
     /// password-change date in days since the epoch.
-    pub fn add_user(&mut self, name: &str, id: u64, days: u64) -> Result<()> {
+    pub(crate) fn add_user(&mut self, name: &str, id: u64, days: u64) -> Result<()> {
         if let Some(other) = self.user_with_uid(id) {
             return Err(Error::new(format!(
                 "the min image's user {other:?} already has uid {id}, which {name} needs"

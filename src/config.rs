@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 /// A change to the container config, as a Dockerfile instruction would make
 /// it. The executor applies these; the Dockerfile renderer prints them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigChange {
+pub(crate) enum ConfigChange {
     /// `ENV KEY=VALUE`; VALUE may refer to `$VAR` / `${VAR}`.
     Env(String, String),
     Label(String, String),
@@ -26,7 +26,7 @@ fn container_config(config: &mut Value) -> &mut Map<String, Value> {
 }
 
 /// The config's environment as (key, value) pairs, in order.
-pub fn env(config: &Value) -> Vec<(String, String)> {
+pub(crate) fn env(config: &Value) -> Vec<(String, String)> {
     config
         .pointer("/config/Env")
         .and_then(Value::as_array)
@@ -42,14 +42,14 @@ pub fn env(config: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-pub fn env_var(config: &Value, key: &str) -> Option<String> {
+pub(crate) fn env_var(config: &Value, key: &str) -> Option<String> {
     env(config)
         .into_iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
 }
 
-pub fn label(config: &Value, key: &str) -> Option<String> {
+pub(crate) fn label(config: &Value, key: &str) -> Option<String> {
     config
         .pointer("/config/Labels")
         .and_then(|labels| labels.get(key))
@@ -57,7 +57,7 @@ pub fn label(config: &Value, key: &str) -> Option<String> {
         .map(String::from)
 }
 
-pub fn entrypoint(config: &Value) -> Option<Vec<String>> {
+pub(crate) fn entrypoint(config: &Value) -> Option<Vec<String>> {
     config
         .pointer("/config/Entrypoint")
         .and_then(Value::as_array)
@@ -71,7 +71,7 @@ pub fn entrypoint(config: &Value) -> Option<Vec<String>> {
 
 /// Expands `$VAR` and `${VAR}` from `env`, as Docker does for ENV values;
 /// unset variables expand to nothing. `\$` and `\\` are literal.
-pub fn expand(value: &str, env: &[(String, String)]) -> String {
+pub(crate) fn expand(value: &str, env: &[(String, String)]) -> String {
     let lookup = |name: &str| {
         env.iter()
             .rev()
@@ -114,16 +114,17 @@ pub fn expand(value: &str, env: &[(String, String)]) -> String {
 
 /// Escapes a literal value for an ENV change, so that expansion (ours or
 /// Docker's) leaves it as it is.
-pub fn literal(value: &str) -> String {
+pub(crate) fn literal(value: &str) -> String {
     value.replace('\\', "\\\\").replace('$', "\\$")
 }
 
 /// The PATH a container gets when its image sets none; Docker uses it for
 /// `${PATH}` in ENV too (BuildKit even writes it into the config).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Applies one change to a full image config.
-pub fn apply(config: &mut Value, change: &ConfigChange) {
+pub(crate) fn apply(config: &mut Value, change: &ConfigChange) {
     match change {
         ConfigChange::Env(key, raw) => {
             let mut vars = env(config);
@@ -168,7 +169,7 @@ pub fn apply(config: &mut Value, change: &ConfigChange) {
 }
 
 /// Seconds since the epoch of an RFC 3339 timestamp such as a config's `created`.
-pub fn parse_timestamp(text: &str) -> Result<u64> {
+pub(crate) fn parse_timestamp(text: &str) -> Result<u64> {
     let time =
         humantime::parse_rfc3339_weak(text.trim_end_matches('Z').split('+').next().unwrap_or(text))
             .map_err(|e| Error::new(format!("unreadable timestamp {text:?}")).with_source(e))?;
@@ -178,7 +179,7 @@ pub fn parse_timestamp(text: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
-pub fn format_timestamp(seconds: u64) -> String {
+pub(crate) fn format_timestamp(seconds: u64) -> String {
     humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
     )

@@ -69,14 +69,14 @@ impl fmt::Debug for Digest {
 }
 
 /// Hashes and counts everything read through it.
-pub struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashingReader {
             inner,
             hasher: Sha256::new(),
@@ -85,7 +85,7 @@ impl<R: Read> HashingReader<R> {
     }
 
     /// The digest and size of what has been read so far.
-    pub fn finish(self) -> (Digest, u64) {
+    pub(crate) fn finish(self) -> (Digest, u64) {
         (Digest::from_sha256(&self.hasher.finalize()), self.count)
     }
 }
@@ -102,7 +102,7 @@ impl<R: Read> Read for HashingReader<R> {
 /// Like [`HashingReader`], but the hashing runs on a thread of its own, fed
 /// in 1 MiB pieces through a bounded channel: a layer read on one core
 /// inflates while another hashes.
-pub struct BackgroundHashingReader<R> {
+pub(crate) struct BackgroundHashingReader<R> {
     inner: R,
     pending: Vec<u8>,
     sender: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
@@ -112,7 +112,7 @@ pub struct BackgroundHashingReader<R> {
 const HASH_PIECE: usize = 1 << 20;
 
 impl<R: Read> BackgroundHashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let worker = std::thread::spawn(move || {
             let mut hasher = Sha256::new();
@@ -142,7 +142,7 @@ impl<R: Read> BackgroundHashingReader<R> {
     }
 
     /// The digest and size of what has been read.
-    pub fn finish(mut self) -> io::Result<(Digest, u64)> {
+    pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
         self.send()?;
         drop(self.sender.take());
         self.worker
@@ -175,7 +175,7 @@ impl<R> Drop for BackgroundHashingReader<R> {
 
 /// Reads a blob and fails at end of stream (or as soon as it is too long)
 /// unless the bytes have exactly the expected size and digest.
-pub struct VerifyingReader<R> {
+pub(crate) struct VerifyingReader<R> {
     inner: HashingReader<R>,
     expected: Digest,
     expected_size: Option<u64>,
@@ -184,7 +184,12 @@ pub struct VerifyingReader<R> {
 }
 
 impl<R: Read> VerifyingReader<R> {
-    pub fn new(inner: R, expected: Digest, expected_size: Option<u64>, what: String) -> Self {
+    pub(crate) fn new(
+        inner: R,
+        expected: Digest,
+        expected_size: Option<u64>,
+        what: String,
+    ) -> Self {
         VerifyingReader {
             inner: HashingReader::new(inner),
             expected,
@@ -244,14 +249,14 @@ impl<R: Read> Read for VerifyingReader<R> {
 }
 
 /// Hashes and counts everything written through it.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
@@ -259,7 +264,7 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    pub fn finish(self) -> (W, Digest, u64) {
+    pub(crate) fn finish(self) -> (W, Digest, u64) {
         (
             self.inner,
             Digest::from_sha256(&self.hasher.finalize()),

@@ -69,7 +69,7 @@ impl ElfInfo {
 }
 
 /// True when `head` starts like an ELF file.
-pub fn is_elf(head: &[u8]) -> bool {
+pub(crate) fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
 }
 

@@ -106,7 +106,7 @@ impl From<Error> for std::io::Error {
 }
 
 /// Attaches a description of what was being done to I/O and JSON errors.
-pub trait IoContext<T> {
+pub(crate) trait IoContext<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
 }
 
@@ -128,12 +128,4 @@ impl<T> IoContext<T> for std::result::Result<T, serde_json::Error> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|err| Error::new(what()).with_source(err))
     }
-}
-
-/// `bail!`-like shorthand for returning an [`Error`].
-#[macro_export]
-macro_rules! fail {
-    ($($arg:tt)*) => {
-        return Err($crate::error::Error::new(format!($($arg)*)))
-    };
 }

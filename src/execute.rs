@@ -21,9 +21,9 @@ use crate::store::Store;
 use crate::tree::InodeRef;
 
 /// Content read ahead of writing: one spool per image the plan copies from.
-pub type Spools = HashMap<Origin, Spool>;
+pub(crate) type Spools = HashMap<Origin, Spool>;
 
-pub struct Execution<'a> {
+pub(crate) struct Execution<'a> {
     pub plan: &'a Plan,
     pub min: &'a dyn ImageSource,
     pub full: &'a dyn ImageSource,
@@ -82,7 +82,7 @@ enum ContentId<'a> {
 impl Execution<'_> {
     /// Writes the image into `sink` (all but the commit); returns it, with
     /// what each new layer is.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         spools: &Spools,
         sink: &mut dyn ImageSink,
@@ -180,7 +180,7 @@ impl Execution<'_> {
 
     /// Builds (or finds in the store) every new layer without writing an
     /// image: what each would be, for `catalog`.
-    pub fn build_only(&self, spools: &Spools) -> Result<Vec<LayerReport>> {
+    pub(crate) fn build_only(&self, spools: &Spools) -> Result<Vec<LayerReport>> {
         let built = self.build_layers(spools)?;
         Ok(self
             .plan

@@ -14,25 +14,25 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 
-pub mod media_type {
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) mod media_type {
+    pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     /// The empty config of OCI 1.1 artifacts: the two bytes `{}`.
-    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
+    pub(crate) const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    pub(crate) const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub(crate) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub(crate) const DOCKER_MANIFEST_LIST: &str =
         "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub(crate) const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub(crate) const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
     /// The OCI media type for a layer blob, whatever vocabulary it was
     /// described in. The blob's bytes (and so its digest) do not change.
-    pub fn to_oci_layer(media_type: &str) -> &str {
+    pub(crate) fn to_oci_layer(media_type: &str) -> &str {
         match media_type {
             DOCKER_LAYER_GZIP => OCI_LAYER_GZIP,
             DOCKER_LAYER => OCI_LAYER,
@@ -44,7 +44,7 @@ pub mod media_type {
     }
 
     /// The media type of a layer compressed with `compression`.
-    pub fn of_layer(compression: crate::layer::Compression) -> &'static str {
+    pub(crate) fn of_layer(compression: crate::layer::Compression) -> &'static str {
         match compression {
             crate::layer::Compression::Gzip { .. } => OCI_LAYER_GZIP,
             crate::layer::Compression::Zstd { .. } => OCI_LAYER_ZSTD,
@@ -54,7 +54,7 @@ pub mod media_type {
 
 /// Where some bytes are and what they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlobDescriptor {
+pub(crate) struct BlobDescriptor {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
@@ -135,7 +135,7 @@ fn diff_ids(config: &Value) -> Result<Vec<Digest>> {
 }
 
 /// True when `len` bytes from `start` lie within a blob of `size` bytes.
-pub fn range_within(start: u64, len: u64, size: u64) -> bool {
+pub(crate) fn range_within(start: u64, len: u64, size: u64) -> bool {
     start.checked_add(len).is_some_and(|end| end <= size)
 }
 
@@ -186,7 +186,7 @@ pub trait ImageSource: Send + Sync {
 
 /// The image a sink is asked to write.
 #[derive(Clone, Debug, Default)]
-pub struct OutputImage {
+pub(crate) struct OutputImage {
     /// Canonical JSON of the config.
     pub config: Vec<u8>,
     pub layers: Vec<BlobDescriptor>,
@@ -200,7 +200,7 @@ pub struct OutputImage {
 
 /// An artifact about an image: one blob, typed.
 #[derive(Clone, Debug)]
-pub struct Referrer {
+pub(crate) struct Referrer {
     /// The artifact manifest's `artifactType` (and its blob's media type).
     pub artifact_type: String,
     /// The blob's file name (`org.opencontainers.image.title`, which
@@ -212,7 +212,7 @@ pub struct Referrer {
 
 /// What a sink's commit wrote.
 #[derive(Clone, Debug)]
-pub struct Committed {
+pub(crate) struct Committed {
     /// The digest of the manifest written (of the index, for several
     /// platforms; for the local engine, of the manifest in the archive it
     /// loaded).
@@ -223,7 +223,7 @@ pub struct Committed {
 
 /// Writes an image. Implemented once per transport. Nothing a sink writes is
 /// visible at its destination until [`ImageSink::commit`] succeeds.
-pub trait ImageSink {
+pub(crate) trait ImageSink {
     fn name(&self) -> &str;
 
     /// Stores a blob, hashing it on the way; fails if `expected` is given and
@@ -276,7 +276,7 @@ pub trait ImageSink {
 
 /// Serializes JSON canonically: sorted keys (serde_json's default map is a
 /// BTreeMap), no insignificant whitespace.
-pub fn canonical_json(value: &Value) -> Vec<u8> {
+pub(crate) fn canonical_json(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("a serde_json::Value always serializes")
 }
 

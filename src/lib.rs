@@ -40,37 +40,68 @@
 //! - [`serve`]: the same pipeline behind a registry endpoint, where every
 //!   combination of components is a tag composed on first pull.
 //!
-//! [`compose::compose`] strings these together (and
-//! [`compose::compose_variants`] for several images from one read of the
-//! sources). [`verify`] checks an image the same way [`deps`] resolves one.
+//! [`compose()`] strings these together (and [`compose_variants`] for
+//! several images from one read of the sources). [`verify()`] checks an
+//! image the same way [`deps`] resolves one.
+//!
+//! The crate's public face is small: the re-exports below and [`cli`], for
+//! the binary and the tests. Modules are the crate's own, and so is what
+//! they hold unless it is re-exported here (`unreachable_pub` keeps it so).
 
-pub mod accounts;
-pub mod catalog;
+#![warn(unreachable_pub)]
+// The map above names the crate's own modules, which `cargo doc
+// --document-private-items` shows.
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod accounts;
+mod catalog;
 pub mod cli;
-pub mod compose;
-pub mod config;
-pub mod deps;
-pub mod digest;
-pub mod elf;
-pub mod error;
-pub mod execute;
-pub mod image;
-pub mod layer;
-pub mod local;
-pub mod manifest;
-pub mod plan;
-pub mod progress;
-pub mod provenance;
-pub mod pysource;
-pub mod render;
-pub mod request;
-pub mod sbom;
-pub mod scan;
-pub mod scratch;
-pub mod serve;
-pub mod spool;
-pub mod store;
-pub mod transport;
-pub mod tree;
-pub mod triton;
-pub mod verify;
+mod compose;
+mod config;
+mod deps;
+mod digest;
+mod elf;
+mod error;
+mod execute;
+mod image;
+mod layer;
+mod local;
+mod manifest;
+mod plan;
+mod progress;
+mod provenance;
+mod pysource;
+mod render;
+mod request;
+mod sbom;
+mod scan;
+mod scratch;
+mod serve;
+mod spool;
+mod store;
+mod transport;
+mod tree;
+mod triton;
+mod verify;
+
+// The public face: what the binary (and the tests) use. Everything else is
+// the crate's own.
+pub use catalog::{catalog, Catalog, CatalogEntry, CatalogOptions, Selection};
+pub use compose::{compose, compose_variants, Outcome, Summary};
+pub use error::{Error, Result};
+pub use execute::LayerReport;
+pub use layer::{read_layer, Compression, LayerItem};
+pub use manifest::{parse_document, parse_document_as};
+pub use progress::{configure as configure_progress, human_size};
+pub use request::{ComposeRequest, RawRequest};
+pub use sbom::of_reference as sbom_of_reference;
+pub use scratch::{install_signal_handlers, interrupted, interruption};
+pub use serve::{serve, ServeOptions};
+pub use store::{Store, DEFAULT_MAX_SIZE as DEFAULT_STORE_MAX_SIZE};
+pub use transport::registry::Reference as RegistryReference;
+pub use transport::{open_source, ImageRef};
+pub use triton::{is_driver_library, BuildInfo};
+pub use verify::{verify, Report as VerifyReport};
+
+/// ELF facts as the dependency closure reads them (for the fuzz tests).
+pub use elf::{read as read_elf, ElfInfo};

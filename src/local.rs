@@ -19,7 +19,12 @@ use crate::layer::ImagePath;
 
 /// Writes `dir` as a layer holding `target` (and everything below it) into
 /// `out`; returns its diff-id (and digest: the layer is not compressed).
-pub fn layer_from_dir(dir: &Path, target: &ImagePath, mtime: u64, out: &Path) -> Result<Digest> {
+pub(crate) fn layer_from_dir(
+    dir: &Path,
+    target: &ImagePath,
+    mtime: u64,
+    out: &Path,
+) -> Result<Digest> {
     let meta = fs::metadata(dir).ctx(|| format!("reading {}", dir.display()))?;
     if !meta.is_dir() {
         return Err(Error::new(format!("{} is not a directory", dir.display()))
@@ -146,7 +151,7 @@ fn append<W: Write>(
 }
 
 /// The full image with layers from this machine on top.
-pub struct WithLocalLayers {
+pub(crate) struct WithLocalLayers {
     inner: Box<dyn ImageSource>,
     image: SourceImage,
     files: Vec<PathBuf>,
@@ -154,7 +159,7 @@ pub struct WithLocalLayers {
 
 impl WithLocalLayers {
     /// `layers`: (uncompressed tar file, its diff-id), bottom first.
-    pub fn new(inner: Box<dyn ImageSource>, layers: Vec<(PathBuf, Digest)>) -> Result<Self> {
+    pub(crate) fn new(inner: Box<dyn ImageSource>, layers: Vec<(PathBuf, Digest)>) -> Result<Self> {
         let mut image = inner.image().clone();
         let mut files = Vec::new();
         for (file, diff_id) in layers {
@@ -181,7 +186,7 @@ impl WithLocalLayers {
     }
 
     /// How many layers the image itself has (the local ones come after).
-    pub fn own_layers(&self) -> usize {
+    pub(crate) fn own_layers(&self) -> usize {
         self.image.layers.len() - self.files.len()
     }
 
@@ -232,7 +237,7 @@ impl ImageSource for WithLocalLayers {
 }
 
 /// Copies `dir` into `to` (the Dockerfile's build context), symlinks kept.
-pub fn copy_tree(dir: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_tree(dir: &Path, to: &Path) -> Result<()> {
     if to.exists() {
         fs::remove_dir_all(to).ctx(|| format!("replacing {}", to.display()))?;
     }

@@ -5,15 +5,14 @@ use clap::Parser;
 use triton_compose::cli::{
     self, CatalogCli, Cli, SbomCli, ServeCli, StoreCli, StoreCommand, VerifyCli,
 };
-use triton_compose::compose;
-use triton_compose::error::Error;
-use triton_compose::progress::human_size;
-use triton_compose::request::ComposeRequest;
-use triton_compose::store::Store;
-use triton_compose::transport::ImageRef;
+use triton_compose::human_size;
+use triton_compose::ComposeRequest;
+use triton_compose::Error;
+use triton_compose::ImageRef;
+use triton_compose::Store;
 
 fn main() -> ExitCode {
-    if let Err(err) = triton_compose::scratch::install_signal_handlers() {
+    if let Err(err) = triton_compose::install_signal_handlers() {
         return report(&err);
     }
     match std::env::args().nth(1).as_deref() {
@@ -45,7 +44,7 @@ fn init_logging(quiet: bool, verbose: bool) {
         .with_target(false)
         .without_time()
         .init();
-    triton_compose::progress::configure(std::io::stderr().is_terminal(), quiet);
+    triton_compose::configure_progress(std::io::stderr().is_terminal(), quiet);
 }
 
 fn run_compose(cli: Cli) -> ExitCode {
@@ -57,7 +56,8 @@ fn run_compose(cli: Cli) -> ExitCode {
         Err(message) => return report(&Error::new(message)),
     };
     let raw = cli.into_raw(compression, std::env::var("SOURCE_DATE_EPOCH").ok());
-    let result = ComposeRequest::new(raw).and_then(|request| compose::compose_variants(&request));
+    let result =
+        ComposeRequest::new(raw).and_then(|request| triton_compose::compose_variants(&request));
     match result {
         Ok(outcomes) => {
             if json {
@@ -110,7 +110,7 @@ fn verify(cli: VerifyCli) -> ExitCode {
     init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let result = cli.image.parse::<ImageRef>().and_then(|image| {
         let options = cli.access.options()?;
-        triton_compose::verify::verify(&image, &options)
+        triton_compose::verify(&image, &options)
     });
     match result {
         Ok(verdict) => {
@@ -134,7 +134,7 @@ fn sbom(cli: SbomCli) -> ExitCode {
     init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let result = cli.image.parse::<ImageRef>().and_then(|image| {
         let options = cli.access.options()?;
-        triton_compose::sbom::of_reference(&image, &options, cli.compute)
+        triton_compose::sbom_of_reference(&image, &options, cli.compute)
     });
     match result {
         Ok(document) => {
@@ -174,7 +174,7 @@ fn serve(cli: ServeCli) -> ExitCode {
         let htpasswd = cli.htpasswd.clone();
         let refresh = cli.refresh.map(std::time::Duration::from_secs);
         let base = ComposeRequest::new(cli.into_raw(gpu, &state_dir))?;
-        triton_compose::serve::serve(triton_compose::serve::ServeOptions {
+        triton_compose::serve(triton_compose::ServeOptions {
             base,
             listen,
             state_dir,
@@ -194,9 +194,8 @@ fn serve(cli: ServeCli) -> ExitCode {
 /// plans of commands that take no `--enable-gpu` agree with it.
 fn full_gpu_flag(full: &ImageRef, access: &cli::Access) -> Result<bool, Error> {
     let options = access.options()?;
-    let source = triton_compose::transport::open_source(full, &options)?;
-    let info =
-        triton_compose::triton::BuildInfo::from_full_config(&source.image().config, source.name())?;
+    let source = triton_compose::open_source(full, &options)?;
+    let info = triton_compose::BuildInfo::from_full_config(&source.image().config, source.name())?;
     Ok(info.gpu_enabled)
 }
 
@@ -204,7 +203,7 @@ fn catalog(cli: CatalogCli) -> ExitCode {
     init_logging(cli.verbosity.quiet, cli.verbosity.verbose);
     let json = cli.json;
     let result = (|| {
-        let options = triton_compose::catalog::CatalogOptions {
+        let options = triton_compose::CatalogOptions {
             no_min: cli.min.is_none(),
             gpu_min: cli
                 .gpu_min
@@ -214,7 +213,7 @@ fn catalog(cli: CatalogCli) -> ExitCode {
         };
         let gpu = full_gpu_flag(&cli.image.parse::<ImageRef>()?, &cli.access)?;
         let request = ComposeRequest::new(cli.into_raw(gpu))?;
-        triton_compose::catalog::catalog(&request, &options)
+        triton_compose::catalog(&request, &options)
     })();
     match result {
         Ok(catalog) => {
@@ -237,7 +236,7 @@ fn store(cli: StoreCli) -> ExitCode {
                 .hint("pass --store DIR"),
         );
     };
-    let store = match Store::open(&dir, triton_compose::store::DEFAULT_MAX_SIZE) {
+    let store = match Store::open(&dir, triton_compose::DEFAULT_STORE_MAX_SIZE) {
         Ok(store) => store,
         Err(err) => return report(&err),
     };
@@ -276,7 +275,7 @@ fn store(cli: StoreCli) -> ExitCode {
             let freed = store.prune(Some(if all {
                 0
             } else {
-                max_size.unwrap_or(triton_compose::store::DEFAULT_MAX_SIZE)
+                max_size.unwrap_or(triton_compose::DEFAULT_STORE_MAX_SIZE)
             }));
             println!(
                 "freed {}; {} left in {}",
@@ -290,8 +289,8 @@ fn store(cli: StoreCli) -> ExitCode {
 }
 
 fn report(err: &Error) -> ExitCode {
-    if triton_compose::scratch::interrupted() {
-        eprintln!("error: {}", triton_compose::scratch::interruption());
+    if triton_compose::interrupted() {
+        eprintln!("error: {}", triton_compose::interruption());
         return ExitCode::from(130);
     }
     eprintln!("error: {err}");

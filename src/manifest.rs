@@ -12,11 +12,11 @@ use crate::image::{media_type, Platform};
 
 /// Largest manifest, index or config we accept. Real ones are kilobytes;
 /// this only stops a hostile file from exhausting memory.
-pub const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
+pub(crate) const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
 
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+pub(crate) const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// When the image (or an artifact, such as an SBOM) was made.
-pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+pub(crate) const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 
 /// A descriptor as found in a manifest or index.
 #[derive(Clone, Debug)]
@@ -43,7 +43,7 @@ pub enum Document {
     },
 }
 
-pub fn parse_descriptor(value: &Value) -> Result<Descriptor> {
+pub(crate) fn parse_descriptor(value: &Value) -> Result<Descriptor> {
     let field = |name: &str| value.get(name);
     let media_type = field("mediaType")
         .and_then(Value::as_str)
@@ -83,9 +83,9 @@ pub fn parse_descriptor(value: &Value) -> Result<Descriptor> {
 }
 
 /// Most layers an image may have (Docker's overlay driver stops at 128).
-pub const MAX_LAYERS: usize = 1024;
+pub(crate) const MAX_LAYERS: usize = 1024;
 /// Most entries an index may have.
-pub const MAX_INDEX_ENTRIES: usize = 4096;
+pub(crate) const MAX_INDEX_ENTRIES: usize = 4096;
 
 const MANIFEST_TYPES: [&str; 2] = [media_type::OCI_MANIFEST, media_type::DOCKER_MANIFEST];
 const INDEX_TYPES: [&str; 2] = [media_type::OCI_INDEX, media_type::DOCKER_MANIFEST_LIST];
@@ -265,12 +265,12 @@ pub fn parse_document_as(bytes: &[u8], what: &str, expected: &str) -> Result<Doc
     Ok(document)
 }
 
-pub fn is_index_media_type(media_type: &str) -> bool {
+pub(crate) fn is_index_media_type(media_type: &str) -> bool {
     media_type == media_type::OCI_INDEX || media_type == media_type::DOCKER_MANIFEST_LIST
 }
 
 /// Chooses the manifest for `platform` in an index, or says what exists.
-pub fn select_platform<'a>(
+pub(crate) fn select_platform<'a>(
     manifests: &'a [Descriptor],
     platform: &Platform,
     what: &str,
@@ -301,9 +301,9 @@ pub fn select_platform<'a>(
 }
 
 /// The empty config of artifact manifests, and its descriptor.
-pub const EMPTY_CONFIG: &[u8] = b"{}";
+pub(crate) const EMPTY_CONFIG: &[u8] = b"{}";
 
-pub fn empty_config() -> crate::image::BlobDescriptor {
+pub(crate) fn empty_config() -> crate::image::BlobDescriptor {
     crate::image::BlobDescriptor {
         media_type: media_type::OCI_EMPTY.to_string(),
         digest: crate::digest::Digest::of(EMPTY_CONFIG),
@@ -321,7 +321,7 @@ fn descriptor_json(d: &crate::image::BlobDescriptor) -> Value {
 
 /// An OCI 1.1 artifact manifest: `artifactType`, the empty config, one
 /// blob, and the image it refers to as `subject`.
-pub fn write_artifact_manifest(
+pub(crate) fn write_artifact_manifest(
     referrer: &crate::image::Referrer,
     blob: &crate::image::BlobDescriptor,
     subject: &crate::image::BlobDescriptor,
@@ -346,7 +346,7 @@ pub fn write_artifact_manifest(
 /// An index of referrers, as the fallback tag `sha256-<hex>` holds it when
 /// a registry has no referrers API: each entry an artifact manifest's
 /// descriptor with its `artifactType` and annotations.
-pub fn referrer_descriptor(
+pub(crate) fn referrer_descriptor(
     manifest: &crate::image::BlobDescriptor,
     artifact_type: &str,
     annotations: &BTreeMap<String, String>,
@@ -361,7 +361,7 @@ pub fn referrer_descriptor(
 
 /// Builds the OCI image manifest for a config and layers. Layer media types
 /// are given in OCI's vocabulary (the blobs are unchanged).
-pub fn write_oci_manifest(
+pub(crate) fn write_oci_manifest(
     config: &crate::image::BlobDescriptor,
     layers: &[crate::image::BlobDescriptor],
     annotations: &BTreeMap<String, String>,
@@ -404,7 +404,10 @@ pub fn write_oci_manifest(
 
 /// An entry of an index: a manifest's descriptor with annotations
 /// (`org.opencontainers.image.ref.name`, ...).
-pub fn index_entry(d: &crate::image::BlobDescriptor, annotations: &[(String, String)]) -> Value {
+pub(crate) fn index_entry(
+    d: &crate::image::BlobDescriptor,
+    annotations: &[(String, String)],
+) -> Value {
     let mut value = descriptor_json(d);
     if !annotations.is_empty() {
         value["annotations"] = annotations
@@ -417,7 +420,9 @@ pub fn index_entry(d: &crate::image::BlobDescriptor, annotations: &[(String, Str
 }
 
 /// An image index of one manifest per platform.
-pub fn write_platform_index(manifests: &[(Platform, crate::image::BlobDescriptor)]) -> Vec<u8> {
+pub(crate) fn write_platform_index(
+    manifests: &[(Platform, crate::image::BlobDescriptor)],
+) -> Vec<u8> {
     let entries: Vec<Value> = manifests
         .iter()
         .map(|(platform, d)| {
@@ -438,7 +443,7 @@ pub fn write_platform_index(manifests: &[(Platform, crate::image::BlobDescriptor
 
 /// Builds an OCI index (`index.json`) of these entries ([`index_entry`],
 /// [`referrer_descriptor`], or entries read from an index, kept whole).
-pub fn write_oci_index(entries: &[Value]) -> Vec<u8> {
+pub(crate) fn write_oci_index(entries: &[Value]) -> Vec<u8> {
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_INDEX,

@@ -15,21 +15,21 @@ use crate::deps::{self, Deps, DepsInput};
 use crate::error::{Error, Result};
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
 use crate::provenance;
-pub use crate::scan::MinView;
+pub(crate) use crate::scan::MinView;
 use crate::scan::ScannedImage;
 use crate::tree::InodeRef;
 use crate::triton::{self, BuildInfo, Component, ComponentKind, GpuMinCopy};
 
 /// The images whose files a plan copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Origin {
+pub(crate) enum Origin {
     Full,
     GpuMin,
 }
 
 /// Where an entry's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Content {
+pub(crate) enum Content {
     /// Directories, symlinks, hard links, devices.
     None,
     /// An inode of the full image.
@@ -42,7 +42,7 @@ pub enum Content {
 
 impl Content {
     /// The image inode the bytes are copied from, if any.
-    pub fn copied(&self) -> Option<(Origin, InodeRef)> {
+    pub(crate) fn copied(&self) -> Option<(Origin, InodeRef)> {
         match self {
             Content::Full(inode) => Some((Origin::Full, *inode)),
             Content::GpuMin(inode) => Some((Origin::GpuMin, *inode)),
@@ -52,7 +52,7 @@ impl Content {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedEntry {
+pub(crate) struct PlannedEntry {
     pub path: ImagePath,
     pub meta: EntryMeta,
     pub content: Content,
@@ -60,7 +60,7 @@ pub struct PlannedEntry {
 
 /// How a layer is described in Dockerfile terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// `COPY --from=full PATH PATH`
     Copy(ImagePath),
     /// `RUN script`
@@ -128,7 +128,7 @@ pub struct Part {
 
 /// A layer's role and, when it was split, its part: "backend python (part
 /// 2 of 3)".
-pub fn purpose(role: &LayerRole, part: Option<Part>) -> String {
+pub(crate) fn purpose(role: &LayerRole, part: Option<Part>) -> String {
     match part {
         None => role.to_string(),
         Some(Part { number, of }) => format!("{role} (part {number} of {of})"),
@@ -136,7 +136,7 @@ pub fn purpose(role: &LayerRole, part: Option<Part>) -> String {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerPlan {
+pub(crate) struct LayerPlan {
     /// What the layer is for.
     pub role: LayerRole,
     /// Set when `--max-layer-size` split the layer.
@@ -149,7 +149,7 @@ pub struct LayerPlan {
 }
 
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub min_name: String,
     pub full_name: String,
     /// The `gpu-min` image, when the plan copies from it.
@@ -172,7 +172,7 @@ pub struct Plan {
 }
 
 /// What the planner reads about the full image.
-pub struct PlanInput<'a> {
+pub(crate) struct PlanInput<'a> {
     pub name: &'a str,
     pub id: Option<&'a crate::digest::Digest>,
     pub config: &'a Value,
@@ -180,14 +180,14 @@ pub struct PlanInput<'a> {
 }
 
 /// What the planner reads about the min image.
-pub struct MinInput<'a> {
+pub(crate) struct MinInput<'a> {
     pub name: &'a str,
     pub id: Option<&'a crate::digest::Digest>,
     pub config: &'a Value,
     pub view: MinView<'a>,
 }
 
-pub struct PlanOptions<'a> {
+pub(crate) struct PlanOptions<'a> {
     pub components: &'a [Component],
     pub enable_gpu: bool,
     pub timestamp: Option<u64>,
@@ -202,7 +202,7 @@ pub struct PlanOptions<'a> {
 
 /// The subtrees of the full image that a request could need, known before
 /// the full image is scanned, so their content can be kept in one pass.
-pub fn candidate_roots(components: &[Component]) -> Vec<ImagePath> {
+pub(crate) fn candidate_roots(components: &[Component]) -> Vec<ImagePath> {
     let install = triton::install_dir();
     let mut roots: Vec<ImagePath> = triton::CORE_ITEMS
         .iter()
@@ -220,7 +220,7 @@ pub fn candidate_roots(components: &[Component]) -> Vec<ImagePath> {
 
 /// `gpu_min` is read only for CPU-only pytorch or tensorflow
 /// ([`triton::needs_gpu_min`]).
-pub fn build(
+pub(crate) fn build(
     min: &MinInput<'_>,
     full: &PlanInput<'_>,
     gpu_min: Option<&PlanInput<'_>>,
@@ -970,7 +970,7 @@ fn composed_config(
 
 /// True when full's own layers do not hold the account files, so that min
 /// must be read to edit them.
-pub fn needs_min_accounts(full_delta: &ScannedImage) -> bool {
+pub(crate) fn needs_min_accounts(full_delta: &ScannedImage) -> bool {
     ["etc/passwd", "etc/group"]
         .iter()
         .any(|p| !full_delta.kept.contains_key(&ImagePath::from_static(p)))
@@ -978,20 +978,7 @@ pub fn needs_min_accounts(full_delta: &ScannedImage) -> bool {
 
 impl LayerPlan {
     /// What the layer is, for people: history, comments, logs.
-    pub fn purpose(&self) -> String {
+    pub(crate) fn purpose(&self) -> String {
         purpose(&self.role, self.part)
-    }
-}
-
-impl Plan {
-    /// Every inode of an image whose content the plan writes.
-    pub fn inodes_of(&self, origin: Origin) -> impl Iterator<Item = InodeRef> + '_ {
-        self.layers
-            .iter()
-            .flat_map(|l| &l.entries)
-            .filter_map(move |e| match e.content.copied() {
-                Some((from, inode)) if from == origin => Some(inode),
-                _ => None,
-            })
     }
 }

@@ -24,7 +24,7 @@ fn multi() -> &'static MultiProgress {
 }
 
 /// A bar for `len` bytes, on a terminal only.
-pub fn bar(len: u64, label: String) -> Option<ProgressBar> {
+pub(crate) fn bar(len: u64, label: String) -> Option<ProgressBar> {
     if !BARS.load(Ordering::Relaxed) {
         return None;
     }
@@ -40,7 +40,7 @@ pub fn bar(len: u64, label: String) -> Option<ProgressBar> {
 }
 
 /// Wraps a transfer of `len` bytes described by `label` ("pulling sha256:…").
-pub fn track<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
+pub(crate) fn track<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
     if !BARS.load(Ordering::Relaxed) && !QUIET.load(Ordering::Relaxed) {
         tracing::info!("{label} ({})", human_size(len));
     }
@@ -52,14 +52,14 @@ pub fn track<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
 
 /// Like [`track`] for reads that log their own line: a bar on a terminal,
 /// nothing otherwise.
-pub fn track_quietly<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
+pub(crate) fn track_quietly<R: Read>(inner: R, len: u64, label: String) -> Tracked<R> {
     Tracked {
         inner,
         bar: bar(len, label),
     }
 }
 
-pub struct Tracked<R> {
+pub(crate) struct Tracked<R> {
     inner: R,
     bar: Option<ProgressBar>,
 }

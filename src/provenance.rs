@@ -13,16 +13,16 @@ use crate::config::ConfigChange;
 use crate::digest::Digest;
 use crate::triton::{Component, ComponentKind};
 
-pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
-pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
-pub use crate::manifest::CREATED_ANNOTATION as CREATED;
+pub(crate) const BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub(crate) const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+pub(crate) use crate::manifest::CREATED_ANNOTATION as CREATED;
 /// full's reference and digest, and the selection, under our own prefix.
-pub const FULL_NAME: &str = "io.triton-compose.full.name";
-pub const FULL_DIGEST: &str = "io.triton-compose.full.digest";
-pub const SELECTION: &str = "io.triton-compose.selection";
+pub(crate) const FULL_NAME: &str = "io.triton-compose.full.name";
+pub(crate) const FULL_DIGEST: &str = "io.triton-compose.full.digest";
+pub(crate) const SELECTION: &str = "io.triton-compose.selection";
 
 /// A source image as provenance names it.
-pub struct Source<'a> {
+pub(crate) struct Source<'a> {
     /// The reference as given (`oci:DIR:TAG`, a registry reference, ...).
     pub name: &'a str,
     /// Its manifest's digest (or image ID, see [`crate::image::SourceImage::id`]).
@@ -32,7 +32,7 @@ pub struct Source<'a> {
 /// A reference others can pull: registry references and engine images.
 /// Local files (OCI layouts, archives) have none: their paths would make
 /// the output depend on where the inputs lie.
-pub fn pullable_name(name: &str) -> Option<String> {
+pub(crate) fn pullable_name(name: &str) -> Option<String> {
     if name.starts_with("oci:") || name.starts_with("docker-archive:") {
         return None;
     }
@@ -43,7 +43,7 @@ pub fn pullable_name(name: &str) -> Option<String> {
 /// The selection as one line: `backends=onnxruntime,python;caches=local`,
 /// kinds and names sorted, so that every spelling of one selection gives
 /// the same bytes.
-pub fn selection(components: &[Component]) -> String {
+pub(crate) fn selection(components: &[Component]) -> String {
     let mut parts = Vec::new();
     for (kind, word) in [
         (ComponentKind::Backend, "backends"),
@@ -65,13 +65,13 @@ pub fn selection(components: &[Component]) -> String {
 }
 
 /// RFC 3339 in UTC for seconds since the epoch.
-pub fn rfc3339(seconds: u64) -> String {
+pub(crate) fn rfc3339(seconds: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// The annotations of a composed image.
-pub fn annotations(
+pub(crate) fn annotations(
     min: &Source<'_>,
     full: &Source<'_>,
     components: &[Component],
@@ -97,7 +97,7 @@ pub fn annotations(
 
 /// The annotations that are config labels too: the creation time and the
 /// selection.
-pub fn labels(annotations: &BTreeMap<String, String>) -> Vec<ConfigChange> {
+pub(crate) fn labels(annotations: &BTreeMap<String, String>) -> Vec<ConfigChange> {
     annotations
         .iter()
         .filter(|(k, _)| [CREATED, SELECTION].contains(&k.as_str()))

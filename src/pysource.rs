@@ -11,7 +11,7 @@
 
 /// One imported module.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Import {
+pub(crate) struct Import {
     /// The dotted module name, as written (`a.b` for `from a.b import c`).
     pub module: String,
     pub optional: bool,
@@ -19,14 +19,14 @@ pub struct Import {
 
 impl Import {
     /// The top-level package: `a` for `a.b.c`.
-    pub fn top_level(&self) -> &str {
+    pub(crate) fn top_level(&self) -> &str {
         self.module.split('.').next().unwrap_or(&self.module)
     }
 }
 
 /// The absolute imports of a source file, in order of appearance, each once
 /// (required wins over optional).
-pub fn imports(source: &str) -> Vec<Import> {
+pub(crate) fn imports(source: &str) -> Vec<Import> {
     let mut out: Vec<Import> = Vec::new();
     let mut guards: Vec<(usize, bool)> = Vec::new(); // (indent, is a try)
     for line in logical_lines(source) {

@@ -22,7 +22,7 @@ const FILES_LIST: &str = "triton-compose-deps.files";
 const DIRS_LIST: &str = "triton-compose-deps.dirs";
 
 /// Files `docker build` of Dockerfile.compose needs in its context.
-pub fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let list = |paths: &[ImagePath]| -> Vec<u8> {
         let mut text = Vec::new();
@@ -66,14 +66,14 @@ const GPU_MIN_STAGE: &str = "min_container";
 
 /// Names a Docker engine can resolve for the images; they become
 /// overridable `ARG` defaults.
-pub struct FromNames<'a> {
+pub(crate) struct FromNames<'a> {
     pub full: &'a str,
     pub min: &'a str,
     /// Used when the plan copies from gpu-min.
     pub gpu_min: &'a str,
 }
 
-pub fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
+pub(crate) fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
     let mut out = header(plan);
     out.push_str(&args(plan, from)?);
     out.push_str(&stages(plan));

@@ -427,7 +427,7 @@ fn local(reference: ImageRef) -> ImageRef {
     }
 }
 
-pub fn transport_options(
+pub(crate) fn transport_options(
     platform: Option<&str>,
     insecure_registries: &[String],
     authfile: Option<&PathBuf>,

@@ -30,13 +30,13 @@ use crate::provenance;
 use crate::tree::MergedTree;
 
 /// The media type (and OCI `artifactType`) of an SPDX JSON document.
-pub const MEDIA_TYPE: &str = "application/spdx+json";
+pub(crate) const MEDIA_TYPE: &str = "application/spdx+json";
 /// The file compose writes into `--work-dir`.
-pub const FILE_NAME: &str = "sbom.spdx.json";
+pub(crate) const FILE_NAME: &str = "sbom.spdx.json";
 
 /// Which source image something came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
+pub(crate) enum Role {
     Min,
     Full,
     GpuMin,
@@ -57,14 +57,14 @@ impl Role {
 
 /// A source image, by name and digest.
 #[derive(Clone, Debug)]
-pub struct Source {
+pub(crate) struct Source {
     pub role: Role,
     pub name: String,
     pub id: Option<Digest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DebPackage {
+pub(crate) struct DebPackage {
     pub name: String,
     pub version: String,
     pub arch: String,
@@ -75,7 +75,7 @@ pub struct DebPackage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PyDist {
+pub(crate) struct PyDist {
     pub name: String,
     pub version: String,
     /// The dist-info or egg-info path.
@@ -85,7 +85,7 @@ pub struct PyDist {
 
 /// The core or a component, and the layers it is in.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Part {
+pub(crate) struct Part {
     /// `core`, `backend python`, ...
     pub name: String,
     /// `(digest, diff-id)` of each layer holding it.
@@ -95,7 +95,7 @@ pub struct Part {
 
 /// What an image holds, for its SBOM.
 #[derive(Clone, Debug, Default)]
-pub struct Contents {
+pub(crate) struct Contents {
     pub packages: Vec<DebPackage>,
     pub dists: Vec<PyDist>,
     pub parts: Vec<Part>,
@@ -107,7 +107,7 @@ pub struct Contents {
 /// Files an SBOM reads, besides dpkg's status and python's metadata
 /// (which [`crate::deps::keeps`] keeps): Debian copyright files, egg-info
 /// metadata and os-release.
-pub fn keeps(path: &ImagePath) -> bool {
+pub(crate) fn keeps(path: &ImagePath) -> bool {
     let bytes = path.as_bytes();
     if bytes == b"etc/os-release" || bytes == b"usr/lib/os-release" {
         return true;
@@ -123,7 +123,7 @@ pub fn keeps(path: &ImagePath) -> bool {
 }
 
 /// Files of one source as the image holds them.
-pub struct Kept<'a> {
+pub(crate) struct Kept<'a> {
     pub files: &'a HashMap<ImagePath, Vec<u8>>,
     pub role: Role,
     /// True for the paths the image holds from this source.
@@ -132,7 +132,7 @@ pub struct Kept<'a> {
 
 /// What an SBOM is gathered from: the kept files of each source, as the
 /// image holds them.
-pub struct Layered<'a> {
+pub(crate) struct Layered<'a> {
     pub kept: Vec<Kept<'a>>,
     /// The image's trees, to find its python.
     pub trees: Vec<&'a MergedTree>,
@@ -165,7 +165,7 @@ impl Layered<'_> {
 impl Contents {
     /// Packages from `status` (the image's dpkg status), each from
     /// `origin(name)`; distributions and licenses from the files.
-    pub fn gather(
+    pub(crate) fn gather(
         files: &Layered<'_>,
         status: &str,
         origin: &dyn Fn(&str) -> Role,
@@ -337,7 +337,7 @@ fn purl_escape(text: &str) -> String {
 }
 
 /// What the document is about.
-pub struct Meta<'a> {
+pub(crate) struct Meta<'a> {
     /// The image as the output names it.
     pub name: &'a str,
     /// Seconds since the epoch: the image's creation time.
@@ -349,7 +349,7 @@ pub struct Meta<'a> {
 }
 
 /// The SPDX 2.3 JSON document, canonical (sorted keys, no whitespace).
-pub fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
+pub(crate) fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
     let mut doc = Document::default();
     doc.image(meta);
     let distro = contents.distro.as_deref().unwrap_or("debian");
@@ -529,7 +529,7 @@ impl Document {
 
 /// The SBOM of any image, from one scan of it (kept with [`keeps`] and
 /// [`crate::deps::keeps`]): everything is the image's own.
-pub fn for_image(
+pub(crate) fn for_image(
     source: &dyn crate::image::ImageSource,
     scanned: &crate::scan::ScannedImage,
 ) -> Vec<u8> {

@@ -30,7 +30,7 @@ use crate::tree::{InodeRef, LayerChanges, MergedTree};
 /// What one image's metadata may cost in memory (paths, links, extended
 /// attributes, kept files, a fixed amount per entry), so that a layer of
 /// metadata alone (a "bomb" of names) cannot exhaust memory.
-pub const MAX_IMAGE_METADATA: u64 = 128 << 20;
+pub(crate) const MAX_IMAGE_METADATA: u64 = 128 << 20;
 const ENTRY_COST: u64 = 128;
 
 /// Layers from this size (compressed) get access points.
@@ -42,10 +42,10 @@ const MAX_KEPT_FILE: u64 = 16 << 20;
 const ELF_IN_MEMORY: u64 = 16 << 20;
 
 /// Chooses paths by their name.
-pub type PathFilter<'a> = &'a (dyn Fn(&ImagePath) -> bool + Sync);
+pub(crate) type PathFilter<'a> = &'a (dyn Fn(&ImagePath) -> bool + Sync);
 
 #[derive(Default)]
-pub struct ScanOptions<'a> {
+pub(crate) struct ScanOptions<'a> {
     /// Layers (by diff-id) not to read: their content is known to be in the
     /// other image already.
     pub skip: HashSet<Digest>,
@@ -61,7 +61,7 @@ pub struct ScanOptions<'a> {
 }
 
 /// What the planner knows of the min image's files.
-pub enum MinView<'a> {
+pub(crate) enum MinView<'a> {
     /// min was read: what it holds is known.
     Scanned(&'a ScannedImage),
     /// full was built FROM min (min's layers are full's first layers) and
@@ -70,14 +70,12 @@ pub enum MinView<'a> {
     BaseOfFull,
 }
 
-pub struct ScannedImage {
+pub(crate) struct ScannedImage {
     pub tree: MergedTree,
     /// Content of the `keep` files as they are in the merged tree.
     pub kept: HashMap<ImagePath, Vec<u8>>,
     /// Dynamic-linking facts of the ELF files the `elf` filter chose.
     pub elf: HashMap<InodeRef, ElfInfo>,
-    /// Indexes of the layers that were read (not found in the store).
-    pub layers_read: Vec<usize>,
     /// Where each file's content starts in its uncompressed layer.
     pub offsets: HashMap<InodeRef, u64>,
     /// Access points of the large gzip layers, by layer.
@@ -86,7 +84,7 @@ pub struct ScannedImage {
 
 /// One item of a layer, as an index keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum IndexItem {
+pub(crate) enum IndexItem {
     Entry {
         ordinal: u32,
         path: ImagePath,
@@ -100,7 +98,7 @@ pub enum IndexItem {
 
 /// What a compose needs of one layer, read once (or taken from the store).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct LayerIndex {
+pub(crate) struct LayerIndex {
     pub items: Vec<IndexItem>,
     /// Content of the files the `keep` filter chose, by ordinal.
     pub kept: Vec<(u32, Vec<u8>)>,
@@ -134,9 +132,9 @@ fn read_permit() -> impl Drop {
 
 /// What reading one layer yields: its index, and the spool its selected
 /// content went to (if it had any).
-type LayerRead = (LayerIndex, Option<Spool>, bool);
+type LayerRead = (LayerIndex, Option<Spool>);
 
-pub fn scan(
+pub(crate) fn scan(
     source: &dyn ImageSource,
     what: &str,
     options: ScanOptions<'_>,
@@ -179,12 +177,9 @@ pub fn scan(
     order.sort();
     let mut merged = Merged::default();
     for (index, read) in order.into_iter().zip(results) {
-        let (layer_index, layer_spool, was_read) = read;
+        let (layer_index, layer_spool) = read;
         if let (Some(from), Some((_, spool))) = (layer_spool, spool.as_mut()) {
             spool.absorb(from)?;
-        }
-        if was_read {
-            merged.layers_read.push(index);
         }
         merged
             .apply(index as u32, layer_index)
@@ -204,7 +199,6 @@ struct Merged {
     elf: HashMap<InodeRef, ElfInfo>,
     offsets: HashMap<InodeRef, u64>,
     access: HashMap<u32, Arc<AccessIndex>>,
-    layers_read: Vec<usize>,
 }
 
 impl Merged {
@@ -265,7 +259,6 @@ impl Merged {
             tree: self.tree,
             kept,
             elf: self.elf,
-            layers_read: self.layers_read,
             offsets: self.offsets,
             access: self.access,
         }
@@ -288,7 +281,7 @@ impl LayerReader<'_> {
     /// Reads the `wanted` layers, one per core at most; returns what each
     /// yielded, in layer order. The first failed read is the error.
     fn read_all(&self, wanted: &[usize]) -> Result<Vec<LayerRead>> {
-        let queue = Mutex::new(wanted.to_vec().into_iter());
+        let queue = Mutex::new(wanted.iter().copied());
         let results: Mutex<HashMap<usize, Result<LayerRead>>> = Mutex::new(HashMap::new());
         let workers = crate::layer::threads().min(wanted.len()).max(1);
         std::thread::scope(|scope| {
@@ -364,7 +357,7 @@ impl LayerReader<'_> {
                     index + 1,
                     count
                 );
-                return Ok((found, None, false));
+                return Ok((found, None));
             }
         }
         let _permit = read_permit();
@@ -391,7 +384,7 @@ impl LayerReader<'_> {
                 );
             }
         }
-        Ok((read, spool, true))
+        Ok((read, spool))
     }
 
     fn read(&self, index: usize) -> Result<(LayerIndex, Option<Spool>)> {
@@ -582,7 +575,7 @@ fn layer_error(err: Error, what: &str, index: usize) -> Error {
 /// points, inflating only the spans that hold them. `Ok(false)` when the
 /// transport cannot read part of a blob: the caller reads the layer whole.
 /// On an error nothing was added to the spool.
-pub fn spool_inodes_at(
+pub(crate) fn spool_inodes_at(
     source: &dyn ImageSource,
     what: &str,
     layer: u32,
@@ -647,7 +640,7 @@ pub fn spool_inodes_at(
 /// Copies the content of the given inodes of one layer to the spool: for
 /// entries needed after the main scan (hard-link targets outside the selected
 /// subtrees, files a symlink led to under an unexpected name).
-pub fn spool_inodes(
+pub(crate) fn spool_inodes(
     source: &dyn ImageSource,
     what: &str,
     layer: u32,

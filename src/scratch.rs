@@ -46,7 +46,7 @@ pub fn interruption() -> Error {
 }
 
 /// Fails once the run has been interrupted.
-pub fn check() -> Result<()> {
+pub(crate) fn check() -> Result<()> {
     if interrupted() {
         return Err(interruption());
     }
@@ -54,7 +54,7 @@ pub fn check() -> Result<()> {
 }
 
 /// A reader that fails once the run has been interrupted.
-pub struct Interruptible<R>(pub R);
+pub(crate) struct Interruptible<R>(pub R);
 
 impl<R: Read> Read for Interruptible<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -79,7 +79,7 @@ fn owner() -> String {
 }
 
 /// The prefix for a scratch name of this run.
-pub fn prefix(kind: &str) -> String {
+pub(crate) fn prefix(kind: &str) -> String {
     format!("{MARK}{kind}-{}-", owner())
 }
 
@@ -93,7 +93,7 @@ fn owner_of(name: &str) -> Option<(u32, u64)> {
 
 /// Removes from `dir` the scratch that runs which are gone left behind.
 /// Returns how many entries were removed.
-pub fn sweep(dir: &Path) -> usize {
+pub(crate) fn sweep(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

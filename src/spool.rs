@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::tree::InodeRef;
 
-pub struct Spool {
+pub(crate) struct Spool {
     dir: PathBuf,
     /// The file being appended to: its index in `files` and its length.
     active: Option<(usize, BufWriter<File>, u64)>,
@@ -25,7 +25,7 @@ pub struct Spool {
 
 impl Spool {
     /// A spool whose files go in `dir`; none is made until something is stored.
-    pub fn create(dir: &Path) -> Result<Spool> {
+    pub(crate) fn create(dir: &Path) -> Result<Spool> {
         Ok(Spool {
             dir: dir.to_path_buf(),
             active: None,
@@ -35,16 +35,21 @@ impl Spool {
     }
 
     /// Where its files go.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn contains(&self, inode: InodeRef) -> bool {
+    pub(crate) fn contains(&self, inode: InodeRef) -> bool {
         self.index.contains_key(&inode)
     }
 
     /// Copies `content` (exactly `size` bytes) in under `inode`.
-    pub fn store(&mut self, inode: InodeRef, size: u64, content: &mut dyn Read) -> Result<()> {
+    pub(crate) fn store(
+        &mut self,
+        inode: InodeRef,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> Result<()> {
         if self.index.contains_key(&inode) {
             return Ok(());
         }
@@ -57,49 +62,6 @@ impl Spool {
                 "an entry promised {size} bytes but its layer ended after {copied}"
             ))
             .hint("the layer is truncated; fetch or export the image again"));
-        }
-        self.index.insert(inode, (*file, *len, size));
-        *len += size;
-        Ok(())
-    }
-
-    /// Copies an inode's content in from pieces: `feed` is handed a writer
-    /// and must write exactly `size` bytes to it.
-    pub fn store_with(
-        &mut self,
-        inode: InodeRef,
-        size: u64,
-        feed: impl FnOnce(&mut dyn Write) -> Result<()>,
-    ) -> Result<()> {
-        struct Counting<'a> {
-            inner: &'a mut dyn Write,
-            count: u64,
-        }
-        impl Write for Counting<'_> {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                let n = self.inner.write(buf)?;
-                self.count += n as u64;
-                Ok(n)
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                self.inner.flush()
-            }
-        }
-        if self.index.contains_key(&inode) {
-            return Ok(());
-        }
-        self.activate()?;
-        let (file, writer, len) = self.active.as_mut().expect("just made");
-        let mut counting = Counting {
-            inner: writer,
-            count: 0,
-        };
-        feed(&mut counting)?;
-        if counting.count != size {
-            return Err(Error::new(format!(
-                "an entry promised {size} bytes but {} were found",
-                counting.count
-            )));
         }
         self.index.insert(inode, (*file, *len, size));
         *len += size;
@@ -121,7 +83,7 @@ impl Spool {
     }
 
     /// Makes everything stored so far readable.
-    pub fn flush(&mut self) -> Result<()> {
+    pub(crate) fn flush(&mut self) -> Result<()> {
         if let Some((_, writer, _)) = &mut self.active {
             writer.flush()?;
         }
@@ -129,7 +91,7 @@ impl Spool {
     }
 
     /// Takes over what another spool holds (a layer read on its own).
-    pub fn absorb(&mut self, mut other: Spool) -> Result<()> {
+    pub(crate) fn absorb(&mut self, mut other: Spool) -> Result<()> {
         other.flush()?;
         let base = self.files.len();
         self.files.append(&mut other.files);
@@ -142,7 +104,7 @@ impl Spool {
     }
 
     /// Random access to an inode's content. Call [`Spool::flush`] after storing.
-    pub fn slice(&self, inode: InodeRef) -> Option<SpoolSlice<'_>> {
+    pub(crate) fn slice(&self, inode: InodeRef) -> Option<SpoolSlice<'_>> {
         let &(file, offset, len) = self.index.get(&inode)?;
         Some(SpoolSlice {
             file: &self.files[file],
@@ -152,7 +114,7 @@ impl Spool {
     }
 
     /// Reads back an inode's content. Call [`Spool::flush`] after storing.
-    pub fn open(&self, inode: InodeRef) -> Option<SpoolReader<'_>> {
+    pub(crate) fn open(&self, inode: InodeRef) -> Option<SpoolReader<'_>> {
         let &(file, offset, len) = self.index.get(&inode)?;
         Some(SpoolReader {
             file: &self.files[file],
@@ -163,7 +125,7 @@ impl Spool {
 }
 
 /// Random access to one stored inode.
-pub struct SpoolSlice<'a> {
+pub(crate) struct SpoolSlice<'a> {
     file: &'a File,
     offset: u64,
     len: u64,
@@ -176,7 +138,7 @@ impl crate::elf::ReadAt for SpoolSlice<'_> {
     }
 }
 
-pub struct SpoolReader<'a> {
+pub(crate) struct SpoolReader<'a> {
     file: &'a File,
     offset: u64,
     remaining: u64,

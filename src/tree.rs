@@ -14,13 +14,13 @@ use crate::layer::{EntryKind, EntryMeta, ImagePath};
 
 /// Identifies the tar entry that holds an inode's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InodeRef {
+pub(crate) struct InodeRef {
     pub layer: u32,
     pub ordinal: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
+pub(crate) struct Node {
     /// For a resolved hard link, the target's metadata (a hard link shares
     /// its inode). `kind` is `HardLink` only if the target was never found.
     pub meta: EntryMeta,
@@ -28,27 +28,27 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.meta.is_dir()
     }
 }
 
 #[derive(Default, Debug)]
-pub struct MergedTree {
+pub(crate) struct MergedTree {
     nodes: BTreeMap<ImagePath, Node>,
 }
 
 impl MergedTree {
-    pub fn get(&self, path: &ImagePath) -> Option<&Node> {
+    pub(crate) fn get(&self, path: &ImagePath) -> Option<&Node> {
         self.nodes.get(path)
     }
 
-    pub fn contains(&self, path: &ImagePath) -> bool {
+    pub(crate) fn contains(&self, path: &ImagePath) -> bool {
         self.nodes.contains_key(path)
     }
 
     /// `path` itself (if present) and everything below it, in tree order.
-    pub fn subtree<'a>(
+    pub(crate) fn subtree<'a>(
         &'a self,
         path: &'a ImagePath,
     ) -> impl Iterator<Item = (&'a ImagePath, &'a Node)> + 'a {
@@ -59,7 +59,7 @@ impl MergedTree {
 
     /// Paths whose bytes start with `prefix`'s (`dir/name.` finds
     /// `dir/name.x` and `dir/name.y/z`), in tree order.
-    pub fn with_prefix<'a>(
+    pub(crate) fn with_prefix<'a>(
         &'a self,
         prefix: &'a ImagePath,
     ) -> impl Iterator<Item = (&'a ImagePath, &'a Node)> + 'a {
@@ -69,14 +69,14 @@ impl MergedTree {
     }
 
     /// Names of the direct children of a directory, sorted.
-    pub fn child_names(&self, dir: &ImagePath) -> Vec<String> {
+    pub(crate) fn child_names(&self, dir: &ImagePath) -> Vec<String> {
         self.subtree(dir)
             .filter(|(p, _)| p.parent().as_ref() == Some(dir))
             .map(|(p, _)| String::from_utf8_lossy(p.file_name()).into_owned())
             .collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&ImagePath, &Node)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ImagePath, &Node)> {
         self.nodes.iter()
     }
 
@@ -92,7 +92,7 @@ impl MergedTree {
     }
 
     /// Applies one layer's changes on top of the tree.
-    pub fn apply(&mut self, changes: LayerChanges) {
+    pub(crate) fn apply(&mut self, changes: LayerChanges) {
         // Whiteouts and opaque markers delete from the layers beneath only,
         // so they go first.
         for dir in &changes.opaques {
@@ -119,7 +119,7 @@ impl MergedTree {
 
 /// The changes one layer makes, collected while it streams by.
 #[derive(Default)]
-pub struct LayerChanges {
+pub(crate) struct LayerChanges {
     layer: u32,
     whiteouts: HashSet<ImagePath>,
     opaques: HashSet<ImagePath>,
@@ -128,18 +128,18 @@ pub struct LayerChanges {
 }
 
 impl LayerChanges {
-    pub fn new(layer: u32) -> Self {
+    pub(crate) fn new(layer: u32) -> Self {
         LayerChanges {
             layer,
             ..Default::default()
         }
     }
 
-    pub fn whiteout(&mut self, path: ImagePath) {
+    pub(crate) fn whiteout(&mut self, path: ImagePath) {
         self.whiteouts.insert(path);
     }
 
-    pub fn opaque(&mut self, dir: ImagePath) {
+    pub(crate) fn opaque(&mut self, dir: ImagePath) {
         self.opaques.insert(dir);
     }
 
@@ -184,7 +184,7 @@ impl LayerChanges {
     /// Records an entry; hard links are resolved against this layer's earlier
     /// entries, then the tree beneath. An entry (or a hard link's target)
     /// beneath a symlink is refused.
-    pub fn entry(
+    pub(crate) fn entry(
         &mut self,
         tree: &MergedTree,
         ordinal: u32,

@@ -15,24 +15,25 @@ use crate::pysource;
 use crate::tree::MergedTree;
 
 /// Where Triton lives inside the images.
-pub const INSTALL_DIR: &str = "opt/tritonserver";
+pub(crate) const INSTALL_DIR: &str = "opt/tritonserver";
 
 /// NVIDIA's container entrypoint directory.
-pub const NVIDIA_DIR: &str = "opt/nvidia";
-pub const ENTRYPOINT_D: &str = "opt/nvidia/entrypoint.d";
+pub(crate) const NVIDIA_DIR: &str = "opt/nvidia";
+pub(crate) const ENTRYPOINT_D: &str = "opt/nvidia/entrypoint.d";
 
 /// The account compose.py creates, with its fixed uid and gid.
-pub const SERVER_USER: &str = "triton-server";
-pub const SERVER_UID: u64 = 1000;
+pub(crate) const SERVER_USER: &str = "triton-server";
+pub(crate) const SERVER_UID: u64 = 1000;
 /// Users compose.py deletes first (`userdel ... || true`).
-pub const REMOVED_USERS: [&str; 2] = ["tensorrt-server", "ubuntu"];
+pub(crate) const REMOVED_USERS: [&str; 2] = ["tensorrt-server", "ubuntu"];
 
 /// The account databases the user step edits.
-pub const ACCOUNT_FILES: [&str; 4] = ["etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"];
+pub(crate) const ACCOUNT_FILES: [&str; 4] =
+    ["etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"];
 
 /// The core items compose.py copies, and whether an image without them can
 /// still be called a Triton image.
-pub const CORE_ITEMS: [(&str, bool); 6] = [
+pub(crate) const CORE_ITEMS: [(&str, bool); 6] = [
     ("LICENSE", false),
     ("TRITON_VERSION", false),
     ("NVIDIA_Deep_Learning_Container_License.pdf", false),
@@ -43,7 +44,7 @@ pub const CORE_ITEMS: [(&str, bool); 6] = [
 
 /// The shell step compose.py runs to create the account; rendered into
 /// Dockerfile.compose, executed here as direct edits of /etc files.
-pub const USER_SCRIPT: &str = "userdel tensorrt-server > /dev/null 2>&1 || true \\\n      && userdel ubuntu > /dev/null 2>&1 || true \\\n      && if ! id -u $TRITON_SERVER_USER > /dev/null 2>&1 ; then \\\n          useradd $TRITON_SERVER_USER; \\\n        fi \\\n      && [ `id -u $TRITON_SERVER_USER` -eq 1000 ] \\\n      && [ `id -g $TRITON_SERVER_USER` -eq 1000 ]";
+pub(crate) const USER_SCRIPT: &str = "userdel tensorrt-server > /dev/null 2>&1 || true \\\n      && userdel ubuntu > /dev/null 2>&1 || true \\\n      && if ! id -u $TRITON_SERVER_USER > /dev/null 2>&1 ; then \\\n          useradd $TRITON_SERVER_USER; \\\n        fi \\\n      && [ `id -u $TRITON_SERVER_USER` -eq 1000 ] \\\n      && [ `id -g $TRITON_SERVER_USER` -eq 1000 ]";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComponentKind {
@@ -117,11 +118,11 @@ impl Component {
     }
 }
 
-pub fn install_dir() -> ImagePath {
+pub(crate) fn install_dir() -> ImagePath {
     ImagePath::from_static(INSTALL_DIR)
 }
 
-pub fn kind_dir(kind: ComponentKind) -> ImagePath {
+pub(crate) fn kind_dir(kind: ComponentKind) -> ImagePath {
     install_dir().join(kind.dir().as_bytes())
 }
 
@@ -193,7 +194,7 @@ impl BuildInfo {
 }
 
 /// The config changes compose.py's Dockerfile makes, in its order.
-pub fn config_changes(
+pub(crate) fn config_changes(
     info: &BuildInfo,
     components: &[Component],
     enable_gpu: bool,
@@ -321,21 +322,21 @@ fn has_backend(components: &[Component], name: &str) -> bool {
 /// True when a CPU-only compose needs the `gpu-min` image: the pytorch and
 /// tensorflow builds load CUDA libraries even without a GPU, and compose.py
 /// copies them from the GPU min image (`FROM gpu-min AS min_container`).
-pub fn needs_gpu_min(components: &[Component], enable_gpu: bool) -> bool {
+pub(crate) fn needs_gpu_min(components: &[Component], enable_gpu: bool) -> bool {
     !enable_gpu && (has_backend(components, "pytorch") || has_backend(components, "tensorflow"))
 }
 
 /// One file compose.py copies from `gpu-min`: `COPY --from=min_container
 /// FROM TO`. A symlink at `from` is followed; `to` gets a regular file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GpuMinCopy {
+pub(crate) struct GpuMinCopy {
     pub from: ImagePath,
     pub to: ImagePath,
 }
 
 /// The files build.py's `add_cpu_libs_to_linux_dockerfile` copies from the
 /// GPU min image into a CPU-only image, for the architecture of full.
-pub fn gpu_min_copies(
+pub(crate) fn gpu_min_copies(
     components: &[Component],
     enable_gpu: bool,
     architecture: &str,
@@ -398,7 +399,7 @@ pub fn gpu_min_copies(
 /// What a component needs at run time that its ELF files do not say, and
 /// that compose.py installs with apt or pip.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuntimeNeed {
+pub(crate) enum RuntimeNeed {
     /// A dpkg package, with the Depends it needs.
     Package(&'static str),
     /// A python module (dotted), from whichever package or distribution
@@ -409,7 +410,7 @@ pub enum RuntimeNeed {
 /// The runtime needs of the selected components, each with its reason:
 /// the python backend's interpreter and numpy, and what the code of
 /// python-based backends imports (their `.py` files must be in `kept`).
-pub fn runtime_needs(
+pub(crate) fn runtime_needs(
     components: &[Component],
     tree: &MergedTree,
     kept: &HashMap<ImagePath, Vec<u8>>,
@@ -447,17 +448,17 @@ pub fn runtime_needs(
 }
 
 /// The backend that runs python models, and python-based backends.
-pub const PYTHON_BACKEND: &str = "python";
+pub(crate) const PYTHON_BACKEND: &str = "python";
 
 /// True for the files scans keep so that a python-based backend's imports
 /// can be read: `.py` files under `backends/`.
-pub fn is_backend_source(path: &ImagePath) -> bool {
+pub(crate) fn is_backend_source(path: &ImagePath) -> bool {
     path.file_name().ends_with(b".py") && path.is_within(&kind_dir(ComponentKind::Backend))
 }
 
 /// True when `backends/NAME` is a python-based backend: a `model.py` and
 /// no `libtriton_NAME.so`. Triton runs it with the python backend (as vllm's).
-pub fn is_python_based(tree: &MergedTree, name: &str) -> bool {
+pub(crate) fn is_python_based(tree: &MergedTree, name: &str) -> bool {
     let dir = kind_dir(ComponentKind::Backend).join(name.as_bytes());
     name != PYTHON_BACKEND
         && tree
@@ -468,7 +469,7 @@ pub fn is_python_based(tree: &MergedTree, name: &str) -> bool {
 
 /// The selection with the python backend added when a python-based backend
 /// needs it and it was not asked for; says so.
-pub fn with_python_backend(components: &[Component], tree: &MergedTree) -> Vec<Component> {
+pub(crate) fn with_python_backend(components: &[Component], tree: &MergedTree) -> Vec<Component> {
     let mut out = components.to_vec();
     let python = Component {
         kind: ComponentKind::Backend,
@@ -493,7 +494,7 @@ pub fn with_python_backend(components: &[Component], tree: &MergedTree) -> Vec<C
 /// The absolute imports of a python-based backend's `.py` files (each
 /// with the file that first imports it), less the backend's own modules
 /// and the python backend's (`triton_python_backend_utils`).
-pub fn backend_imports(
+pub(crate) fn backend_imports(
     tree: &MergedTree,
     kept: &HashMap<ImagePath, Vec<u8>>,
     name: &str,
@@ -530,7 +531,7 @@ pub fn backend_imports(
 }
 
 /// Python modules the python backend's models import, for `verify`.
-pub fn python_imports(backend: &str) -> &'static [&'static str] {
+pub(crate) fn python_imports(backend: &str) -> &'static [&'static str] {
     match backend {
         PYTHON_BACKEND => &["numpy"],
         _ => &[],
@@ -539,7 +540,7 @@ pub fn python_imports(backend: &str) -> &'static [&'static str] {
 
 /// Libraries the NVIDIA container runtime mounts from the host driver; no
 /// image carries them.
-pub const DRIVER_LIBRARIES: [&str; 10] = [
+pub(crate) const DRIVER_LIBRARIES: [&str; 10] = [
     "libcuda.so.1",
     "libcuda.so",
     "libnvidia-ml.so.1",
@@ -559,7 +560,7 @@ pub fn is_driver_library(name: &str) -> bool {
 /// How a Triton process reaches an ELF object of the installation, for
 /// judging its needs along the load chain ld.so follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoadRoot {
+pub(crate) enum LoadRoot {
     /// Started as a process: the programs in `bin/` and the executables
     /// under `backends/` (the python backend's stub).
     Executable,
@@ -570,13 +571,13 @@ pub enum LoadRoot {
 }
 
 /// The server program whose process dlopens components.
-pub const SERVER_PROGRAM: &str = "opt/tritonserver/bin/tritonserver";
+pub(crate) const SERVER_PROGRAM: &str = "opt/tritonserver/bin/tritonserver";
 /// The library in that process that calls dlopen.
-pub const SERVER_LIBRARY: &str = "libtritonserver.so";
+pub(crate) const SERVER_LIBRARY: &str = "libtritonserver.so";
 
 /// Whether the installation's file at `path` is where a load starts.
 /// `executable` says the file has a program interpreter (PT_INTERP).
-pub fn load_root(path: &ImagePath, executable: bool) -> Option<LoadRoot> {
+pub(crate) fn load_root(path: &ImagePath, executable: bool) -> Option<LoadRoot> {
     let rest = path.as_bytes().strip_prefix(INSTALL_DIR.as_bytes())?;
     let rest = rest.strip_prefix(b"/")?;
     let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
@@ -599,15 +600,15 @@ pub fn load_root(path: &ImagePath, executable: bool) -> Option<LoadRoot> {
 
 /// SageMaker's `serve` script: compose.py copies it, and labels the image
 /// as binding to SageMaker's port, when the full image has it.
-pub const SAGEMAKER_SERVE: &str = "usr/bin/serve";
+pub(crate) const SAGEMAKER_SERVE: &str = "usr/bin/serve";
 
-pub fn has_sagemaker_serve(tree: &MergedTree) -> bool {
+pub(crate) fn has_sagemaker_serve(tree: &MergedTree) -> bool {
     tree.get(&ImagePath::from_static(SAGEMAKER_SERVE))
         .is_some_and(|n| !n.is_dir())
 }
 
 /// Names of the components of a kind that a full image offers.
-pub fn offered(tree: &MergedTree, kind: ComponentKind) -> Vec<String> {
+pub(crate) fn offered(tree: &MergedTree, kind: ComponentKind) -> Vec<String> {
     let dir = kind_dir(kind);
     tree.child_names(&dir)
         .into_iter()
@@ -619,7 +620,11 @@ pub fn offered(tree: &MergedTree, kind: ComponentKind) -> Vec<String> {
 }
 
 /// The error for a component the full image lacks, with the closest match.
-pub fn unknown_component(component: &Component, offered: &[String], full_name: &str) -> Error {
+pub(crate) fn unknown_component(
+    component: &Component,
+    offered: &[String],
+    full_name: &str,
+) -> Error {
     let kind = component.kind;
     let closest = offered
         .iter()

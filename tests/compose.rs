@@ -7,9 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use support::*;
-use triton_compose::compose::compose;
-use triton_compose::layer::Compression;
-use triton_compose::request::{ComposeRequest, RawRequest};
+use triton_compose::{compose, ComposeRequest, Compression, RawRequest};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -55,7 +53,7 @@ impl Fixture {
     }
 }
 
-fn run(raw: RawRequest) -> triton_compose::error::Result<triton_compose::compose::Outcome> {
+fn run(raw: RawRequest) -> triton_compose::Result<triton_compose::Outcome> {
     compose(&ComposeRequest::new(raw)?)
 }
 

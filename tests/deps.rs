@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::*;
-use triton_compose::elf;
+use triton_compose::read_elf;
 
 const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
 
@@ -285,20 +285,20 @@ impl Setup {
 #[test]
 fn reads_needed_sonames_and_search_paths_of_compiled_libraries() {
     let libs = compile();
-    let elfy = elf::read(&libs.elfy[..], libs.elfy.len() as u64).unwrap();
+    let elfy = read_elf(&libs.elfy[..], libs.elfy.len() as u64).unwrap();
     assert_eq!(elfy.needed, ["libmid.so.2", "libhelper.so"]);
     assert_eq!(elfy.soname.as_deref(), Some("libtriton_elfy.so"));
     assert_eq!(elfy.runpath, ["$ORIGIN"]);
     assert!(elfy.rpath.is_empty());
     assert!(elfy.is_64);
-    let broken = elf::read(&libs.broken[..], libs.broken.len() as u64).unwrap();
+    let broken = read_elf(&libs.broken[..], libs.broken.len() as u64).unwrap();
     assert_eq!(broken.rpath, ["/opt/old/lib"]);
     assert!(broken.runpath.is_empty());
-    let leaf = elf::read(&libs.leaf[..], libs.leaf.len() as u64).unwrap();
+    let leaf = read_elf(&libs.leaf[..], libs.leaf.len() as u64).unwrap();
     assert!(leaf.needed.is_empty());
-    assert!(elf::read(&b"#!/bin/sh\n"[..], 10).is_none());
+    assert!(read_elf(&b"#!/bin/sh\n"[..], 10).is_none());
     // A truncated library is refused, not misread.
-    assert!(elf::read(&libs.mid[..200], 200).is_none());
+    assert!(read_elf(&libs.mid[..200], 200).is_none());
 }
 
 fn assert_has(tree: &std::collections::BTreeMap<String, FileInfo>, paths: &[&str]) {
@@ -691,7 +691,7 @@ fn chained_triton() -> Chained {
         "int extra(void); int orphan(void){return extra();}",
         &["-l:libextra.so"],
     );
-    let info = elf::read(&program[..], program.len() as u64).unwrap();
+    let info = read_elf(&program[..], program.len() as u64).unwrap();
     assert!(info.interpreter.is_some(), "{info:?}");
     assert_eq!(info.rpath, ["$ORIGIN/../lib"]);
     let lib = "opt/tritonserver/lib";
@@ -830,7 +830,7 @@ fn hostile_file_names_and_sonames_cannot_start_a_dockerfile_instruction() {
         "int evil(void); int go(void){return evil();}",
         &[&format!("-l:{evil_name}")],
     );
-    let info = elf::read(&backend[..], backend.len() as u64).unwrap();
+    let info = read_elf(&backend[..], backend.len() as u64).unwrap();
     assert_eq!(info.needed, [evil_name]);
 
     let root = tempfile::tempdir().unwrap();

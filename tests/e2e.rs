@@ -736,7 +736,7 @@ fn loader_not_found(image: &str, roots: &[(String, String)]) -> BTreeMap<String,
             found.entry(root.to_string()).or_default();
         } else if let (Some(root), Some((name, _))) = (&current, line.split_once("=> not found")) {
             let name = name.trim().to_string();
-            if !triton_compose::triton::is_driver_library(&name) {
+            if !triton_compose::is_driver_library(&name) {
                 found.get_mut(root).unwrap().insert(name);
             }
         }

@@ -7,8 +7,8 @@
 use std::io::Write;
 
 use proptest::prelude::*;
-use triton_compose::layer::{read_layer, LayerItem};
-use triton_compose::transport::ImageRef;
+use triton_compose::ImageRef;
+use triton_compose::{read_layer, LayerItem};
 
 /// A tar header block with the given name, type and size, checksummed.
 fn header(name: &[u8], typeflag: u8, size: u64) -> Vec<u8> {
@@ -85,13 +85,13 @@ proptest! {
     #[test]
     fn manifests_of_any_shape_are_parsed_or_refused(value in json_value(3)) {
         let bytes = serde_json::to_vec(&value).unwrap();
-        let _ = triton_compose::manifest::parse_document(&bytes, "fuzzed");
-        let _ = triton_compose::manifest::parse_document_as(&bytes, "fuzzed", "application/vnd.oci.image.index.v1+json");
+        let _ = triton_compose::parse_document(&bytes, "fuzzed");
+        let _ = triton_compose::parse_document_as(&bytes, "fuzzed", "application/vnd.oci.image.index.v1+json");
     }
 
     #[test]
     fn manifest_bytes_of_any_kind_are_parsed_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = triton_compose::manifest::parse_document(&bytes, "fuzzed");
+        let _ = triton_compose::parse_document(&bytes, "fuzzed");
     }
 
     #[test]
@@ -102,15 +102,15 @@ proptest! {
             bytes[5] = 1; // little endian
         }
         let len = bytes.len() as u64;
-        let _ = triton_compose::elf::read(&bytes[..], len);
-        let _ = triton_compose::elf::read(&bytes[..], len.saturating_mul(3));
+        let _ = triton_compose::read_elf(&bytes[..], len);
+        let _ = triton_compose::read_elf(&bytes[..], len.saturating_mul(3));
     }
 
     #[test]
     fn image_references_of_any_text_are_parsed_or_refused(text in "\\PC{0,80}") {
         let _ = text.parse::<ImageRef>();
         let _ = format!("docker://{text}").parse::<ImageRef>();
-        let _ = triton_compose::transport::registry::Reference::parse(&text);
+        let _ = triton_compose::RegistryReference::parse(&text);
     }
 }
 

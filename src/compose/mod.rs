@@ -20,12 +20,11 @@ use crate::image::{ImageSink, OutputImage, Platform};
 use crate::request::{ComposeRequest, Platforms};
 use crate::transport::{self, ImageRef};
 
-pub use session::Session;
+pub(crate) use session::Session;
 pub(crate) use sources::{open_images, open_store, Preparation, Prepared};
 pub(crate) use summary::stored_size;
 pub use summary::Summary;
 pub(crate) use target::{plan_compose, Target};
-pub use workdir::DOCKERFILE_NAME;
 
 use target::targets;
 

@@ -17,7 +17,7 @@ use super::workdir;
 
 /// The same pipeline as a compose, with nothing spooled up front (each
 /// layer reads what it needs, and the store keeps what was built).
-pub struct Session {
+pub(crate) struct Session {
     prepared: Prepared,
     base: ComposeRequest,
 }
@@ -25,7 +25,7 @@ pub struct Session {
 impl Session {
     /// `base` names the images, the store and the work directory; its
     /// components and output are ignored.
-    pub fn open(base: &ComposeRequest) -> Result<Session> {
+    pub(crate) fn open(base: &ComposeRequest) -> Result<Session> {
         workdir::prepare(&Target::of(base), base.store.as_ref())?;
         let prepared = Prepared::new(
             base,
@@ -44,12 +44,12 @@ impl Session {
     }
 
     /// The components full offers, by kind and name.
-    pub fn offered(&self) -> Vec<triton::Component> {
+    pub(crate) fn offered(&self) -> Vec<triton::Component> {
         self.prepared.offered()
     }
 
     /// min's and full's digests (or image IDs).
-    pub fn ids(&self) -> (Option<Digest>, Option<Digest>) {
+    pub(crate) fn ids(&self) -> (Option<Digest>, Option<Digest>) {
         (
             self.prepared.min.image().id.clone(),
             self.prepared.full.image().id.clone(),
@@ -59,7 +59,7 @@ impl Session {
     /// Composes `components` into the OCI layout `dir` under `tag`;
     /// returns what was committed and the new layers (taken from the store
     /// or built).
-    pub fn compose(
+    pub(crate) fn compose(
         &self,
         components: &[triton::Component],
         dir: &Path,

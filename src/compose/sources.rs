@@ -35,7 +35,7 @@ pub(crate) struct Scans {
 
 impl Scans {
     /// The scans of the images a plan copies from, for [`crate::execute::Execution`].
-    pub fn by_origin(&self) -> std::collections::HashMap<Origin, &scan::ScannedImage> {
+    pub(crate) fn by_origin(&self) -> std::collections::HashMap<Origin, &scan::ScannedImage> {
         [
             (Origin::Full, Some(&self.full)),
             (Origin::GpuMin, self.gpu_min.as_ref()),
@@ -111,7 +111,7 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Opens and scans the sources `request` names.
-    pub fn new(request: &ComposeRequest, how: &Preparation<'_>) -> Result<Prepared> {
+    pub(crate) fn new(request: &ComposeRequest, how: &Preparation<'_>) -> Result<Prepared> {
         let store = open_store(request)?;
         let opened = open_images(request, how.transport)?;
         // Before any layer is read.
@@ -127,7 +127,7 @@ impl Prepared {
     }
 
     /// Scans sources already opened, with the request's store (if any).
-    pub fn scan(
+    pub(crate) fn scan(
         request: &ComposeRequest,
         store: Option<Store>,
         opened: Opened,
@@ -175,7 +175,7 @@ impl Prepared {
         })
     }
 
-    pub fn images(&self) -> Images<'_> {
+    pub(crate) fn images(&self) -> Images<'_> {
         Images {
             min: self.min.as_ref(),
             full: self.full.as_ref(),
@@ -184,7 +184,7 @@ impl Prepared {
     }
 
     /// The components full offers, by kind and name.
-    pub fn offered(&self) -> Vec<Component> {
+    pub(crate) fn offered(&self) -> Vec<Component> {
         triton::ComponentKind::ALL
             .into_iter()
             .flat_map(|kind| {
@@ -196,7 +196,7 @@ impl Prepared {
     }
 
     /// Evicts past the store's bound, when the store is the user's.
-    pub fn prune(&self, request: &ComposeRequest) {
+    pub(crate) fn prune(&self, request: &ComposeRequest) {
         if let Some(store) = request.store.as_ref().and(self.store.as_ref()) {
             let freed = store.prune(None);
             if freed > 0 {

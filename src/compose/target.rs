@@ -34,7 +34,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The request's own image.
-    pub fn of(request: &ComposeRequest) -> Target {
+    pub(crate) fn of(request: &ComposeRequest) -> Target {
         Target {
             name: None,
             components: request.components.clone(),
@@ -81,7 +81,7 @@ pub(super) struct Built {
 
 impl Built {
     /// The outcome once the sink committed the image as `written`.
-    pub fn outcome(
+    pub(crate) fn outcome(
         self,
         target: &Target,
         images: &Images<'_>,

@@ -12,7 +12,7 @@ use crate::triton;
 
 use super::target::Target;
 
-pub const DOCKERFILE_NAME: &str = "Dockerfile.compose";
+pub(crate) const DOCKERFILE_NAME: &str = "Dockerfile.compose";
 
 /// Makes a target's work directory and sweeps what killed runs left.
 pub(super) fn prepare(target: &Target, store: Option<&StoreSettings>) -> Result<()> {

@@ -22,7 +22,7 @@ use crate::triton;
 use super::ldso::SearchPath;
 
 /// The objects of an image, as far as a load needs them.
-pub trait Objects {
+pub(crate) trait Objects {
     /// The dynamic-linking facts of the ELF file at `path`.
     fn elf(&self, path: &ImagePath) -> Option<&ElfInfo>;
 
@@ -33,7 +33,7 @@ pub trait Objects {
 
 /// A need that does not resolve in a load.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Where the load started: a program, or an object dlopened into it.
     pub root: ImagePath,
     /// The object whose need is missing.
@@ -50,7 +50,7 @@ struct Loaded {
 }
 
 /// One process: the objects loaded so far and the names they answer to.
-pub struct Process<'a, O: Objects + ?Sized> {
+pub(crate) struct Process<'a, O: Objects + ?Sized> {
     objects: &'a O,
     search: &'a SearchPath,
     names: HashMap<String, ImagePath>,
@@ -61,7 +61,7 @@ pub struct Process<'a, O: Objects + ?Sized> {
 }
 
 impl<'a, O: Objects + ?Sized> Process<'a, O> {
-    pub fn new(objects: &'a O, search: &'a SearchPath) -> Self {
+    pub(crate) fn new(objects: &'a O, search: &'a SearchPath) -> Self {
         Process {
             objects,
             search,
@@ -72,28 +72,20 @@ impl<'a, O: Objects + ?Sized> Process<'a, O> {
         }
     }
 
-    pub fn is_loaded(&self, path: &ImagePath) -> bool {
-        self.loaded.contains_key(path)
-    }
-
-    pub fn loaded(&self) -> impl Iterator<Item = &ImagePath> {
-        self.loaded.keys()
-    }
-
     /// The loaded object that answers to `name` (a DT_NEEDED or DT_SONAME).
-    pub fn named(&self, name: &str) -> Option<&ImagePath> {
+    pub(crate) fn named(&self, name: &str) -> Option<&ImagePath> {
         self.names.get(name)
     }
 
     /// Starts a program: `root` and everything it needs.
-    pub fn exec(&mut self, root: &ImagePath) {
+    pub(crate) fn exec(&mut self, root: &ImagePath) {
         self.load(root, root, Vec::new(), Vec::new());
     }
 
     /// dlopens `root` by path from `caller` (a loaded object): `root`
     /// inherits the caller's DT_RPATH chain. Without a caller, as a
     /// program of its own.
-    pub fn dlopen(&mut self, root: &ImagePath, caller: Option<&ImagePath>) {
+    pub(crate) fn dlopen(&mut self, root: &ImagePath, caller: Option<&ImagePath>) {
         let (inherited, prefix) = caller
             .and_then(|c| self.loaded.get(c))
             .map(|c| (c.passed_on.clone(), c.chain.clone()))
@@ -176,7 +168,7 @@ impl<'a, O: Objects + ?Sized> Process<'a, O> {
 
 /// The objects of a Triton installation a load starts from.
 #[derive(Debug, Default)]
-pub struct Roots {
+pub(crate) struct Roots {
     /// Programs, the server first when it is there.
     pub executables: Vec<ImagePath>,
     /// What libtritonserver dlopens: backends, repository agents, caches.
@@ -186,7 +178,7 @@ pub struct Roots {
 impl Roots {
     /// Sorts ELF files of the installation (and the entrypoint, when it is
     /// an ELF program) into roots.
-    pub fn find<'p>(
+    pub(crate) fn find<'p>(
         paths: impl IntoIterator<Item = &'p ImagePath>,
         entrypoint: Option<&ImagePath>,
         elf: impl Fn(&ImagePath) -> Option<&'p ElfInfo>,
@@ -220,14 +212,18 @@ impl Roots {
 /// Every root loaded as Triton loads it: each program in a process of its
 /// own, and the components dlopened by libtritonserver into the server's
 /// process (each into a process of its own when there is no server).
-pub struct Loads {
+pub(crate) struct Loads {
     pub findings: Vec<Finding>,
     pub driver: BTreeSet<String>,
     /// Every object some root loads.
     pub reached: HashSet<ImagePath>,
 }
 
-pub fn load_roots<O: Objects + ?Sized>(objects: &O, search: &SearchPath, roots: &Roots) -> Loads {
+pub(crate) fn load_roots<O: Objects + ?Sized>(
+    objects: &O,
+    search: &SearchPath,
+    roots: &Roots,
+) -> Loads {
     let server = ImagePath::from_static(triton::SERVER_PROGRAM);
     let mut loads = Loads {
         findings: Vec::new(),
@@ -266,7 +262,7 @@ pub fn load_roots<O: Objects + ?Sized>(objects: &O, search: &SearchPath, roots: 
 
 /// The needs `object` cannot meet on its own, loaded as a program with no
 /// chain above it: for objects no root reaches.
-pub fn alone<O: Objects + ?Sized>(
+pub(crate) fn alone<O: Objects + ?Sized>(
     objects: &O,
     search: &SearchPath,
     object: &ImagePath,

@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::layer::ImagePath;
 use crate::tree::MergedTree;
 
-pub const STATUS: &str = "var/lib/dpkg/status";
-pub const INFO_DIR: &str = "var/lib/dpkg/info";
+pub(crate) const STATUS: &str = "var/lib/dpkg/status";
+pub(crate) const INFO_DIR: &str = "var/lib/dpkg/info";
 
 /// One package's stanza of the status file.
 #[derive(Clone, Debug)]
-pub struct Stanza {
+pub(crate) struct Stanza {
     pub package: String,
     pub arch: String,
     pub installed: bool,
@@ -26,7 +26,7 @@ pub struct Stanza {
 
 impl Stanza {
     /// A single-line field's value (`Version`).
-    pub fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.text.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             (key == name).then(|| value.trim())
@@ -35,7 +35,7 @@ impl Stanza {
 }
 
 /// The version of `package` in the first of these stanzas that names it.
-pub fn version_of<'a>(
+pub(crate) fn version_of<'a>(
     stanzas: impl IntoIterator<Item = &'a Stanza>,
     package: &str,
 ) -> Option<String> {
@@ -46,7 +46,7 @@ pub fn version_of<'a>(
         .map(str::to_string)
 }
 
-pub fn parse_status(text: &str) -> Vec<Stanza> {
+pub(crate) fn parse_status(text: &str) -> Vec<Stanza> {
     text.split("\n\n")
         .filter(|s| !s.trim().is_empty())
         .filter_map(|raw| {
@@ -110,13 +110,13 @@ fn relations(value: &str) -> Vec<Vec<String>> {
 
 /// Installed packages, and what each name is provided by.
 #[derive(Default)]
-pub struct Installed {
+pub(crate) struct Installed {
     pub packages: BTreeMap<String, Stanza>,
     provided: HashMap<String, Vec<String>>,
 }
 
 impl Installed {
-    pub fn new<'a>(stanzas: impl IntoIterator<Item = &'a Stanza>) -> Self {
+    pub(crate) fn new<'a>(stanzas: impl IntoIterator<Item = &'a Stanza>) -> Self {
         let mut out = Installed::default();
         for stanza in stanzas {
             out.insert(stanza);
@@ -125,7 +125,7 @@ impl Installed {
     }
 
     /// Records a package, if its stanza says it is installed.
-    pub fn insert(&mut self, stanza: &Stanza) {
+    pub(crate) fn insert(&mut self, stanza: &Stanza) {
         if !stanza.installed {
             return;
         }
@@ -139,12 +139,12 @@ impl Installed {
     }
 
     /// True when a package of that name is installed or one provides it.
-    pub fn satisfies(&self, name: &str) -> bool {
+    pub(crate) fn satisfies(&self, name: &str) -> bool {
         self.packages.contains_key(name) || self.provided.contains_key(name)
     }
 
     /// The installed package that answers for a name, itself first.
-    pub fn provider(&self, name: &str) -> Option<&Stanza> {
+    pub(crate) fn provider(&self, name: &str) -> Option<&Stanza> {
         self.packages.get(name).or_else(|| {
             self.provided
                 .get(name)
@@ -156,13 +156,13 @@ impl Installed {
 
 /// Which package owns which path, from the kept `info/*.list` files.
 #[derive(Default)]
-pub struct Owners {
+pub(crate) struct Owners {
     owner: HashMap<ImagePath, String>,
     files: HashMap<String, Vec<ImagePath>>,
 }
 
 impl Owners {
-    pub fn new(kept: &HashMap<ImagePath, Vec<u8>>) -> Self {
+    pub(crate) fn new(kept: &HashMap<ImagePath, Vec<u8>>) -> Self {
         let info = ImagePath::from_static(INFO_DIR);
         let mut out = Owners::default();
         let mut lists: Vec<_> = kept
@@ -198,17 +198,17 @@ impl Owners {
         out
     }
 
-    pub fn owner(&self, path: &ImagePath) -> Option<&str> {
+    pub(crate) fn owner(&self, path: &ImagePath) -> Option<&str> {
         self.owner.get(path).map(String::as_str)
     }
 
     /// Packages whose list the scan kept (for a delta scan: those full's
     /// own layers installed or changed).
-    pub fn listed(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn listed(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
     }
 
-    pub fn files(&self, package: &str) -> &[ImagePath] {
+    pub(crate) fn files(&self, package: &str) -> &[ImagePath] {
         self.files.get(package).map_or(&[], Vec::as_slice)
     }
 }
@@ -222,7 +222,7 @@ fn usr_alias(path: &ImagePath) -> Option<ImagePath> {
 }
 
 /// The info files of a package (`PKG.list`, `PKG:amd64.md5sums`, ...).
-pub fn info_files(tree: &MergedTree, package: &str) -> Vec<ImagePath> {
+pub(crate) fn info_files(tree: &MergedTree, package: &str) -> Vec<ImagePath> {
     let info = ImagePath::from_static(INFO_DIR);
     tree.child_names(&info)
         .into_iter()
@@ -236,7 +236,7 @@ pub fn info_files(tree: &MergedTree, package: &str) -> Vec<ImagePath> {
 
 /// A status file: `base`'s stanzas plus `added`, sorted by name as dpkg
 /// writes them.
-pub fn merge_status<'a>(base: &'a [Stanza], added: &'a [&'a Stanza]) -> String {
+pub(crate) fn merge_status<'a>(base: &'a [Stanza], added: &'a [&'a Stanza]) -> String {
     let mut all: Vec<&Stanza> = base.iter().chain(added.iter().copied()).collect();
     let mut seen = HashSet::new();
     all.retain(|s| seen.insert((s.package.clone(), s.arch.clone())));

@@ -6,7 +6,7 @@ use crate::layer::{EntryKind, EntryMeta, ImagePath};
 use crate::tree::MergedTree;
 
 /// What a view knows about one path.
-pub enum Lookup<'a> {
+pub(crate) enum Lookup<'a> {
     Found(&'a EntryMeta),
     Absent,
     /// The view cannot tell (min was not read).
@@ -14,7 +14,7 @@ pub enum Lookup<'a> {
 }
 
 /// A filesystem to resolve paths in.
-pub trait FsView {
+pub(crate) trait FsView {
     fn lookup(&self, path: &ImagePath) -> Lookup<'_>;
 }
 
@@ -28,14 +28,14 @@ impl FsView for MergedTree {
 
 /// A path resolved to what it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The path with every symlink replaced by its target.
     pub path: ImagePath,
     /// The symlinks passed through, in order.
     pub links: Vec<ImagePath>,
 }
 
-pub enum Resolution {
+pub(crate) enum Resolution {
     Found(Resolved),
     Absent,
     Unknown,
@@ -43,7 +43,7 @@ pub enum Resolution {
 
 const MAX_HOPS: usize = 40;
 
-pub fn resolve(view: &dyn FsView, path: &ImagePath) -> Resolution {
+pub(crate) fn resolve(view: &dyn FsView, path: &ImagePath) -> Resolution {
     let mut pending: Vec<Vec<u8>> = components(path.as_bytes());
     pending.reverse(); // a stack: the next component is last
     let mut current = ImagePath::default();
@@ -91,7 +91,7 @@ fn components(bytes: &[u8]) -> Vec<Vec<u8>> {
 
 /// Normalizes an absolute path that may hold `.` and `..` (clamped at the
 /// root), as search paths after `$ORIGIN` expansion do.
-pub fn normalize(path: &str) -> ImagePath {
+pub(crate) fn normalize(path: &str) -> ImagePath {
     let mut out = ImagePath::default();
     for component in path.as_bytes().split(|&b| b == b'/') {
         match component {

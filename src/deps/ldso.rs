@@ -15,7 +15,7 @@ const EM_AARCH64: u16 = 183;
 
 /// The search settings of one image.
 #[derive(Clone, Debug, Default)]
-pub struct SearchPath {
+pub(crate) struct SearchPath {
     /// From the image config's LD_LIBRARY_PATH.
     pub ld_library_path: Vec<String>,
     /// From /etc/ld.so.conf and the files it includes.
@@ -23,7 +23,10 @@ pub struct SearchPath {
 }
 
 impl SearchPath {
-    pub fn new(ld_library_path: Option<&str>, kept: &[&HashMap<ImagePath, Vec<u8>>]) -> Self {
+    pub(crate) fn new(
+        ld_library_path: Option<&str>,
+        kept: &[&HashMap<ImagePath, Vec<u8>>],
+    ) -> Self {
         SearchPath {
             ld_library_path: ld_library_path
                 .map(|v| {
@@ -39,7 +42,7 @@ impl SearchPath {
 
     /// The directories to try for `object`'s needs, in order. `inherited`
     /// holds the DT_RPATH directories of the objects that loaded it.
-    pub fn dirs(
+    pub(crate) fn dirs(
         &self,
         object: &ImagePath,
         info: &ElfInfo,
@@ -65,7 +68,7 @@ impl SearchPath {
     }
 
     /// The DT_RPATH directories an object passes on to what it loads.
-    pub fn passed_on(
+    pub(crate) fn passed_on(
         &self,
         object: &ImagePath,
         info: &ElfInfo,

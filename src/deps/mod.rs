@@ -18,11 +18,11 @@
 //! and packages count as min's unless full's own layers wrote their
 //! `info/PKG.list`.
 
-pub mod chain;
-pub mod dpkg;
-pub mod fsview;
-pub mod ldso;
-pub mod python;
+pub(crate) mod chain;
+pub(crate) mod dpkg;
+pub(crate) mod fsview;
+pub(crate) mod ldso;
+pub(crate) mod python;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
@@ -39,7 +39,7 @@ use ldso::SearchPath;
 use python::{Dists, PythonEnv};
 
 /// Files the scans keep in memory for this module.
-pub fn keeps(path: &ImagePath) -> bool {
+pub(crate) fn keeps(path: &ImagePath) -> bool {
     let bytes = path.as_bytes();
     bytes == dpkg::STATUS.as_bytes()
         || bytes == b"etc/ld.so.conf"
@@ -57,14 +57,14 @@ pub fn keeps(path: &ImagePath) -> bool {
 
 /// Files whose ELF facts the scans read, besides the selection: anything
 /// named like a shared library.
-pub fn may_be_library(path: &ImagePath) -> bool {
+pub(crate) fn may_be_library(path: &ImagePath) -> bool {
     let name = path.file_name();
     name.ends_with(b".so") || name.windows(4).any(|w| w == b".so.")
 }
 
 /// Why something was added.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reason {
+pub(crate) struct Reason {
     /// What was added: a library path, `package NAME`, `python NAME`.
     pub added: String,
     pub because: String,
@@ -72,13 +72,13 @@ pub struct Reason {
 
 /// A need nothing in min or full meets.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Missing {
+pub(crate) struct Missing {
     pub need: String,
     pub of: String,
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Deps {
+pub(crate) struct Deps {
     /// Paths of the full image to add, sorted.
     pub paths: BTreeSet<ImagePath>,
     /// The merged /var/lib/dpkg/status, when packages were added.
@@ -88,7 +88,7 @@ pub struct Deps {
     pub missing: Vec<Missing>,
 }
 
-pub struct DepsInput<'a> {
+pub(crate) struct DepsInput<'a> {
     pub full: &'a ScannedImage,
     pub min: &'a MinView<'a>,
     /// Paths of full the plan copies already.
@@ -103,7 +103,7 @@ pub struct DepsInput<'a> {
     pub needs: &'a [(RuntimeNeed, String)],
 }
 
-pub fn resolve_deps(input: &DepsInput<'_>) -> Deps {
+pub(crate) fn resolve_deps(input: &DepsInput<'_>) -> Deps {
     let mut closure = Closure::new(input);
     // Along load chains first, as ld.so resolves them: the programs, then
     // the components libtritonserver dlopens with its DT_RPATH chain. What
@@ -699,7 +699,7 @@ enum Found {
 }
 
 /// The paths ld.so tries for a DT_NEEDED name, given its search dirs.
-pub fn candidates(need: &str, dirs: &[ImagePath]) -> Vec<ImagePath> {
+pub(crate) fn candidates(need: &str, dirs: &[ImagePath]) -> Vec<ImagePath> {
     if need.contains('/') {
         return if need.starts_with('/') {
             vec![fsview::normalize(need)]

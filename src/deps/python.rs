@@ -18,7 +18,7 @@ use super::fsview::normalize;
 const DIST_FILES: [&[u8]; 3] = [b"RECORD", b"METADATA", b"top_level.txt"];
 
 /// True for the files the scans keep to know python distributions.
-pub fn is_dist_file(path: &ImagePath) -> bool {
+pub(crate) fn is_dist_file(path: &ImagePath) -> bool {
     DIST_FILES.contains(&path.file_name())
         && path
             .parent()
@@ -31,7 +31,7 @@ fn is_record(path: &ImagePath) -> bool {
 
 /// A distribution's name as PEP 503 compares them: lowercase, with runs of
 /// `-`, `_` and `.` as one `-`.
-pub fn normalize_name(name: &str) -> String {
+pub(crate) fn normalize_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if matches!(c, '-' | '_' | '.') {
@@ -46,7 +46,7 @@ pub fn normalize_name(name: &str) -> String {
 }
 
 /// The python an image runs, for evaluating environment markers.
-pub struct PythonEnv {
+pub(crate) struct PythonEnv {
     /// `3.11`
     pub version: String,
     markers: MarkerEnvironment,
@@ -55,7 +55,11 @@ pub struct PythonEnv {
 impl PythonEnv {
     /// `version` is `X.Y`; `full_version` `X.Y.Z` when known; `architecture`
     /// the OCI name (`amd64`, `arm64`).
-    pub fn new(version: &str, full_version: Option<&str>, architecture: &str) -> Option<PythonEnv> {
+    pub(crate) fn new(
+        version: &str,
+        full_version: Option<&str>,
+        architecture: &str,
+    ) -> Option<PythonEnv> {
         let full = full_version.map_or_else(|| format!("{version}.0"), str::to_string);
         let machine = match architecture {
             "amd64" => "x86_64",
@@ -86,7 +90,7 @@ impl PythonEnv {
     /// The python of a composed image: the `python3.X` that
     /// /usr/bin/python3 names (else the newest under /usr/lib), with its
     /// patch level from dpkg's `python3.X-minimal` when known.
-    pub fn of_image(
+    pub(crate) fn of_image(
         trees: &[&MergedTree],
         dpkg_version: impl Fn(&str) -> Option<String>,
         architecture: &str,
@@ -127,7 +131,7 @@ impl PythonEnv {
 
 /// A requirement of a distribution, as it applies to the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Required {
+pub(crate) struct Required {
     /// Normalized name.
     pub name: String,
     pub extras: BTreeSet<String>,
@@ -137,7 +141,7 @@ pub struct Required {
 
 /// Distributions (by dist-info directory) and the files they installed.
 #[derive(Default)]
-pub struct Dists {
+pub(crate) struct Dists {
     owner: HashMap<ImagePath, ImagePath>,
     files: HashMap<ImagePath, Vec<ImagePath>>,
     /// Normalized name to dist-info directories (one per site directory).
@@ -149,7 +153,7 @@ pub struct Dists {
 }
 
 impl Dists {
-    pub fn new(kept: &HashMap<ImagePath, Vec<u8>>) -> Self {
+    pub(crate) fn new(kept: &HashMap<ImagePath, Vec<u8>>) -> Self {
         let mut out = Dists::default();
         let mut dists: Vec<&ImagePath> = kept.keys().filter(|p| is_dist_file(p)).collect();
         dists.sort();
@@ -191,11 +195,11 @@ impl Dists {
     }
 
     /// The dist-info directory of the distribution that installed `path`.
-    pub fn owner(&self, path: &ImagePath) -> Option<&ImagePath> {
+    pub(crate) fn owner(&self, path: &ImagePath) -> Option<&ImagePath> {
         self.owner.get(path)
     }
 
-    pub fn files(&self, dist: &ImagePath) -> &[ImagePath] {
+    pub(crate) fn files(&self, dist: &ImagePath) -> &[ImagePath] {
         self.files.get(dist).map_or(&[], Vec::as_slice)
     }
 
@@ -225,7 +229,7 @@ impl Dists {
 
     /// The distribution of that name in one of `sites` (searched in order),
     /// when full holds it.
-    pub fn named(&self, name: &str, sites: &[ImagePath]) -> Option<&ImagePath> {
+    pub(crate) fn named(&self, name: &str, sites: &[ImagePath]) -> Option<&ImagePath> {
         let found = self.by_name.get(&normalize_name(name))?;
         sites
             .iter()
@@ -234,13 +238,13 @@ impl Dists {
     }
 
     /// The distributions whose top_level.txt lists `module`.
-    pub fn providing(&self, module: &str) -> &[ImagePath] {
+    pub(crate) fn providing(&self, module: &str) -> &[ImagePath] {
         self.top_level.get(module).map_or(&[], Vec::as_slice)
     }
 
     /// What a distribution requires in this environment, with `extras`
     /// asked of it. Lines that do not parse are logged and left out.
-    pub fn requirements(
+    pub(crate) fn requirements(
         &self,
         dist: &ImagePath,
         env: &PythonEnv,
@@ -303,7 +307,7 @@ fn first_csv_field(line: &str) -> Option<String> {
 /// /usr/lib (only `version` when given), its stdlib and lib-dynload, then
 /// /usr/local's dist-packages and site-packages, /usr/lib/python3's
 /// dist-packages, and /usr/lib/python3.X's own.
-pub fn site_dirs(trees: &[&MergedTree], version: Option<&str>) -> Vec<ImagePath> {
+pub(crate) fn site_dirs(trees: &[&MergedTree], version: Option<&str>) -> Vec<ImagePath> {
     let mut versions: Vec<String> = ["usr/local/lib", "usr/lib"]
         .iter()
         .flat_map(|base| {
@@ -335,7 +339,7 @@ pub fn site_dirs(trees: &[&MergedTree], version: Option<&str>) -> Vec<ImagePath>
 
 /// Modules compiled into CPython itself (no file to find):
 /// `sys.builtin_module_names` of Debian's and Ubuntu's python3.8 to 3.13.
-pub const BUILTIN_MODULES: &[&str] = &[
+pub(crate) const BUILTIN_MODULES: &[&str] = &[
     "_abc",
     "_ast",
     "_bisect",
@@ -405,7 +409,7 @@ pub const BUILTIN_MODULES: &[&str] = &[
 
 /// A path where a module may be.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub path: ImagePath,
     /// A namespace package's directory. A directory alone may be min's when
     /// min was not read, so it never proves the module is there.
@@ -416,7 +420,7 @@ pub struct Candidate {
 /// specific first: for `a.b`, `a/b/__init__.py`, `a/b.py`, extension
 /// modules `a/b.*.so`, the namespace directory `a/b`, then the same for
 /// `a`. Extension modules are found by listing the trees.
-pub fn module_candidates(
+pub(crate) fn module_candidates(
     sites: &[ImagePath],
     module: &str,
     trees: &[&MergedTree],

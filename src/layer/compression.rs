@@ -15,7 +15,7 @@ const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// Wraps a layer blob in the decompressor its first bytes call for.
-pub fn decompress<'a>(raw: impl Read + Send + 'a) -> Result<Box<dyn Read + Send + 'a>> {
+pub(crate) fn decompress<'a>(raw: impl Read + Send + 'a) -> Result<Box<dyn Read + Send + 'a>> {
     let mut buffered = BufReader::with_capacity(1 << 20, raw);
     let head = buffered.fill_buf()?;
     if head.starts_with(GZIP_MAGIC) {
@@ -32,7 +32,7 @@ pub fn decompress<'a>(raw: impl Read + Send + 'a) -> Result<Box<dyn Read + Send 
 /// Like [`decompress`], but a gzip layer is inflated by
 /// [`super::ztoc::IndexingReader`], which puts its access points in `slot`
 /// at the end of the stream.
-pub fn decompress_indexed<'a>(
+pub(crate) fn decompress_indexed<'a>(
     raw: impl Read + Send + 'a,
     slot: std::sync::Arc<std::sync::Mutex<Option<super::ztoc::AccessIndex>>>,
 ) -> Result<Box<dyn Read + Send + 'a>> {

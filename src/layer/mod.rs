@@ -10,16 +10,17 @@ mod pgzip;
 mod reader;
 pub(crate) mod tarparse;
 mod writer;
-pub mod ztoc;
+pub(crate) mod ztoc;
 
-pub use compression::{decompress, Compression};
-pub use entry::{EntryKind, EntryMeta, ImagePath};
-pub use reader::{read_layer, read_layer_with, LayerEntry, LayerItem};
-pub use writer::{LayerWriter, WrittenLayer};
+pub use compression::Compression;
+pub(crate) use entry::{EntryKind, EntryMeta, ImagePath};
+pub(crate) use reader::read_layer_with;
+pub use reader::{read_layer, LayerItem};
+pub(crate) use writer::{LayerWriter, WrittenLayer};
 
 /// How many threads compression may use: `TRITON_COMPOSE_THREADS`, or one
 /// per core. Output bytes do not depend on it.
-pub fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::env::var("TRITON_COMPOSE_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())

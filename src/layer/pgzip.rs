@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use flate2::{Compress, FlushCompress, Status};
 
 /// Input bytes per block (pigz's default).
-pub const BLOCK: usize = 128 << 10;
+pub(crate) const BLOCK: usize = 128 << 10;
 /// How much of the previous block primes the next: deflate's window.
 const DICT: usize = 32 << 10;
 
@@ -25,7 +25,7 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// The pool that compresses blocks: one thread per core, or
 /// `TRITON_COMPOSE_THREADS` (the output is the same for any number).
-pub fn pool() -> Arc<rayon::ThreadPool> {
+pub(crate) fn pool() -> Arc<rayon::ThreadPool> {
     static POOL: OnceLock<Arc<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let threads = crate::layer::threads();
@@ -42,7 +42,7 @@ pub fn pool() -> Arc<rayon::ThreadPool> {
 
 type Piece = mpsc::Receiver<io::Result<Vec<u8>>>;
 
-pub struct ParallelGzip<W: Write> {
+pub(crate) struct ParallelGzip<W: Write> {
     inner: W,
     level: u32,
     pool: Arc<rayon::ThreadPool>,
@@ -57,11 +57,11 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    pub fn new(inner: W, level: u32) -> Self {
+    pub(crate) fn new(inner: W, level: u32) -> Self {
         Self::with_pool(inner, level, pool())
     }
 
-    pub fn with_pool(inner: W, level: u32, pool: Arc<rayon::ThreadPool>) -> Self {
+    pub(crate) fn with_pool(inner: W, level: u32, pool: Arc<rayon::ThreadPool>) -> Self {
         ParallelGzip {
             inner,
             level,
@@ -109,7 +109,7 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     /// Compresses what is left, writes the trailer and returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
         self.inner
             .write_all(&self.crc.clone().finalize().to_le_bytes())?;

@@ -47,7 +47,7 @@ pub fn read_layer<'r>(
 
 /// Like [`read_layer`]; with `access`, a gzip layer's access points are
 /// kept on the way ([`super::ztoc`]) and returned.
-pub fn read_layer_with<'r>(
+pub(crate) fn read_layer_with<'r>(
     raw: impl Read + Send + 'r,
     access: bool,
     mut visit: impl FnMut(u32, LayerItem<'_>) -> Result<()>,

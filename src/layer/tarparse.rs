@@ -15,15 +15,15 @@ use crate::error::{Error, Result};
 
 const BLOCK: usize = 512;
 /// The largest GNU long name, long link name or PAX header accepted.
-pub const MAX_RECORD: u64 = 64 << 10;
+pub(crate) const MAX_RECORD: u64 = 64 << 10;
 /// Most extended attributes one entry may carry.
-pub const MAX_XATTRS: usize = 128;
+pub(crate) const MAX_XATTRS: usize = 128;
 /// Most entries one layer may have.
-pub const MAX_ENTRIES: u64 = 4_000_000;
+pub(crate) const MAX_ENTRIES: u64 = 4_000_000;
 
 /// An entry's header, with GNU and PAX extensions applied.
 #[derive(Clone, Debug, Default)]
-pub struct TarHeader {
+pub(crate) struct TarHeader {
     pub typeflag: u8,
     pub path: Vec<u8>,
     pub link: Vec<u8>,
@@ -89,7 +89,7 @@ fn header_only(typeflag: u8) -> bool {
 }
 
 /// Reads a tar stream entry by entry.
-pub struct TarReader<R> {
+pub(crate) struct TarReader<R> {
     inner: R,
     /// Stream offset of the next byte `inner` yields.
     pos: u64,
@@ -101,7 +101,7 @@ pub struct TarReader<R> {
 }
 
 impl<R: Read> TarReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         TarReader {
             inner,
             pos: 0,
@@ -112,12 +112,12 @@ impl<R: Read> TarReader<R> {
         }
     }
 
-    pub fn into_inner(self) -> R {
+    pub(crate) fn into_inner(self) -> R {
         self.inner
     }
 
     /// Where the current entry's data starts in the stream.
-    pub fn data_start(&self) -> u64 {
+    pub(crate) fn data_start(&self) -> u64 {
         self.pos
     }
 
@@ -169,7 +169,7 @@ impl<R: Read> TarReader<R> {
 
     /// The next entry's header, with extensions applied; `None` at the end
     /// of the archive. The previous entry's unread data is skipped.
-    pub fn next_header(&mut self) -> Result<Option<TarHeader>> {
+    pub(crate) fn next_header(&mut self) -> Result<Option<TarHeader>> {
         if self.done {
             return Ok(None);
         }

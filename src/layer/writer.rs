@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 type Sink = HashingWriter<BufWriter<File>>;
 
-pub struct LayerWriter {
+pub(crate) struct LayerWriter {
     builder: tar::Builder<HashingWriter<Compressor<Sink>>>,
 }
 
@@ -27,7 +27,7 @@ pub struct WrittenLayer {
 }
 
 impl LayerWriter {
-    pub fn new(file: File, compression: Compression) -> Result<Self> {
+    pub(crate) fn new(file: File, compression: Compression) -> Result<Self> {
         let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let compressor = compression.writer(sink)?;
         let mut builder = tar::Builder::new(HashingWriter::new(compressor));
@@ -38,7 +38,7 @@ impl LayerWriter {
     /// Appends one entry. `content` must yield exactly `meta.size` bytes for
     /// files. A `HardLink` entry's `link_target` names an entry written
     /// earlier in this layer.
-    pub fn append(
+    pub(crate) fn append(
         &mut self,
         path: &ImagePath,
         meta: &EntryMeta,
@@ -97,7 +97,7 @@ impl LayerWriter {
     }
 
     /// Ends the archive, flushes everything and returns the digests.
-    pub fn finish(self) -> Result<WrittenLayer> {
+    pub(crate) fn finish(self) -> Result<WrittenLayer> {
         let uncompressed = self
             .builder
             .into_inner()

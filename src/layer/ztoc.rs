@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// Uncompressed bytes between access points, at first.
-pub const SPAN: u64 = 4 << 20;
+pub(crate) const SPAN: u64 = 4 << 20;
 /// The spacing doubles after every this many points, and no more than
 /// [`MAX_POINTS`] are kept (each holds a 32 KiB window): memory stays
 /// bounded whatever a layer inflates to. 2048 points cover 30 GiB.
@@ -37,7 +37,7 @@ const BUFFER: usize = 256 << 10;
 
 /// Where inflating can resume.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessPoint {
+pub(crate) struct AccessPoint {
     /// Uncompressed offset of the next output byte.
     pub out: u64,
     /// Compressed offset of the first whole byte still to be read.
@@ -53,14 +53,14 @@ pub struct AccessPoint {
 
 impl AccessPoint {
     /// The first compressed byte inflating from here reads.
-    pub fn first_byte(&self) -> u64 {
+    pub(crate) fn first_byte(&self) -> u64 {
         self.input - u64::from(self.bits > 0)
     }
 }
 
 /// The access points of one gzip blob.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessIndex {
+pub(crate) struct AccessIndex {
     pub points: Vec<AccessPoint>,
     /// Size of the compressed blob.
     pub compressed: u64,
@@ -70,13 +70,13 @@ pub struct AccessIndex {
 
 impl AccessIndex {
     /// The last point at or before uncompressed `offset`.
-    pub fn point_before(&self, offset: u64) -> Option<usize> {
+    pub(crate) fn point_before(&self, offset: u64) -> Option<usize> {
         let after = self.points.partition_point(|p| p.out <= offset);
         after.checked_sub(1)
     }
 
     /// The end of point `i`'s span of compressed bytes.
-    pub fn span_end(&self, i: usize) -> u64 {
+    pub(crate) fn span_end(&self, i: usize) -> u64 {
         self.points
             .get(i + 1)
             .map_or(self.compressed, |next| next.input)
@@ -420,7 +420,7 @@ impl<R: Read> Decoder<R> {
 /// Reads a gzip stream from its start, as a plain reader, keeping access
 /// points every [`SPAN`] bytes of output. [`IndexingReader::finish`] gives
 /// them once the stream was read to its end.
-pub struct IndexingReader<R> {
+pub(crate) struct IndexingReader<R> {
     decoder: Decoder<R>,
     points: Points,
     /// Where the access points go when the stream has been read to its end.
@@ -486,7 +486,7 @@ impl Observer for Points {
 }
 
 impl<R: Read> IndexingReader<R> {
-    pub fn new(inner: R) -> io::Result<Self> {
+    pub(crate) fn new(inner: R) -> io::Result<Self> {
         Ok(IndexingReader {
             decoder: Decoder::new(inner, 0, 0, Phase::Header)?,
             points: Points {
@@ -507,7 +507,7 @@ impl<R: Read> IndexingReader<R> {
 
     /// Like [`IndexingReader::new`]; the access points are put in `slot`
     /// once the stream has been read to its end.
-    pub fn with_slot(
+    pub(crate) fn with_slot(
         inner: R,
         slot: std::sync::Arc<std::sync::Mutex<Option<AccessIndex>>>,
     ) -> io::Result<Self> {
@@ -529,7 +529,8 @@ impl<R: Read> IndexingReader<R> {
     }
 
     /// The access points; reads whatever is left of the stream first.
-    pub fn finish(mut self) -> io::Result<AccessIndex> {
+    #[cfg(test)]
+    pub(crate) fn finish(mut self) -> io::Result<AccessIndex> {
         io::copy(&mut self, &mut io::sink())?;
         Ok(self.conclude())
     }
@@ -601,7 +602,11 @@ impl<R: Read> Read for VerifiedSpans<'_, R> {
 
 /// Which span range of compressed bytes holds uncompressed `[offset,
 /// offset + len)`: (first point, first byte, end byte).
-pub fn compressed_range(index: &AccessIndex, offset: u64, len: u64) -> Option<(usize, u64, u64)> {
+pub(crate) fn compressed_range(
+    index: &AccessIndex,
+    offset: u64,
+    len: u64,
+) -> Option<(usize, u64, u64)> {
     let first = index.point_before(offset)?;
     let last = index.point_before((offset + len).saturating_sub(1).max(offset))?;
     Some((
@@ -614,7 +619,7 @@ pub fn compressed_range(index: &AccessIndex, offset: u64, len: u64) -> Option<(u
 /// The uncompressed stream from an access point on, inflated from `raw`:
 /// the compressed bytes from that point's first byte, checked against the
 /// span digests as they are read.
-pub struct RandomReader<'a, R> {
+pub(crate) struct RandomReader<'a, R> {
     decoder: Decoder<VerifiedSpans<'a, R>>,
     index: &'a AccessIndex,
     buf: Vec<u8>,
@@ -624,7 +629,7 @@ pub struct RandomReader<'a, R> {
 }
 
 impl<'a, R: Read> RandomReader<'a, R> {
-    pub fn new(index: &'a AccessIndex, first: usize, raw: R) -> io::Result<Self> {
+    pub(crate) fn new(index: &'a AccessIndex, first: usize, raw: R) -> io::Result<Self> {
         let point = &index.points[first];
         let verified = VerifiedSpans {
             inner: raw,
@@ -658,7 +663,7 @@ impl<'a, R: Read> RandomReader<'a, R> {
     }
 
     /// Inflates and drops everything before uncompressed `offset`.
-    pub fn skip_to(&mut self, offset: u64) -> io::Result<()> {
+    pub(crate) fn skip_to(&mut self, offset: u64) -> io::Result<()> {
         if offset < self.position {
             return Err(bad("an earlier offset was asked for than already read"));
         }
@@ -672,7 +677,7 @@ impl<'a, R: Read> RandomReader<'a, R> {
 
     /// Reads the rest of the span holding the last byte read, so that its
     /// digest is checked.
-    pub fn finish(mut self) -> io::Result<()> {
+    pub(crate) fn finish(mut self) -> io::Result<()> {
         let last = self.index.point_before(self.position.saturating_sub(1));
         if let Some(last) = last {
             let raw = &mut self.decoder.inner;
@@ -712,7 +717,8 @@ impl<R: Read> Read for RandomReader<'_, R> {
 /// Inflates from the access point `first` over `raw` and hands `visit`
 /// each wanted range's bytes, in order. `wanted` is sorted by offset, all
 /// at or after the point.
-pub fn read_at(
+#[cfg(test)]
+pub(crate) fn read_at(
     index: &AccessIndex,
     first: usize,
     raw: impl Read,

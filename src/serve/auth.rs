@@ -14,7 +14,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 
 #[derive(Default)]
-pub struct Users {
+pub(crate) struct Users {
     /// user → bcrypt hash; empty: no authentication.
     hashes: HashMap<String, String>,
     /// (user, SHA-256 of a password) found good.
@@ -22,7 +22,7 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn load(path: &Path) -> Result<Users> {
+    pub(crate) fn load(path: &Path) -> Result<Users> {
         let text = std::fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
         let mut hashes = HashMap::new();
         for (n, line) in text.lines().enumerate() {
@@ -58,7 +58,7 @@ impl Users {
     }
 
     /// `Ok` when no credentials are needed or good ones were given.
-    pub fn check(&self, headers: &HeaderMap) -> std::result::Result<(), &'static str> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> std::result::Result<(), &'static str> {
         if self.hashes.is_empty() {
             return Ok(());
         }

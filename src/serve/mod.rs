@@ -19,7 +19,7 @@
 //! its blocking pool.
 
 mod auth;
-pub mod tags;
+pub(crate) mod tags;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -8,14 +8,14 @@
 use crate::triton::{Component, ComponentKind};
 
 /// The longest tag accepted (the distribution spec's limit).
-pub const MAX_TAG: usize = 128;
+pub(crate) const MAX_TAG: usize = 128;
 
 /// Why a tag names no image, for a `MANIFEST_UNKNOWN` message.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TagError(pub String);
+pub(crate) struct TagError(pub String);
 
 /// The components a tag names, in canonical order.
-pub fn parse(tag: &str, offered: &[Component]) -> Result<Vec<Component>, TagError> {
+pub(crate) fn parse(tag: &str, offered: &[Component]) -> Result<Vec<Component>, TagError> {
     if tag.len() > MAX_TAG {
         return Err(TagError(format!("tags are at most {MAX_TAG} characters")));
     }
@@ -65,7 +65,7 @@ fn canonical_order(mut components: Vec<Component>) -> Vec<Component> {
 }
 
 /// The one tag every spelling of a selection maps to: its names, sorted.
-pub fn canonical(components: &[Component]) -> String {
+pub(crate) fn canonical(components: &[Component]) -> String {
     let mut names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
     names.sort();
     names.dedup();

@@ -34,7 +34,7 @@ enum Member {
     Link(ImagePath),
 }
 
-pub struct DockerArchiveSource {
+pub(crate) struct DockerArchiveSource {
     name: String,
     file: PathBuf,
     members: HashMap<ImagePath, Member>,
@@ -44,7 +44,7 @@ pub struct DockerArchiveSource {
 
 /// Which image of an archive to read.
 #[derive(Clone, Copy, Debug)]
-pub enum Pick<'a> {
+pub(crate) enum Pick<'a> {
     /// The only one.
     Only,
     /// The one tagged NAME:TAG.
@@ -116,11 +116,11 @@ fn pick_entry<'a>(entries: &'a [Value], pick: Pick<'_>, name: &str) -> Result<&'
 }
 
 impl DockerArchiveSource {
-    pub fn open(file: &Path, reference: Option<&str>, name: String) -> Result<Self> {
+    pub(crate) fn open(file: &Path, reference: Option<&str>, name: String) -> Result<Self> {
         Self::open_picked(file, reference.map_or(Pick::Only, Pick::Named), name)
     }
 
-    pub fn open_picked(file: &Path, pick: Pick<'_>, name: String) -> Result<Self> {
+    pub(crate) fn open_picked(file: &Path, pick: Pick<'_>, name: String) -> Result<Self> {
         let handle = File::open(file).ctx(|| format!("opening {}", file.display()))?;
         let members = index_members(handle).map_err(|e| {
             e.context(format!(
@@ -337,7 +337,7 @@ impl ImageSource for DockerArchiveSource {
 
 /// Writes a docker-archive into a temporary file beside the destination and
 /// moves it into place on commit; the destination must not exist.
-pub struct DockerArchiveSink {
+pub(crate) struct DockerArchiveSink {
     name: String,
     file: PathBuf,
     /// The destination's directory, where blobs are staged too.
@@ -348,7 +348,7 @@ pub struct DockerArchiveSink {
 }
 
 impl DockerArchiveSink {
-    pub fn create(file: &Path, reference: &str, name: String) -> Result<Self> {
+    pub(crate) fn create(file: &Path, reference: &str, name: String) -> Result<Self> {
         if file.exists() {
             return Err(Error::new(format!(
                 "{} already exists; refusing to overwrite it",

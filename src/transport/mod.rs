@@ -12,12 +12,12 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::image::{ImageSink, ImageSource};
 
-pub mod docker_archive;
-pub mod docker_daemon;
-pub mod oci_layout;
-pub mod registry;
+pub(crate) mod docker_archive;
+pub(crate) mod docker_daemon;
+pub(crate) mod oci_layout;
+pub(crate) mod registry;
 
-pub use registry::RegistryOptions;
+pub(crate) use registry::RegistryOptions;
 
 use crate::image::Platform;
 
@@ -163,7 +163,7 @@ pub fn open_source(reference: &ImageRef, options: &Options) -> Result<Box<dyn Im
 
 /// The platforms a multi-platform image (an index) offers, in its order;
 /// for a single image, its own.
-pub fn platforms(reference: &ImageRef, options: &Options) -> Result<Vec<Platform>> {
+pub(crate) fn platforms(reference: &ImageRef, options: &Options) -> Result<Vec<Platform>> {
     let listed = match reference {
         ImageRef::Oci { dir, tag } => oci_layout::platforms(dir, tag.as_deref())?,
         ImageRef::Registry(text) => {
@@ -182,7 +182,7 @@ pub fn platforms(reference: &ImageRef, options: &Options) -> Result<Vec<Platform
 /// Opens several images for reading, in order, each error in the context
 /// of its label ("--image min"). Those in the local Docker engine are
 /// exported together, so layers they share are read once.
-pub fn open_sources(
+pub(crate) fn open_sources(
     references: &[(&str, &ImageRef)],
     options: &Options,
 ) -> Result<Vec<Box<dyn ImageSource>>> {
@@ -213,7 +213,7 @@ pub fn open_sources(
 /// Opens a destination, refusing one that would overwrite an existing image.
 /// `default_name` (compose.py's `--output-name`) names the image where the
 /// reference does not.
-pub fn open_sink(
+pub(crate) fn open_sink(
     reference: &ImageRef,
     default_name: &str,
     options: &Options,
@@ -257,7 +257,7 @@ pub(crate) fn output_parent(path: &std::path::Path) -> Result<PathBuf> {
 }
 
 /// `name` with `:latest` added when it has no tag.
-pub fn with_tag(name: &str) -> String {
+pub(crate) fn with_tag(name: &str) -> String {
     let last = name.rsplit('/').next().unwrap_or(name);
     if last.contains(':') || last.contains('@') {
         name.to_string()

@@ -20,14 +20,19 @@ use crate::manifest::{self, Document, MAX_DOCUMENT_SIZE, REF_NAME_ANNOTATION};
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-pub struct OciLayoutSource {
+pub(crate) struct OciLayoutSource {
     name: String,
     dir: PathBuf,
     image: SourceImage,
 }
 
 impl OciLayoutSource {
-    pub fn open(dir: &Path, tag: Option<&str>, platform: &Platform, name: String) -> Result<Self> {
+    pub(crate) fn open(
+        dir: &Path,
+        tag: Option<&str>,
+        platform: &Platform,
+        name: String,
+    ) -> Result<Self> {
         if !dir.join(LAYOUT_FILE).is_file() {
             return Err(Error::new(format!(
                 "{} is not an OCI image layout (it has no oci-layout file)",
@@ -92,7 +97,7 @@ impl OciLayoutSource {
 }
 
 /// The platforms of the index a tag names (`None`: it names one image).
-pub fn platforms(dir: &Path, tag: Option<&str>) -> Result<Option<Vec<Platform>>> {
+pub(crate) fn platforms(dir: &Path, tag: Option<&str>) -> Result<Option<Vec<Platform>>> {
     let index_bytes = read_capped(&dir.join("index.json"), "index.json")?;
     let Document::Index { manifests } = manifest::parse_document(&index_bytes, "index.json")?
     else {
@@ -281,7 +286,7 @@ impl ImageSource for OciLayoutSource {
 /// Writes into a new layout (built in a hidden sibling directory and renamed
 /// into place) or adds a new tag to an existing one (blobs are content
 /// addressed; index.json is replaced atomically).
-pub struct OciLayoutSink {
+pub(crate) struct OciLayoutSink {
     name: String,
     dir: PathBuf,
     tag: String,
@@ -294,7 +299,7 @@ pub struct OciLayoutSink {
 }
 
 impl OciLayoutSink {
-    pub fn create(dir: &Path, tag: &str, name: String) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, tag: &str, name: String) -> Result<Self> {
         let existing_dir = dir.is_dir();
         if dir.exists() && !existing_dir {
             return Err(

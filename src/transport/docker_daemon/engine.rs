@@ -25,7 +25,7 @@ const QUICK: Duration = Duration::from_secs(30);
 /// engine holds.
 const MAX_IMAGES_INSPECTED: usize = 500;
 
-pub struct Engine {
+pub(crate) struct Engine {
     client: Client,
     socket: PathBuf,
 }
@@ -47,7 +47,7 @@ fn socket_path(docker_host: Option<&str>) -> Result<PathBuf> {
 impl Engine {
     /// Connects to the engine DOCKER_HOST (or the default socket) names,
     /// and checks that it answers.
-    pub fn connect() -> Result<Engine> {
+    pub(crate) fn connect() -> Result<Engine> {
         let socket = socket_path(std::env::var("DOCKER_HOST").ok().as_deref())?;
         let client = Client::builder()
             .unix_socket(socket.clone())
@@ -61,7 +61,7 @@ impl Engine {
     }
 
     /// `unix:///var/run/docker.sock`, for messages.
-    pub fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 
@@ -94,7 +94,7 @@ impl Engine {
 
     /// The engine's `image inspect` of `name`, or `None` if it has no such
     /// image.
-    pub fn inspect(&self, name: &str) -> Result<Option<Value>> {
+    pub(crate) fn inspect(&self, name: &str) -> Result<Option<Value>> {
         check_name(name)?;
         let reply = self.get(&format!("/images/{name}/json"))?;
         if reply.status() == StatusCode::NOT_FOUND {
@@ -106,7 +106,7 @@ impl Engine {
     /// Streams `docker save` of the named images, in one archive (layers
     /// they share appear once), into `out`. `estimate` (bytes) sizes the
     /// progress bar; the engine does not say how long the stream is.
-    pub fn export(
+    pub(crate) fn export(
         &self,
         names: &[&str],
         estimate: u64,
@@ -134,7 +134,7 @@ impl Engine {
 
     /// `docker load` of an archive file; returns the engine's messages
     /// ("Loaded image: NAME:TAG").
-    pub fn load(&self, archive: &Path) -> Result<Vec<String>> {
+    pub(crate) fn load(&self, archive: &Path) -> Result<Vec<String>> {
         let file = std::fs::File::open(archive).ctx(|| format!("opening {}", archive.display()))?;
         let size = file.metadata()?.len();
         let reply = self
@@ -177,7 +177,7 @@ impl Engine {
 
     /// True when the engine keeps images in containerd's content store,
     /// whose load needs every blob in the archive.
-    pub fn uses_containerd_store(&self) -> Result<bool> {
+    pub(crate) fn uses_containerd_store(&self) -> Result<bool> {
         let info = self.json(self.get("/info")?, "reading the engine's info")?;
         let status = info.get("DriverStatus").and_then(Value::as_array);
         Ok(status.is_some_and(|rows| {
@@ -190,7 +190,7 @@ impl Engine {
 
     /// The chain IDs of every layer stack the engine's images hold: a load
     /// skips a layer whose chain the engine has.
-    pub fn chain_ids(&self) -> Result<HashSet<Digest>> {
+    pub(crate) fn chain_ids(&self) -> Result<HashSet<Digest>> {
         let list = self.json(self.get("/images/json")?, "listing images")?;
         let mut chains = HashSet::new();
         let ids = list
@@ -252,7 +252,7 @@ impl Engine {
 }
 
 /// An image inspect's `RootFS.Layers`.
-pub fn diff_ids(inspect: &Value) -> Vec<Digest> {
+pub(crate) fn diff_ids(inspect: &Value) -> Vec<Digest> {
     inspect
         .pointer("/RootFS/Layers")
         .and_then(Value::as_array)
@@ -264,7 +264,7 @@ pub fn diff_ids(inspect: &Value) -> Vec<Digest> {
 
 /// The chain ID of each prefix of a layer stack, as the engine names them:
 /// the first is its diff-id, each next `sha256(previous + " " + diff-id)`.
-pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+pub(crate) fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut chains: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
         let chain = match chains.last() {

@@ -15,7 +15,7 @@
 //! skips a layer whose chain it has without opening its file. An engine that
 //! keeps images in containerd's store needs every blob, and gets them all.
 
-pub mod engine;
+pub(crate) mod engine;
 
 use std::collections::HashSet;
 use std::io::{BufWriter, Read, Write};
@@ -35,7 +35,7 @@ const SOURCE_HINT: &str = "start the Docker engine (or point DOCKER_HOST at it),
 const SINK_HINT: &str = "start the Docker engine (or point DOCKER_HOST at it), or write the image elsewhere: --output oci:DIR, --output docker-archive:FILE or --output REGISTRY/NAME:TAG";
 
 /// An image of the engine, read from its export.
-pub struct DaemonSource {
+pub(crate) struct DaemonSource {
     inner: DockerArchiveSource,
     /// The export, removed when the last image read from it is dropped.
     _export: Arc<TempPath>,
@@ -66,7 +66,7 @@ impl ImageSource for DaemonSource {
 
 /// Opens images of the local engine, exporting them together into one
 /// scratch file in `scratch`. Returns them in the order of `names`.
-pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>> {
+pub(crate) fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>> {
     let engine = Engine::connect().map_err(|e| e.hint(SOURCE_HINT))?;
     let mut ids = Vec::with_capacity(names.len());
     let mut estimate = 0;
@@ -131,7 +131,7 @@ pub fn open_sources(names: &[&str], scratch: &Path) -> Result<Vec<DaemonSource>>
 }
 
 /// Loads the written image into the engine as `reference` (NAME:TAG).
-pub struct DaemonSink {
+pub(crate) struct DaemonSink {
     engine: Engine,
     reference: String,
     archive: Box<DockerArchiveSink>,
@@ -144,7 +144,7 @@ pub struct DaemonSink {
 }
 
 impl DaemonSink {
-    pub fn create(reference: &str, scratch: &Path) -> Result<DaemonSink> {
+    pub(crate) fn create(reference: &str, scratch: &Path) -> Result<DaemonSink> {
         let engine = Engine::connect().map_err(|e| e.hint(SINK_HINT))?;
         let dir = tempfile::Builder::new()
             .prefix(&crate::scratch::prefix("load"))

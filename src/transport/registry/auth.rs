@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::{Error, IoContext, Result};
 
 #[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
+pub(crate) enum Credential {
     Basic {
         username: String,
         password: String,
@@ -34,7 +34,7 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    pub fn basic_header(&self) -> Option<String> {
+    pub(crate) fn basic_header(&self) -> Option<String> {
         match self {
             Credential::Basic { username, password } => Some(format!(
                 "Basic {}",
@@ -65,7 +65,7 @@ fn keys_for(registry: &str) -> Vec<String> {
 
 /// Finds credentials for `registry`: the auth file if one is named (flag or
 /// REGISTRY_AUTH_FILE), else Docker's configuration. `None` means anonymous.
-pub fn lookup(registry: &str, authfile: Option<&Path>) -> Result<Option<Credential>> {
+pub(crate) fn lookup(registry: &str, authfile: Option<&Path>) -> Result<Option<Credential>> {
     let from_env = std::env::var_os("REGISTRY_AUTH_FILE").map(std::path::PathBuf::from);
     if let Some(file) = authfile.map(Path::to_path_buf).or(from_env) {
         return from_auth_file(&file, registry);
@@ -125,13 +125,13 @@ fn from_auth_file(file: &Path, registry: &str) -> Result<Option<Credential>> {
 
 /// A `WWW-Authenticate` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     pub scheme: String,
     pub params: HashMap<String, String>,
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` (or `Basic realm=...`).
-pub fn parse_challenge(header: &str) -> Option<Challenge> {
+pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     let mut params = HashMap::new();
     let mut chars = rest.chars().peekable();

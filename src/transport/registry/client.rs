@@ -22,7 +22,7 @@ const STALL: Duration = Duration::from_secs(60);
 
 /// How many times a request is tried in all, and the first backoff.
 #[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub attempts: u32,
     pub base_delay: Duration,
 }
@@ -43,7 +43,7 @@ impl Default for RetryPolicy {
 
 /// What a request may be retried with: its body must be re-creatable.
 #[derive(Clone)]
-pub enum Payload {
+pub(crate) enum Payload {
     None,
     Bytes(Vec<u8>),
     File(PathBuf, u64),
@@ -72,7 +72,7 @@ impl Payload {
     }
 }
 
-pub struct Request {
+pub(crate) struct Request {
     pub method: Method,
     /// A path under the registry (`/v2/...`) or an absolute URL.
     pub target: String,
@@ -84,7 +84,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn new(
+    pub(crate) fn new(
         method: Method,
         repository: &str,
         target: impl Into<String>,
@@ -100,18 +100,18 @@ impl Request {
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
         self.headers.push((name, value.into()));
         self
     }
 
-    pub fn payload(mut self, payload: Payload) -> Request {
+    pub(crate) fn payload(mut self, payload: Payload) -> Request {
         self.payload = payload;
         self
     }
 }
 
-pub struct RegistryClient {
+pub(crate) struct RegistryClient {
     http: Client,
     /// How long a transfer may go without a byte.
     stall: Duration,
@@ -132,7 +132,7 @@ impl RegistryClient {
     /// `local`: a registry on this machine, which may speak plain HTTP
     /// when it has no TLS at all; `named_insecure`: named with
     /// --insecure-registry, which may fall back whatever TLS said.
-    pub fn connect(
+    pub(crate) fn connect(
         registry: &str,
         api_host: &str,
         local: bool,
@@ -225,7 +225,7 @@ impl RegistryClient {
 
     /// Sends a request, authenticating, following redirects and retrying.
     /// Returns any response with a status below 400, else an error.
-    pub fn send(&self, request: &Request) -> Result<Response> {
+    pub(crate) fn send(&self, request: &Request) -> Result<Response> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -556,7 +556,12 @@ impl RegistryClient {
 
     /// Streams a blob, resuming with Range requests if the connection
     /// breaks (the caller verifies size and digest).
-    pub fn blob_reader(&self, repository: &str, digest: &str, size: u64) -> Result<BlobReader<'_>> {
+    pub(crate) fn blob_reader(
+        &self,
+        repository: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<BlobReader<'_>> {
         let request = Request::new(
             Method::GET,
             repository,
@@ -579,7 +584,7 @@ impl RegistryClient {
     /// `len` bytes of a blob from byte `start`, with one Range request. A
     /// registry that ignores the range sends the whole blob: what comes
     /// before `start` is skipped. The caller verifies the bytes.
-    pub fn blob_range(
+    pub(crate) fn blob_range(
         &self,
         repository: &str,
         digest: &str,
@@ -758,7 +763,7 @@ impl JsonValue for Response {
 
 /// Reads a blob, re-requesting the rest with `Range: bytes=N-` when the
 /// stream breaks before `size` bytes (at most three times).
-pub struct BlobReader<'a> {
+pub(crate) struct BlobReader<'a> {
     client: &'a RegistryClient,
     request: Request,
     response: Option<Response>,

@@ -10,7 +10,7 @@
 mod auth;
 mod client;
 mod reference;
-pub mod referrers;
+pub(crate) mod referrers;
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -58,7 +58,7 @@ fn connect(reference: &Reference, options: &RegistryOptions) -> Result<RegistryC
     )
 }
 
-pub struct RegistrySource {
+pub(crate) struct RegistrySource {
     name: String,
     reference: Reference,
     client: RegistryClient,
@@ -66,7 +66,7 @@ pub struct RegistrySource {
 }
 
 impl RegistrySource {
-    pub fn open(
+    pub(crate) fn open(
         reference: &Reference,
         platform: &Platform,
         options: &RegistryOptions,
@@ -121,7 +121,7 @@ impl RegistrySource {
 }
 
 /// The platforms of the index a reference names (`None`: one image).
-pub fn platforms(
+pub(crate) fn platforms(
     reference: &Reference,
     options: &RegistryOptions,
 ) -> Result<Option<Vec<Platform>>> {
@@ -302,7 +302,7 @@ const PARALLEL_UPLOADS: usize = 3;
 
 /// Pushes an image: blobs go up as they come, a few at a time, and the
 /// manifest last, only once every blob is there.
-pub struct RegistrySink {
+pub(crate) struct RegistrySink {
     name: String,
     reference: Reference,
     client: Arc<RegistryClient>,
@@ -313,7 +313,7 @@ pub struct RegistrySink {
 }
 
 impl RegistrySink {
-    pub fn create(reference: &Reference, options: &RegistryOptions) -> Result<Self> {
+    pub(crate) fn create(reference: &Reference, options: &RegistryOptions) -> Result<Self> {
         if reference.tag.is_none() {
             return Err(
                 Error::new(format!("cannot push to {reference}: a tag is needed"))

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reference {

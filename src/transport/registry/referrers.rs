@@ -23,7 +23,7 @@ use crate::image::{media_type, BlobDescriptor, Referrer};
 use crate::manifest::{self, MAX_DOCUMENT_SIZE};
 
 /// The fallback tag for a subject's referrers.
-pub fn fallback_tag(subject: &Digest) -> String {
+pub(crate) fn fallback_tag(subject: &Digest) -> String {
     format!("{}-{}", subject.algorithm(), subject.hex())
 }
 
@@ -47,7 +47,7 @@ pub(super) fn put_manifest(
 }
 
 /// Pushes `referrer` as an artifact about `subject` (a manifest in `repo`).
-pub fn push(
+pub(crate) fn push(
     client: &RegistryClient,
     repo: &str,
     name: &str,
@@ -170,7 +170,7 @@ fn read_json(response: reqwest::blocking::Response) -> Result<Value> {
 /// The blob of the newest referrer of `subject` with that artifact type
 /// (by its `org.opencontainers.image.created`, then digest), checked
 /// against its digests; `None` when there is none.
-pub fn find(
+pub(crate) fn find(
     client: &RegistryClient,
     repo: &str,
     subject: &Digest,
