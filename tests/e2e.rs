@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::docker::*;
-use support::{run_cli, run_cli_output};
+use support::{run_cli_output, Compose};
 
 /// An image loaded into the engine, removed when dropped.
 struct Loaded(String);
@@ -28,21 +28,12 @@ fn compose_to_archive(fx: &Fixtures, work: &Path, args: &[&str]) -> (PathBuf, St
     let name = format!("triton-compose-e2e/{}:test", unique("img"));
     let archive = work.join(format!("{}.tar", unique("out")));
     let output = format!("docker-archive:{}:{name}", archive.display());
-    let min = format!("min,{}", fx.archive("min"));
-    let full = format!("full,{}", fx.archive("full"));
-    let mut all = vec![
-        "-q",
-        "--enable-gpu=false",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &output,
-    ];
-    all.extend(["--work-dir", work.to_str().unwrap()]);
-    all.extend_from_slice(args);
-    let (ok, stderr) = run_cli(&all);
+    let (ok, stderr) = Compose::new(&fx.archive("min"), &fx.archive("full"))
+        .output(&output)
+        .work_dir(work)
+        .arg("-q")
+        .args(args)
+        .run();
     assert!(ok, "compose failed:\n{stderr}");
     (archive, name)
 }
@@ -265,24 +256,21 @@ fn oci_output_from_oci_fixtures_passes_skopeo_umoci_and_oci_image_tool() {
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     let output = format!("oci:{}:python", layout.display());
-    let min = format!("min,{}", fx.oci("min"));
-    let full = format!("full,{}", fx.oci("full"));
-    let (ok, stderr) = run_cli(&[
-        "-q",
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--cache",
-        "local",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &output,
-        "--work-dir",
-        work.path().to_str().unwrap(),
-    ]);
+    let min = fx.oci("min");
+    let full = fx.oci("full");
+    let (ok, stderr) = Compose::new(&min, &full)
+        .args(&[
+            "-q",
+            "--backend",
+            "python",
+            "--cache",
+            "local",
+            "--output",
+            &output,
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ])
+        .run();
     assert!(ok, "{stderr}");
     let inspect = docker_free(&["skopeo", "inspect", &output]);
     assert!(
@@ -462,30 +450,29 @@ fn registry_to_registry_mounts_min_and_the_result_runs_after_docker_pull() {
     let work = tempfile::tempdir().unwrap();
     let authfile = registry.authfile();
     let (min, full) = (
-        format!("min,{host}/triton/min:latest"),
-        format!("full,{host}/triton/full:latest"),
+        format!("{host}/triton/min:latest"),
+        format!("{host}/triton/full:latest"),
     );
     let output = format!("{host}/triton/composed:python");
-    let (ok, stderr) = run_cli(&[
+    let (ok, stderr) = {
         // An SBOM lists min's packages and would read min (once per store).
-        "--sbom",
-        "none",
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--cache",
-        "local",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &output,
-        "--authfile",
-        authfile.to_str().unwrap(),
-        "--work-dir",
-        work.path().to_str().unwrap(),
-    ]);
+        Compose::new(&min, &full)
+            .args(&[
+                "--sbom",
+                "none",
+                "--backend",
+                "python",
+                "--cache",
+                "local",
+                "--output",
+                &output,
+                "--authfile",
+                authfile.to_str().unwrap(),
+                "--work-dir",
+                work.path().to_str().unwrap(),
+            ])
+            .run()
+    };
     assert!(ok, "{stderr}");
     let requests = registry.requests();
     for digest in &min_layers {
@@ -575,19 +562,16 @@ fn engine_images_compose_into_tritonserver_latest_by_default() {
     let Some(fx) = Fixtures::get() else { return };
     let work = tempfile::tempdir().unwrap();
     let _restore = TakenTag::take("tritonserver:latest");
-    let min = format!("min,docker-daemon:{}", fx.min_image);
-    let full = format!("full,docker-daemon:{}", fx.full_image);
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--work-dir",
-        work.path().to_str().unwrap(),
-    ]);
+    let min = format!("docker-daemon:{}", fx.min_image);
+    let full = format!("docker-daemon:{}", fx.full_image);
+    let (ok, stderr) = Compose::new(&min, &full)
+        .args(&[
+            "--backend",
+            "python",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ])
+        .run();
     assert!(ok, "compose failed:\n{stderr}");
     // One export for both images; min's layer is not sent back.
     assert!(
@@ -644,24 +628,21 @@ fn skip_pull_reads_compose_py_style_names_from_the_engine() {
     let Some(fx) = Fixtures::get() else { return };
     let work = tempfile::tempdir().unwrap();
     let name = format!("triton-compose-e2e/{}", unique("skip"));
-    let min = format!("min,{}", fx.min_image);
-    let full = format!("full,{}", fx.full_image);
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--cache",
-        "local",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--skip-pull",
-        "--output-name",
-        &name,
-        "--work-dir",
-        work.path().to_str().unwrap(),
-    ]);
+    let min = fx.min_image.clone();
+    let full = fx.full_image.clone();
+    let (ok, stderr) = Compose::new(&min, &full)
+        .args(&[
+            "--backend",
+            "python",
+            "--cache",
+            "local",
+            "--skip-pull",
+            "--output-name",
+            &name,
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ])
+        .run();
     assert!(ok, "compose failed:\n{stderr}");
     let tag = format!("{name}:latest");
     let _loaded = Loaded(tag.clone());
@@ -685,20 +666,17 @@ fn skip_pull_reads_compose_py_style_names_from_the_engine() {
     assert!(left.is_empty(), "scratch files left: {left:?}");
 
     // A name the engine lacks is named in the error.
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--backend",
-        "python",
-        "--image",
-        "min,triton-compose-e2e/not-here:1",
-        "--image",
-        &full,
-        "--skip-pull",
-        "--output-name",
-        &name,
-        "--work-dir",
-        work.path().to_str().unwrap(),
-    ]);
+    let (ok, stderr) = Compose::new("triton-compose-e2e/not-here:1", &full)
+        .args(&[
+            "--backend",
+            "python",
+            "--skip-pull",
+            "--output-name",
+            &name,
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ])
+        .run();
     assert!(!ok);
     assert!(
         stderr.contains("has no image triton-compose-e2e/not-here:1")
@@ -879,20 +857,17 @@ fn hostile_config_values_stay_literal_through_docker_build() {
     assert_eq!(set["com.nvidia.build.ref"], build_ref, "{set}");
 
     let compose_work = work.path().join("compose");
-    let (ok, stderr) = run_cli(&[
-        "-q",
-        "--enable-gpu=false",
-        "--skip-pull",
-        "--image",
-        &format!("min,{}", fx.min_image),
-        "--image",
-        &format!("full,{}", hostile.0),
-        "--backend",
-        "python",
-        "--dry-run",
-        "--work-dir",
-        compose_work.to_str().unwrap(),
-    ]);
+    let (ok, stderr) = Compose::new(&fx.min_image, &hostile.0)
+        .args(&[
+            "-q",
+            "--skip-pull",
+            "--backend",
+            "python",
+            "--dry-run",
+            "--work-dir",
+            compose_work.to_str().unwrap(),
+        ])
+        .run();
     assert!(ok, "{stderr}");
     let built = Loaded(format!("triton-compose-e2e/{}:built", unique("hostile")));
     docker_build(
@@ -1016,19 +991,14 @@ fn a_python_based_backend_from_a_directory_answers_inference() {
     serve_add_sub(&image.0, models.path());
 }
 
-/// compose's arguments for the fixture's OCI layouts, with `extra` after.
-fn oci_fixture_args(fx: &Fixtures, work: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--enable-gpu=false".to_string(),
-        "--image".into(),
-        format!("min,oci:{}:latest", fx.dir.join("min-oci").display()),
-        "--image".into(),
-        format!("full,oci:{}:latest", fx.dir.join("full-oci").display()),
-        "--work-dir".into(),
-        work.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+/// compose for the fixture's OCI layouts, with `extra` after.
+fn oci_fixture_compose(fx: &Fixtures, work: &Path, extra: &[&str]) -> Compose {
+    Compose::new(
+        &format!("oci:{}:latest", fx.dir.join("min-oci").display()),
+        &format!("oci:{}:latest", fx.dir.join("full-oci").display()),
+    )
+    .work_dir(work)
+    .args(extra)
 }
 
 fn run_cli_strings(args: &[String]) -> (i32, String, String) {
@@ -1068,7 +1038,7 @@ output = "oci:{out}:pyllm"
     )
     .unwrap();
     let store = work.path().join("store");
-    let args = oci_fixture_args(
+    let (code, stdout, stderr) = oci_fixture_compose(
         &fx,
         work.path(),
         &[
@@ -1078,8 +1048,8 @@ output = "oci:{out}:pyllm"
             "--variants",
             variants.to_str().unwrap(),
         ],
-    );
-    let (code, stdout, stderr) = run_cli_strings(&args);
+    )
+    .output_of();
     assert_eq!(code, 0, "{stderr}");
     let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let results = results.as_array().unwrap();
@@ -1152,8 +1122,8 @@ fn a_layer_cap_on_the_fixture_gives_the_same_tree_in_more_layers() {
             &output,
         ];
         all.extend_from_slice(extra);
-        let args = oci_fixture_args(&fx, &work.path().join(format!("w-{name}")), &all);
-        let (code, _, stderr) = run_cli_strings(&args);
+        let (code, _, stderr) =
+            oci_fixture_compose(&fx, &work.path().join(format!("w-{name}")), &all).output_of();
         assert_eq!(code, 0, "{stderr}");
         support::read_oci(&work.path().join(name), "x")
     };
@@ -1234,7 +1204,7 @@ fn catalog_of_the_fixture_matches_what_a_compose_of_each_part_writes() {
         }
         let output = format!("oci:{}:x", work.path().join(name).display());
         let flag = format!("--{kind}");
-        let args = oci_fixture_args(
+        let (code, stdout, stderr) = oci_fixture_compose(
             &fx,
             &work.path().join(format!("w-{name}")),
             &[
@@ -1246,8 +1216,8 @@ fn catalog_of_the_fixture_matches_what_a_compose_of_each_part_writes() {
                 "--output",
                 &output,
             ],
-        );
-        let (code, stdout, stderr) = run_cli_strings(&args);
+        )
+        .output_of();
         assert_eq!(code, 0, "{stderr}");
         let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         let size_of = |purpose: &str| -> u64 {

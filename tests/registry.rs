@@ -42,28 +42,16 @@ fn composes_registry_to_registry_like_local_layouts() {
     let Some(s) = setup() else { return };
     let host = &s.registry.host;
     let authfile = s.registry.authfile();
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,docker://{host}/triton/full:24.10");
+    let min = format!("{host}/triton/min:latest");
+    let full = format!("docker://{host}/triton/full:24.10");
     let output = format!("{host}/triton/composed:python");
     let work = s.dir.path().join("work");
-    let mut args = vec![
-        "-v",
-        "--enable-gpu=false",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--output",
-        &output,
-    ];
-    args.extend([
-        "--authfile",
-        authfile.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-    ]);
-    args.extend(COMPONENTS);
-    let (ok, stderr) = run_cli(&args);
+    let (ok, stderr) = Compose::new(&min, &full)
+        .select(&COMPONENTS)
+        .output(&output)
+        .work_dir(&work)
+        .args(&["-v", "--authfile", authfile.to_str().unwrap()])
+        .run();
     assert!(ok, "{stderr}");
     assert!(
         !stderr.contains(PASSWORD),
@@ -72,20 +60,15 @@ fn composes_registry_to_registry_like_local_layouts() {
 
     // The same compose from the OCI layouts gives the very same image.
     let local = s.dir.path().join("local");
-    let mut args = vec![
-        "-q",
-        "--enable-gpu=false",
-        "--work-dir",
-        work.to_str().unwrap(),
-    ];
-    let min_oci = format!("min,oci:{}:latest", s.dir.path().join("min").display());
-    let full_oci = format!("full,oci:{}:24.10", s.dir.path().join("full").display());
+    let min_oci = format!("oci:{}:latest", s.dir.path().join("min").display());
+    let full_oci = format!("oci:{}:24.10", s.dir.path().join("full").display());
     let local_out = format!("oci:{}:python", local.display());
-    args.extend([
-        "--image", &min_oci, "--image", &full_oci, "--output", &local_out,
-    ]);
-    args.extend(COMPONENTS);
-    let (ok, stderr) = run_cli(&args);
+    let (ok, stderr) = Compose::new(&min_oci, &full_oci)
+        .select(&COMPONENTS)
+        .output(&local_out)
+        .work_dir(&work)
+        .arg("-q")
+        .run();
     assert!(ok, "{stderr}");
     let pulled = s.dir.path().join("pulled");
     s.registry
@@ -144,29 +127,17 @@ fn a_second_push_skips_blobs_the_registry_has() {
     let Some(s) = setup() else { return };
     let host = &s.registry.host;
     let authfile = s.registry.authfile();
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:24.10");
+    let min = format!("{host}/triton/min:latest");
+    let full = format!("{host}/triton/full:24.10");
     let work = s.dir.path().join("work");
     for tag in ["one", "two"] {
         let output = format!("{host}/triton/composed:{tag}");
-        let mut args = vec![
-            "-q",
-            "--enable-gpu=false",
-            "--image",
-            &min,
-            "--image",
-            &full,
-            "--output",
-            &output,
-        ];
-        args.extend([
-            "--authfile",
-            authfile.to_str().unwrap(),
-            "--work-dir",
-            work.to_str().unwrap(),
-        ]);
-        args.extend(COMPONENTS);
-        let (ok, stderr) = run_cli(&args);
+        let (ok, stderr) = Compose::new(&min, &full)
+            .select(&COMPONENTS)
+            .output(&output)
+            .work_dir(&work)
+            .args(&["-q", "--authfile", authfile.to_str().unwrap()])
+            .run();
         assert!(ok, "{stderr}");
     }
     let uploads = s
@@ -184,20 +155,13 @@ fn a_second_push_skips_blobs_the_registry_has() {
 fn missing_credentials_give_a_clear_error_and_push_nothing() {
     let Some(s) = setup() else { return };
     let host = &s.registry.host;
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:24.10");
+    let min = format!("{host}/triton/min:latest");
+    let full = format!("{host}/triton/full:24.10");
     let empty_auth = s.dir.path().join("empty.json");
     std::fs::write(&empty_auth, r#"{"auths":{}}"#).unwrap();
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--dry-run",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--authfile",
-        empty_auth.to_str().unwrap(),
-    ]);
+    let (ok, stderr) = Compose::new(&min, &full)
+        .args(&["--dry-run", "--authfile", empty_auth.to_str().unwrap()])
+        .run();
     assert!(!ok);
     assert!(
         stderr.contains("authentication failed (HTTP 401)"),
@@ -211,16 +175,9 @@ fn missing_credentials_give_a_clear_error_and_push_nothing() {
         format!(r#"{{"auths":{{"{host}":{{"auth":"dGVzdGVyOndyb25n"}}}}}}"#),
     )
     .unwrap();
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--dry-run",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--authfile",
-        wrong.to_str().unwrap(),
-    ]);
+    let (ok, stderr) = Compose::new(&min, &full)
+        .args(&["--dry-run", "--authfile", wrong.to_str().unwrap()])
+        .run();
     assert!(!ok);
     assert!(stderr.contains("HTTP 401"), "{stderr}");
     assert!(!stderr.contains("wrong"), "credentials leaked: {stderr}");
@@ -231,18 +188,11 @@ fn unknown_tags_and_repositories_are_named() {
     let Some(s) = setup() else { return };
     let host = &s.registry.host;
     let authfile = s.registry.authfile();
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:nope");
-    let (ok, stderr) = run_cli(&[
-        "--enable-gpu=false",
-        "--dry-run",
-        "--image",
-        &min,
-        "--image",
-        &full,
-        "--authfile",
-        authfile.to_str().unwrap(),
-    ]);
+    let min = format!("{host}/triton/min:latest");
+    let full = format!("{host}/triton/full:nope");
+    let (ok, stderr) = Compose::new(&min, &full)
+        .args(&["--dry-run", "--authfile", authfile.to_str().unwrap()])
+        .run();
     assert!(!ok);
     assert!(
         stderr.contains("triton/full/manifests/nope") && stderr.contains("not found"),
@@ -266,31 +216,23 @@ fn when_full_is_built_from_min_min_is_never_downloaded() {
     let authfile = registry.authfile();
     let work = dir.path().join("work");
     let (min_ref, full_ref) = (
-        format!("min,{host}/triton/min:latest"),
-        format!("full,{host}/triton/full:24.10"),
+        format!("{host}/triton/min:latest"),
+        format!("{host}/triton/full:24.10"),
     );
     let output = format!("{host}/triton/composed:python");
-    let mut args = vec![
-        "-q",
-        // An SBOM lists min's packages, so it would read min: none here.
-        "--sbom",
-        "none",
-        "--enable-gpu=false",
-        "--image",
-        &min_ref,
-        "--image",
-        &full_ref,
-        "--output",
-        &output,
-    ];
-    args.extend([
-        "--authfile",
-        authfile.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-    ]);
-    args.extend(COMPONENTS);
-    let (ok, stderr) = run_cli(&args);
+    // An SBOM lists min's packages, so it would read min: none here.
+    let (ok, stderr) = Compose::new(&min_ref, &full_ref)
+        .select(&COMPONENTS)
+        .output(&output)
+        .work_dir(&work)
+        .args(&[
+            "-q",
+            "--sbom",
+            "none",
+            "--authfile",
+            authfile.to_str().unwrap(),
+        ])
+        .run();
     assert!(ok, "{stderr}");
 
     let requests = registry.requests();
@@ -322,26 +264,17 @@ fn when_full_is_built_from_min_min_is_never_downloaded() {
     }
     let local = dir.path().join("local");
     let (min_oci, full_oci) = (
-        format!("min,oci:{}:latest", dir.path().join("min").display()),
-        format!("full,oci:{}:24.10", dir.path().join("full").display()),
+        format!("oci:{}:latest", dir.path().join("min").display()),
+        format!("oci:{}:24.10", dir.path().join("full").display()),
     );
     let local_out = format!("docker-archive:{}", local.display());
-    let mut args = vec![
-        "-q",
-        // An SBOM lists min's packages, so it would read min: none here.
-        "--sbom",
-        "none",
-        "--enable-gpu=false",
-        "--image",
-        &min_oci,
-        "--image",
-        &full_oci,
-        "--output",
-        &local_out,
-    ];
-    args.extend(["--work-dir", work.to_str().unwrap()]);
-    args.extend(COMPONENTS);
-    let (ok, stderr) = run_cli(&args);
+    // An SBOM lists min's packages, so it would read min: none here.
+    let (ok, stderr) = Compose::new(&min_oci, &full_oci)
+        .select(&COMPONENTS)
+        .output(&local_out)
+        .work_dir(&work)
+        .args(&["-q", "--sbom", "none"])
+        .run();
     // min's blobs must be copied into an archive, so this one fails, but
     // only when copying, after everything else was planned and written.
     assert!(!ok);
@@ -461,20 +394,16 @@ fn registry_compose(
 ) -> (std::path::PathBuf, String) {
     let host = &registry.host;
     let authfile = registry.authfile();
-    let min = format!("min,{host}/triton/min:latest");
-    let full = format!("full,{host}/triton/full:{full_tag}");
+    let min = format!("{host}/triton/min:latest");
+    let full = format!("{host}/triton/full:{full_tag}");
     let output = format!("{host}/triton/composed:{out_tag}");
     let work = dir.join(format!("work-{out_tag}"));
-    let mut all = vec!["--enable-gpu=false", "--image", &min, "--image", &full];
-    all.extend([
-        "--output",
-        &output,
-        "--authfile",
-        authfile.to_str().unwrap(),
-    ]);
-    all.extend(["--work-dir", work.to_str().unwrap()]);
-    all.extend_from_slice(args);
-    let (ok, stderr) = run_cli_env(&all, env);
+    let (ok, stderr) = Compose::new(&min, &full)
+        .output(&output)
+        .work_dir(&work)
+        .args(&["--authfile", authfile.to_str().unwrap()])
+        .args(args)
+        .run_env(env);
     assert!(ok, "{stderr}");
     (work, stderr)
 }
@@ -565,29 +494,15 @@ fn a_new_component_in_a_large_layer_is_fetched_with_range_requests() {
     let pulled = dir.path().join("pulled");
     registry.pull_oci("triton/composed:warm", &pulled, "warm");
     let local = dir.path().join("local");
-    let mut args = vec![
-        "-q".to_string(),
-        "--enable-gpu=false".into(),
-        "--no-store".into(),
-    ];
-    args.extend([
-        "--image".into(),
-        format!("min,oci:{}:latest", dir.path().join("min").display()),
-    ]);
-    args.extend([
-        "--image".into(),
-        format!("full,oci:{}:24.10", dir.path().join("full").display()),
-    ]);
-    args.extend(["--work-dir".into(), work.display().to_string()]);
-    args.extend(["--output".into(), format!("oci:{}:x", local.display())]);
-    args.extend([
-        "--backend".into(),
-        "python".into(),
-        "--backend".into(),
-        "extra".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, stderr) = run_cli(&args);
+    let (ok, stderr) = Compose::new(
+        &format!("oci:{}:latest", dir.path().join("min").display()),
+        &format!("oci:{}:24.10", dir.path().join("full").display()),
+    )
+    .select(&["--backend", "python", "--backend", "extra"])
+    .output(&format!("oci:{}:x", local.display()))
+    .work_dir(&work)
+    .args(&["-q", "--no-store"])
+    .run();
     assert!(ok, "{stderr}");
     // The same image (the manifests differ only in naming registry sources).
     let (pulled, local) = (read_oci(&pulled, "warm"), read_oci(&local, "x"));

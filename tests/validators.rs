@@ -39,24 +39,24 @@ fn compose_fixture(dir: &Path, output: &str) {
     let min = min_image();
     min.write_oci(&dir.join("min"), "latest");
     full_image(&min).write_oci(&dir.join("full"), "24.10");
-    let (ok, stderr) = run_cli(&[
+    let (ok, stderr) = Compose::new(
+        &format!("oci:{}:latest", dir.join("min").display()),
+        &format!("oci:{}:24.10", dir.join("full").display()),
+    )
+    .args(&[
         "-q",
-        "--enable-gpu=false",
         "--backend",
         "python",
         "--repoagent",
         "checksum",
         "--cache",
         "local",
-        "--image",
-        &format!("min,oci:{}:latest", dir.join("min").display()),
-        "--image",
-        &format!("full,oci:{}:24.10", dir.join("full").display()),
         "--work-dir",
         dir.join("work").to_str().unwrap(),
         "--output",
         output,
-    ]);
+    ])
+    .run();
     assert!(ok, "{stderr}");
 }
 

@@ -132,3 +132,81 @@ pub fn assert_valid_spdx(tools: &std::path::Path, document: &[u8]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A compose command line, built instead of spelled out: the images, the
+/// selection, the output and the work directory, then any other flags.
+///
+/// ```ignore
+/// let (ok, stderr) = Compose::new(&min, &full).select(&["--backend", "python"])
+///     .output(&out).work_dir(&dir).arg("-q").run();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Compose {
+    args: Vec<String>,
+}
+
+impl Compose {
+    /// `--enable-gpu=false --image min,MIN --image full,FULL` (as the CPU-only
+    /// test images need); `min` and `full` are references (`oci:DIR:TAG`, ...).
+    pub fn new(min: &str, full: &str) -> Compose {
+        Compose {
+            args: vec![
+                "--enable-gpu=false".into(),
+                "--image".into(),
+                format!("min,{min}"),
+                "--image".into(),
+                format!("full,{full}"),
+            ],
+        }
+    }
+
+    /// Components as the flags name them: `["--backend", "python", ...]`.
+    pub fn select(self, flags: &[&str]) -> Compose {
+        self.args(flags)
+    }
+
+    pub fn output(self, output: &str) -> Compose {
+        self.args(&["--output", output])
+    }
+
+    pub fn work_dir(self, dir: &std::path::Path) -> Compose {
+        self.args(&["--work-dir", dir.to_str().unwrap()])
+    }
+
+    pub fn arg(mut self, arg: &str) -> Compose {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Compose {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// The command line.
+    pub fn line(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    /// Runs it; returns (success, stderr).
+    pub fn run(&self) -> (bool, String) {
+        run_cli(&self.line())
+    }
+
+    /// Runs it with extra environment variables; returns (success, stderr).
+    pub fn run_env(&self, env: &[(&str, &str)]) -> (bool, String) {
+        run_cli_env(&self.line(), env)
+    }
+
+    /// Runs it; returns (exit code, stdout, stderr).
+    pub fn output_of(&self) -> (i32, String, String) {
+        run_cli_output(&self.line())
+    }
+
+    /// Runs it and expects success; returns stderr.
+    pub fn succeeds(&self) -> String {
+        let (ok, stderr) = self.run();
+        assert!(ok, "{:?} failed:\n{stderr}", self.args);
+        stderr
+    }
+}
