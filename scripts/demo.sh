@@ -11,9 +11,10 @@ demo=target/demo
 rm -rf "$demo/out" "$demo/tritonserver.tar"
 # One profile for both (the test profile, whose dependencies are optimized),
 # so that a fresh machine compiles the dependencies once, and scripts/test.sh
-# reuses them.
-cargo build --quiet --bin triton-compose --example demo_images
-target/debug/examples/demo_images "$demo"
+# reuses them. The demo images come from a crate of their own (demo/), so
+# the tests' dev-dependencies are not built for them.
+cargo build --quiet -p triton-compose -p triton-compose-demo --bins
+target/debug/triton-compose-demo "$demo"
 compose=(target/debug/triton-compose --enable-gpu=false
   --backend python --repoagent checksum --cache local
   --image "min,oci:$demo/min:latest" --image "full,oci:$demo/full:24.10"

@@ -12,7 +12,7 @@ need_rust
 apt_install skopeo umoci oci-image-tool docker-registry apache2-utils gcc podman
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Builds or reuses the fixtures and starts the Docker engine; a failure here
 # fails the run (the end-to-end tests never pass silently).

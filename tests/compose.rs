@@ -678,6 +678,64 @@ fn cpu_only_pytorch_gets_cuda_libraries_from_gpu_min_as_compose_py_copies_them()
 }
 
 #[test]
+fn catalog_lists_components_that_need_gpu_min_and_costs_them_with_it() {
+    let fx = cpu_pytorch_fixture();
+    let catalog = |extra: &[&str]| -> serde_json::Value {
+        let full = format!("oci:{}:24.10", fx.path("full").display());
+        let work = fx.path("catalog-work");
+        let mut args = vec![
+            "catalog",
+            "--json",
+            &full,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = run_cli_output(&args);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let row = |catalog: &serde_json::Value, name: &str| -> serde_json::Value {
+        catalog["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {catalog:#}"))
+    };
+    // Without gpu-min: listed, saying what it needs, its content counted.
+    let without = catalog(&[]);
+    let pytorch = row(&without, "pytorch");
+    assert_eq!(pytorch["kind"], "backend");
+    assert_eq!(pytorch["needs"], "gpu-min", "{pytorch:#}");
+    assert_eq!(pytorch["size"], "pytorch\n".len());
+    assert_eq!(pytorch["compressed_size"], 0);
+    assert!(row(&without, "python").get("needs").is_none());
+    // The table says so too.
+    let full = format!("oci:{}:24.10", fx.path("full").display());
+    let work = fx.path("catalog-work");
+    let (code, table, stderr) =
+        run_cli_output(&["catalog", &full, "--work-dir", work.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.lines().any(|l| l.starts_with("backend")
+            && l.contains("pytorch")
+            && l.contains("needs gpu-min")),
+        "{table}"
+    );
+    // With gpu-min: costed as a compose writes it.
+    let gpu_min = format!("oci:{}:24.10", fx.path("gpu-min").display());
+    let with = catalog(&["--gpu-min", &gpu_min]);
+    let pytorch = row(&with, "pytorch");
+    assert!(pytorch.get("needs").is_none(), "{pytorch:#}");
+    assert!(
+        pytorch["compressed_size"].as_u64().unwrap() > 0,
+        "{pytorch:#}"
+    );
+}
+
+#[test]
 fn cpu_only_pytorch_errors_name_what_gpu_min_lacks() {
     let fx = cpu_pytorch_fixture();
     let out = fx.path("out");

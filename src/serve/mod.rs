@@ -243,6 +243,7 @@ async fn run(state: Arc<State>, options: &ServeOptions) -> Result<()> {
     let service = app.into_make_service();
     let served = match &options.tls {
         Some((cert, key)) => {
+            crate::transport::tls_provider();
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
                 .map_err(|e| {

@@ -273,6 +273,16 @@ fn tag_of(name: &str) -> String {
         .unwrap_or_else(|| "latest".into())
 }
 
+/// Makes rustls's ring provider the process's, once, before any TLS client
+/// or server is built (reqwest and axum-server are built without one).
+pub(crate) fn tls_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Taken already (by an embedding program): that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,7 @@ impl Engine {
     /// and checks that it answers.
     pub(crate) fn connect() -> Result<Engine> {
         let socket = socket_path(std::env::var("DOCKER_HOST").ok().as_deref())?;
+        crate::transport::tls_provider();
         let client = Client::builder()
             .unix_socket(socket.clone())
             .timeout(None)

@@ -151,6 +151,7 @@ impl RegistryClient {
         // The blocking client's timeout bounds the wait for a response and
         // each read of its body: a stall detector, not a length limit.
         // Uploads get one of their own, from their size (`upload_timeout`).
+        crate::transport::tls_provider();
         let http = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .tls_certs_merge(certificates)
