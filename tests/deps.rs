@@ -117,6 +117,72 @@ fn bin(path: &str, data: &[u8]) -> Item {
 const MIN_STATUS: &str =
     "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36\n";
 
+/// What dpkg lists for the packages the closure carries: libmid2 names a
+/// file through the merged-/usr link `/lib` (as .debs do), and owns an
+/// empty directory.
+const LIBMID2_LIST: &str = "/.\n/usr\n/etc\n/etc/mid.d\n/usr/lib/x86_64-linux-gnu/libmid.so.2.0.0\n/lib/x86_64-linux-gnu/libmid.so.2\n/lib/x86_64-linux-gnu/mid\n/lib/x86_64-linux-gnu/mid/tables\n/usr/share/doc/libmid2\n/usr/share/doc/libmid2/copyright\n";
+const LIBLEAF1_LIST: &str =
+    "/usr/lib/x86_64-linux-gnu/libleaf.so.1.0\n/usr/lib/x86_64-linux-gnu/libleaf.so.1\n";
+
+/// The paths of `lists` that `dpkg --verify` would call missing in `tree`:
+/// those that do not exist, their parents resolved through the tree's
+/// symlinks (the last component is not followed, as dpkg does not).
+fn dpkg_missing(
+    tree: &std::collections::BTreeMap<String, FileInfo>,
+    lists: &[&str],
+) -> Vec<String> {
+    let resolve_dir = |path: &str| -> Option<String> {
+        let mut pending: Vec<String> = path.split('/').rev().map(str::to_string).collect();
+        let mut current = String::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            if part.is_empty() || part == "." {
+                continue;
+            }
+            let next = if current.is_empty() {
+                part
+            } else {
+                format!("{current}/{part}")
+            };
+            let info = tree.get(&next)?;
+            if info.kind == 'l' {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = info.link.clone().unwrap();
+                if target.starts_with('/') {
+                    current.clear();
+                }
+                pending.extend(target.split('/').rev().map(str::to_string));
+            } else {
+                current = next;
+            }
+        }
+        Some(current)
+    };
+    let mut missing = Vec::new();
+    for path in lists.iter().flat_map(|l| l.lines()) {
+        let path = path.trim_start_matches('/');
+        if path.is_empty() || path == "." {
+            continue;
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let exists = resolve_dir(parent).is_some_and(|dir| {
+            let real = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            tree.contains_key(&real)
+        });
+        if !exists {
+            missing.push(format!("/{path}"));
+        }
+    }
+    missing
+}
+
 /// min: Debian-like, /lib a symlink into /usr, dpkg knowing libc6 only.
 fn min() -> TestImage {
     let mut min = min_image();
@@ -145,6 +211,8 @@ Package: bigpkg\nStatus: install ok installed\nArchitecture: all\nVersion: 9\n"
     );
     let site = "usr/local/lib/python3.11/dist-packages";
     let system = layer_tar(&[
+        // Every parent, as a layer diff has them.
+        dir("usr"),
         dir("usr/lib"),
         dir(LIBDIR),
         bin(&format!("{LIBDIR}/libleaf.so.1.0"), &libs.leaf),
@@ -163,12 +231,13 @@ Package: bigpkg\nStatus: install ok installed\nArchitecture: all\nVersion: 9\n"
         file("var/lib/dpkg/status", &status),
         dir("var/lib/dpkg/info"),
         file("var/lib/dpkg/info/libc6:amd64.list", "/.\n/usr\n"),
-        file(
-            "var/lib/dpkg/info/libmid2:amd64.list",
-            "/.\n/usr\n/usr/lib/x86_64-linux-gnu/libmid.so.2.0.0\n/lib/x86_64-linux-gnu/libmid.so.2\n/usr/share/doc/libmid2\n/usr/share/doc/libmid2/copyright\n",
-        ),
+        dir("etc"),
+        dir("etc/mid.d"),
+        dir(&format!("{LIBDIR}/mid")),
+        file(&format!("{LIBDIR}/mid/tables"), "data only libmid2 names\n"),
+        file("var/lib/dpkg/info/libmid2:amd64.list", LIBMID2_LIST),
         file("var/lib/dpkg/info/libmid2:amd64.md5sums", "abc  usr/lib/x86_64-linux-gnu/libmid.so.2.0.0\n"),
-        file("var/lib/dpkg/info/libleaf1:amd64.list", "/usr/lib/x86_64-linux-gnu/libleaf.so.1.0\n/usr/lib/x86_64-linux-gnu/libleaf.so.1\n"),
+        file("var/lib/dpkg/info/libleaf1:amd64.list", LIBLEAF1_LIST),
         file("var/lib/dpkg/info/bigpkg.list", "/usr/share/big\n/usr/share/big/data\n"),
         dir("usr/local"),
         dir("usr/local/lib"),
@@ -362,6 +431,13 @@ fn check_deps_output(setup: &Setup, name: &str) {
         .filter_map(|l| l.strip_prefix("Package: "))
         .collect();
     assert_eq!(packages, ["libc6", "libleaf1", "libmid2"], "{status}");
+    // Every path dpkg lists for them is there, as `dpkg --verify` looks.
+    let missing = dpkg_missing(tree, &[LIBMID2_LIST, LIBLEAF1_LIST]);
+    assert!(
+        missing.is_empty(),
+        "dpkg would find these missing: {missing:?}"
+    );
+    assert_eq!(tree["etc/mid.d"].kind, 'd');
     assert!(
         status.contains("Description: middle\n multi-line\n"),
         "{status}"
@@ -383,9 +459,27 @@ fn check_deps_output(setup: &Setup, name: &str) {
 
 #[test]
 fn carries_libraries_packages_and_python_distributions_min_lacks() {
-    for base_of_full in [false, true] {
-        let setup = Setup::new(base_of_full);
+    // full FROM min or not; and FROM min with its own account files, so that
+    // min is not read at all (its /lib link is then unknown to the closure).
+    let accounts = layer_tar(&[
+        dir("etc"),
+        file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n",
+        ),
+        file("etc/group", "root:x:0:\ntriton-server:x:1000:\n"),
+    ]);
+    for (base_of_full, extra) in [(true, Some(accounts)), (false, None), (true, None)] {
+        let plans_without_min = extra.is_some();
+        let setup = Setup::with_layer(base_of_full, extra);
         let stderr = setup.compose("out", &["--backend", "elfy", "--backend", "python"]);
+        if plans_without_min {
+            assert!(
+                stderr.contains("only full's own layers are read")
+                    && !stderr.contains("reading min for them"),
+                "{stderr}"
+            );
+        }
         assert!(
             stderr.contains(
                 "libmid.so.2, needed by /opt/tritonserver/backends/elfy/libtriton_elfy.so"

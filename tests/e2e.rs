@@ -1380,3 +1380,45 @@ fn sbom_computes_one_for_an_image_we_did_not_compose() {
         assert!(names.contains(expected), "{expected} is not in {names:?}");
     }
 }
+
+/// The paths `dpkg --verify` reports missing in an image.
+fn dpkg_missing(image: &str) -> BTreeSet<String> {
+    sh_in(image, "dpkg --verify 2>&1; true")
+        .lines()
+        .filter(|l| l.starts_with("missing"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn composed_images_miss_no_file_of_their_packages_that_full_has() {
+    let Some(fx) = Fixtures::get() else { return };
+    let full_missing = dpkg_missing(&fx.full_image);
+    println!("full's dpkg --verify: {} missing", full_missing.len());
+    for selection in [
+        &["--backend", "python", "--cache", "local"][..],
+        &[
+            "--backend",
+            "python",
+            "--backend",
+            "onnxruntime",
+            "--repoagent",
+            "checksum",
+        ],
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let image = compose_and_load(&fx, work.path(), selection);
+        // Packages were carried: the test has something to judge.
+        let carried = sh_in(
+            &image.0,
+            "dpkg-query -W -f '${Package}\\n' libpython3.11 python3",
+        );
+        assert_eq!(carried.lines().count(), 2, "{carried}");
+        let missing = dpkg_missing(&image.0);
+        let extra: Vec<&String> = missing.difference(&full_missing).collect();
+        assert!(
+            extra.is_empty(),
+            "{selection:?}: dpkg --verify finds missing what full has: {extra:#?}"
+        );
+    }
+}

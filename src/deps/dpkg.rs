@@ -11,6 +11,14 @@ use crate::tree::MergedTree;
 pub(crate) const STATUS: &str = "var/lib/dpkg/status";
 pub(crate) const INFO_DIR: &str = "var/lib/dpkg/info";
 
+/// The top-level directories that are symlinks into /usr on a merged-/usr
+/// system (`/lib -> usr/lib`, ...): Debian 12 and later, Ubuntu 23.04 and
+/// later (NGC's images are Ubuntu 24.04). Source: the usrmerge package's
+/// list (`convert-usrmerge`) and base-files. dpkg still lists a package's
+/// files by the names its .deb has (`/lib/x86_64-linux-gnu/libhistory.so.8`),
+/// which only exist through those links.
+pub(crate) const MERGED_USR_LINKS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
 /// One package's stanza of the status file.
 #[derive(Clone, Debug)]
 pub(crate) struct Stanza {

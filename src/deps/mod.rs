@@ -485,15 +485,19 @@ impl<'a> Closure<'a> {
         });
         self.deps.packages.push(package.clone());
         self.added_packages.insert(&stanza);
-        let files: Vec<ImagePath> = self.owners.files(&package).to_vec();
-        for file in files {
-            let Some(node) = self.full.get(&file) else {
-                continue;
-            };
-            if node.is_dir() && self.present_in_min(&file) {
+        // By their real paths: dpkg names files through the image's symlinks.
+        let files: Vec<ImagePath> = self
+            .owners
+            .files(&package)
+            .iter()
+            .filter_map(|listed| self.real_path(listed))
+            .collect();
+        for file in &files {
+            let is_dir = self.full.get(file).is_some_and(|n| n.is_dir());
+            if is_dir && self.dir_is_there(file, &files) {
                 continue;
             }
-            self.add_path(file);
+            self.add_path(file.clone());
         }
         for info in dpkg::info_files(self.full, &package) {
             self.add_path(info);
@@ -527,11 +531,44 @@ impl<'a> Closure<'a> {
         }
     }
 
-    fn present_in_min(&self, path: &ImagePath) -> bool {
+    /// True when a directory a package lists needs no entry of its own:
+    /// min has it, or (when min was not read) another path the package
+    /// lists (`listed`, real paths) lies in it, so that it comes as that
+    /// path's parent.
+    fn dir_is_there(&self, dir: &ImagePath, listed: &[ImagePath]) -> bool {
         match self.input.min {
-            MinView::Scanned(min) => min.tree.contains(path),
-            MinView::BaseOfFull => true,
+            MinView::Scanned(min) => min.tree.contains(dir),
+            MinView::BaseOfFull => listed.iter().any(|p| p != dir && p.is_within(dir)),
         }
+    }
+
+    /// Where a path a package or distribution lists is in full: its parent
+    /// resolved through the image's symlinks as the kernel would (the last
+    /// component is not followed, as dpkg does not). When the parent is in
+    /// layers min shares and were not read, a merged-/usr name
+    /// (`/lib/...`) is looked for under /usr. `None` when full lacks it.
+    fn real_path(&self, listed: &ImagePath) -> Option<ImagePath> {
+        if self.full.contains(listed) {
+            return Some(listed.clone());
+        }
+        let parent = listed.parent().unwrap_or_default();
+        let in_parent = |resolved: &ImagePath| resolved.join(listed.file_name());
+        let found = match resolve(&self.full_view(), &parent) {
+            Resolution::Found(resolved) => in_parent(&resolved.path),
+            Resolution::Absent => return None,
+            Resolution::Unknown => {
+                let top = listed.as_bytes().split(|&b| b == b'/').next()?;
+                if !dpkg::MERGED_USR_LINKS.iter().any(|l| l.as_bytes() == top) {
+                    return None;
+                }
+                let under_usr = ImagePath::from_static("usr").join(parent.as_bytes());
+                match resolve(&self.full_view(), &under_usr) {
+                    Resolution::Found(resolved) => in_parent(&resolved.path),
+                    _ => return None,
+                }
+            }
+        };
+        self.full.contains(&found).then_some(found)
     }
 
     /// Adds a distribution whole, with what it requires (for `extras`) in
@@ -563,10 +600,9 @@ impl<'a> Closure<'a> {
                 because: because.to_string(),
             });
             let files = self.dists.files(dist).to_vec();
-            for file in files {
-                if self.full.get(&file).is_some() {
-                    self.add_path(file);
-                }
+            let real: Vec<ImagePath> = files.iter().filter_map(|f| self.real_path(f)).collect();
+            for file in real {
+                self.add_path(file);
             }
         }
         let Some(python) = &self.python else {
