@@ -461,15 +461,8 @@ fn check_deps_output(setup: &Setup, name: &str) {
 fn carries_libraries_packages_and_python_distributions_min_lacks() {
     // full FROM min or not; and FROM min with its own account files, so that
     // min is not read at all (its /lib link is then unknown to the closure).
-    let accounts = layer_tar(&[
-        dir("etc"),
-        file(
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n",
-        ),
-        file("etc/group", "root:x:0:\ntriton-server:x:1000:\n"),
-    ]);
-    for (base_of_full, extra) in [(true, Some(accounts)), (false, None), (true, None)] {
+    let accounts = server_accounts_layer();
+    for (base_of_full, extra) in [(false, None), (true, None), (true, Some(accounts))] {
         let plans_without_min = extra.is_some();
         let setup = Setup::with_layer(base_of_full, extra);
         let stderr = setup.compose("out", &["--backend", "elfy", "--backend", "python"]);

@@ -1395,25 +1395,36 @@ fn composed_images_miss_no_file_of_their_packages_that_full_has() {
     let Some(fx) = Fixtures::get() else { return };
     let full_missing = dpkg_missing(&fx.full_image);
     println!("full's dpkg --verify: {} missing", full_missing.len());
-    for selection in [
-        &["--backend", "python", "--cache", "local"][..],
-        &[
-            "--backend",
-            "python",
-            "--backend",
-            "onnxruntime",
-            "--repoagent",
-            "checksum",
-        ],
+    // Each selection with packages the closure carries for it.
+    for (selection, packages) in [
+        (
+            &["--backend", "python", "--cache", "local"][..],
+            "libpython3.11 python3",
+        ),
+        (
+            &[
+                "--backend",
+                "python",
+                "--backend",
+                "onnxruntime",
+                "--repoagent",
+                "checksum",
+            ],
+            "libpython3.11 python3 libgomp1",
+        ),
+        (&["--backend", "pyllm"], "python3 libgomp1"),
+        (&["--backend", "standin"], "libgomp1"),
     ] {
         let work = tempfile::tempdir().unwrap();
         let image = compose_and_load(&fx, work.path(), selection);
         // Packages were carried: the test has something to judge.
-        let carried = sh_in(
-            &image.0,
-            "dpkg-query -W -f '${Package}\\n' libpython3.11 python3",
+        let query = format!("dpkg-query -W -f '${{Package}}\\n' {packages}");
+        let carried = sh_in(&image.0, &query);
+        assert_eq!(
+            carried.lines().count(),
+            packages.split(' ').count(),
+            "{carried}"
         );
-        assert_eq!(carried.lines().count(), 2, "{carried}");
         let missing = dpkg_missing(&image.0);
         let extra: Vec<&String> = missing.difference(&full_missing).collect();
         assert!(

@@ -769,21 +769,26 @@ pub fn raw_header(name: &[u8], typeflag: u8, size: u64) -> Vec<u8> {
     header.as_bytes().to_vec()
 }
 
-/// A full image built FROM min the way build.py builds NGC's: all of min's
-/// layers first, then Triton, and the triton-server account added in full's
-/// own layers.
-pub fn full_image_from(min: &TestImage) -> TestImage {
-    let mut full = full_image(min);
-    let accounts = layer_tar(&[
+/// A layer with the account files and the triton-server user (uid 1000), as
+/// NGC's full images add it in their own layers.
+pub fn server_accounts_layer() -> Vec<u8> {
+    layer_tar(&[
         dir("etc"),
         file(
             "etc/passwd",
             "root:x:0:0:root:/root:/bin/bash\ntriton-server:x:1000:1000::/home/triton-server:/bin/sh\n",
         ),
         file("etc/group", "root:x:0:\ntriton-server:x:1000:\n"),
-    ]);
+    ])
+}
+
+/// A full image built FROM min the way build.py builds NGC's: all of min's
+/// layers first, then Triton, and the triton-server account added in full's
+/// own layers.
+pub fn full_image_from(min: &TestImage) -> TestImage {
+    let mut full = full_image(min);
     let mut layers = min.layers.clone();
-    layers.push(accounts);
+    layers.push(server_accounts_layer());
     layers.extend(full.layers[1..].iter().cloned());
     full.layers = layers;
     full
