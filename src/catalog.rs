@@ -34,6 +34,10 @@ pub struct CatalogEntry {
     /// sizes are then unknown (0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs: Option<&'static str>,
+    /// Why it could not be costed (its written sizes are then 0): a compose
+    /// of it would fail the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,6 +156,7 @@ pub fn catalog(request: &ComposeRequest, options: &CatalogOptions) -> Result<Cat
         deps: Vec::new(),
         deps_size: 0,
         needs: None,
+        error: None,
     }];
     components.extend(entries.drain(..).map(|(entry, _)| entry));
     let full_size = compose::stored_size(full);
@@ -189,24 +194,22 @@ fn component_entries(
             triton::needs_gpu_min(std::slice::from_ref(&component), request.enable_gpu)
                 && prepared.gpu_min.is_none();
         if needs_gpu_min {
-            entries.push((
-                CatalogEntry {
-                    kind: kind_name(kind),
-                    size: content_size(prepared, &component),
-                    name,
-                    compressed_size: 0,
-                    deps: Vec::new(),
-                    deps_size: 0,
-                    needs: Some("gpu-min"),
-                },
-                None,
-            ));
+            let entry = CatalogEntry {
+                needs: Some("gpu-min"),
+                ..uncosted(prepared, &component)
+            };
+            entries.push((entry, None));
             continue;
         }
         let costs = match costs(request, prepared, std::slice::from_ref(&component)) {
             Ok(costs) => costs,
             Err(err) => {
                 tracing::warn!("{} {name}: {err}", kind.noun());
+                let entry = CatalogEntry {
+                    error: Some(err.to_string()),
+                    ..uncosted(prepared, &component)
+                };
+                entries.push((entry, None));
                 continue;
             }
         };
@@ -219,11 +222,26 @@ fn component_entries(
                 deps: costs.deps,
                 deps_size: costs.deps_size,
                 needs: None,
+                error: None,
             },
             Some(costs.core),
         ));
     }
     Ok(entries)
+}
+
+/// A component's row before (or without) its costs: what its files take.
+fn uncosted(prepared: &Prepared, component: &Component) -> CatalogEntry {
+    CatalogEntry {
+        kind: kind_name(component.kind),
+        name: component.name.clone(),
+        size: content_size(prepared, component),
+        compressed_size: 0,
+        deps: Vec::new(),
+        deps_size: 0,
+        needs: None,
+        error: None,
+    }
 }
 
 /// The bytes of content under a component's directory in full.
@@ -347,9 +365,16 @@ impl Catalog {
             "+deps"
         );
         for c in &self.components {
-            if let Some(needs) = c.needs {
+            let note = match (&c.error, c.needs) {
+                (Some(error), _) => Some(format!("cannot be composed: {error}")),
+                (None, Some(needs)) => {
+                    Some(format!("needs {needs}: catalog it with --{needs} REF"))
+                }
+                (None, None) => None,
+            };
+            if let Some(note) = note {
                 out.push_str(&format!(
-                    "{:<10} {:<22} {:>11} {:>11} {:>11}  needs {needs}: catalog it with --{needs} REF\n",
+                    "{:<10} {:<22} {:>11} {:>11} {:>11}  {note}\n",
                     c.kind,
                     c.name,
                     size(c.size),

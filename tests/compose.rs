@@ -736,6 +736,48 @@ fn catalog_lists_components_that_need_gpu_min_and_costs_them_with_it() {
 }
 
 #[test]
+fn catalog_lists_a_component_it_cannot_cost_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let min = min_image();
+    let mut full = full_image(&min);
+    // A hard link to nothing full has: a compose of it fails, the rest not.
+    full.layers.push(layer_tar(&[
+        dir("opt/tritonserver/backends/torn"),
+        hardlink(
+            "opt/tritonserver/backends/torn/libtriton_torn.so",
+            "opt/tritonserver/backends/torn/gone.so",
+        ),
+    ]));
+    full.write_oci(&tmp.path().join("full"), "24.10");
+    let full = format!("oci:{}:24.10", tmp.path().join("full").display());
+    let work = tmp.path().join("work");
+    let (code, stdout, stderr) = run_cli_output(&[
+        "catalog",
+        "--json",
+        &full,
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let catalog: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = catalog["components"].as_array().unwrap();
+    let torn = rows
+        .iter()
+        .find(|c| c["name"] == "torn")
+        .expect("torn is listed");
+    assert!(
+        torn["error"]
+            .as_str()
+            .unwrap()
+            .contains("is a hard link to"),
+        "{torn:#}"
+    );
+    assert_eq!(torn["compressed_size"], 0);
+    let python = rows.iter().find(|c| c["name"] == "python").unwrap();
+    assert!(python.get("error").is_none() && python["compressed_size"].as_u64().unwrap() > 0);
+}
+
+#[test]
 fn cpu_only_pytorch_errors_name_what_gpu_min_lacks() {
     let fx = cpu_pytorch_fixture();
     let out = fx.path("out");
