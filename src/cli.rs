@@ -247,6 +247,11 @@ pub struct ServeCli {
     #[arg(long, value_name = "SECONDS")]
     pub refresh: Option<u64>,
 
+    /// On SIGTERM or SIGINT, stop accepting and give in-flight responses
+    /// this long to finish (a second signal stops at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub shutdown_grace: u64,
+
     #[command(flatten)]
     pub verbosity: Verbosity,
 

@@ -173,6 +173,7 @@ fn serve(cli: ServeCli) -> ExitCode {
         let tls = cli.tls_cert.clone().zip(cli.tls_key.clone());
         let htpasswd = cli.htpasswd.clone();
         let refresh = cli.refresh.map(std::time::Duration::from_secs);
+        let shutdown_grace = std::time::Duration::from_secs(cli.shutdown_grace);
         let base = ComposeRequest::new(cli.into_raw(gpu, &state_dir))?;
         triton_compose::serve(triton_compose::ServeOptions {
             base,
@@ -182,6 +183,7 @@ fn serve(cli: ServeCli) -> ExitCode {
             tls,
             htpasswd,
             refresh,
+            shutdown_grace,
         })
     })();
     match result {

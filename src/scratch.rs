@@ -28,7 +28,10 @@ fn flag() -> &'static Arc<AtomicBool> {
 /// killing it outright.
 pub fn install_signal_handlers() -> Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, flag().clone())
+        // A second signal ends the process at once (exit 130): first the
+        // check of the flag the first one set, then the flag.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, flag().clone())
+            .and_then(|_| signal_hook::flag::register(signal, flag().clone()))
             .map_err(|e| Error::new("cannot install signal handlers").with_source(e))?;
     }
     Ok(())

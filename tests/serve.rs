@@ -17,6 +17,7 @@ struct Served {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Served {
@@ -26,14 +27,26 @@ impl Served {
         Served::start_with(&["--image", &min, "--image", &full])
     }
 
-    /// `serve ARGS` (the images and more) on a free port, until it answers.
+    /// `serve ARGS` (the images and more) on a free port, until it is ready.
     fn start_with(args: &[&str]) -> Served {
-        let dir = tempfile::tempdir().unwrap();
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Served::start_in(args, tempfile::tempdir().unwrap())
+    }
+
+    /// `serve ARGS` with its state and store in `dir`.
+    fn start_in(args: Vec<String>, dir: tempfile::TempDir) -> Served {
         let port = support::free_port();
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        // The log of a restart goes on after the last run's.
+        let before =
+            std::fs::metadata(dir.path().join("serve.log")).map_or(0, |m| m.len() as usize);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("serve.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
             .arg("serve")
-            .args(args)
+            .args(&args)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -48,19 +61,63 @@ impl Served {
             .stderr(log)
             .spawn()
             .expect("the binary runs");
-        let served = Served { child, port, dir };
+        let served = Served {
+            child,
+            port,
+            dir,
+            args,
+        };
         let start = Instant::now();
-        // Up when it accepts connections and the images are read: it
-        // listens only then.
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // It answers /healthz at once, and says it is ready (as /readyz
+        // does) once the images are read; TLS or not.
+        let ready = |served: &Served| {
+            served
+                .log()
+                .get(before..)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim_end().ends_with("INFO ready"))
+        };
+        while !ready(&served) {
             assert!(
                 start.elapsed() < Duration::from_secs(120),
-                "serve did not answer:\n{}",
+                "serve did not get ready:\n{}",
                 served.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
         served
+    }
+
+    /// Sends SIGTERM (or SIGINT); waits at most `limit` for the process to
+    /// end; its exit code.
+    fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> Option<i32> {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "serve still runs {} s after {signal}:\n{}",
+                limit.as_secs(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The same serve again, on the state and store this one left.
+    fn restart(mut self) -> Served {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Served::start_in(std::mem::take(&mut self.args), dir)
     }
 
     fn host(&self) -> String {
@@ -559,4 +616,145 @@ fn refresh_follows_a_moved_tag_and_keeps_serving_old_digests() {
             "{layer}"
         );
     }
+}
+
+#[test]
+fn sigterm_stops_serve_gracefully_and_a_restart_serves_the_same_digests() {
+    let Some(fx) = Fixtures::get() else { return };
+    let mut served = Served::start(&fx);
+    // Probes: alive and ready, with no credentials.
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            request(served.port, "GET", probe, &[]).unwrap().0,
+            200,
+            "{probe}"
+        );
+    }
+    // Small spec edges: a malformed digest, an empty component name.
+    for path in [
+        "/v2/tritonserver/blobs/sha256:nothex",
+        "/v2/tritonserver/manifests/sha256:nothex",
+    ] {
+        let (status, _, body) = request(served.port, "GET", path, &[]).unwrap();
+        assert_eq!(status, 400, "{path}");
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error["errors"][0]["code"], "DIGEST_INVALID", "{path}");
+    }
+    let (status, _, body) = request(
+        served.port,
+        "GET",
+        "/v2/tritonserver/manifests/python..local",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 404);
+    assert!(
+        String::from_utf8_lossy(&body).contains("empty component name"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    let (python, manifest) = served.manifest("python");
+    // A blob download under way when SIGTERM comes completes.
+    let largest = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()
+        .clone();
+    let port = served.port;
+    let path = format!(
+        "/v2/tritonserver/blobs/{}",
+        largest["digest"].as_str().unwrap()
+    );
+    let download = std::thread::spawn(move || request(port, "GET", &path, &[]));
+    std::thread::sleep(Duration::from_millis(20));
+    let code = served.signal_and_wait("-TERM", Duration::from_secs(12));
+    assert_eq!(code, Some(0), "{}", served.log());
+    if let Some((status, _, body)) = download.join().unwrap() {
+        assert_eq!(status, 200);
+        assert_eq!(body.len() as u64, largest["size"].as_u64().unwrap());
+    }
+    assert!(served
+        .log()
+        .contains("stopping: finishing in-flight responses"));
+
+    // A restart serves the same digest without composing again.
+    let mut served = served.restart();
+    assert_eq!(served.manifest("python").0, python);
+    assert_eq!(served.metric("triton_compose_composes_total"), 0);
+
+    // SIGTERM during a compose: it is abandoned, nothing half-written.
+    let port = served.port;
+    let pending = std::thread::spawn(move || {
+        request(
+            port,
+            "GET",
+            "/v2/tritonserver/manifests/onnxruntime.standin",
+            &[],
+        )
+    });
+    let start = Instant::now();
+    while !served.log().contains("composing onnxruntime.standin") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let code = served.signal_and_wait("-TERM", Duration::from_secs(12));
+    assert_eq!(code, Some(0), "{}", served.log());
+    if let Some((status, _, _)) = pending.join().unwrap() {
+        assert_ne!(status, 200, "the compose was to be abandoned");
+    }
+    let leftovers: Vec<String> = walk(served.dir.path())
+        .into_iter()
+        .filter(|p| p.contains(".triton-compose-"))
+        .collect();
+    assert!(leftovers.is_empty(), "half-written: {leftovers:?}");
+    // Composed again on demand, after the restart.
+    let mut served = served.restart();
+    let (digest, _) = served.manifest("onnxruntime.standin");
+    assert!(digest.starts_with("sha256:"));
+
+    // A second signal stops it at once.
+    let port = served.port;
+    let _pending = std::thread::spawn(move || {
+        request(
+            port,
+            "GET",
+            "/v2/tritonserver/manifests/checksum.python.standin",
+            &[],
+        )
+    });
+    let start = Instant::now();
+    while !served.log().contains("composing checksum.python.standin") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = served.signal_and_wait("-TERM", Duration::from_secs(3));
+    assert_eq!(code, Some(130));
+}
+
+/// Every path under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        out.push(path.display().to_string());
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path));
+        }
+    }
+    out
 }

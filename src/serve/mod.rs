@@ -55,6 +55,9 @@ pub struct ServeOptions {
     pub htpasswd: Option<PathBuf>,
     /// Check this often whether min's or full's reference moved.
     pub refresh: Option<Duration>,
+    /// On SIGTERM or SIGINT, how long in-flight responses may take to
+    /// finish before the server stops anyway.
+    pub shutdown_grace: Duration,
 }
 
 /// Largest manifest served (they are a few KiB).
@@ -122,8 +125,9 @@ impl Generation {
 }
 
 struct State {
-    /// The pair tags resolve against.
-    current: RwLock<Arc<Generation>>,
+    /// The pair tags resolve against; `None` while it is being opened and
+    /// scanned (the server answers `/healthz`, and 503 elsewhere).
+    current: RwLock<Option<Arc<Generation>>>,
     /// Layouts of pairs replaced by `--refresh`: their digests stay served.
     previous: RwLock<Vec<PathBuf>>,
     metrics: Metrics,
@@ -132,8 +136,18 @@ struct State {
 }
 
 impl State {
+    /// The pair served; only called once [`State::ready`] (routes check).
     fn current(&self) -> Arc<Generation> {
-        self.current.read().expect("not poisoned").clone()
+        self.current
+            .read()
+            .expect("not poisoned")
+            .clone()
+            .expect("requests are routed once the images are read")
+    }
+
+    /// True once min and full are opened and scanned.
+    fn ready(&self) -> bool {
+        self.current.read().expect("not poisoned").is_some()
     }
 
     /// A blob's file in the current layout or an earlier one.
@@ -171,20 +185,21 @@ impl State {
             .write()
             .expect("not poisoned")
             .push(current.layout.clone());
-        *self.current.write().expect("not poisoned") = next;
+        *self.current.write().expect("not poisoned") = Some(next);
         Ok(())
     }
 }
 
-/// Opens the images, then serves until stopped (or idle).
+/// Listens, opens the images, then serves until stopped (SIGTERM or
+/// SIGINT: in-flight responses get `shutdown_grace` to finish; a compose in
+/// progress is abandoned as interrupted runs are), or idle.
 pub fn serve(options: ServeOptions) -> Result<()> {
     let users = match &options.htpasswd {
         Some(path) => auth::Users::load(path)?,
         None => auth::Users::default(),
     };
-    let generation = Generation::open(&options.base, &options.state_dir)?;
     let state = Arc::new(State {
-        current: RwLock::new(Arc::new(generation)),
+        current: RwLock::new(None),
         previous: RwLock::new(Vec::new()),
         metrics: Metrics::default(),
         last_request: Mutex::new(Instant::now()),
@@ -212,33 +227,13 @@ async fn run(state: Arc<State>, options: &ServeOptions) -> Result<()> {
         move |request: Request<Body>| handle(state.clone(), request)
     });
     let handle = axum_server::Handle::new();
+    let failed = open_in_background(&state, options, &handle);
+    stop_when_signalled(&handle, options.shutdown_grace);
     if let Some(limit) = options.exit_after_idle {
-        let (state, handle) = (state.clone(), handle.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let last = *state.last_request.lock().expect("not poisoned");
-                if last.elapsed() >= limit {
-                    tracing::info!("idle for {} s: stopping", limit.as_secs());
-                    handle.graceful_shutdown(Some(Duration::from_secs(5)));
-                    break;
-                }
-            }
-        });
+        stop_when_idle(&state, &handle, limit);
     }
     if let Some(every) = options.refresh {
-        let state = state.clone();
-        let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let (state, base, dir) = (state.clone(), base.clone(), state_dir.clone());
-                let checked = tokio::task::spawn_blocking(move || state.refresh(&base, &dir)).await;
-                if let Ok(Err(err)) = checked {
-                    tracing::warn!("refresh: {err}; still serving the images read before");
-                }
-            }
-        });
+        refresh_every(&state, options, every);
     }
     let service = app.into_make_service();
     let served = match &options.tls {
@@ -271,7 +266,86 @@ async fn run(state: Arc<State>, options: &ServeOptions) -> Result<()> {
                 .await
         }
     };
-    served.map_err(|e| Error::new("the server stopped").with_source(e))
+    served.map_err(|e| Error::new("the server stopped").with_source(e))?;
+    let failure = failed.lock().expect("not poisoned").take();
+    match failure {
+        // Stopped while reading the images: a stop like any other.
+        Some(_) if crate::scratch::interrupted() => Ok(()),
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// Stops the server after `limit` without a request.
+fn stop_when_idle(state: &Arc<State>, handle: &axum_server::Handle<SocketAddr>, limit: Duration) {
+    let (state, handle) = (state.clone(), handle.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let last = *state.last_request.lock().expect("not poisoned");
+            if last.elapsed() >= limit {
+                tracing::info!("idle for {} s: stopping", limit.as_secs());
+                handle.graceful_shutdown(Some(Duration::from_secs(5)));
+                break;
+            }
+        }
+    });
+}
+
+/// Checks every `every` whether min or full moved ([`State::refresh`]).
+fn refresh_every(state: &Arc<State>, options: &ServeOptions, every: Duration) {
+    let state = state.clone();
+    let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let (state, base, dir) = (state.clone(), base.clone(), state_dir.clone());
+            let checked = tokio::task::spawn_blocking(move || state.refresh(&base, &dir)).await;
+            if let Ok(Err(err)) = checked {
+                tracing::warn!("refresh: {err}; still serving the images read before");
+            }
+        }
+    });
+}
+
+/// Opens and scans min and full on the blocking pool while the server
+/// already answers `/healthz`; the pair is served once ready. A failure
+/// stops the server and is returned by [`serve`].
+fn open_in_background(
+    state: &Arc<State>,
+    options: &ServeOptions,
+    handle: &axum_server::Handle<SocketAddr>,
+) -> Arc<Mutex<Option<Error>>> {
+    let failed = Arc::new(Mutex::new(None));
+    let (state, failed_slot, handle) = (state.clone(), failed.clone(), handle.clone());
+    let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
+    tokio::task::spawn_blocking(move || match Generation::open(&base, &state_dir) {
+        Ok(generation) => {
+            *state.current.write().expect("not poisoned") = Some(Arc::new(generation));
+            tracing::info!("ready");
+        }
+        Err(err) => {
+            *failed_slot.lock().expect("not poisoned") = Some(err);
+            handle.shutdown();
+        }
+    });
+    failed
+}
+
+/// On SIGTERM or SIGINT: stop accepting, give in-flight responses `grace`
+/// to finish, then stop. (A second signal ends the process at once.)
+fn stop_when_signalled(handle: &axum_server::Handle<SocketAddr>, grace: Duration) {
+    let handle = handle.clone();
+    tokio::spawn(async move {
+        while !crate::scratch::interrupted() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(
+            "stopping: finishing in-flight responses (at most {} s)",
+            grace.as_secs()
+        );
+        handle.graceful_shutdown(Some(grace));
+    });
 }
 
 /// One request: routed, answered, logged and counted.
@@ -279,6 +353,11 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    // Probes need no credentials and tell nothing but the state.
+    if let Some(response) = probe(&state, &path) {
+        tracing::debug!("{method} {path} {}", response.status().as_u16());
+        return response;
+    }
     let response = match state.users.check(request.headers()) {
         Ok(()) => route(&state, &method, &path, request.headers()).await,
         Err(message) => {
@@ -315,6 +394,22 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
     response
 }
 
+/// `/healthz`: alive. `/readyz`: min and full are read and tags are served.
+fn probe(state: &State, path: &str) -> Option<Response<Body>> {
+    let (status, body) = match path {
+        "/healthz" => (StatusCode::OK, "alive\n"),
+        "/readyz" if state.ready() => (StatusCode::OK, "ready\n"),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: reading min and full\n",
+        ),
+        _ => return None,
+    };
+    let mut response = text(body.to_string());
+    *response.status_mut() = status;
+    Some(response)
+}
+
 async fn route(
     state: &Arc<State>,
     method: &Method,
@@ -330,6 +425,15 @@ async fn route(
     }
     if path == "/metrics" {
         return text(metrics(state));
+    }
+    if !state.ready() {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "starting: min and full are being read; try again shortly",
+        );
+        set(&mut response, header::RETRY_AFTER, "5");
+        return response;
     }
     if path == "/v2/" || path == "/v2" {
         let mut response = Response::new(Body::from("{}"));
@@ -398,7 +502,7 @@ async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<B
     let digest = if reference.contains(':') {
         match reference.parse::<Digest>() {
             Ok(d) => d,
-            Err(_) => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "not a digest"),
+            Err(_) => return invalid_digest(reference),
         }
     } else {
         match resolve_tag(state, reference).await {
@@ -527,7 +631,7 @@ async fn blob(
     headers: &HeaderMap,
 ) -> Response<Body> {
     let Ok(digest) = reference.parse::<Digest>() else {
-        return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "not a digest");
+        return invalid_digest(reference);
     };
     let Some((mut file, size)) = open_blob(&state.find_blob(&digest)).await else {
         return error(
@@ -587,6 +691,16 @@ async fn blob(
         );
     }
     response
+}
+
+/// A manifest or blob path whose digest is malformed (the distribution
+/// spec's `DIGEST_INVALID`).
+fn invalid_digest(reference: &str) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "DIGEST_INVALID",
+        &format!("{reference:?} is not a digest (sha256:<64 hex digits>)"),
+    )
 }
 
 /// A blob's file and its size, if it is a regular file.

@@ -30,6 +30,12 @@ pub(crate) fn parse(tag: &str, offered: &[Component]) -> Result<Vec<Component>, 
             .collect()
     };
     let parts: Vec<&str> = tag.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(TagError(format!(
+            "{tag:?} has an empty component name: a tag is component names joined by single dots, \
+             such as python.onnxruntime"
+        )));
+    }
     let mut chosen = Vec::new();
     let mut i = 0;
     while i < parts.len() {
@@ -139,5 +145,17 @@ mod tests {
         let err = parse(&"a".repeat(129), &offered()).unwrap_err();
         assert!(err.0.contains("128"));
         assert!(parse("python..checksum", &offered()).is_err());
+    }
+
+    #[test]
+    fn empty_names_are_named_as_such() {
+        let offered = [Component {
+            kind: ComponentKind::Backend,
+            name: "python".into(),
+        }];
+        for tag in ["python..python", ".python", "python.", "."] {
+            let TagError(message) = parse(tag, &offered).unwrap_err();
+            assert!(message.contains("empty component name"), "{tag}: {message}");
+        }
     }
 }
