@@ -247,6 +247,24 @@ pub struct ServeCli {
     #[arg(long, value_name = "SECONDS")]
     pub refresh: Option<u64>,
 
+    /// Whether the composed images have GPU support; must match how full
+    /// was built (default: as full says).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = parse_compose_bool)]
+    pub enable_gpu: Option<bool>,
+
+    /// Compression of the new layers.
+    #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
+    pub compression: CompressionKind,
+
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+
+    /// An SPDX 2.3 SBOM of each composed image, attached as an OCI referrer.
+    #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
+    pub sbom: SbomKind,
+
     /// On SIGTERM or SIGINT, stop accepting and give in-flight responses
     /// this long to finish (a second signal stops at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -263,11 +281,23 @@ pub struct ServeCli {
 }
 
 impl ServeCli {
+    /// The compression `--compression` and `--compression-level` ask for.
+    pub fn compression(&self) -> Result<Compression, String> {
+        compression(self.compression, self.compression_level)
+    }
+
     /// The request every selection composes through.
-    pub fn into_raw(self, enable_gpu: bool, state_dir: &std::path::Path) -> RawRequest {
+    pub fn into_raw(
+        self,
+        enable_gpu: bool,
+        compression: Compression,
+        state_dir: &std::path::Path,
+    ) -> RawRequest {
         RawRequest {
             images: self.images,
             enable_gpu,
+            compression,
+            sbom: self.sbom == SbomKind::Spdx,
             output_name: "tritonserver".into(),
             work_dir: state_dir.join("work"),
             platform: self.access.platform,
@@ -275,7 +305,6 @@ impl ServeCli {
             authfile: self.access.authfile,
             cert_dir: self.access.cert_dir,
             store: self.store.settings(),
-            sbom: true,
             ..Default::default()
         }
     }
@@ -490,19 +519,24 @@ fn parse_compose_bool(value: &str) -> Result<bool, String> {
     Ok(value.eq_ignore_ascii_case("true"))
 }
 
+/// The compression a kind and an optional level name.
+fn compression(kind: CompressionKind, level: Option<i32>) -> Result<Compression, String> {
+    match (kind, level) {
+        (CompressionKind::Gzip, None) => Ok(Compression::Gzip { level: 6 }),
+        (CompressionKind::Gzip, Some(level @ 0..=9)) => Ok(Compression::Gzip {
+            level: level as u32,
+        }),
+        (CompressionKind::Zstd, None) => Ok(Compression::Zstd { level: 3 }),
+        (CompressionKind::Zstd, Some(level @ 1..=22)) => Ok(Compression::Zstd { level }),
+        (kind, Some(level)) => Err(format!(
+            "--compression-level {level} is out of range for {kind:?}"
+        )),
+    }
+}
+
 impl Cli {
     pub fn compression(&self) -> Result<Compression, String> {
-        match (self.compression, self.compression_level) {
-            (CompressionKind::Gzip, None) => Ok(Compression::Gzip { level: 6 }),
-            (CompressionKind::Gzip, Some(level @ 0..=9)) => Ok(Compression::Gzip {
-                level: level as u32,
-            }),
-            (CompressionKind::Zstd, None) => Ok(Compression::Zstd { level: 3 }),
-            (CompressionKind::Zstd, Some(level @ 1..=22)) => Ok(Compression::Zstd { level }),
-            (kind, Some(level)) => Err(format!(
-                "--compression-level {level} is out of range for {kind:?}"
-            )),
-        }
+        compression(self.compression, self.compression_level)
     }
 
     pub fn into_raw(

@@ -168,13 +168,23 @@ fn serve(cli: ServeCli) -> ExitCode {
             .ok_or_else(|| Error::new("serve needs --image full,REF"))?
             .parse::<ImageRef>()?;
         let gpu = full_gpu_flag(&full, &cli.access)?;
+        if let Some(asked) = cli.enable_gpu.filter(|asked| *asked != gpu) {
+            return Err(Error::new(format!(
+                "--enable-gpu={asked}, but full was built with TRITON_SERVER_GPU_ENABLED={}",
+                u8::from(gpu)
+            ))
+            .hint(format!(
+                "pass --enable-gpu={gpu}, or leave it out (serve takes full's)"
+            )));
+        }
+        let compression = cli.compression().map_err(Error::new)?;
         let listen = cli.listen;
         let idle = cli.exit_after_idle.map(std::time::Duration::from_secs);
         let tls = cli.tls_cert.clone().zip(cli.tls_key.clone());
         let htpasswd = cli.htpasswd.clone();
         let refresh = cli.refresh.map(std::time::Duration::from_secs);
         let shutdown_grace = std::time::Duration::from_secs(cli.shutdown_grace);
-        let base = ComposeRequest::new(cli.into_raw(gpu, &state_dir))?;
+        let base = ComposeRequest::new(cli.into_raw(gpu, compression, &state_dir))?;
         triton_compose::serve(triton_compose::ServeOptions {
             base,
             listen,

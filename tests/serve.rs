@@ -758,3 +758,52 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn what_compose_can_change_about_an_image_serve_can_too() {
+    let Some(fx) = Fixtures::get() else { return };
+    let min = format!("min,oci:{}:latest", fx.dir.join("min-oci").display());
+    let full = format!("full,oci:{}:latest", fx.dir.join("full-oci").display());
+    // A GPU flag full was not built with is refused at start, saying why.
+    let out = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+        .args(["serve", "--image", &min, "--image", &full, "--enable-gpu"])
+        .args(["--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("TRITON_SERVER_GPU_ENABLED=0"), "{stderr}");
+
+    let served = Served::start_with(&[
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--enable-gpu=false",
+        "--compression",
+        "zstd",
+        "--compression-level",
+        "5",
+        "--sbom",
+        "none",
+    ]);
+    let (_, manifest) = served.manifest("python");
+    let types: BTreeSet<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        types.contains("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{types:?}"
+    );
+    // No SBOM: the layout's index holds the image and no artifact.
+    let layouts: Vec<_> = std::fs::read_dir(served.dir.path().join("state/layouts"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(layouts.len(), 1);
+    let index = std::fs::read_to_string(layouts[0].path().join("index.json")).unwrap();
+    assert!(!index.contains("artifactType"), "{index}");
+}

@@ -6,7 +6,7 @@
 //! the min/full pair is opened and scanned once ([`crate::compose::Session`],
 //! through the store). A manifest asked for by tag ([`tags`]) is composed
 //! into an OCI layout kept under the state directory (one layout per
-//! min/full pair, named by their digests), tagged with the selection's
+//! min/full pair and settings, named by their digest), tagged with the selection's
 //! canonical tag. Its layers come from the store when any variant built
 //! them before, so nodes that pulled one variant hold most of the next.
 //! Manifests by digest and blobs (with `Range`) are served from that
@@ -91,11 +91,16 @@ impl Generation {
     fn open(base: &ComposeRequest, state_dir: &Path) -> Result<Generation> {
         let session = Session::open(base)?;
         let ids = session.ids();
+        // The pair and every setting that changes an image name the layout,
+        // so that two settings never mix their tags.
         let pair = Digest::of(
             format!(
-                "{}\n{}",
+                "{}\n{}\ngpu={} compression={:?} sbom={}",
                 ids.0.as_ref().map(|d| d.to_string()).unwrap_or_default(),
-                ids.1.as_ref().map(|d| d.to_string()).unwrap_or_default()
+                ids.1.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                base.enable_gpu,
+                base.compression,
+                base.sbom,
             )
             .as_bytes(),
         );
