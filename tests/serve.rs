@@ -112,6 +112,19 @@ impl Served {
         }
     }
 
+    /// Asks for the manifest of a new `tag` in the background; returns once
+    /// serve says it is composing it (the request's answer, when it comes).
+    fn composing(&self, tag: &str) -> std::thread::JoinHandle<Option<(u16, String, Vec<u8>)>> {
+        let (port, path) = (self.port, format!("/v2/tritonserver/manifests/{tag}"));
+        let pending = std::thread::spawn(move || request(port, "GET", &path, &[]));
+        let start = Instant::now();
+        while !self.log().contains(&format!("composing {tag}")) {
+            assert!(start.elapsed() < Duration::from_secs(60), "{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pending
+    }
+
     /// The same serve again, on the state and store this one left.
     fn restart(mut self) -> Served {
         let _ = self.child.kill();
@@ -686,24 +699,7 @@ fn sigterm_stops_serve_gracefully_and_a_restart_serves_the_same_digests() {
     assert_eq!(served.metric("triton_compose_composes_total"), 0);
 
     // SIGTERM during a compose: it is abandoned, nothing half-written.
-    let port = served.port;
-    let pending = std::thread::spawn(move || {
-        request(
-            port,
-            "GET",
-            "/v2/tritonserver/manifests/onnxruntime.standin",
-            &[],
-        )
-    });
-    let start = Instant::now();
-    while !served.log().contains("composing onnxruntime.standin") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{}",
-            served.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pending = served.composing("onnxruntime.standin");
     let code = served.signal_and_wait("-TERM", Duration::from_secs(12));
     assert_eq!(code, Some(0), "{}", served.log());
     if let Some((status, _, _)) = pending.join().unwrap() {
@@ -720,24 +716,7 @@ fn sigterm_stops_serve_gracefully_and_a_restart_serves_the_same_digests() {
     assert!(digest.starts_with("sha256:"));
 
     // A second signal stops it at once.
-    let port = served.port;
-    let _pending = std::thread::spawn(move || {
-        request(
-            port,
-            "GET",
-            "/v2/tritonserver/manifests/checksum.python.standin",
-            &[],
-        )
-    });
-    let start = Instant::now();
-    while !served.log().contains("composing checksum.python.standin") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{}",
-            served.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _pending = served.composing("checksum.python.standin");
     Command::new("kill")
         .args(["-TERM", &served.child.id().to_string()])
         .status()
