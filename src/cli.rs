@@ -265,6 +265,11 @@ pub struct ServeCli {
     #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
     pub sbom: SbomKind,
 
+    /// How many new selections may wait to be composed at once (composes
+    /// run one at a time); past that, clients get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_pending: usize,
+
     /// On SIGTERM or SIGINT, stop accepting and give in-flight responses
     /// this long to finish (a second signal stops at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]

@@ -184,6 +184,7 @@ fn serve(cli: ServeCli) -> ExitCode {
         let htpasswd = cli.htpasswd.clone();
         let refresh = cli.refresh.map(std::time::Duration::from_secs);
         let shutdown_grace = std::time::Duration::from_secs(cli.shutdown_grace);
+        let max_pending = cli.max_pending;
         let base = ComposeRequest::new(cli.into_raw(gpu, compression, &state_dir))?;
         triton_compose::serve(triton_compose::ServeOptions {
             base,
@@ -194,6 +195,7 @@ fn serve(cli: ServeCli) -> ExitCode {
             htpasswd,
             refresh,
             shutdown_grace,
+            max_pending,
         })
     })();
     match result {

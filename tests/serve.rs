@@ -786,3 +786,39 @@ fn what_compose_can_change_about_an_image_serve_can_too() {
     let index = std::fs::read_to_string(layouts[0].path().join("index.json")).unwrap();
     assert!(!index.contains("artifactType"), "{index}");
 }
+
+#[test]
+fn past_max_pending_clients_are_told_to_come_back_and_serve_stays_responsive() {
+    let Some(fx) = Fixtures::get() else { return };
+    let min = format!("min,oci:{}:latest", fx.dir.join("min-oci").display());
+    let full = format!("full,oci:{}:latest", fx.dir.join("full-oci").display());
+    let served = Served::start_with(&["--image", &min, "--image", &full, "--max-pending", "1"]);
+    let first = served.composing("onnxruntime");
+    // A second new selection while the first composes: 429, come back later.
+    let (status, head, body) = request(
+        served.port,
+        "GET",
+        "/v2/tritonserver/manifests/standin",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(status, 429, "{head}");
+    assert!(header(&head, "retry-after").is_some(), "{head}");
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "TOOMANYREQUESTS");
+    // The registry answers meanwhile.
+    let start = Instant::now();
+    assert_eq!(request(served.port, "GET", "/v2/", &[]).unwrap().0, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(served.metric("triton_compose_pending_selections"), 1);
+    assert_eq!(served.metric("triton_compose_refused_total"), 1);
+    // Once the first is composed, the second is admitted.
+    assert_eq!(first.join().unwrap().unwrap().0, 200);
+    assert_eq!(served.metric("triton_compose_pending_selections"), 0);
+    served.manifest("standin");
+    assert_eq!(served.metric("triton_compose_compose_seconds_count"), 2);
+}

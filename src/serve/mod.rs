@@ -58,6 +58,9 @@ pub struct ServeOptions {
     /// On SIGTERM or SIGINT, how long in-flight responses may take to
     /// finish before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// How many new selections may wait to be composed (or be composing)
+    /// at once; past that, 429 with Retry-After.
+    pub max_pending: usize,
 }
 
 /// Largest manifest served (they are a few KiB).
@@ -72,6 +75,45 @@ struct Metrics {
     /// New layers of composes taken from the store, and built.
     layers_reused: AtomicU64,
     layers_built: AtomicU64,
+    /// Manifest requests refused because too many selections were pending.
+    refused: AtomicU64,
+    /// How long composes took.
+    compose_seconds: Mutex<Histogram>,
+}
+
+/// A Prometheus histogram of seconds.
+#[derive(Default)]
+struct Histogram {
+    /// Counts at or under each of [`Histogram::BOUNDS`].
+    buckets: [u64; 6],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    const BOUNDS: [f64; 6] = [1.0, 5.0, 15.0, 60.0, 300.0, 1800.0];
+
+    fn observe(&mut self, seconds: f64) {
+        for (bucket, bound) in self.buckets.iter_mut().zip(Self::BOUNDS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn render(&self, name: &str, help: &str) -> String {
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        for (bound, count) in Self::BOUNDS.iter().zip(self.buckets) {
+            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
+        }
+        out.push_str(&format!(
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}\n",
+            self.count, self.sum, self.count
+        ));
+        out
+    }
 }
 
 /// What one min/full pair serves: its session and the layout its
@@ -138,6 +180,10 @@ struct State {
     metrics: Metrics,
     last_request: Mutex<Instant>,
     users: auth::Users,
+    /// New selections waiting to be composed or composing, with how many
+    /// requests wait for each.
+    pending: Mutex<HashMap<String, usize>>,
+    max_pending: usize,
 }
 
 impl State {
@@ -205,6 +251,8 @@ pub fn serve(options: ServeOptions) -> Result<()> {
     };
     let state = Arc::new(State {
         current: RwLock::new(None),
+        pending: Mutex::new(HashMap::new()),
+        max_pending: options.max_pending.max(1),
         previous: RwLock::new(Vec::new()),
         metrics: Metrics::default(),
         last_request: Mutex::new(Instant::now()),
@@ -558,6 +606,19 @@ async fn resolve_tag(state: &Arc<State>, reference: &str) -> Result<Digest, Resp
         state.metrics.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(d);
     }
+    let Some(_waiting) = Pending::admit(state, &tag) else {
+        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            &format!(
+                "{} new selections are being composed; try {reference} again shortly",
+                state.max_pending
+            ),
+        );
+        set(&mut response, header::RETRY_AFTER, "10");
+        return Err(response);
+    };
     let state = state.clone();
     let composed =
         tokio::task::spawn_blocking(move || compose_once(&state, &generation, &components, &tag))
@@ -570,6 +631,41 @@ async fn resolve_tag(state: &Arc<State>, reference: &str) -> Result<Digest, Resp
         Ok(Ok(d)) => Ok(d),
         Ok(Err(err)) => Err(failed(format!("composing {reference} failed: {err}"))),
         Err(_) => Err(failed(format!("composing {reference} panicked"))),
+    }
+}
+
+/// A request waiting for a new selection: counted in [`State::pending`]
+/// until dropped.
+struct Pending {
+    state: Arc<State>,
+    tag: String,
+}
+
+impl Pending {
+    /// Admits a request for `tag` unless `max_pending` other selections
+    /// wait already (requests for a selection already waiting join it).
+    fn admit(state: &Arc<State>, tag: &str) -> Option<Pending> {
+        let mut pending = state.pending.lock().expect("not poisoned");
+        if !pending.contains_key(tag) && pending.len() >= state.max_pending {
+            return None;
+        }
+        *pending.entry(tag.to_string()).or_default() += 1;
+        Some(Pending {
+            state: state.clone(),
+            tag: tag.to_string(),
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut pending = self.state.pending.lock().expect("not poisoned");
+        if let Some(waiting) = pending.get_mut(&self.tag) {
+            *waiting -= 1;
+            if *waiting == 0 {
+                pending.remove(&self.tag);
+            }
+        }
     }
 }
 
@@ -587,7 +683,14 @@ fn compose_once(
         return Ok(d.clone());
     }
     tracing::info!("composing {tag}");
+    let started = Instant::now();
     let (committed, layers) = session.compose(components, &generation.layout, tag)?;
+    state
+        .metrics
+        .compose_seconds
+        .lock()
+        .expect("not poisoned")
+        .observe(started.elapsed().as_secs_f64());
     state.metrics.composes.fetch_add(1, Ordering::Relaxed);
     let reused = layers.iter().filter(|l| l.from_store).count() as u64;
     let m = &state.metrics;
@@ -832,11 +935,27 @@ fn metrics(state: &State) -> String {
             "New layers of composes built.",
             m.layers_built.load(Ordering::Relaxed),
         ),
+        (
+            "triton_compose_refused_total",
+            "Manifest requests refused with 429 (too many selections pending).",
+            m.refused.load(Ordering::Relaxed),
+        ),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
+    let pending = state.pending.lock().expect("not poisoned").len();
+    out.push_str(&format!(
+        "# HELP triton_compose_pending_selections New selections waiting to be composed or composing.\n\
+         # TYPE triton_compose_pending_selections gauge\ntriton_compose_pending_selections {pending}\n"
+    ));
+    out.push_str(
+        &m.compose_seconds
+            .lock()
+            .expect("not poisoned")
+            .render("triton_compose_compose_seconds", "How long composes took."),
+    );
     out
 }
 
