@@ -822,3 +822,43 @@ fn past_max_pending_clients_are_told_to_come_back_and_serve_stays_responsive() {
     served.manifest("standin");
     assert_eq!(served.metric("triton_compose_compose_seconds_count"), 2);
 }
+
+#[test]
+fn a_registry_in_front_as_a_pull_through_cache_serves_what_it_pulled_with_serve_stopped() {
+    let Some(fx) = Fixtures::get() else { return };
+    let mut served = Served::start(&fx);
+    // CNCF distribution 2.8 as a pull-through cache of serve.
+    let Some(mirror) = support::registry::Registry::start_with(&format!(
+        "---proxy:\n  remoteurl: http://{}\n",
+        served.host()
+    )) else {
+        return;
+    };
+    let through = format!("{}/tritonserver:python", mirror.host);
+    let mut pulled = Pulled(vec![through.clone()]);
+    docker(&["pull", "-q", &through]);
+    let id = docker(&["image", "inspect", "-f", "{{.Id}}", &through]);
+    let (digest, _) = served.manifest("python");
+    assert!(
+        served.log().contains("composing python"),
+        "serve composed it for the mirror:\n{}",
+        served.log()
+    );
+    // serve gone: the mirror still serves what it pulled.
+    assert_eq!(
+        served.signal_and_wait("-TERM", Duration::from_secs(12)),
+        Some(0)
+    );
+    docker(&["rmi", "-f", &through]);
+    docker(&["pull", "-q", &through]);
+    assert_eq!(docker(&["image", "inspect", "-f", "{{.Id}}", &through]), id);
+    let repo_digest = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .RepoDigests 0}}",
+        &through,
+    ]);
+    assert!(repo_digest.ends_with(&digest), "{repo_digest} vs {digest}");
+    pulled.0.push(through);
+}
