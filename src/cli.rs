@@ -270,6 +270,12 @@ pub struct ServeCli {
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub max_pending: usize,
 
+    /// Keep the composed images under this size (K, M, G, T): past it, the
+    /// least recently served tags are evicted, and composed again (to the
+    /// same digest) when asked for. The store has its own bound.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "50G")]
+    pub state_max_size: u64,
+
     /// On SIGTERM or SIGINT, stop accepting and give in-flight responses
     /// this long to finish (a second signal stops at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]

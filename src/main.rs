@@ -185,6 +185,7 @@ fn serve(cli: ServeCli) -> ExitCode {
         let refresh = cli.refresh.map(std::time::Duration::from_secs);
         let shutdown_grace = std::time::Duration::from_secs(cli.shutdown_grace);
         let max_pending = cli.max_pending;
+        let state_max_size = cli.state_max_size;
         let base = ComposeRequest::new(cli.into_raw(gpu, compression, &state_dir))?;
         triton_compose::serve(triton_compose::ServeOptions {
             base,
@@ -196,6 +197,7 @@ fn serve(cli: ServeCli) -> ExitCode {
             refresh,
             shutdown_grace,
             max_pending,
+            state_max_size,
         })
     })();
     match result {

@@ -862,3 +862,78 @@ fn a_registry_in_front_as_a_pull_through_cache_serves_what_it_pulled_with_serve_
     assert!(repo_digest.ends_with(&digest), "{repo_digest} vs {digest}");
     pulled.0.push(through);
 }
+
+/// Bytes of the blobs of every layout in serve's state directory.
+fn state_bytes(served: &Served) -> u64 {
+    walk(&served.dir.path().join("state/layouts"))
+        .iter()
+        .filter(|p| p.contains("/blobs/sha256/"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_bounded_state_evicts_the_least_recently_served_and_composes_them_again_alike() {
+    let Some(fx) = Fixtures::get() else { return };
+    let mut served = Served::start(&fx);
+    // The first two are the largest of these (standin's runtime dependencies
+    // add libgomp), so any one of the others fits where those two did.
+    let tags = [
+        "python.standin",
+        "checksum.python.standin",
+        "python",
+        "local.python",
+        "checksum.python",
+    ];
+    let mut digests = std::collections::BTreeMap::new();
+    for tag in &tags[..2] {
+        digests.insert(*tag, served.manifest(tag).0);
+    }
+    // Room for these two and no more: each of the others evicts.
+    let bound = state_bytes(&served);
+    served
+        .args
+        .extend(["--state-max-size".to_string(), bound.to_string()]);
+    let served = served.restart();
+    assert_eq!(served.metric("triton_compose_state_max_bytes"), bound);
+    for tag in &tags[2..] {
+        digests.insert(*tag, served.manifest(tag).0);
+        let kept = state_bytes(&served);
+        assert!(kept <= bound, "{tag}: {kept} > {bound}\n{}", served.log());
+        assert_eq!(served.metric("triton_compose_state_bytes"), kept);
+    }
+    let evicted = served.metric("triton_compose_evictions_total");
+    for line in served.log().lines().filter(|l| l.contains("evicted")) {
+        eprintln!("{line}");
+    }
+    assert!(evicted >= 2, "{evicted} evictions\n{}", served.log());
+    // What is left is whole: a real client pulls the last tag.
+    let pulled = served.dir.path().join("pulled");
+    skopeo_copy(
+        &format!("docker://{}/tritonserver:{}", served.host(), tags[4]),
+        &pulled,
+        "x",
+    );
+    // The first tag went first; asked for by digest, it is composed again.
+    assert!(served.log().contains(&format!("evicted {}", tags[0])));
+    let path = format!("/v2/tritonserver/manifests/{}", digests[tags[0]]);
+    let (status, head, _) = request(served.port, "GET", &path, &[]).unwrap();
+    assert_eq!(status, 200, "{head}\n{}", served.log());
+    assert_eq!(
+        header(&head, "docker-content-digest").as_deref(),
+        Some(digests[tags[0]].as_str())
+    );
+    // And every tag, asked for again, is its old digest, under the bound.
+    let composes = served.metric("triton_compose_composes_total");
+    for tag in tags {
+        assert_eq!(served.manifest(tag).0, digests[tag], "{tag}");
+        assert!(state_bytes(&served) <= bound);
+    }
+    assert!(served.metric("triton_compose_composes_total") > composes);
+    // skopeo pulls an evicted-and-composed-again tag too.
+    skopeo_copy(
+        &format!("docker://{}/tritonserver:{}", served.host(), tags[3]),
+        &pulled,
+        "y",
+    );
+}

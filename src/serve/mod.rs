@@ -19,6 +19,7 @@
 //! its blocking pool.
 
 mod auth;
+mod bound;
 pub(crate) mod tags;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, Stat
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use self::bound::{blob_path, Bound, InFlight, Layout, MAX_MANIFEST};
 use crate::compose::Session;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -61,10 +63,10 @@ pub struct ServeOptions {
     /// How many new selections may wait to be composed (or be composing)
     /// at once; past that, 429 with Retry-After.
     pub max_pending: usize,
+    /// Least recently served tags are evicted past this many bytes of
+    /// composed images ([`bound`]).
+    pub state_max_size: u64,
 }
-
-/// Largest manifest served (they are a few KiB).
-const MAX_MANIFEST: u64 = 4 << 20;
 
 #[derive(Default)]
 struct Metrics {
@@ -122,10 +124,8 @@ struct Generation {
     session: Mutex<Session>,
     offered: Vec<Component>,
     ids: (Option<Digest>, Option<Digest>),
-    /// The OCI layout the selections are composed into.
-    layout: PathBuf,
-    /// Canonical tag → manifest digest, for selections composed.
-    composed: RwLock<HashMap<String, Digest>>,
+    /// The OCI layout the selections are composed into, with their tags.
+    layout: Arc<Layout>,
 }
 
 impl Generation {
@@ -149,12 +149,12 @@ impl Generation {
         let layout = state_dir.join("layouts").join(&pair.hex()[..16]);
         std::fs::create_dir_all(layout.parent().expect("has a parent"))
             .ctx(|| format!("creating {}", state_dir.display()))?;
-        let composed = read_tags(&layout);
+        let layout = Arc::new(Layout::open(&layout));
         let offered = session.offered();
         tracing::info!(
             "serving {} composed selection(s) from {}; components: {}",
-            composed.len(),
-            layout.display(),
+            layout.len(),
+            layout.dir.display(),
             offered
                 .iter()
                 .map(|c| c.name.as_str())
@@ -166,7 +166,6 @@ impl Generation {
             offered,
             ids,
             layout,
-            composed: RwLock::new(composed),
         })
     }
 }
@@ -175,8 +174,11 @@ struct State {
     /// The pair tags resolve against; `None` while it is being opened and
     /// scanned (the server answers `/healthz`, and 503 elsewhere).
     current: RwLock<Option<Arc<Generation>>>,
-    /// Layouts of pairs replaced by `--refresh`: their digests stay served.
-    previous: RwLock<Vec<PathBuf>>,
+    /// The other layouts of the state directory (pairs replaced by
+    /// `--refresh`, other settings): their digests stay served.
+    previous: RwLock<Vec<Arc<Layout>>>,
+    /// Keeps the layouts under `--state-max-size`.
+    bound: Arc<Bound>,
     metrics: Metrics,
     last_request: Mutex<Instant>,
     users: auth::Users,
@@ -201,19 +203,39 @@ impl State {
         self.current.read().expect("not poisoned").is_some()
     }
 
-    /// A blob's file in the current layout or an earlier one.
+    /// Every layout, the current one first.
+    fn layouts(&self) -> Vec<Arc<Layout>> {
+        let mut layouts = vec![self.current().layout.clone()];
+        layouts.extend(self.previous.read().expect("not poisoned").iter().cloned());
+        layouts
+    }
+
+    /// A blob's file in the current layout or an earlier one; the tags
+    /// that reach it count as just served.
     fn find_blob(&self, digest: &Digest) -> PathBuf {
-        let current = blob_path(&self.current().layout, digest);
-        if current.exists() {
-            return current;
+        let tick = self.bound.tick();
+        let layouts = self.layouts();
+        for layout in &layouts {
+            layout.touch(digest, tick);
         }
-        self.previous
-            .read()
-            .expect("not poisoned")
+        layouts
             .iter()
-            .map(|layout| blob_path(layout, digest))
+            .map(|layout| blob_path(&layout.dir, digest))
             .find(|p| p.exists())
-            .unwrap_or(current)
+            .unwrap_or_else(|| blob_path(&layouts[0].dir, digest))
+    }
+
+    /// Opens the pair `base` names, with the other layouts of the state
+    /// directory, and brings them under the bound.
+    fn open(&self, base: &ComposeRequest, state_dir: &Path) -> Result<()> {
+        let generation = Generation::open(base, state_dir)?;
+        let others = bound::other_layouts(state_dir, &generation.layout.dir);
+        let current = generation.layout.clone();
+        *self.previous.write().expect("not poisoned") = others;
+        *self.current.write().expect("not poisoned") = Some(Arc::new(generation));
+        let _writing = current.writing();
+        self.bound.enforce(&self.layouts(), &current, None);
+        Ok(())
     }
 
     /// With `--refresh`: when min's or full's reference now names another
@@ -231,12 +253,14 @@ impl State {
             return Ok(());
         }
         tracing::info!("min or full moved: opening the new pair");
-        let next = Arc::new(Generation::open(base, state_dir)?);
-        self.previous
-            .write()
-            .expect("not poisoned")
-            .push(current.layout.clone());
-        *self.current.write().expect("not poisoned") = Some(next);
+        let mut next = Generation::open(base, state_dir)?;
+        let mut previous = self.previous.write().expect("not poisoned");
+        // One `Layout` per directory: the new pair may have been served before.
+        if let Some(known) = previous.iter().position(|l| l.dir == next.layout.dir) {
+            next.layout = previous.remove(known);
+        }
+        previous.insert(0, current.layout.clone());
+        *self.current.write().expect("not poisoned") = Some(Arc::new(next));
         Ok(())
     }
 }
@@ -254,6 +278,7 @@ pub fn serve(options: ServeOptions) -> Result<()> {
         pending: Mutex::new(HashMap::new()),
         max_pending: options.max_pending.max(1),
         previous: RwLock::new(Vec::new()),
+        bound: Arc::new(Bound::new(options.state_max_size)),
         metrics: Metrics::default(),
         last_request: Mutex::new(Instant::now()),
         users,
@@ -372,11 +397,8 @@ fn open_in_background(
     let failed = Arc::new(Mutex::new(None));
     let (state, failed_slot, handle) = (state.clone(), failed.clone(), handle.clone());
     let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
-    tokio::task::spawn_blocking(move || match Generation::open(&base, &state_dir) {
-        Ok(generation) => {
-            *state.current.write().expect("not poisoned") = Some(Arc::new(generation));
-            tracing::info!("ready");
-        }
+    tokio::task::spawn_blocking(move || match state.open(&base, &state_dir) {
+        Ok(()) => tracing::info!("ready"),
         Err(err) => {
             *failed_slot.lock().expect("not poisoned") = Some(err);
             handle.shutdown();
@@ -553,10 +575,13 @@ fn valid_name(name: &str) -> bool {
 
 async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<Body> {
     let digest = if reference.contains(':') {
-        match reference.parse::<Digest>() {
-            Ok(d) => d,
-            Err(_) => return invalid_digest(reference),
+        let Ok(digest) = reference.parse::<Digest>() else {
+            return invalid_digest(reference);
+        };
+        if let Err(response) = recompose_evicted(state, &digest).await {
+            return response;
         }
+        digest
     } else {
         match resolve_tag(state, reference).await {
             Ok(d) => d,
@@ -588,6 +613,24 @@ async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<B
     }
 }
 
+/// A manifest digest of the current pair whose tag was evicted is
+/// composed again (to the same digest: composition is deterministic).
+async fn recompose_evicted(state: &Arc<State>, digest: &Digest) -> Result<(), Response<Body>> {
+    let layout = state.current().layout.clone();
+    if blob_path(&layout.dir, digest).exists() {
+        return Ok(());
+    }
+    let Some(tag) = layout.selection_of(digest) else {
+        return Ok(());
+    };
+    tracing::info!("{digest} was {tag}'s, evicted: composing it again");
+    let again = resolve_tag(state, &tag).await?;
+    if &again != digest {
+        tracing::error!("{tag} composed again is {again}, not {digest}");
+    }
+    Ok(())
+}
+
 /// The manifest a tag names in the current pair, composed if need be.
 async fn resolve_tag(state: &Arc<State>, reference: &str) -> Result<Digest, Response<Body>> {
     let generation = state.current();
@@ -596,13 +639,7 @@ async fn resolve_tag(state: &Arc<State>, reference: &str) -> Result<Digest, Resp
             error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &message)
         })?;
     let tag = tags::canonical(&components);
-    let known = generation
-        .composed
-        .read()
-        .expect("not poisoned")
-        .get(&tag)
-        .cloned();
-    if let Some(d) = known {
+    if let Some(d) = generation.layout.get(&tag, state.bound.tick()) {
         state.metrics.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(d);
     }
@@ -678,13 +715,15 @@ fn compose_once(
     tag: &str,
 ) -> Result<Digest> {
     let session = generation.session.lock().expect("not poisoned");
-    if let Some(d) = generation.composed.read().expect("not poisoned").get(tag) {
+    let layout = &generation.layout;
+    if let Some(d) = layout.get(tag, state.bound.tick()) {
         state.metrics.hits.fetch_add(1, Ordering::Relaxed);
-        return Ok(d.clone());
+        return Ok(d);
     }
+    let _writing = layout.writing();
     tracing::info!("composing {tag}");
     let started = Instant::now();
-    let (committed, layers) = session.compose(components, &generation.layout, tag)?;
+    let (committed, layers) = session.compose(components, &layout.dir, tag)?;
     state
         .metrics
         .compose_seconds
@@ -699,37 +738,9 @@ fn compose_once(
         .fetch_add(layers.len() as u64 - reused, Ordering::Relaxed);
     tracing::info!("composed {tag}: {}", committed.description);
     let digest = committed.digest;
-    generation
-        .composed
-        .write()
-        .expect("not poisoned")
-        .insert(tag.to_string(), digest.clone());
+    layout.insert(tag, &digest, state.bound.tick());
+    state.bound.enforce(&state.layouts(), layout, Some(tag));
     Ok(digest)
-}
-
-/// The tags of the layout's index.json and their manifests.
-fn read_tags(layout: &Path) -> HashMap<String, Digest> {
-    let Ok(bytes) = std::fs::read(layout.join("index.json")) else {
-        return HashMap::new();
-    };
-    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            let tag = m["annotations"][crate::manifest::REF_NAME_ANNOTATION].as_str()?;
-            let digest = m["digest"].as_str()?.parse().ok()?;
-            Some((tag.to_string(), digest))
-        })
-        .collect()
-}
-
-fn blob_path(layout: &Path, digest: &Digest) -> PathBuf {
-    layout
-        .join("blobs")
-        .join(digest.algorithm())
-        .join(digest.hex())
 }
 
 async fn blob(
@@ -741,6 +752,9 @@ async fn blob(
     let Ok(digest) = reference.parse::<Digest>() else {
         return invalid_digest(reference);
     };
+    // Its tags stay until the body is sent (an open file would be read to
+    // its end anyway, even once removed).
+    let in_flight = state.bound.serving(&digest);
     let Some((mut file, size)) = open_blob(&state.find_blob(&digest)).await else {
         return error(
             StatusCode::NOT_FOUND,
@@ -779,7 +793,11 @@ async fn blob(
                 "cannot read the blob",
             );
         }
-        Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)))
+        let reader = Guarded {
+            inner: file.take(len),
+            _in_flight: in_flight,
+        };
+        Body::from_stream(tokio_util::io::ReaderStream::new(reader))
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -799,6 +817,22 @@ async fn blob(
         );
     }
     response
+}
+
+/// A blob's reader that keeps its download counted as in flight.
+struct Guarded<R> {
+    inner: R,
+    _in_flight: InFlight,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Guarded<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
 }
 
 /// A manifest or blob path whose digest is malformed (the distribution
@@ -909,47 +943,11 @@ fn metrics(state: &State) -> String {
             "triton_compose_requests_total{{method=\"{method}\",status=\"{status}\"}} {count}\n"
         ));
     }
-    for (name, help, value) in [
-        (
-            "triton_compose_sent_bytes_total",
-            "Body bytes sent.",
-            m.bytes.load(Ordering::Relaxed),
-        ),
-        (
-            "triton_compose_composes_total",
-            "Selections composed.",
-            m.composes.load(Ordering::Relaxed),
-        ),
-        (
-            "triton_compose_store_hits_total",
-            "Manifests served without composing (composed before).",
-            m.hits.load(Ordering::Relaxed),
-        ),
-        (
-            "triton_compose_store_layer_hits_total",
-            "New layers of composes taken from the store.",
-            m.layers_reused.load(Ordering::Relaxed),
-        ),
-        (
-            "triton_compose_layers_built_total",
-            "New layers of composes built.",
-            m.layers_built.load(Ordering::Relaxed),
-        ),
-        (
-            "triton_compose_refused_total",
-            "Manifest requests refused with 429 (too many selections pending).",
-            m.refused.load(Ordering::Relaxed),
-        ),
-    ] {
+    for (name, kind, help, value) in series(state) {
         out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
     }
-    let pending = state.pending.lock().expect("not poisoned").len();
-    out.push_str(&format!(
-        "# HELP triton_compose_pending_selections New selections waiting to be composed or composing.\n\
-         # TYPE triton_compose_pending_selections gauge\ntriton_compose_pending_selections {pending}\n"
-    ));
     out.push_str(
         &m.compose_seconds
             .lock()
@@ -957,6 +955,75 @@ fn metrics(state: &State) -> String {
             .render("triton_compose_compose_seconds", "How long composes took."),
     );
     out
+}
+
+/// The single-valued counters and gauges: name, type, help, value.
+fn series(state: &State) -> [(&'static str, &'static str, &'static str, u64); 10] {
+    let m = &state.metrics;
+    let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let pending = state.pending.lock().expect("not poisoned").len() as u64;
+    [
+        (
+            "triton_compose_sent_bytes_total",
+            "counter",
+            "Body bytes sent.",
+            count(&m.bytes),
+        ),
+        (
+            "triton_compose_composes_total",
+            "counter",
+            "Selections composed.",
+            count(&m.composes),
+        ),
+        (
+            "triton_compose_store_hits_total",
+            "counter",
+            "Manifests served without composing (composed before).",
+            count(&m.hits),
+        ),
+        (
+            "triton_compose_store_layer_hits_total",
+            "counter",
+            "New layers of composes taken from the store.",
+            count(&m.layers_reused),
+        ),
+        (
+            "triton_compose_layers_built_total",
+            "counter",
+            "New layers of composes built.",
+            count(&m.layers_built),
+        ),
+        (
+            "triton_compose_refused_total",
+            "counter",
+            "Manifest requests refused with 429 (too many selections pending).",
+            count(&m.refused),
+        ),
+        (
+            "triton_compose_evictions_total",
+            "counter",
+            "Tags evicted to keep the state under --state-max-size.",
+            state.bound.evictions(),
+        ),
+        (
+            "triton_compose_pending_selections",
+            "gauge",
+            "New selections waiting to be composed or composing.",
+            pending,
+        ),
+        (
+            "triton_compose_state_bytes",
+            "gauge",
+            "Bytes of the composed images kept, as last measured.",
+            state.bound.size(),
+        ),
+        (
+            "triton_compose_state_max_bytes",
+            "gauge",
+            "The bound on them (--state-max-size).",
+            state.bound.max(),
+        ),
+    ]
 }
 
 #[cfg(test)]
