@@ -81,6 +81,9 @@ pub struct Cli {
     #[arg(long)]
     pub no_deps: bool,
 
+    #[command(flatten)]
+    pub slim: SlimFlags,
+
     /// Where to write the image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG],
     /// a registry (docker://REF or a bare REF) or docker-daemon:NAME[:TAG].
     /// Default: the local Docker engine, as --output-name (compose.py's result).
@@ -121,6 +124,26 @@ pub struct Cli {
     /// OCI layout) and written to --work-dir as sbom.spdx.json.
     #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
     pub sbom: SbomKind,
+}
+
+/// `--slim` and what it keeps and drops besides its analysis.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SlimFlags {
+    /// Cut min to what the composed image loads: packages, python
+    /// distributions and unowned shared libraries nothing needs are removed
+    /// (see the README for what is kept and why); the result is checked.
+    #[arg(long)]
+    pub slim: bool,
+
+    /// With --slim, keep this too: a path, a glob (/usr/local/lib/libfoo*)
+    /// or a dpkg package name (repeatable).
+    #[arg(long, value_name = "PATH|GLOB|PACKAGE", action = ArgAction::Append)]
+    pub keep: Vec<String>,
+
+    /// With --slim, also remove the files no package owns that this glob
+    /// names (repeatable).
+    #[arg(long = "slim-drop", value_name = "GLOB", action = ArgAction::Append)]
+    pub slim_drop: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -578,6 +601,9 @@ impl Cli {
             sbom: self.sbom == SbomKind::Spdx,
             variants_file: self.variants,
             store: self.store.settings(),
+            slim: self.slim.slim,
+            keep: self.slim.keep,
+            slim_drop: self.slim.slim_drop,
         }
     }
 }

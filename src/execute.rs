@@ -20,6 +20,8 @@ use crate::spool::Spool;
 use crate::store::Store;
 use crate::tree::InodeRef;
 
+mod slimmed;
+
 /// Content read ahead of writing: one spool per image the plan copies from.
 pub(crate) type Spools = HashMap<Origin, Spool>;
 
@@ -60,6 +62,9 @@ pub struct LayerReport {
     pub from_store: bool,
 }
 
+/// A min layer `--slim` cut: its index, and what it is now.
+type Slimmed = (usize, LayerReport);
+
 /// A new layer, ready for the sink.
 struct BuiltLayer {
     /// A file the sink may take over (rename) or copy.
@@ -88,13 +93,19 @@ impl Execution<'_> {
         sink: &mut dyn ImageSink,
     ) -> Result<(OutputImage, Vec<LayerReport>)> {
         let built = self.build_layers(spools)?;
-        let mut layers = self.put_min_layers(sink)?;
+        let (mut layers, slimmed) = self.put_min_layers(sink)?;
         let mut config = self.plan.config.clone();
         let diff_ids = config
             .pointer_mut("/rootfs/diff_ids")
             .and_then(serde_json::Value::as_array_mut)
             .ok_or_else(|| Error::new("the min image config has no rootfs.diff_ids"))?;
-        let mut reports = Vec::with_capacity(built.len());
+        let mut reports = Vec::with_capacity(built.len() + slimmed.len());
+        for (index, report) in slimmed {
+            if let Some(slot) = diff_ids.get_mut(index) {
+                *slot = serde_json::Value::String(report.diff_id.clone());
+            }
+            reports.push(report);
+        }
         for (plan, built) in self.plan.layers.iter().zip(&built) {
             let layer = &built.written;
             let desc = BlobDescriptor {
@@ -138,15 +149,30 @@ impl Execution<'_> {
         Ok((image, reports))
     }
 
-    /// min's layers, unchanged: left to a destination that holds them,
-    /// mounted or found there, or copied.
-    fn put_min_layers(&self, sink: &mut dyn ImageSink) -> Result<Vec<BlobDescriptor>> {
+    /// min's layers: those `--slim` cuts written again (with what each
+    /// is, by index), the others unchanged: left to a destination that
+    /// holds them, mounted or found there, or copied.
+    fn put_min_layers(
+        &self,
+        sink: &mut dyn ImageSink,
+    ) -> Result<(Vec<BlobDescriptor>, Vec<Slimmed>)> {
         let mut layers = Vec::new();
+        let mut slimmed = Vec::new();
         let origin = self.min.origin();
         let min_layers = &self.min.image().layers;
         let diff_ids: Vec<Digest> = min_layers.iter().map(|l| l.diff_id.clone()).collect();
+        let filters = &self.plan.min_filters;
+        // Unchanged layers above a cut one are no longer a prefix the
+        // destination could hold.
+        let first_cut = filters.iter().map(|f| f.layer).min().unwrap_or(usize::MAX);
         for (index, layer) in min_layers.iter().enumerate() {
-            if sink.holds_layers(&diff_ids[..=index])? {
+            if let Some(filter) = filters.iter().find(|f| f.layer == index) {
+                let (desc, report) = self.put_slimmed(sink, filter)?;
+                layers.push(desc);
+                slimmed.push((index, report));
+                continue;
+            }
+            if index < first_cut && sink.holds_layers(&diff_ids[..=index])? {
                 let (digest, size) = layer.blob.clone().unwrap_or((layer.diff_id.clone(), 0));
                 layers.push(BlobDescriptor {
                     media_type: layer.media_type.clone(),
@@ -175,7 +201,47 @@ impl Execution<'_> {
                 })?;
             layers.push(stored);
         }
-        Ok(layers)
+        Ok((layers, slimmed))
+    }
+
+    /// A min layer `--slim` cuts, handed to the sink.
+    fn put_slimmed(
+        &self,
+        sink: &mut dyn ImageSink,
+        filter: &crate::plan::MinFilter,
+    ) -> Result<(BlobDescriptor, LayerReport)> {
+        let built = self.slimmed_min_layer(filter)?;
+        let layer = &built.written;
+        let desc = BlobDescriptor {
+            media_type: crate::image::media_type::of_layer(self.compression).to_string(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+        };
+        sink.put_blob_file(&desc, &built.path)?;
+        let role = crate::plan::LayerRole::SlimmedMin(filter.layer);
+        let report = LayerReport {
+            purpose: role.to_string(),
+            role,
+            part: None,
+            entries: filter.remove.len(),
+            size: layer.size,
+            digest: layer.digest.to_string(),
+            diff_id: layer.diff_id.to_string(),
+            from_store: built.staged.is_none(),
+        };
+        tracing::info!(
+            "{}: {} paths removed, {} ({}){}",
+            report.purpose,
+            report.entries,
+            crate::progress::human_size(report.size),
+            report.digest,
+            if report.from_store {
+                ", from the store"
+            } else {
+                ""
+            }
+        );
+        Ok((desc, report))
     }
 
     /// Builds (or finds in the store) every new layer without writing an

@@ -77,6 +77,7 @@ mod sbom;
 mod scan;
 mod scratch;
 mod serve;
+mod slim;
 mod spool;
 mod store;
 mod transport;
@@ -87,16 +88,17 @@ mod verify;
 // The public face: what the binary (and the tests) use. Everything else is
 // the crate's own.
 pub use catalog::{catalog, Catalog, CatalogEntry, CatalogOptions, Selection};
-pub use compose::{compose, compose_variants, Outcome, Summary};
+pub use compose::{compose, compose_variants, Outcome, SlimSummary, Summary};
 pub use error::{Error, Result};
 pub use execute::LayerReport;
 pub use layer::{read_layer, Compression, LayerItem};
 pub use manifest::{parse_document, parse_document_as};
 pub use progress::{configure as configure_progress, human_size};
-pub use request::{ComposeRequest, RawRequest};
+pub use request::{ComposeRequest, RawRequest, SlimOptions};
 pub use sbom::of_reference as sbom_of_reference;
 pub use scratch::{install_signal_handlers, interrupted, interruption};
 pub use serve::{serve, ServeOptions};
+pub use slim::{Removed, RemovedKind};
 pub use store::{Store, DEFAULT_MAX_SIZE as DEFAULT_STORE_MAX_SIZE};
 pub use transport::registry::Reference as RegistryReference;
 pub use transport::{open_source, ImageRef};

@@ -71,6 +71,7 @@ fn run_compose(cli: Cli) -> ExitCode {
                             None => serde_json::json!({
                                 "dry_run": true,
                                 "dockerfile": outcome.dockerfile.display().to_string(),
+                                "slim": outcome.slim,
                             }),
                         };
                         if let Some(name) = name {

@@ -17,6 +17,7 @@ use crate::layer::{EntryKind, EntryMeta, ImagePath};
 use crate::provenance;
 pub(crate) use crate::scan::MinView;
 use crate::scan::ScannedImage;
+use crate::slim::{Slim, SlimInput, SlimOptions};
 use crate::tree::InodeRef;
 use crate::triton::{self, BuildInfo, Component, ComponentKind, GpuMinCopy};
 
@@ -102,6 +103,8 @@ pub enum LayerRole {
     RuntimeDependencies,
     /// The account files with the `triton-server` user.
     Accounts,
+    /// One of min's layers (by index) with what `--slim` removes taken out.
+    SlimmedMin(usize),
 }
 
 impl std::fmt::Display for LayerRole {
@@ -115,6 +118,7 @@ impl std::fmt::Display for LayerRole {
             LayerRole::GpuMinCuda => f.write_str("CUDA libraries from gpu-min"),
             LayerRole::RuntimeDependencies => f.write_str("runtime dependencies"),
             LayerRole::Accounts => write!(f, "{} user", triton::SERVER_USER),
+            LayerRole::SlimmedMin(index) => write!(f, "min layer {}, slimmed", index + 1),
         }
     }
 }
@@ -169,6 +173,24 @@ pub(crate) struct Plan {
     /// The components the image holds (the python backend included when a
     /// python-based backend needs it).
     pub components: Vec<Component>,
+    /// What `--slim` removes from min, and why.
+    pub slim: Option<Slim>,
+    /// min's layers that lose files to `--slim`; the others stay unchanged.
+    pub min_filters: Vec<MinFilter>,
+    /// min's config, for Dockerfile.compose's slimmed base.
+    pub min_config: Option<Value>,
+}
+
+/// One of min's layers, written again without what `--slim` removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MinFilter {
+    /// Its index among min's layers.
+    pub layer: usize,
+    /// Its entries (files, links, devices) left out.
+    pub remove: BTreeSet<ImagePath>,
+    /// Files whose content changes: dpkg's status, without the removed
+    /// packages.
+    pub replace: BTreeMap<ImagePath, Vec<u8>>,
 }
 
 /// What the planner reads about the full image.
@@ -198,6 +220,8 @@ pub(crate) struct PlanOptions<'a> {
     /// Components that come from a directory on this machine (laid on
     /// full by [`crate::local`]), with their build-context names.
     pub local: &'a [(ImagePath, String)],
+    /// Cut min to what the selection loads ([`crate::slim`]).
+    pub slim: Option<&'a SlimOptions>,
 }
 
 /// The subtrees of the full image that a request could need, known before
@@ -260,27 +284,29 @@ pub(crate) fn build(
     );
     let annotations = annotations(min, full, components, timestamp);
     config_changes.extend(provenance::labels(&annotations));
-    let deps = if options.deps {
-        let inputs = DepsSources {
-            min,
-            full,
-            architecture: &info.architecture,
-            components,
-            config_changes: &config_changes,
-        };
-        let deps = inputs.resolve(&layers, gpu_min_layer.as_ref());
-        layers.extend(gpu_min_layer);
-        layers.extend(builder.deps_layer(&deps)?);
-        Some(deps)
-    } else {
-        layers.extend(gpu_min_layer);
-        None
+    let deps_sources = DepsSources {
+        min,
+        full,
+        architecture: &info.architecture,
+        components,
+        config_changes: &config_changes,
     };
+    let deps = deps_sources.add(&builder, options.deps, &mut layers, gpu_min_layer)?;
     layers.extend(account_layer(min, full, timestamp)?);
     if let Some(cap) = options.max_layer_size {
         layers = split_layers(layers, cap)?;
     }
     let config = composed_config(min.config, &config_changes, &layers, timestamp);
+    let slim_sources = SlimSources {
+        min,
+        full,
+        gpu_min,
+        components,
+        enable_gpu: options.enable_gpu,
+        architecture: &info.architecture,
+    };
+    let mut deps = deps;
+    let (slim, min_filters) = slim_sources.slim(options.slim, &mut layers, &config, &mut deps)?;
     Ok(Plan {
         min_name: min.name.to_string(),
         full_name: full.name.to_string(),
@@ -293,7 +319,100 @@ pub(crate) fn build(
         timestamp,
         annotations,
         components: components.to_vec(),
+        min_config: slim.is_some().then(|| min.config.clone()),
+        slim,
+        min_filters,
     })
+}
+
+/// What `--slim` plans from.
+struct SlimSources<'a> {
+    min: &'a MinInput<'a>,
+    full: &'a PlanInput<'a>,
+    gpu_min: Option<&'a PlanInput<'a>>,
+    components: &'a [Component],
+    enable_gpu: bool,
+    architecture: &'a str,
+}
+
+impl SlimSources<'_> {
+    /// Analyses the composed image ([`crate::slim::analyse`]), takes the
+    /// removed packages out of the status file the new layers write, and
+    /// says which of min's layers lose what.
+    fn slim(
+        &self,
+        options: Option<&SlimOptions>,
+        layers: &mut [LayerPlan],
+        config: &Value,
+        deps: &mut Option<Deps>,
+    ) -> Result<(Option<Slim>, Vec<MinFilter>)> {
+        let Some(options) = options else {
+            return Ok((None, Vec::new()));
+        };
+        let MinView::Scanned(min) = &self.min.view else {
+            return Err(Error::new("internal error: --slim needs min's scan"));
+        };
+        let elf_of = |content: &Content| -> Option<crate::elf::ElfInfo> {
+            match content {
+                Content::Full(inode) => self.full.scan.elf.get(inode).cloned(),
+                Content::GpuMin(inode) => self.gpu_min?.scan.elf.get(inode).cloned(),
+                _ => None,
+            }
+        };
+        let added = layers
+            .iter()
+            .flat_map(|l| &l.entries)
+            .map(|e| (e.path.clone(), (e.meta.clone(), elf_of(&e.content))))
+            .collect();
+        let entrypoint = config::entrypoint(config)
+            .and_then(|e| e.into_iter().next())
+            .filter(|e| e.starts_with('/'))
+            .map(|e| fsview::normalize(&e));
+        let ld_library_path = config::env_var(config, "LD_LIBRARY_PATH");
+        let input = SlimInput {
+            min,
+            full: self.full.scan,
+            added,
+            ld_library_path: ld_library_path.as_deref(),
+            entrypoint,
+            components: self.components,
+            enable_gpu: self.enable_gpu,
+            architecture: self.architecture,
+            options,
+        };
+        let slim = crate::slim::analyse(&input)?;
+        if let Some(status) = deps.as_mut().and_then(|d| d.dpkg_status.as_mut()) {
+            *status = slim.filter_status(status);
+        }
+        let status = ImagePath::from_static(deps::dpkg::STATUS);
+        for entry in layers.iter_mut().flat_map(|l| &mut l.entries) {
+            if let (true, Content::Inline(bytes)) = (entry.path == status, &mut entry.content) {
+                *bytes = slim.filter_status(bytes);
+                entry.meta.size = bytes.len() as u64;
+            }
+        }
+        let mut filters: BTreeMap<u32, MinFilter> = crate::slim::by_layer(&slim, min)
+            .into_iter()
+            .map(|(layer, remove)| {
+                let filter = MinFilter {
+                    layer: layer as usize,
+                    remove,
+                    replace: BTreeMap::new(),
+                };
+                (layer, filter)
+            })
+            .collect();
+        if let (Some(text), Some(node)) = (&slim.status, min.tree.get(&status)) {
+            let layer = node.inode.layer;
+            let filter = filters.entry(layer).or_insert_with(|| MinFilter {
+                layer: layer as usize,
+                remove: BTreeSet::new(),
+                replace: BTreeMap::new(),
+            });
+            filter.replace.insert(status, text.clone());
+        }
+        Ok((Some(slim), filters.into_values().collect()))
+    }
 }
 
 /// The time of everything generated: `SOURCE_DATE_EPOCH` if set, else
@@ -432,6 +551,25 @@ struct DepsSources<'a> {
 }
 
 impl DepsSources<'_> {
+    /// Appends gpu-min's layer and, unless `--no-deps` (`resolve` false),
+    /// the runtime dependencies' layer; returns the dependencies.
+    fn add(
+        &self,
+        builder: &LayerBuilder<'_>,
+        resolve: bool,
+        layers: &mut Vec<LayerPlan>,
+        gpu_min_layer: Option<LayerPlan>,
+    ) -> Result<Option<Deps>> {
+        if !resolve {
+            layers.extend(gpu_min_layer);
+            return Ok(None);
+        }
+        let deps = self.resolve(layers, gpu_min_layer.as_ref());
+        layers.extend(gpu_min_layer);
+        layers.extend(builder.deps_layer(&deps)?);
+        Ok(Some(deps))
+    }
+
     /// The runtime dependencies of what `layers` select, with gpu-min's
     /// copies there already.
     fn resolve(&self, layers: &[LayerPlan], gpu_min_layer: Option<&LayerPlan>) -> Deps {

@@ -20,6 +20,10 @@ const DEPS_STAGE: &str = "deps";
 const DEPS_DIR: &str = "/triton-compose-deps";
 const FILES_LIST: &str = "triton-compose-deps.files";
 const DIRS_LIST: &str = "triton-compose-deps.dirs";
+/// The stage that removes what `--slim` removes from min, and its files.
+const SLIM_STAGE: &str = "slimmed";
+const SLIM_LIST: &str = "triton-compose-slim.remove";
+const SLIM_STATUS: &str = "triton-compose-slim.status";
 
 /// Files `docker build` of Dockerfile.compose needs in its context.
 pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
@@ -33,6 +37,19 @@ pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
         }
         text
     };
+    if let Some(slim) = &plan.slim {
+        // NUL-separated: any byte but NUL may be in a path.
+        let mut list = Vec::new();
+        for path in &slim.paths {
+            list.push(b'/');
+            list.extend_from_slice(path.as_bytes());
+            list.push(0);
+        }
+        out.push((SLIM_LIST.to_string(), list));
+        if let Some(status) = &slim.status {
+            out.push((SLIM_STATUS.to_string(), status.clone()));
+        }
+    }
     for layer in &plan.layers {
         for step in &layer.steps {
             match step {
@@ -77,7 +94,10 @@ pub(crate) fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
     let mut out = header(plan);
     out.push_str(&args(plan, from)?);
     out.push_str(&stages(plan));
-    out.push_str("FROM ${MIN_IMAGE}\n\n");
+    match &plan.slim {
+        None => out.push_str("FROM ${MIN_IMAGE}\n\n"),
+        Some(_) => out.push_str(&slimmed_base(plan)?),
+    }
     out.push_str(&config_changes(plan)?);
     for layer in &plan.layers {
         out.push_str(&layer_steps(layer));
@@ -143,6 +163,7 @@ fn args(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
 /// The stages the final image copies from.
 fn stages(plan: &Plan) -> String {
     let mut out = String::from("\nFROM ${FULL_IMAGE} AS full\n\n");
+    out.push_str(&slim_stage(plan));
     if plan.gpu_min_name.is_some() {
         out.push_str(&format!("FROM ${{GPU_MIN_IMAGE}} AS {GPU_MIN_STAGE}\n\n"));
     }
@@ -163,6 +184,88 @@ fn stages(plan: &Plan) -> String {
         ));
     }
     out
+}
+
+/// The stage that removes what `--slim` removes from min (and writes
+/// dpkg's status without the removed packages).
+fn slim_stage(plan: &Plan) -> String {
+    let Some(slim) = &plan.slim else {
+        return String::new();
+    };
+    let mut out = format!(
+        "# --slim: what nothing in the composed image loads goes ({} files; see {SLIM_LIST})\n\
+         FROM ${{MIN_IMAGE}} AS {SLIM_STAGE}\n",
+        slim.paths.len()
+    );
+    let status = slim.status.is_some();
+    out.push_str(&format!(
+        "COPY {SLIM_LIST}{} /\n",
+        if status {
+            format!(" {SLIM_STATUS}")
+        } else {
+            String::new()
+        }
+    ));
+    out.push_str(&format!("RUN xargs -0 -r -a /{SLIM_LIST} rm -f -- \\\n"));
+    if status {
+        out.push_str(&format!(
+            "      && cat /{SLIM_STATUS} > /{} && rm /{SLIM_STATUS} \\\n",
+            crate::deps::dpkg::STATUS
+        ));
+    }
+    out.push_str(&format!("      && rm /{SLIM_LIST}\n\n"));
+    out
+}
+
+/// The final image's base under `--slim`: the slimmed stage's files, and
+/// min's config (ENV, LABEL, WORKDIR, USER, ENTRYPOINT, CMD).
+fn slimmed_base(plan: &Plan) -> Result<String> {
+    let mut out = format!("FROM scratch\nCOPY --from={SLIM_STAGE} / /\n");
+    let Some(config) = plan.min_config.as_ref().and_then(|c| c.get("config")) else {
+        return Ok(out + "\n");
+    };
+    let strings = |key: &str| -> Vec<String> {
+        config[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    for pair in strings("Env") {
+        let (key, value) = pair.split_once('=').unwrap_or((&pair, ""));
+        no_control(&format!("ENV {key} (from min's config)"), value)?;
+        out.push_str(&format!(
+            "ENV {key}={}\n",
+            quote(&crate::config::literal(value))
+        ));
+    }
+    let mut labels: Vec<(&String, &serde_json::Value)> =
+        config["Labels"].as_object().into_iter().flatten().collect();
+    labels.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in labels {
+        let value = value.as_str().unwrap_or_default();
+        no_control(&format!("LABEL {key} (from min's config)"), value)?;
+        out.push_str(&format!(
+            "LABEL {}={}\n",
+            quote(key),
+            quote(&crate::config::literal(value))
+        ));
+    }
+    for (key, instruction) in [("WorkingDir", "WORKDIR"), ("User", "USER")] {
+        if let Some(value) = config[key].as_str().filter(|v| !v.is_empty()) {
+            no_control(instruction, value)?;
+            out.push_str(&format!("{instruction} {value}\n"));
+        }
+    }
+    for (key, instruction) in [("Entrypoint", "ENTRYPOINT"), ("Cmd", "CMD")] {
+        let args = strings(key);
+        if !args.is_empty() {
+            let args = serde_json::to_string(&args).expect("strings serialize");
+            out.push_str(&format!("{instruction} {args}\n"));
+        }
+    }
+    Ok(out + "\n")
 }
 
 /// ENV, LABEL, WORKDIR and ENTRYPOINT as the plan changes them.

@@ -48,6 +48,17 @@ pub struct ComposeRequest {
     /// `--variants FILE`: several images from one read of the sources;
     /// `components` and `local` are then the union of theirs.
     pub variants: Vec<Variant>,
+    /// `--slim`: min cut to what the selection loads.
+    pub slim: Option<SlimOptions>,
+}
+
+/// What `--slim` was asked to keep and drop beyond its analysis.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlimOptions {
+    /// `--keep`: a path, a glob, or a package name.
+    pub keep: Vec<String>,
+    /// `--slim-drop`: globs of files no package owns, to remove.
+    pub drop: Vec<String>,
 }
 
 /// One image of a `--variants` file.
@@ -201,6 +212,10 @@ pub struct RawRequest {
     pub sbom: bool,
     /// `--variants FILE`.
     pub variants_file: Option<PathBuf>,
+    /// `--slim`, `--keep`, `--slim-drop`.
+    pub slim: bool,
+    pub keep: Vec<String>,
+    pub slim_drop: Vec<String>,
 }
 
 impl ComposeRequest {
@@ -248,6 +263,7 @@ impl ComposeRequest {
             transport.platform = list[0].clone();
         }
         transport.scratch_dir = raw.work_dir.clone();
+        let slim = slim_options(&raw)?;
         Ok(ComposeRequest {
             min,
             full,
@@ -270,8 +286,30 @@ impl ComposeRequest {
             platform_given: raw.platform.is_some(),
             local: from_dirs,
             variants,
+            slim,
         })
     }
+}
+
+/// `--slim` with what it keeps and drops besides; those need `--slim`.
+fn slim_options(raw: &RawRequest) -> Result<Option<SlimOptions>> {
+    if !raw.slim {
+        if let Some(flag) = [("--keep", &raw.keep), ("--slim-drop", &raw.slim_drop)]
+            .iter()
+            .find(|(_, values)| !values.is_empty())
+            .map(|(flag, _)| flag)
+        {
+            return Err(
+                Error::new(format!("{flag} only means something with --slim"))
+                    .hint("add --slim, or leave it out"),
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(SlimOptions {
+        keep: raw.keep.clone(),
+        drop: raw.slim_drop.clone(),
+    }))
 }
 
 /// min, full and gpu-min from `--image ROLE,REF`, or compose.py's defaults

@@ -36,6 +36,9 @@ impl Node {
 #[derive(Default, Debug)]
 pub(crate) struct MergedTree {
     nodes: BTreeMap<ImagePath, Node>,
+    /// For a file, symlink or device that replaced one of a lower layer,
+    /// the lower layers that hold it too (hidden, but still in them).
+    beneath: HashMap<ImagePath, Vec<u32>>,
 }
 
 impl MergedTree {
@@ -80,6 +83,16 @@ impl MergedTree {
         self.nodes.iter()
     }
 
+    /// Every layer that holds an entry for `path` (a non-directory): the
+    /// one seen, and those it hides.
+    pub(crate) fn layers_holding(&self, path: &ImagePath) -> Vec<u32> {
+        let mut layers = self.beneath.get(path).cloned().unwrap_or_default();
+        layers.extend(self.nodes.get(path).map(|n| n.inode.layer));
+        layers.sort_unstable();
+        layers.dedup();
+        layers
+    }
+
     fn remove_below(&mut self, path: &ImagePath, including_self: bool) {
         let doomed: Vec<ImagePath> = self
             .subtree(path)
@@ -88,6 +101,7 @@ impl MergedTree {
             .collect();
         for p in doomed {
             self.nodes.remove(&p);
+            self.beneath.remove(&p);
         }
     }
 
@@ -111,6 +125,14 @@ impl MergedTree {
             if !node.is_dir() {
                 // A directory replaced by a non-directory loses its contents.
                 self.remove_below(&path, false);
+            }
+            let hidden = self
+                .nodes
+                .get(&path)
+                .filter(|old| !old.is_dir() && old.inode.layer != node.inode.layer);
+            if let Some(old) = hidden {
+                let layer = old.inode.layer;
+                self.beneath.entry(path.clone()).or_default().push(layer);
             }
             self.nodes.insert(path, node);
         }

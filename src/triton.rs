@@ -557,6 +557,102 @@ pub fn is_driver_library(name: &str) -> bool {
     DRIVER_LIBRARIES.contains(&name)
 }
 
+/// Libraries that load others at run time with no DT_NEEDED on them: when a
+/// library whose file name starts with `trigger` is kept by `--slim`, so is
+/// every library in its directory whose name starts with one of `members`.
+pub(crate) struct Family {
+    pub trigger: &'static str,
+    pub members: &'static [&'static str],
+    /// Where the fact comes from.
+    pub source: &'static str,
+}
+
+pub(crate) const FAMILIES: [Family; 4] = [
+    Family {
+        trigger: "libcudnn.so.9",
+        members: &["libcudnn_"],
+        source: "cuDNN 9: libcudnn.so.9 has no DT_NEEDED on its sub-libraries and dlopens \
+                 ops, cnn, adv, graph, heuristic, engines_precompiled, engines_runtime_compiled, \
+                 engines_tensor_ir and ext (cuDNN 9 release notes; pytorch#189043)",
+    },
+    Family {
+        trigger: "libnvinfer.so",
+        members: &["libnvinfer_builder_resource"],
+        source: "TensorRT dlopens its builder resource when it builds an engine (TensorRT#2218)",
+    },
+    Family {
+        trigger: "libnvrtc.so",
+        members: &["libnvrtc-builtins"],
+        source:
+            "NVRTC dlopens libnvrtc-builtins when it compiles (CUDA NVRTC guide, \"Installation\")",
+    },
+    Family {
+        trigger: "libcudnn.so.8",
+        members: &["libcudnn_"],
+        source: "cuDNN 8: libcudnn.so.8 dlopens its ops/cnn/adv infer and train libraries \
+                 (cuDNN 8 API reference, \"Library dependencies\")",
+    },
+];
+
+/// What `--slim` keeps besides load chains because Triton or a backend
+/// loads it at run time by a name no ELF file shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RuntimeLoaded {
+    /// Files whose name starts with this, wherever they are.
+    Named(&'static str),
+    /// A path and everything under it.
+    Under(&'static str),
+}
+
+/// The run-time loads of a selection, each with its source.
+pub(crate) fn runtime_loaded(
+    components: &[Component],
+    enable_gpu: bool,
+) -> Vec<(RuntimeLoaded, &'static str)> {
+    let mut out = Vec::new();
+    if enable_gpu {
+        out.push((
+            RuntimeLoaded::Named("libdcgm.so"),
+            "GPU metrics: the core dlopens DCGM's libdcgm.so (server docs, metrics.md: \
+             \"GPU metrics ... through DCGM\")",
+        ));
+    }
+    if has_backend(components, "pytorch") {
+        for dir in ["opt/hpcx/ucx/lib", "opt/hpcx/ucc/lib"] {
+            out.push((
+                RuntimeLoaded::Under(dir),
+                "pytorch: build.py puts hpcx's UCX and UCC on LD_LIBRARY_PATH, and they \
+                 dlopen their transports from ucx/ and ucc/ beneath",
+            ));
+        }
+    }
+    let llm = ["vllm", "tensorrtllm", "trtllm"]
+        .iter()
+        .any(|b| has_backend(components, b));
+    if llm {
+        let why = "python-based LLM backends compile kernels at run time: build.py sets \
+                   TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas and keeps cuobjdump, nvdisasm, \
+                   the CUDA headers and NVRTC";
+        out.extend(
+            [
+                RuntimeLoaded::Named("libnvrtc"),
+                RuntimeLoaded::Under("usr/local/cuda/bin/ptxas"),
+                RuntimeLoaded::Under("usr/local/cuda/bin/cuobjdump"),
+                RuntimeLoaded::Under("usr/local/cuda/bin/nvdisasm"),
+                RuntimeLoaded::Under("usr/local/cuda/include"),
+            ]
+            .into_iter()
+            .map(|k| (k, why)),
+        );
+    }
+    out
+}
+
+/// dpkg priorities whose packages `--slim` always keeps, so that the image
+/// stays a working Debian or Ubuntu system (shell, coreutils, dpkg, apt):
+/// Debian Policy 2.5, "Priorities".
+pub(crate) const KEPT_PRIORITIES: [&str; 2] = ["required", "important"];
+
 /// How a Triton process reaches an ELF object of the installation, for
 /// judging its needs along the load chain ld.so follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

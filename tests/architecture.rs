@@ -20,7 +20,7 @@ const FLOORS: &[&[&str]] = &[
     // Where images come from and go to; reading them.
     &["transport", "scan"],
     &["deps", "provenance", "local", "request"],
-    &["sbom", "plan"],
+    &["sbom", "slim", "plan"],
     &["render", "execute", "verify"],
     &["compose"],
     &["catalog", "serve", "cli"],

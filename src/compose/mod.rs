@@ -23,7 +23,7 @@ use crate::transport::{self, ImageRef};
 pub(crate) use session::Session;
 pub(crate) use sources::{open_images, open_store, Preparation, Prepared};
 pub(crate) use summary::stored_size;
-pub use summary::Summary;
+pub use summary::{SlimSummary, Summary};
 pub(crate) use target::{plan_compose, Target};
 
 use target::targets;
@@ -36,14 +36,17 @@ pub struct Outcome {
     pub written: Option<String>,
     /// What was written; `None` for a dry run.
     pub summary: Option<Summary>,
+    /// What `--slim` removes (also on a dry run).
+    pub slim: Option<SlimSummary>,
 }
 
 impl Outcome {
-    fn dry_run(dockerfile: PathBuf) -> Outcome {
+    fn dry_run(dockerfile: PathBuf, slim: Option<SlimSummary>) -> Outcome {
         Outcome {
             dockerfile,
             written: None,
             summary: None,
+            slim,
         }
     }
 }
@@ -110,7 +113,10 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             sink.as_mut().map(|s| &mut **s as &mut dyn ImageSink),
         )?;
         let (Some(built), Some(sink)) = (written.built, sink) else {
-            outcomes.push((target.name.clone(), Outcome::dry_run(written.dockerfile)));
+            outcomes.push((
+                target.name.clone(),
+                Outcome::dry_run(written.dockerfile, written.slim),
+            ));
             continue;
         };
         let committed = sink.commit(&built.image)?;
@@ -169,7 +175,10 @@ fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Ou
         )?;
         match written.built {
             Some(b) => built.push((platform.clone(), target, prepared, written.dockerfile, b)),
-            None => outcomes.push((target.name, Outcome::dry_run(written.dockerfile))),
+            None => outcomes.push((
+                target.name,
+                Outcome::dry_run(written.dockerfile, written.slim),
+            )),
         }
     }
     let Some(sink) = sink else {

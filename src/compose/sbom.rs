@@ -107,7 +107,10 @@ fn contents(
             min_scan.and_then(|m| {
                 m.kept
                     .get(&ImagePath::from_static(deps::dpkg::STATUS))
-                    .cloned()
+                    .map(|text| match &plan.slim {
+                        Some(slim) => slim.filter_status(text),
+                        None => text.clone(),
+                    })
             })
         })
         .unwrap_or_default();

@@ -153,6 +153,7 @@ impl Prepared {
             components: &request.components,
             enable_gpu: request.enable_gpu,
             spool: how.spool,
+            slim: request.slim.is_some(),
         };
         let (scans, spools) = scan_images(&wanted, &images, store.as_ref(), scratch.path())?;
         check_local_components(request, full.as_ref(), &scans.full)?;
@@ -160,7 +161,7 @@ impl Prepared {
         // built FROM min, min's small files are indexed for it (once: the
         // store keeps the index). The plan does not see this scan.
         let sbom_min = match &scans.min {
-            None if how.sbom => Some(scan_min(min.as_ref(), store.as_ref())?),
+            None if how.sbom => Some(scan_min(min.as_ref(), store.as_ref(), false)?),
             _ => None,
         };
         Ok(Prepared {
@@ -308,6 +309,8 @@ fn check_local_components(
 /// and [`index_elf`]; for min, with `index_keep` only.
 const INDEX_KIND: &str = "compose-5";
 const MIN_INDEX_KIND: &str = "keep-5";
+/// min's index for `--slim`: the same small files, and every ELF file.
+const SLIM_INDEX_KIND: &str = "slim-5";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a
@@ -335,6 +338,8 @@ pub(crate) struct Wanted<'a> {
     pub components: &'a [Component],
     pub enable_gpu: bool,
     pub spool: bool,
+    /// `--slim`: min is read whole, with every ELF file's facts.
+    pub slim: bool,
 }
 
 /// Scans min, full and gpu-min (in parallel), spooling the content the
@@ -351,6 +356,7 @@ pub(crate) fn scan_images(
     let filters = Filters {
         spool: wanted.spool.then_some(&in_roots as PathFilter<'_>),
         store,
+        slim: wanted.slim,
     };
     let cuda_names = cuda_names(wanted, images.full);
     let cuda_file = |p: &ImagePath| cuda_names.iter().any(|n| p.file_name().starts_with(n));
@@ -421,6 +427,8 @@ struct Filters<'a> {
     /// full's files to spool; `None` when nothing is spooled.
     spool: Option<PathFilter<'a>>,
     store: Option<&'a Store>,
+    /// Read min whole, for `--slim`.
+    slim: bool,
 }
 
 /// Scans min and full, in parallel; when full was built FROM min, only
@@ -445,7 +453,7 @@ fn scan_min_and_full(
         elf: Some(&index_elf),
         store: filters.store.map(|s| (s, INDEX_KIND)),
     };
-    if is_base_of(min, full) {
+    if is_base_of(min, full) && !filters.slim {
         tracing::info!(
             "{} is the base of {}: only full's own layers are read",
             min.name(),
@@ -456,14 +464,14 @@ fn scan_min_and_full(
             tracing::info!(
                 "full's own layers lack /etc/passwd or /etc/group: reading min for them"
             );
-            Some(scan_min(min, filters.store)?)
+            Some(scan_min(min, filters.store, false)?)
         } else {
             None
         };
         return Ok((min_scan, full_scan));
     }
     let (min_scan, full_scan) = std::thread::scope(|scope| {
-        let min_job = scope.spawn(|| scan_min(min, filters.store));
+        let min_job = scope.spawn(|| scan_min(min, filters.store, filters.slim));
         let full_scan = scan::scan(full, "full", full_options);
         let min_scan = min_job
             .join()
@@ -473,14 +481,26 @@ fn scan_min_and_full(
     Ok((Some(min_scan?), full_scan?))
 }
 
-/// min's small files (its account files, packages and distributions).
-fn scan_min(min: &dyn ImageSource, store: Option<&Store>) -> Result<scan::ScannedImage> {
+/// min's small files (its account files, packages and distributions);
+/// for `--slim`, every ELF file's facts too.
+fn scan_min(
+    min: &dyn ImageSource,
+    store: Option<&Store>,
+    slim: bool,
+) -> Result<scan::ScannedImage> {
+    let every = |_: &ImagePath| true;
+    let (elf, kind) = if slim {
+        (Some(&every as PathFilter<'_>), SLIM_INDEX_KIND)
+    } else {
+        (None, MIN_INDEX_KIND)
+    };
     scan::scan(
         min,
         "min",
         ScanOptions {
             keep: Some(&index_keep),
-            store: store.map(|s| (s, MIN_INDEX_KIND)),
+            elf,
+            store: store.map(|s| (s, kind)),
             ..Default::default()
         },
     )

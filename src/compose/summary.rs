@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use crate::deps::Deps;
 use crate::execute::LayerReport;
 use crate::image::{ImageSource, OutputImage};
-use crate::plan::Plan;
+use crate::plan::{LayerRole, Plan};
 use crate::progress::human_size;
+use crate::slim::{Removed, RemovedKind, Slim};
 
 use super::sources::Images;
 
@@ -28,6 +29,67 @@ pub struct Summary {
     pub seconds: f64,
     /// The SPDX SBOM written into the work directory.
     pub sbom: Option<PathBuf>,
+    /// What `--slim` removed from min, and why.
+    pub slim: Option<SlimSummary>,
+}
+
+/// What `--slim` removed from min: each package, distribution and unowned
+/// file, with its size (uncompressed), largest first.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SlimSummary {
+    pub removed: Vec<Removed>,
+    /// Bytes of the files removed (uncompressed).
+    pub removed_bytes: u64,
+    pub removed_files: usize,
+    /// Objects whose load chains were checked after slimming.
+    pub objects_checked: usize,
+}
+
+impl SlimSummary {
+    pub(crate) fn of(slim: &Slim) -> SlimSummary {
+        let mut removed = slim.removed.clone();
+        removed.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+        SlimSummary {
+            removed_bytes: slim.size(),
+            removed_files: slim.paths.len(),
+            objects_checked: slim.checked,
+            removed,
+        }
+    }
+
+    /// The largest removals, one line each, then the totals.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for item in self.removed.iter().take(12) {
+            let kind = match item.kind {
+                RemovedKind::Package => "package",
+                RemovedKind::PythonDist => "python",
+                RemovedKind::Library => "library",
+                RemovedKind::DanglingLink => "symlink",
+                RemovedKind::Dropped => "dropped",
+            };
+            out.push_str(&format!(
+                "  - {kind:<8} {:<50} {:>6} files {:>11}\n",
+                item.name,
+                item.files,
+                human_size(item.size)
+            ));
+        }
+        if self.removed.len() > 12 {
+            out.push_str(&format!(
+                "  ... and {} more (--json lists them all)\n",
+                self.removed.len() - 12
+            ));
+        }
+        out.push_str(&format!(
+            "--slim removed {} files, {} uncompressed ({} packages and others); {} objects' loads checked after\n",
+            self.removed_files,
+            human_size(self.removed_bytes),
+            self.removed.iter().filter(|r| r.kind == RemovedKind::Package).count(),
+            self.objects_checked
+        ));
+        out
+    }
 }
 
 impl Summary {
@@ -51,7 +113,12 @@ impl Summary {
             ));
         }
         out.push_str(&row("new layers", "", self.new_size, ""));
-        out.push_str(&row("min's layers, unchanged", "", self.min_size, ""));
+        let min = if self.slim.is_some() {
+            "min's layers, slimmed or unchanged"
+        } else {
+            "min's layers, unchanged"
+        };
+        out.push_str(&row(min, "", self.min_size, ""));
         let saved = if self.full_size > 0 {
             format!(
                 "  ({:.0}% of full's {})",
@@ -62,6 +129,9 @@ impl Summary {
             String::new()
         };
         out.push_str(&row("image", "", self.image_size, &saved));
+        if let Some(slim) = &self.slim {
+            out.push_str(&slim.table());
+        }
         if let Some(sbom) = &self.sbom {
             out.push_str(&format!("SBOM (SPDX 2.3): {}\n", sbom.display()));
         }
@@ -94,8 +164,19 @@ pub(super) fn summarize(
     reports: Vec<LayerReport>,
     sbom: Option<PathBuf>,
 ) -> Summary {
-    let new_size: u64 = reports.iter().map(|r| r.size).sum();
-    let min_size = stored_size(images.min);
+    let slimmed = |r: &&LayerReport| matches!(r.role, LayerRole::SlimmedMin(_));
+    let new_size: u64 = reports.iter().filter(|r| !slimmed(r)).map(|r| r.size).sum();
+    // min's stored size, with each slimmed layer counted as written.
+    let min_layers = &images.min.image().layers;
+    let cut: u64 = reports
+        .iter()
+        .filter_map(|r| match r.role {
+            LayerRole::SlimmedMin(i) => min_layers.get(i)?.blob.as_ref().map(|b| b.1),
+            _ => None,
+        })
+        .sum();
+    let min_size = stored_size(images.min) - cut.min(stored_size(images.min))
+        + reports.iter().filter(slimmed).map(|r| r.size).sum::<u64>();
     let plan = written.plan;
     Summary {
         output: written.output,
@@ -119,6 +200,15 @@ pub(super) fn summarize(
             .unwrap_or_default(),
         seconds: written.started.elapsed().as_secs_f64(),
         sbom,
+        slim: plan.slim.as_ref().map(SlimSummary::of),
+    }
+}
+
+/// Says what `--slim` removes (also on a dry run).
+pub(super) fn report_slim(slim: &Slim) {
+    let summary = SlimSummary::of(slim);
+    for line in summary.table().lines() {
+        tracing::info!("{}", line.trim_start());
     }
 }
 

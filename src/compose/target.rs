@@ -69,6 +69,8 @@ pub(super) fn targets(request: &ComposeRequest) -> Vec<Target> {
 pub(super) struct Written {
     pub dockerfile: PathBuf,
     pub built: Option<Built>,
+    /// What `--slim` removes.
+    pub slim: Option<summary::SlimSummary>,
 }
 
 /// A target written into its sink, ready to be committed.
@@ -104,6 +106,7 @@ impl Built {
         Outcome {
             dockerfile,
             written: Some(written),
+            slim: summary.slim.clone(),
             summary: Some(summary),
         }
     }
@@ -122,10 +125,12 @@ impl Prepared {
         let images = self.images();
         let plan = plan_compose(request, target, &images, &self.scans)?;
         let dockerfile = workdir::write_dockerfile(request, target, &plan)?;
+        let slim = plan.slim.as_ref().map(summary::SlimSummary::of);
         let Some(sink) = sink else {
             return Ok(Written {
                 dockerfile,
                 built: None,
+                slim,
             });
         };
         let (mut image, reports) = self.execution(request, &plan).run(&self.spools, sink)?;
@@ -150,6 +155,7 @@ impl Prepared {
                 reports,
                 sbom,
             }),
+            slim,
         })
     }
 
@@ -216,10 +222,14 @@ pub(crate) fn plan_compose(
                 .iter()
                 .map(|(c, _)| (c.path(), workdir::context_name(c)))
                 .collect::<Vec<_>>(),
+            slim: request.slim.as_ref(),
         },
     )?;
     if let Some(deps) = &plan.deps {
         summary::report_deps(deps);
+    }
+    if let Some(slim) = &plan.slim {
+        summary::report_slim(slim);
     }
     Ok(plan)
 }

@@ -271,3 +271,27 @@ pub(crate) fn alone<O: Objects + ?Sized>(
     process.exec(object);
     process.findings
 }
+
+/// Each of `roots` loaded in a process of its own: for objects that
+/// something no image shows may load (the ELF files of a kept package).
+pub(crate) fn load_each<O: Objects + ?Sized>(
+    objects: &O,
+    search: &SearchPath,
+    roots: &[ImagePath],
+) -> Loads {
+    let mut loads = Loads {
+        findings: Vec::new(),
+        driver: BTreeSet::new(),
+        reached: HashSet::new(),
+    };
+    for root in roots {
+        let mut process = Process::new(objects, search);
+        process.exec(root);
+        loads.findings.extend(process.findings);
+        loads.driver.extend(process.driver);
+        loads.reached.extend(process.loaded.into_keys());
+    }
+    loads.findings.sort();
+    loads.findings.dedup();
+    loads
+}

@@ -96,6 +96,22 @@ impl LayerWriter {
         Ok(())
     }
 
+    /// Appends an OCI whiteout: `path` is deleted from the layers beneath.
+    pub(crate) fn whiteout(&mut self, path: &ImagePath) -> Result<()> {
+        let name = [b".wh.".as_slice(), path.file_name()].concat();
+        let marker = path.parent().unwrap_or_default().join(&name);
+        self.append(&marker, &marker_meta(), Some(&mut io::empty()))
+    }
+
+    /// Appends an opaque marker: `dir`'s contents beneath are hidden.
+    pub(crate) fn opaque(&mut self, dir: &ImagePath) -> Result<()> {
+        self.append(
+            &dir.join(b".wh..wh..opq"),
+            &marker_meta(),
+            Some(&mut io::empty()),
+        )
+    }
+
     /// Ends the archive, flushes everything and returns the digests.
     pub(crate) fn finish(self) -> Result<WrittenLayer> {
         let uncompressed = self
@@ -117,6 +133,15 @@ impl LayerWriter {
             digest,
             size,
         })
+    }
+}
+
+/// An empty root-owned file, as whiteouts are written.
+fn marker_meta() -> EntryMeta {
+    EntryMeta {
+        kind: EntryKind::File,
+        mode: 0o644,
+        ..EntryMeta::plain_dir(0, 0)
     }
 }
 

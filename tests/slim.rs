@@ -1,0 +1,400 @@
+//! `--slim` on a GPU-shaped min built in code, with real ELF files compiled
+//! here: a cuDNN-like dispatcher that loads its sub-libraries with no
+//! DT_NEEDED on them, an NCCL-like library nothing loads, dpkg packages
+//! nothing needs, unowned libraries, a file a later layer replaces, and a
+//! layer that loses nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+const CUDA: &str = "usr/local/cuda/lib64";
+
+/// A shared library without libc; `needs` are linked from `dir`.
+fn cc(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-nostdlib", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg(format!("-Wl,-soname,{name}"))
+        .arg(format!("-L{}", dir.display()))
+        .args(extra)
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "cc failed for {name}");
+    fs::read(out).unwrap()
+}
+
+fn bin(path: &str, data: &[u8]) -> Item {
+    Item::File {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    }
+}
+
+struct Libs(BTreeMap<&'static str, Vec<u8>>);
+
+fn compile() -> Libs {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut libs = BTreeMap::new();
+    let mut add = |name: &'static str, source: &str, extra: &[&str]| {
+        libs.insert(name, cc(d, name, source, extra));
+    };
+    add("libcublas.so.12", "int gemm(void){return 1;}", &[]);
+    // The dispatcher: no DT_NEEDED on its parts (it dlopens them).
+    add("libcudnn.so.9", "int cudnn(void){return 9;}", &[]);
+    add(
+        "libcudnn_ops.so.9",
+        "int gemm(void); int ops(void){return gemm();}",
+        &["-l:libcublas.so.12"],
+    );
+    add("libcudnn_cnn.so.9", "int cnn(void){return 2;}", &[]);
+    add("libnccl.so.2", "int nccl(void){return 2;}", &[]);
+    add("libcufft.so.11", "int fft(void){return 11;}", &[]);
+    add("libkeepme.so", "int keepme(void){return 0;}", &[]);
+    add(
+        "libtriton_cudnnuser.so",
+        "int cudnn(void); int go(void){return cudnn();}",
+        &[
+            "-l:libcudnn.so.9",
+            "-Wl,-rpath,/usr/local/cuda/lib64",
+            "-Wl,--enable-new-dtags",
+        ],
+    );
+    Libs(libs)
+}
+
+fn stanza(name: &str, priority: &str, depends: &str) -> String {
+    let depends = if depends.is_empty() {
+        String::new()
+    } else {
+        format!("Depends: {depends}\n")
+    };
+    format!(
+        "Package: {name}\nStatus: install ok installed\nPriority: {priority}\nArchitecture: amd64\n\
+         Version: 1.0\n{depends}Description: {name}\n"
+    )
+}
+
+/// min: a base, packages and CUDA-like libraries, NCCL replaced by a later
+/// layer, and a last layer nothing touches.
+fn min(libs: &Libs) -> TestImage {
+    let mut min = min_image();
+    let status = [
+        stanza("base-files", "required", ""),
+        stanza("libcudnn9", "optional", "libcublas12"),
+        stanza("libcublas12", "optional", ""),
+        stanza("libnccl2", "optional", ""),
+        stanza("unused-tool", "optional", "base-files"),
+    ]
+    .join("\n");
+    let lib = |name: &'static str| bin(&format!("{CUDA}/{name}"), &libs.0[name]);
+    min.layers.push(layer_tar(&[
+        dir("etc"),
+        file("etc/debian_version", "12.0\n"),
+        dir("usr/local"),
+        dir("usr/local/cuda"),
+        dir(CUDA),
+        bin(&format!("{CUDA}/libcudnn.so.9.1.0"), &libs.0["libcudnn.so.9"]),
+        symlink(&format!("{CUDA}/libcudnn.so.9"), "libcudnn.so.9.1.0"),
+        lib("libcudnn_ops.so.9"),
+        lib("libcudnn_cnn.so.9"),
+        lib("libcublas.so.12"),
+        lib("libnccl.so.2"),
+        lib("libcufft.so.11"),
+        symlink(&format!("{CUDA}/libcufft.so"), "libcufft.so.11"),
+        dir("usr/local/lib"),
+        bin("usr/local/lib/libkeepme.so", &libs.0["libkeepme.so"]),
+        exe("usr/bin/unused-tool", "#!/bin/sh\n"),
+        dir("usr/share"),
+        dir("usr/share/doc"),
+        dir("usr/share/doc/unused-tool"),
+        file("usr/share/doc/unused-tool/copyright", "unused\n"),
+        dir("var"),
+        dir("var/lib"),
+        dir("var/lib/dpkg"),
+        file("var/lib/dpkg/status", &status),
+        dir("var/lib/dpkg/info"),
+        file("var/lib/dpkg/info/base-files.list", "/.\n/etc\n/etc/debian_version\n"),
+        file(
+            "var/lib/dpkg/info/libcudnn9.list",
+            &format!("/{CUDA}/libcudnn.so.9.1.0\n/{CUDA}/libcudnn.so.9\n"),
+        ),
+        file(
+            "var/lib/dpkg/info/libcublas12.list",
+            &format!("/{CUDA}/libcublas.so.12\n"),
+        ),
+        file(
+            "var/lib/dpkg/info/libnccl2.list",
+            &format!("/{CUDA}/libnccl.so.2\n"),
+        ),
+        file(
+            "var/lib/dpkg/info/unused-tool.list",
+            "/usr/bin/unused-tool\n/usr/share/doc/unused-tool\n/usr/share/doc/unused-tool/copyright\n",
+        ),
+        file("var/lib/dpkg/info/unused-tool.md5sums", "x  usr/bin/unused-tool\n"),
+        file("var/lib/dpkg/info/unused-tool.postinst", "#!/bin/sh\n"),
+    ]));
+    // A later layer replaces NCCL: both copies must go.
+    min.layers.push(layer_tar(&[lib("libnccl.so.2")]));
+    min.layers
+        .push(layer_tar(&[file("etc/motd", "untouched\n")]));
+    min
+}
+
+fn full(min: &TestImage, libs: &Libs) -> TestImage {
+    let mut full = full_image(min);
+    full.layers = vec![min.layers[0].clone()];
+    full.layers.push(layer_tar(&[
+        dir("opt/tritonserver"),
+        dir("opt/tritonserver/bin"),
+        exe("opt/tritonserver/bin/tritonserver", "#!/bin/sh\n"),
+        dir("opt/tritonserver/lib"),
+        file("opt/tritonserver/lib/libtritonserver.so", "core\n"),
+        dir("opt/tritonserver/backends"),
+        dir("opt/tritonserver/backends/cudnnuser"),
+        bin(
+            "opt/tritonserver/backends/cudnnuser/libtriton_cudnnuser.so",
+            &libs.0["libtriton_cudnnuser.so"],
+        ),
+        dir("opt/tritonserver/backends/plain"),
+        file(
+            "opt/tritonserver/backends/plain/libtriton_plain.so",
+            "plain\n",
+        ),
+    ]));
+    full
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let libs = compile();
+        let min = min(&libs);
+        min.write_oci(&dir.path().join("min"), "latest");
+        full(&min, &libs).write_oci(&dir.path().join("full"), "24.10");
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Composes cudnnuser into oci:NAME with `extra`; (success, stdout, stderr).
+    fn compose(&self, name: &str, extra: &[&str]) -> (bool, String, String) {
+        let min = format!("min,oci:{}:latest", self.path("min").display());
+        let full = format!("full,oci:{}:24.10", self.path("full").display());
+        let output = format!("oci:{}:latest", self.path(name).display());
+        let work = self.path(&format!("work-{name}"));
+        let mut args = vec![
+            "--enable-gpu=false",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--backend",
+            "cudnnuser",
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--json",
+        ];
+        if !extra.contains(&"--dry-run") {
+            args.extend(["--output", &output]);
+        }
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = run_cli_output(&args);
+        (code == 0, stdout, stderr)
+    }
+}
+
+/// The packages of the status file the compose wrote (beside its
+/// Dockerfile.compose), checked to be the image's.
+fn status_packages(image: &ReadImage, work: &Path) -> Vec<String> {
+    let written = fs::read(work.join("triton-compose-slim.status")).unwrap();
+    assert_eq!(
+        image.tree["var/lib/dpkg/status"].content.as_deref(),
+        Some(sha256(&written).as_str())
+    );
+    String::from_utf8_lossy(&written)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Package: ").map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
+    let setup = Setup::new();
+    let (ok, stdout, stderr) = setup.compose(
+        "slim",
+        &[
+            "--slim",
+            "--keep",
+            "/usr/local/lib/libkeepme.so",
+            "--no-store",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let image = read_oci(&setup.path("slim"), "latest");
+    let gone = [
+        format!("{CUDA}/libnccl.so.2"),
+        format!("{CUDA}/libcufft.so.11"),
+        format!("{CUDA}/libcufft.so"),
+        "usr/bin/unused-tool".to_string(),
+        "usr/share/doc/unused-tool/copyright".to_string(),
+        "var/lib/dpkg/info/libnccl2.list".to_string(),
+        "var/lib/dpkg/info/unused-tool.md5sums".to_string(),
+        "var/lib/dpkg/info/unused-tool.postinst".to_string(),
+    ];
+    for path in &gone {
+        assert!(
+            !image.tree.contains_key(path.as_str()),
+            "{path} stayed\n{stderr}"
+        );
+    }
+    let kept = [
+        format!("{CUDA}/libcudnn.so.9.1.0"),
+        format!("{CUDA}/libcudnn.so.9"),
+        // The dispatcher's family, and what a member needs.
+        format!("{CUDA}/libcudnn_ops.so.9"),
+        format!("{CUDA}/libcudnn_cnn.so.9"),
+        format!("{CUDA}/libcublas.so.12"),
+        "usr/local/lib/libkeepme.so".to_string(),
+        "etc/debian_version".to_string(),
+        "etc/motd".to_string(),
+        "usr/share/doc/unused-tool".to_string(),
+    ];
+    for path in &kept {
+        assert!(
+            image.tree.contains_key(path.as_str()),
+            "{path} went\n{stderr}"
+        );
+    }
+    assert_eq!(
+        status_packages(&image, &setup.path("work-slim")),
+        ["base-files", "libcudnn9", "libcublas12"]
+    );
+    // The summary says what went, and why.
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let removed = summary["slim"]["removed"].as_array().unwrap();
+    let named = |kind: &str, name: &str| {
+        removed
+            .iter()
+            .any(|r| r["kind"] == kind && r["name"].as_str().unwrap().starts_with(name))
+    };
+    assert!(named("package", "libnccl2 "), "{removed:?}");
+    assert!(named("package", "unused-tool "), "{removed:?}");
+    assert!(
+        named("library", &format!("/{CUDA}/libcufft.so.11")),
+        "{removed:?}"
+    );
+    assert!(
+        named("dangling-link", &format!("/{CUDA}/libcufft.so")),
+        "{removed:?}"
+    );
+    assert!(summary["slim"]["removed_bytes"].as_u64().unwrap() > 0);
+    // min's layers that lose nothing stay as they were; the others are cut.
+    let digests = oci_layer_digests(&setup.path("slim"), "latest");
+    let min_digests = oci_layer_digests(&setup.path("min"), "latest");
+    assert_eq!(min_digests.len(), 5);
+    assert_eq!(digests[0], min_digests[0], "min's base loses nothing");
+    assert_ne!(digests[2], min_digests[2]);
+    assert_ne!(
+        digests[3], min_digests[3],
+        "the replacing layer loses NCCL too"
+    );
+    assert_eq!(digests[4], min_digests[4]);
+    // verify judges the result whole.
+    let (code, _, verify) = run_cli_output(&[
+        "verify",
+        &format!("oci:{}:latest", setup.path("slim").display()),
+    ]);
+    assert_eq!(code, 0, "{verify}");
+}
+
+#[test]
+fn slim_output_is_reproducible_through_the_store_and_without_it() {
+    let setup = Setup::new();
+    let store = setup.path("store");
+    let store = store.to_str().unwrap();
+    let (ok, first, stderr) = setup.compose("a", &["--slim", "--no-store"]);
+    assert!(ok, "{stderr}");
+    let (ok, second, stderr) = setup.compose("b", &["--slim", "--store", store]);
+    assert!(ok, "{stderr}");
+    let (ok, third, stderr) = setup.compose("c", &["--slim", "--store", store]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("slimmed, from the store") || stderr.contains(", from the store"),
+        "{stderr}"
+    );
+    let digest = |out: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["written"]
+            .as_str()
+            .unwrap()
+            .rsplit("manifest ")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(digest(&first), digest(&second));
+    assert_eq!(digest(&second), digest(&third));
+    // Without --slim, min's layers are min's, byte for byte.
+    let (ok, _, stderr) = setup.compose("plain", &["--no-store"]);
+    assert!(ok, "{stderr}");
+    let digests = oci_layer_digests(&setup.path("plain"), "latest");
+    assert_eq!(
+        digests[..5],
+        oci_layer_digests(&setup.path("min"), "latest")[..]
+    );
+}
+
+#[test]
+fn slim_dry_run_says_what_goes_and_the_dockerfile_mirrors_it() {
+    let setup = Setup::new();
+    let (ok, stdout, stderr) = setup.compose("dry", &["--slim", "--dry-run"]);
+    assert!(ok, "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["dry_run"], true);
+    let removed = summary["slim"]["removed"].as_array().unwrap();
+    assert!(removed
+        .iter()
+        .any(|r| r["name"].as_str().unwrap().starts_with("libnccl2")));
+    let work = setup.path("work-dry");
+    let dockerfile = fs::read_to_string(work.join("Dockerfile.compose")).unwrap();
+    assert!(dockerfile.contains("AS slimmed"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("COPY --from=slimmed / /"),
+        "{dockerfile}"
+    );
+    let list = fs::read(work.join("triton-compose-slim.remove")).unwrap();
+    let paths: Vec<&[u8]> = list.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+    assert!(paths.contains(&format!("/{CUDA}/libnccl.so.2").as_bytes()));
+    assert!(!paths.contains(&format!("/{CUDA}/libcudnn_ops.so.9").as_bytes()));
+    // Its options need --slim.
+    let (ok, _, stderr) = setup.compose("bad", &["--keep", "x", "--dry-run"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--keep only means something with --slim"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = setup.compose("bad", &["--slim", "--slim-drop", "[", "--dry-run"]);
+    assert!(!ok);
+    assert!(stderr.contains("is not a glob"), "{stderr}");
+}
