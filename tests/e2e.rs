@@ -1433,3 +1433,340 @@ fn composed_images_miss_no_file_of_their_packages_that_full_has() {
         );
     }
 }
+
+/// Compiles `source` (with libc) into `dir/name` as a shared library.
+fn cc_lib(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg(format!("-Wl,-soname,{name}"))
+        .arg(format!("-L{}", dir.display()))
+        .args(extra)
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "cc failed for {name}");
+    std::fs::read(out).unwrap()
+}
+
+fn md5(data: &[u8]) -> String {
+    let out = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(data)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..32].to_string()
+}
+
+/// A GPU-shaped layer for the fixture min: a cuDNN-like dispatcher that
+/// dlopens its parts at load time (no DT_NEEDED on them), an NCCL-like
+/// library and a documentation package nothing needs (dpkg packages with
+/// true md5sums), and an unowned library nothing loads. Returns the layer
+/// and a local backend directory whose library needs the dispatcher.
+fn gpu_shaped(fx: &Fixtures, at: &Path) -> (Vec<u8>, PathBuf) {
+    use support::images::*;
+    const CUDA: &str = "usr/local/cuda/lib64";
+    let d = at.join("cc");
+    std::fs::create_dir_all(&d).unwrap();
+    let dispatcher = cc_lib(
+        &d,
+        "libcudnn.so.9",
+        "#include <dlfcn.h>\n#include <unistd.h>\n\
+         __attribute__((constructor)) static void parts(void) {\n\
+           const char *p[] = {\"libcudnn_ops.so.9\", \"libcudnn_cnn.so.9\"};\n\
+           for (int i = 0; i < 2; i++) if (!dlopen(p[i], RTLD_NOW)) _exit(42);\n}\n\
+         int cudnn(void) { return 9; }\n",
+        &["-Wl,-rpath,$ORIGIN"],
+    );
+    let ops = cc_lib(&d, "libcudnn_ops.so.9", "int ops(void){return 1;}", &[]);
+    let cnn = cc_lib(&d, "libcudnn_cnn.so.9", "int cnn(void){return 2;}", &[]);
+    let nccl = cc_lib(&d, "libnccl.so.2", "int nccl(void){return 2;}", &[]);
+    let fft = cc_lib(&d, "libcufft.so.11", "int fft(void){return 11;}", &[]);
+    let backend = at.join("cudnnuser");
+    std::fs::create_dir_all(&backend).unwrap();
+    std::fs::copy(d.join("libcudnn.so.9"), d.join("libcudnn.so.9.1.0")).unwrap();
+    let user = cc_lib(
+        &d,
+        "libtriton_cudnnuser.so",
+        "int cudnn(void); int go(void) { return cudnn(); }",
+        &["-l:libcudnn.so.9", "-Wl,-rpath,/usr/local/cuda/lib64"],
+    );
+    std::fs::write(backend.join("libtriton_cudnnuser.so"), user).unwrap();
+    let status = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &fx.min_image,
+        "/var/lib/dpkg/status",
+    ]);
+    let stanza = |name: &str| {
+        format!(
+            "Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: libs\n\
+             Installed-Size: 1\nMaintainer: tests <t@example.org>\nArchitecture: amd64\nVersion: 1.0\n\
+             Description: {name}, a stand-in\n"
+        )
+    };
+    let status = format!(
+        "{}\n\n{}\n{}\n{}",
+        status.trim_end(),
+        stanza("libcudnn9"),
+        stanza("libnccl2"),
+        stanza("unused-doc")
+    );
+    let readme = b"nobody reads this\n";
+    let libs: [(&str, &[u8]); 3] = [
+        ("libcudnn.so.9.1.0", &dispatcher),
+        ("libcudnn_ops.so.9", &ops),
+        ("libcudnn_cnn.so.9", &cnn),
+    ];
+    let sums = |files: &[(&str, &[u8])]| -> String {
+        files
+            .iter()
+            .map(|(p, data)| format!("{}  {p}\n", md5(data)))
+            .collect()
+    };
+    let cudnn_files: Vec<(String, &[u8])> = libs
+        .iter()
+        .map(|(n, data)| (format!("{CUDA}/{n}"), *data))
+        .collect();
+    let cudnn_refs: Vec<(&str, &[u8])> =
+        cudnn_files.iter().map(|(p, d)| (p.as_str(), *d)).collect();
+    let nccl_path = format!("{CUDA}/libnccl.so.2");
+    let lib = |name: &str, data: &[u8]| Item::File {
+        path: format!("{CUDA}/{name}"),
+        data: data.to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    };
+    let list = |paths: &[&str]| -> String { paths.iter().map(|p| format!("/{p}\n")).collect() };
+    let layer = layer_tar(&[
+        dir("usr"),
+        dir("usr/local"),
+        dir("usr/local/cuda"),
+        dir(CUDA),
+        lib("libcudnn.so.9.1.0", &dispatcher),
+        symlink(&format!("{CUDA}/libcudnn.so.9"), "libcudnn.so.9.1.0"),
+        lib("libcudnn_ops.so.9", &ops),
+        lib("libcudnn_cnn.so.9", &cnn),
+        lib("libnccl.so.2", &nccl),
+        lib("libcufft.so.11", &fft),
+        dir("usr/share"),
+        dir("usr/share/doc"),
+        dir("usr/share/doc/unused-doc"),
+        file(
+            "usr/share/doc/unused-doc/README",
+            std::str::from_utf8(readme).unwrap(),
+        ),
+        dir("var"),
+        dir("var/lib"),
+        dir("var/lib/dpkg"),
+        file("var/lib/dpkg/status", &status),
+        dir("var/lib/dpkg/info"),
+        file(
+            "var/lib/dpkg/info/libcudnn9.list",
+            &list(&[
+                &format!("{CUDA}/libcudnn.so.9.1.0"),
+                &format!("{CUDA}/libcudnn.so.9"),
+                &format!("{CUDA}/libcudnn_ops.so.9"),
+                &format!("{CUDA}/libcudnn_cnn.so.9"),
+            ]),
+        ),
+        file("var/lib/dpkg/info/libcudnn9.md5sums", &sums(&cudnn_refs)),
+        file("var/lib/dpkg/info/libnccl2.list", &list(&[&nccl_path])),
+        file(
+            "var/lib/dpkg/info/libnccl2.md5sums",
+            &sums(&[(&nccl_path, &nccl)]),
+        ),
+        file(
+            "var/lib/dpkg/info/unused-doc.list",
+            &list(&[
+                "usr/share/doc/unused-doc",
+                "usr/share/doc/unused-doc/README",
+            ]),
+        ),
+        file(
+            "var/lib/dpkg/info/unused-doc.md5sums",
+            &sums(&[("usr/share/doc/unused-doc/README", readme)]),
+        ),
+    ]);
+    (layer, backend)
+}
+
+#[test]
+fn slim_images_answer_inference_load_what_they_keep_and_keep_dpkg_whole() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (layer, backend) = gpu_shaped(&fx, work.path());
+    let min = work.path().join("min");
+    support::images::derive_oci(
+        &fx.dir.join("min-oci"),
+        "latest",
+        &min,
+        Some(&layer),
+        &[
+            "CUDA_VERSION=12.9.0",
+            "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
+        ],
+    );
+    let min_ref = format!("oci:{}:latest", min.display());
+    let full_ref = format!("oci:{}:latest", fx.dir.join("full-oci").display());
+    let cudnnuser = format!("cudnnuser={}", backend.display());
+    let select = [
+        "--backend",
+        "python",
+        "--cache",
+        "local",
+        "--backend",
+        &cudnnuser,
+    ];
+    let compose = |name: &str, extra: &[&str]| -> (PathBuf, String, String) {
+        let archive = work.path().join(format!("{name}.tar"));
+        let tag = format!("triton-compose-e2e/{}:test", unique(name));
+        let output = format!("docker-archive:{}:{tag}", archive.display());
+        let (code, stdout, stderr) = Compose::new(&min_ref, &full_ref)
+            .select(&select)
+            .output(&output)
+            .work_dir(work.path())
+            .args(&["--json", "--no-store"])
+            .args(extra)
+            .output_of();
+        assert_eq!(code, 0, "{stderr}");
+        (archive, tag, stdout)
+    };
+    let (plain, _, _) = compose("plain", &[]);
+    let (slim, tag, summary) = compose("slim", &["--slim"]);
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let (plain_size, slim_size) = (
+        std::fs::metadata(&plain).unwrap().len(),
+        std::fs::metadata(&slim).unwrap().len(),
+    );
+    println!(
+        "slim: {} removed; archive {plain_size} B without --slim, {slim_size} B with",
+        summary["slim"]["removed"].as_array().unwrap().len()
+    );
+    assert!(slim_size < plain_size);
+    let removed: Vec<&str> = summary["slim"]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        removed.iter().any(|r| r.starts_with("libnccl2 ")),
+        "{removed:?}"
+    );
+    assert!(
+        removed.iter().any(|r| r.starts_with("unused-doc ")),
+        "{removed:?}"
+    );
+    // verify passes, and the loader agrees with it on every root.
+    let (code, report) = verify(&slim);
+    assert_eq!(code, 0, "{report}");
+    let image = load(&slim, &tag);
+    assert_verify_agrees_with_the_loader(&format!("docker-archive:{}", slim.display()), &image.0);
+    // The dispatcher dlopens its parts when the backend's library loads.
+    let loaded = sh_in(
+        &image.0,
+        "python3 -c 'import ctypes; ctypes.CDLL(\"/opt/tritonserver/backends/cudnnuser/libtriton_cudnnuser.so\"); print(\"loaded\")'; \
+         ls /usr/local/cuda/lib64",
+    );
+    assert!(loaded.starts_with("loaded"), "{loaded}");
+    assert!(
+        !loaded.contains("libnccl.so.2") && !loaded.contains("libcufft"),
+        "{loaded}"
+    );
+    // dpkg finds every file of every package it lists, and nothing amiss.
+    let dpkg = sh_in(
+        &image.0,
+        "dpkg --verify 2>&1; echo \"verify=$?\"; dpkg --audit 2>&1; echo \"audit=$?\"; dpkg -l libnccl2 2>&1 | tail -1",
+    );
+    assert!(
+        dpkg.contains("verify=0\n") && dpkg.contains("audit=0\n"),
+        "{dpkg}"
+    );
+    // What dpkg misses in the slimmed image, it missed in min already
+    // (debootstrap leaves apt's lists/partial out).
+    let before = sh_in(&fx.min_image, "dpkg --verify 2>&1 || true");
+    for line in dpkg.lines().filter(|l| l.starts_with("missing")) {
+        assert!(before.lines().any(|b| b == line), "{line}\n{dpkg}");
+    }
+    assert!(
+        dpkg.contains("no packages found matching libnccl2"),
+        "{dpkg}"
+    );
+    serve_add_sub(&image.0, models_dir(true).path());
+}
+
+#[test]
+fn slim_gpu_enabled_composes_are_checked_and_reproducible() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let (layer, _) = gpu_shaped(&fx, work.path());
+    let (min, full) = (work.path().join("min"), work.path().join("full"));
+    support::images::derive_oci(
+        &fx.dir.join("min-oci"),
+        "latest",
+        &min,
+        Some(&layer),
+        &[
+            "CUDA_VERSION=12.9.0",
+            "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
+        ],
+    );
+    // The same Triton, said to be built with GPU support.
+    support::images::derive_oci(
+        &fx.dir.join("full-oci"),
+        "latest",
+        &full,
+        None,
+        &["TRITON_SERVER_GPU_ENABLED=1"],
+    );
+    let compose = |name: &str| -> (String, PathBuf) {
+        let out = work.path().join(name);
+        let args = [
+            "--enable-gpu".to_string(),
+            "--image".into(),
+            format!("min,oci:{}:latest", min.display()),
+            "--image".into(),
+            format!("full,oci:{}:latest", full.display()),
+            "--backend".into(),
+            "python".into(),
+            "--slim".into(),
+            "--no-store".into(),
+            "--json".into(),
+            "--work-dir".into(),
+            work.path().display().to_string(),
+            "--output".into(),
+            format!("oci:{}:latest", out.display()),
+        ];
+        let (code, stdout, stderr) = run_cli_strings(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        (summary["written"].as_str().unwrap().to_string(), out)
+    };
+    let (first, out) = compose("a");
+    let (second, _) = compose("b");
+    let digest = |w: &str| w.rsplit("manifest ").next().unwrap().to_string();
+    assert_eq!(
+        digest(&first),
+        digest(&second),
+        "composed twice, two digests"
+    );
+    let image = format!("oci:{}:latest", out.display());
+    let (code, _, report) = run_cli_output(&["verify", &image]);
+    assert_eq!(code, 0, "{report}");
+    let config = support::images::read_oci(&out, "latest").config;
+    let env = config["config"]["Env"].to_string();
+    assert!(env.contains("TRITON_SERVER_GPU_ENABLED=1"), "{env}");
+}

@@ -894,3 +894,82 @@ pub fn gpu_min_image() -> TestImage {
     image.env.push("CUDA_VERSION=12.4.1".into());
     image
 }
+
+/// Writes into `dst` an OCI layout of the image `src:tag` with `layer` (an
+/// uncompressed tar) on top and `env` set in its config (`KEY=VALUE`,
+/// replacing a variable of that name). Blobs are hard-linked, not copied.
+pub fn derive_oci(src: &Path, tag: &str, dst: &Path, layer: Option<&[u8]>, env: &[&str]) {
+    let blob = |dir: &Path, digest: &str| dir.join("blobs/sha256").join(&digest[7..]);
+    let index: Value = serde_json::from_slice(&fs::read(src.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("{} has no tag {tag}", src.display()))
+        .clone();
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(blob(src, entry["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut config: Value = serde_json::from_slice(
+        &fs::read(blob(src, manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    fs::create_dir_all(dst.join("blobs/sha256")).unwrap();
+    for file in fs::read_dir(src.join("blobs/sha256")).unwrap() {
+        let file = file.unwrap();
+        let to = dst.join("blobs/sha256").join(file.file_name());
+        if !to.exists() {
+            fs::hard_link(file.path(), &to).unwrap_or_else(|_| {
+                fs::copy(file.path(), &to).unwrap();
+            });
+        }
+    }
+    let put = |bytes: &[u8]| -> String {
+        let digest = sha256(bytes);
+        fs::write(blob(dst, &digest), bytes).unwrap();
+        digest
+    };
+    if let Some(tar) = layer {
+        let compressed = gzip(tar);
+        let digest = put(&compressed);
+        manifest["layers"].as_array_mut().unwrap().push(json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest, "size": compressed.len(),
+        }));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(sha256(tar)));
+        if let Some(history) = config["history"].as_array_mut() {
+            history.push(json!({"created_by": "test: derive_oci"}));
+        }
+    }
+    let vars = config["config"]["Env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut vars: Vec<String> = vars
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    for pair in env {
+        let key = pair.split('=').next().unwrap();
+        vars.retain(|v| v.split('=').next() != Some(key));
+        vars.push(pair.to_string());
+    }
+    config["config"]["Env"] = json!(vars);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = json!(put(&config_bytes));
+    manifest["config"]["size"] = json!(config_bytes.len());
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = put(&manifest_bytes);
+    let _ = fs::remove_file(dst.join("index.json"));
+    add_to_oci_index(
+        dst,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &digest,
+        manifest_bytes.len(),
+    );
+}
