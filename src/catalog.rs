@@ -57,8 +57,12 @@ pub struct Catalog {
 #[derive(Debug, Serialize)]
 pub struct Selection {
     pub components: Vec<String>,
+    /// As composed (with `--slim`, slimmed).
     pub compressed_size: u64,
     pub saved: u64,
+    /// With `--slim`: what it removes from min (uncompressed bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slim_removed: Option<u64>,
 }
 
 fn kind_name(kind: ComponentKind) -> &'static str {
@@ -118,10 +122,20 @@ pub fn catalog(request: &ComposeRequest, options: &CatalogOptions) -> Result<Cat
     std::fs::create_dir_all(&request.work_dir).map_err(|e| {
         Error::new(format!("creating {}", request.work_dir.display())).with_source(e)
     })?;
-    let request = &ComposeRequest {
+    if request.slim.is_some() && (options.no_min || request.components.is_empty()) {
+        return Err(Error::new("catalog --slim sizes a selection cut from min")
+            .hint("give --min REF and a selection (--backend, --repoagent, --cache)"));
+    }
+    let slim_request = &ComposeRequest {
         deps: request.deps && !options.no_min,
         gpu_min: options.gpu_min.clone().or_else(|| request.gpu_min.clone()),
         ..request.clone()
+    };
+    // Each part is costed as a plain compose writes it; only the
+    // selection is slimmed.
+    let request = &ComposeRequest {
+        slim: None,
+        ..slim_request.clone()
     };
     let store = compose::open_store(request)?;
     let mut opened = compose::open_images(request, &request.transport)?;
@@ -130,7 +144,7 @@ pub fn catalog(request: &ComposeRequest, options: &CatalogOptions) -> Result<Cat
     }
     // Nothing is spooled: what each layer needs is read when it is built.
     let prepared = Prepared::scan(
-        request,
+        slim_request,
         store,
         opened,
         &Preparation {
@@ -160,7 +174,7 @@ pub fn catalog(request: &ComposeRequest, options: &CatalogOptions) -> Result<Cat
     }];
     components.extend(entries.drain(..).map(|(entry, _)| entry));
     let full_size = compose::stored_size(full);
-    let selection = selection(request, &prepared, options.no_min, full_size)?;
+    let selection = selection(slim_request, &prepared, options.no_min, full_size)?;
     let config = &full.image().config;
     let platform = |key: &str| {
         config
@@ -273,8 +287,17 @@ fn selection(
     } else {
         compose::stored_size(prepared.min.as_ref())
     };
-    let size = costs.total + min_size;
+    // min's layers that --slim cuts count as written.
+    let min_layers = &prepared.min.image().layers;
+    let cut: u64 = costs
+        .slimmed
+        .iter()
+        .filter_map(|(i, _)| min_layers.get(*i)?.blob.as_ref().map(|b| b.1))
+        .sum();
+    let slimmed: u64 = costs.slimmed.iter().map(|(_, size)| size).sum();
+    let size = costs.total + min_size.saturating_sub(cut) + slimmed;
     Ok(Some(Selection {
+        slim_removed: costs.slim_removed,
         components: request
             .components
             .iter()
@@ -295,6 +318,10 @@ struct Costs {
     deps_size: u64,
     /// Every new layer.
     total: u64,
+    /// min's layers `--slim` cuts: index and size as written.
+    slimmed: Vec<(usize, u64)>,
+    /// What `--slim` removes (uncompressed), when asked.
+    slim_removed: Option<u64>,
 }
 
 fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]) -> Result<Costs> {
@@ -304,9 +331,9 @@ fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]
         ..Target::of(request)
     };
     let plan = compose::plan_compose(request, &target, &prepared.images(), &prepared.scans)?;
-    let reports = prepared
-        .execution(request, &plan)
-        .build_only(&prepared.spools)?;
+    let execution = prepared.execution(request, &plan);
+    let reports = execution.build_only(&prepared.spools)?;
+    let slimmed = execution.slimmed_sizes()?;
     // Every part of the layer with that role.
     let layer = |role: &LayerRole| -> (u64, u64) {
         plan.layers
@@ -338,6 +365,8 @@ fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]
         deps,
         deps_size: layer(&LayerRole::RuntimeDependencies).1,
         total: reports.iter().map(|r| r.size).sum(),
+        slimmed,
+        slim_removed: plan.slim.as_ref().map(|s| s.size()),
     })
 }
 
@@ -401,6 +430,12 @@ impl Catalog {
                 size(s.compressed_size),
                 size(s.saved)
             ));
+            if let Some(removed) = s.slim_removed {
+                out.push_str(&format!(
+                    "  with --slim: {} of min removed (uncompressed)\n",
+                    size(removed)
+                ));
+            }
         }
         out
     }

@@ -187,6 +187,10 @@ pub struct CatalogCli {
     #[arg(long = "cache", value_name = "NAME", action = ArgAction::Append)]
     pub caches: Vec<String>,
 
+    /// The selection's size with --slim too (needs --min and a selection).
+    #[command(flatten)]
+    pub slim: SlimFlags,
+
     #[command(flatten)]
     pub verbosity: Verbosity,
 
@@ -220,6 +224,9 @@ impl CatalogCli {
             authfile: self.access.authfile,
             cert_dir: self.access.cert_dir,
             store: self.store.settings(),
+            slim: self.slim.slim,
+            keep: self.slim.keep,
+            slim_drop: self.slim.slim_drop,
             ..Default::default()
         }
     }
@@ -288,6 +295,10 @@ pub struct ServeCli {
     #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
     pub sbom: SbomKind,
 
+    /// Every tag is composed with --slim (and its --keep, --slim-drop).
+    #[command(flatten)]
+    pub slim: SlimFlags,
+
     /// How many new selections may wait to be composed at once (composes
     /// run one at a time); past that, clients get 429 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -339,6 +350,9 @@ impl ServeCli {
             authfile: self.access.authfile,
             cert_dir: self.access.cert_dir,
             store: self.store.settings(),
+            slim: self.slim.slim,
+            keep: self.slim.keep,
+            slim_drop: self.slim.slim_drop,
             ..Default::default()
         }
     }

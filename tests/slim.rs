@@ -398,3 +398,88 @@ fn slim_dry_run_says_what_goes_and_the_dockerfile_mirrors_it() {
     assert!(!ok);
     assert!(stderr.contains("is not a glob"), "{stderr}");
 }
+
+#[test]
+fn catalog_sizes_a_slim_selection_and_serve_slims_every_tag() {
+    let setup = Setup::new();
+    let min = format!("oci:{}:latest", setup.path("min").display());
+    let full = format!("oci:{}:24.10", setup.path("full").display());
+    let catalog = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["catalog", &full, "--min", &min, "--json", "--no-store"];
+        args.extend(["--backend", "cudnnuser"]);
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = run_cli_output(&args);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let plain = catalog(&[]);
+    let slim = catalog(&["--slim"]);
+    assert!(plain["selection"].get("slim_removed").is_none());
+    assert!(slim["selection"]["slim_removed"].as_u64().unwrap() > 0);
+    assert!(
+        slim["selection"]["compressed_size"].as_u64()
+            < plain["selection"]["compressed_size"].as_u64(),
+        "{slim}\n{plain}"
+    );
+    let (code, _, stderr) = run_cli_output(&["catalog", &full, "--slim", "--no-store"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--min REF and a selection"), "{stderr}");
+
+    // serve --slim: a real client pulls a slimmed tag.
+    let port = free_port();
+    let log = setup.path("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+        .args([
+            "serve",
+            "--image",
+            &format!("min,{min}"),
+            "--image",
+            &format!("full,{full}"),
+        ])
+        .args([
+            "--slim",
+            "--exit-after-idle",
+            "120",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--state-dir")
+        .arg(setup.path("state"))
+        .arg("--store")
+        .arg(setup.path("store"))
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("INFO ready")
+    {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pulled = setup.path("pulled");
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{port}/tritonserver:cudnnuser"))
+        .arg(format!("oci:{}:x", pulled.display()))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(&log).unwrap()
+    );
+    let image = read_oci(&pulled, "x");
+    assert!(!image.tree.contains_key(&*format!("{CUDA}/libnccl.so.2")));
+    assert!(image
+        .tree
+        .contains_key(&*format!("{CUDA}/libcudnn_ops.so.9")));
+}

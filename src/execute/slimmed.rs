@@ -15,6 +15,16 @@ use crate::plan::MinFilter;
 use super::{BuiltLayer, Execution, LAYER_FORMAT};
 
 impl Execution<'_> {
+    /// Writes (or finds in the store) each min layer `--slim` cuts: its
+    /// index and compressed size, for `catalog`.
+    pub(crate) fn slimmed_sizes(&self) -> Result<Vec<(usize, u64)>> {
+        self.plan
+            .min_filters
+            .iter()
+            .map(|f| Ok((f.layer, self.slimmed_min_layer(f)?.written.size)))
+            .collect()
+    }
+
     /// min's layer without what `filter` removes: from the store when it
     /// was written before, else written now (and kept there).
     pub(super) fn slimmed_min_layer(&self, filter: &MinFilter) -> Result<BuiltLayer> {

@@ -137,12 +137,13 @@ impl Generation {
         // so that two settings never mix their tags.
         let pair = Digest::of(
             format!(
-                "{}\n{}\ngpu={} compression={:?} sbom={}",
+                "{}\n{}\ngpu={} compression={:?} sbom={} slim={:?}",
                 ids.0.as_ref().map(|d| d.to_string()).unwrap_or_default(),
                 ids.1.as_ref().map(|d| d.to_string()).unwrap_or_default(),
                 base.enable_gpu,
                 base.compression,
                 base.sbom,
+                base.slim,
             )
             .as_bytes(),
         );
