@@ -617,6 +617,14 @@ pub(crate) fn runtime_loaded(
              \"GPU metrics ... through DCGM\")",
         ));
     }
+    if enable_gpu {
+        out.push((
+            RuntimeLoaded::Under("usr/local/cuda/compat"),
+            "CUDA forward compatibility: NGC's entrypoint (entrypoint.d, cuda-compat check) puts \
+             /usr/local/cuda/compat on the library path when the host driver is older (CUDA \
+             Compatibility guide, \"Forward Compatibility\")",
+        ));
+    }
     if has_backend(components, "pytorch") {
         for dir in ["opt/hpcx/ucx/lib", "opt/hpcx/ucc/lib"] {
             out.push((

@@ -360,8 +360,14 @@ fn dockerfile_compose_builds_the_same_files_as_the_daemonless_output() {
         "var/lib/dpkg/status",
         "var/lib/dpkg/info/python3.list",
     ];
-    let theirs = exported_tree(&built.0, &prefixes);
-    let mine = exported_tree(&ours.0, &prefixes);
+    assert_same_tree(&ours.0, &built.0, &prefixes);
+}
+
+/// The files under `prefixes` are the same in both images (as the engine
+/// exports them), and there are more than 50 of them.
+fn assert_same_tree(ours: &str, built: &str, prefixes: &[&str]) {
+    let theirs = exported_tree(built, prefixes);
+    let mine = exported_tree(ours, prefixes);
     assert!(
         mine.len() > 50,
         "the export holds the composed tree ({} entries)",
@@ -1706,6 +1712,39 @@ fn slim_images_answer_inference_load_what_they_keep_and_keep_dpkg_whole() {
         "{dpkg}"
     );
     serve_add_sub(&image.0, models_dir(true).path());
+    // docker build of Dockerfile.compose (the slim compose wrote it last)
+    // gives the same files.
+    let min_tag = Loaded(format!("triton-compose-e2e/{}:min", unique("slim")));
+    docker_free(&[
+        "skopeo",
+        "copy",
+        "-q",
+        &min_ref,
+        &format!("docker-daemon:{}", min_tag.0),
+    ]);
+    let built = Loaded(format!("triton-compose-e2e/{}:built", unique("slim")));
+    docker_build(
+        &work.path().join("Dockerfile.compose"),
+        work.path(),
+        &[
+            format!("FULL_IMAGE={}", fx.full_image),
+            format!("MIN_IMAGE={}", min_tag.0),
+        ],
+        &built.0,
+    );
+    assert_same_tree(
+        &image.0,
+        &built.0,
+        &[
+            "usr/local/cuda",
+            "usr/share/doc/unused-doc",
+            "var/lib/dpkg",
+            "opt/tritonserver/backends/cudnnuser",
+            "opt/tritonserver/bin",
+            "usr/bin",
+            "usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+        ],
+    );
 }
 
 #[test]

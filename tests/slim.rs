@@ -387,6 +387,19 @@ fn slim_dry_run_says_what_goes_and_the_dockerfile_mirrors_it() {
     let paths: Vec<&[u8]> = list.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     assert!(paths.contains(&format!("/{CUDA}/libnccl.so.2").as_bytes()));
     assert!(!paths.contains(&format!("/{CUDA}/libcudnn_ops.so.9").as_bytes()));
+    // Dropping what something loads is refused, naming what loads it.
+    let ops = format!("/{CUDA}/libcudnn_ops.so.9");
+    let (ok, _, stderr) = setup.compose("bad", &["--slim", "--slim-drop", &ops, "--dry-run"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("loads at run time") && stderr.contains("libcudnn.so.9"),
+        "{stderr}"
+    );
+    // --keep PACKAGE keeps a package (and its files) nothing loads.
+    let (ok, stdout, stderr) =
+        setup.compose("kept", &["--slim", "--keep", "libnccl2", "--dry-run"]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("libnccl2"), "{stdout}");
     // Its options need --slim.
     let (ok, _, stderr) = setup.compose("bad", &["--keep", "x", "--dry-run"]);
     assert!(!ok);
