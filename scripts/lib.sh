@@ -53,3 +53,23 @@ python_tools() {
   fi
   echo "$dir/bin"
 }
+
+# Small real NVIDIA libraries from PyPI (CUDA 12.9's runtime, cuRAND: 60 MB
+# of wheels) for the GPU-shaped --slim tests, unpacked once under the cache.
+# Prints the directory holding libcudart.so.12 and libcurand.so.10.
+nvidia_libs() {
+  apt_install unzip >&2
+  local dir=${TRITON_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-compose}/nvidia-1
+  if [ ! -e "$dir/done" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir/wheels" "$dir/lib"
+    "$(python_tools)/pip" download -q --no-deps --only-binary=:all: -d "$dir/wheels" \
+      nvidia-cuda-runtime-cu12==12.9.79 nvidia-curand-cu12==10.3.7.77 >&2
+    for wheel in "$dir"/wheels/*.whl; do
+      unzip -q -j -o "$wheel" 'nvidia/*/lib/*.so*' -d "$dir/lib" >&2
+    done
+    rm -rf "$dir/wheels"
+    touch "$dir/done"
+  fi
+  echo "$dir/lib"
+}

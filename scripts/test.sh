@@ -23,5 +23,9 @@ export TRITON_COMPOSE_FIXTURES
 TRITON_COMPOSE_PYTOOLS=$(python_tools)
 export TRITON_COMPOSE_PYTOOLS
 
+# CUDA's runtime and cuRAND from PyPI: the GPU-shaped min of the --slim tests.
+TRITON_COMPOSE_NVIDIA=$(nvidia_libs)
+export TRITON_COMPOSE_NVIDIA
+
 # --nocapture: the end-to-end tests print the image sizes they compare.
 cargo test --all-targets --locked -- --nocapture
