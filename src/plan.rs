@@ -207,6 +207,8 @@ pub(crate) struct MinInput<'a> {
     pub id: Option<&'a crate::digest::Digest>,
     pub config: &'a Value,
     pub view: MinView<'a>,
+    /// min read whole for `--slim` when the plan does not read it.
+    pub slim_scan: Option<&'a ScannedImage>,
 }
 
 pub(crate) struct PlanOptions<'a> {
@@ -349,8 +351,12 @@ impl SlimSources<'_> {
         let Some(options) = options else {
             return Ok((None, Vec::new()));
         };
-        let MinView::Scanned(min) = &self.min.view else {
-            return Err(Error::new("internal error: --slim needs min's scan"));
+        let min: &ScannedImage = match (&self.min.view, self.min.slim_scan) {
+            (_, Some(scan)) => scan,
+            (MinView::Scanned(scan), None) => scan,
+            (MinView::BaseOfFull, None) => {
+                return Err(Error::new("internal error: --slim needs min's scan"))
+            }
         };
         let elf_of = |content: &Content| -> Option<crate::elf::ElfInfo> {
             match content {

@@ -1846,3 +1846,31 @@ fn slim_gpu_enabled_composes_are_checked_and_reproducible() {
     let env = config["config"]["Env"].to_string();
     assert!(env.contains("TRITON_SERVER_GPU_ENABLED=1"), "{env}");
 }
+
+#[test]
+fn slim_of_a_min_with_nothing_to_cut_is_the_plain_image() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    // debootstrap's min holds required and important packages and what
+    // they depend on: nothing for --slim to take.
+    let digest = |name: &str, extra: &[&str]| -> (String, serde_json::Value) {
+        let out = format!("oci:{}:latest", work.path().join(name).display());
+        let (code, stdout, stderr) = oci_fixture_compose(&fx, work.path(), extra)
+            .select(&["--backend", "python", "--cache", "local"])
+            .output(&out)
+            .args(&[
+                "--json",
+                "--store",
+                work.path().join("store").to_str().unwrap(),
+            ])
+            .output_of();
+        assert_eq!(code, 0, "{stderr}");
+        let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        (summary["written"].as_str().unwrap().to_string(), summary)
+    };
+    let (plain, _) = digest("plain", &[]);
+    let (slim, summary) = digest("slim", &["--slim"]);
+    assert_eq!(summary["slim"]["removed_files"], 0, "{summary}");
+    let manifest = |w: &str| w.rsplit("manifest ").next().unwrap().to_string();
+    assert_eq!(manifest(&plain), manifest(&slim));
+}

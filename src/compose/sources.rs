@@ -31,6 +31,9 @@ pub(crate) struct Scans {
     pub min: Option<scan::ScannedImage>,
     pub full: scan::ScannedImage,
     pub gpu_min: Option<scan::ScannedImage>,
+    /// For `--slim` when full was built FROM min: min read whole, for the
+    /// cut only (the plan's new layers stay those of a plain compose).
+    pub slim_min: Option<scan::ScannedImage>,
 }
 
 impl Scans {
@@ -160,8 +163,8 @@ impl Prepared {
         // The SBOM lists min's packages and distributions: when full was
         // built FROM min, min's small files are indexed for it (once: the
         // store keeps the index). The plan does not see this scan.
-        let sbom_min = match &scans.min {
-            None if how.sbom => Some(scan_min(min.as_ref(), store.as_ref(), false)?),
+        let sbom_min = match (&scans.min, &scans.slim_min) {
+            (None, None) if how.sbom => Some(scan_min(min.as_ref(), store.as_ref(), false)?),
             _ => None,
         };
         Ok(Prepared {
@@ -391,7 +394,7 @@ pub(crate) fn scan_images(
         });
         (scans, gpu_min_scan.transpose())
     });
-    let (min_scan, full_scan) = scans?;
+    let (min_scan, full_scan, slim_min) = scans?;
     let mut spools = Spools::from([(Origin::Full, full_spool)]);
     spools.extend(gpu_min_spool.map(|spool| (Origin::GpuMin, spool)));
     Ok((
@@ -399,6 +402,7 @@ pub(crate) fn scan_images(
             min: min_scan,
             full: full_scan,
             gpu_min: gpu_min_scan?,
+            slim_min,
         },
         spools,
     ))
@@ -433,13 +437,13 @@ struct Filters<'a> {
 
 /// Scans min and full, in parallel; when full was built FROM min, only
 /// full's own layers, and min not at all unless its account files are
-/// needed (`None` then).
+/// needed (`None` then), or `--slim` reads it (the third scan).
 fn scan_min_and_full(
     min: &dyn ImageSource,
     full: &dyn ImageSource,
     filters: &Filters<'_>,
     spool: &mut Spool,
-) -> Result<(Option<scan::ScannedImage>, scan::ScannedImage)> {
+) -> Result<MinAndFull> {
     let shared = min
         .image()
         .layers
@@ -453,33 +457,47 @@ fn scan_min_and_full(
         elf: Some(&index_elf),
         store: filters.store.map(|s| (s, INDEX_KIND)),
     };
-    if is_base_of(min, full) && !filters.slim {
+    let base = is_base_of(min, full);
+    if base {
         tracing::info!(
             "{} is the base of {}: only full's own layers are read",
             min.name(),
             full.name()
         );
-        let full_scan = scan::scan(full, "full", full_options)?;
-        let min_scan = if plan::needs_min_accounts(&full_scan) {
-            tracing::info!(
-                "full's own layers lack /etc/passwd or /etc/group: reading min for them"
-            );
-            Some(scan_min(min, filters.store, false)?)
-        } else {
-            None
-        };
-        return Ok((min_scan, full_scan));
     }
+    let read_min = !base || filters.slim;
     let (min_scan, full_scan) = std::thread::scope(|scope| {
-        let min_job = scope.spawn(|| scan_min(min, filters.store, filters.slim));
+        let min_job = read_min.then(|| scope.spawn(|| scan_min(min, filters.store, filters.slim)));
         let full_scan = scan::scan(full, "full", full_options);
-        let min_scan = min_job
-            .join()
-            .unwrap_or_else(|_| Err(Error::new("the min scan panicked")));
-        (min_scan, full_scan)
+        let min_scan = min_job.map(|job| {
+            job.join()
+                .unwrap_or_else(|_| Err(Error::new("the min scan panicked")))
+        });
+        (min_scan.transpose(), full_scan)
     });
-    Ok((Some(min_scan?), full_scan?))
+    let (min_scan, full_scan) = (min_scan?, full_scan?);
+    if !base {
+        return Ok((min_scan, full_scan, None));
+    }
+    // full FROM min: the plan reads min only for its account files.
+    if plan::needs_min_accounts(&full_scan) {
+        tracing::info!("full's own layers lack /etc/passwd or /etc/group: reading min for them");
+        let min_scan = match min_scan {
+            Some(scan) => scan,
+            None => scan_min(min, filters.store, false)?,
+        };
+        return Ok((Some(min_scan), full_scan, None));
+    }
+    Ok((None, full_scan, min_scan))
 }
+
+/// min's scan for the plan (if it reads min), full's, and min's for
+/// `--slim` alone.
+type MinAndFull = (
+    Option<scan::ScannedImage>,
+    scan::ScannedImage,
+    Option<scan::ScannedImage>,
+);
 
 /// min's small files (its account files, packages and distributions);
 /// for `--slim`, every ELF file's facts too.

@@ -135,7 +135,9 @@ impl Prepared {
         };
         let (mut image, reports) = self.execution(request, &plan).run(&self.spools, sink)?;
         let sbom = if request.sbom {
-            let min_scan = self.scans.min.as_ref().or(self.sbom_min.as_ref());
+            let min_scan = (self.scans.min.as_ref())
+                .or(self.scans.slim_min.as_ref())
+                .or(self.sbom_min.as_ref());
             let document =
                 super::sbom::document(&images, &self.scans, min_scan, &plan, &image, &reports);
             let path = target.work_dir.join(crate::sbom::FILE_NAME);
@@ -194,6 +196,7 @@ pub(crate) fn plan_compose(
                 Some(scan) => MinView::Scanned(scan),
                 None => MinView::BaseOfFull,
             },
+            slim_scan: scans.slim_min.as_ref(),
         },
         &PlanInput {
             name: images.full.name(),
