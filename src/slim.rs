@@ -172,6 +172,25 @@ impl View<'_> {
         matches!(resolve(self, path), Resolution::Found(_))
     }
 
+    /// Where a path dpkg lists really is: its parent resolved through the
+    /// image's symlinks (`/lib/x` is `/usr/lib/x` on merged /usr), its last
+    /// component not followed.
+    fn real(&self, path: &ImagePath) -> ImagePath {
+        let parent = path.parent().unwrap_or_default();
+        match resolve(self, &parent) {
+            Resolution::Found(r) if r.path != parent => r.path.join(path.file_name()),
+            _ => path.clone(),
+        }
+    }
+
+    /// The ELF file a path names, symlinks followed.
+    fn elf_file(&self, path: &ImagePath) -> Option<ImagePath> {
+        match resolve(self, path) {
+            Resolution::Found(r) if self.elf(&r.path).is_some() => Some(r.path),
+            _ => None,
+        }
+    }
+
     /// Files in `dir` (added or min's) whose names start with `prefix`.
     fn siblings(&self, dir: &ImagePath, prefix: &str) -> Vec<ImagePath> {
         let min = self.input.min.tree.child_names(dir).into_iter();
@@ -228,6 +247,8 @@ struct Packaging {
     installed: Installed,
     owners: Owners,
     dists: Dists,
+    /// Each package's files where they really are ([`View::real`]).
+    files: HashMap<String, Vec<ImagePath>>,
 }
 
 impl Packaging {
@@ -243,7 +264,21 @@ impl Packaging {
             status,
             owners: Owners::new(&min.kept),
             dists: Dists::new(&min.kept),
+            files: HashMap::new(),
         }
+    }
+
+    /// Resolves every installed package's listed files in `view`.
+    fn locate(&mut self, view: &View<'_>) {
+        for package in self.installed.packages.keys() {
+            let files = self.owners.files(package).iter().map(|f| view.real(f));
+            self.files.insert(package.clone(), files.collect());
+        }
+    }
+
+    /// A package's files, where they really are.
+    fn files(&self, package: &str) -> &[ImagePath] {
+        self.files.get(package).map_or(&[], Vec::as_slice)
     }
 
     /// The package that owns `path`, if one does.
@@ -345,7 +380,7 @@ impl Patterns {
 
 /// Computes what `--slim` removes from min, and checks the result.
 pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
-    let packaging = Packaging::of(input.min);
+    let mut packaging = Packaging::of(input.min);
     let patterns = Patterns::new(input.options, &packaging)?;
     let search = SearchPath::new(input.ld_library_path, &[&input.min.kept, &input.full.kept]);
     let none = BTreeSet::new();
@@ -353,6 +388,7 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
         input,
         removed: &none,
     };
+    packaging.locate(&view);
     let mut starts = initial_starts(&view);
     let python = python_keeps(&view, &packaging);
     starts.each.extend(
@@ -365,10 +401,10 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
     let mut seeds = packaging.always_kept();
     seeds.extend(patterns.keep_packages.iter().cloned());
     seeds.extend(python.packages.iter().cloned());
-    let (kept_packages, reach) = keep_fixpoint(
+    let (kept_packages, reach, starts) = keep_fixpoint(
         &view, &search, &packaging, &patterns, starts, seeds, &python,
     );
-    let before = reach.findings.clone();
+
     let mut slim = removals(
         &view,
         &packaging,
@@ -377,7 +413,7 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
         &reach,
         &python,
     )?;
-    check(input, &search, &slim, &before, &python)?;
+    check(input, &search, &slim, &reach, &starts, &python)?;
     slim.checked = reach.reached.len();
     Ok(slim)
 }
@@ -535,14 +571,23 @@ fn keep_fixpoint(
     mut starts: Starts,
     mut seeds: BTreeSet<String>,
     python: &PythonKeeps,
-) -> (BTreeSet<String>, Reach) {
+) -> (BTreeSet<String>, Reach, Starts) {
     let min = &view.input.min.tree;
     for (path, node) in min.iter() {
-        if !node.is_dir() && patterns.keeps(path) {
+        if node.is_dir() {
+            continue;
+        }
+        let kept = patterns.keeps(path);
+        if kept {
             seeds.extend(packaging.owner(path).map(str::to_string));
-            if view.elf(path).is_some() {
-                starts.each.insert(path.clone());
-            }
+        }
+        // Programs no package or distribution owns stay: what they load too.
+        let unowned_program = packaging.owner(path).is_none()
+            && packaging.dists.owner(path).is_none()
+            && !patterns.drops(path)
+            && view.elf(path).is_some_and(|i| i.interpreter.is_some());
+        if (kept && view.elf(path).is_some()) || unowned_program {
+            starts.each.insert(path.clone());
         }
     }
     for file in &python.files {
@@ -563,19 +608,22 @@ fn keep_fixpoint(
                 }
                 let dir = path.parent().unwrap_or_default();
                 for member in family.members {
-                    starts.each.extend(view.siblings(&dir, member));
+                    let siblings = view.siblings(&dir, member);
+                    starts
+                        .each
+                        .extend(siblings.iter().filter_map(|p| view.elf_file(p)));
                 }
             }
         }
         for package in &kept {
-            for file in packaging.owners.files(package) {
+            for file in packaging.files(package) {
                 if view.elf(file).is_some() {
                     starts.each.insert(file.clone());
                 }
             }
         }
         if starts.each.len() == before {
-            return (kept, reach);
+            return (kept, reach, starts);
         }
     }
 }
@@ -591,10 +639,7 @@ fn removals(
 ) -> Result<Slim> {
     let min = view.input.min;
     let added = &view.input.added;
-    let kept_files: HashSet<&ImagePath> = kept
-        .iter()
-        .flat_map(|p| packaging.owners.files(p))
-        .collect();
+    let kept_files: HashSet<&ImagePath> = kept.iter().flat_map(|p| packaging.files(p)).collect();
     let present =
         |p: &ImagePath| !added.contains_key(p) && min.tree.get(p).is_some_and(|n| !n.is_dir());
     let mut slim = Slim::default();
@@ -620,7 +665,6 @@ fn removals(
             continue;
         }
         let mut files: Vec<ImagePath> = packaging
-            .owners
             .files(name)
             .iter()
             .filter(|f| !kept_files.contains(f))
@@ -775,7 +819,8 @@ fn check(
     input: &SlimInput<'_>,
     search: &SearchPath,
     slim: &Slim,
-    before: &[Finding],
+    before: &Reach,
+    starts: &Starts,
     python: &PythonKeeps,
 ) -> Result<()> {
     let whole = BTreeSet::new();
@@ -787,16 +832,8 @@ fn check(
         input,
         removed: &slim.paths,
     };
-    let mut starts = initial_starts(&view);
-    starts.each.extend(
-        python
-            .files
-            .iter()
-            .filter(|p| view.elf(p).is_some())
-            .cloned(),
-    );
-    let reach = reach(&after, search, &starts);
-    let known: BTreeSet<&Finding> = before.iter().collect();
+    let reach = reach(&after, search, starts);
+    let known: BTreeSet<&Finding> = before.findings.iter().collect();
     if let Some(finding) = reach.findings.iter().find(|f| !known.contains(f)) {
         let chain: Vec<String> = finding.chain.iter().map(|p| p.display_abs()).collect();
         return Err(Error::new(format!(
@@ -816,7 +853,20 @@ fn check(
             .hint("keep it with --keep PATH, and report the case: the analysis missed it"));
         }
     }
-    check_families(&view, &after, &reach)
+    check_families(&view, &after, before)?;
+    let roots = starts
+        .roots
+        .executables
+        .iter()
+        .chain(&starts.roots.dlopened);
+    match roots.chain(&starts.each).find(|p| slim.paths.contains(*p)) {
+        Some(gone) => Err(Error::new(format!(
+            "--slim would remove {}, which the composed image loads",
+            gone.display_abs()
+        ))
+        .hint("leave it out of --slim-drop, or report the case: the analysis missed it")),
+        None => Ok(()),
+    }
 }
 
 /// Every family member present before is present after.

@@ -65,6 +65,8 @@ fn compile() -> Libs {
     add("libnccl.so.2", "int nccl(void){return 2;}", &[]);
     add("libcufft.so.11", "int fft(void){return 11;}", &[]);
     add("libkeepme.so", "int keepme(void){return 0;}", &[]);
+    add("libold.so.1", "int old(void){return 0;}", &[]);
+    add("libtool.so", "int tool(void){return 0;}", &[]);
     add(
         "libtriton_cudnnuser.so",
         "int cudnn(void); int go(void){return cudnn();}",
@@ -74,6 +76,23 @@ fn compile() -> Libs {
             "-Wl,--enable-new-dtags",
         ],
     );
+    // A program no package owns, and the unowned library it needs.
+    let src = d.join("tool.c");
+    fs::write(
+        &src,
+        "int tool(void); void _start(void){ tool(); for(;;); }",
+    )
+    .unwrap();
+    let status = Command::new("cc")
+        .args(["-nostdlib", "-fPIC", "-Wl,-e,_start", "-o"])
+        .arg(d.join("tool"))
+        .arg(&src)
+        .arg(format!("-L{}", d.display()))
+        .args(["-l:libtool.so", "-Wl,-rpath,/usr/local/lib"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    libs.insert("tool", fs::read(d.join("tool")).unwrap());
     Libs(libs)
 }
 
@@ -99,6 +118,7 @@ fn min(libs: &Libs) -> TestImage {
         stanza("libcublas12", "optional", ""),
         stanza("libnccl2", "optional", ""),
         stanza("unused-tool", "optional", "base-files"),
+        stanza("libold1", "optional", ""),
     ]
     .join("\n");
     let lib = |name: &'static str| bin(&format!("{CUDA}/{name}"), &libs.0[name]);
@@ -118,6 +138,14 @@ fn min(libs: &Libs) -> TestImage {
         symlink(&format!("{CUDA}/libcufft.so"), "libcufft.so.11"),
         dir("usr/local/lib"),
         bin("usr/local/lib/libkeepme.so", &libs.0["libkeepme.so"]),
+        bin("usr/local/lib/libtool.so", &libs.0["libtool.so"]),
+        dir("usr/local/bin"),
+        bin("usr/local/bin/tool", &libs.0["tool"]),
+        // Merged /usr: dpkg lists /lib/..., the file is under /usr/lib.
+        dir("usr/lib"),
+        dir("usr/lib/x86_64-linux-gnu"),
+        symlink("lib", "usr/lib"),
+        bin("usr/lib/x86_64-linux-gnu/libold.so.1", &libs.0["libold.so.1"]),
         exe("usr/bin/unused-tool", "#!/bin/sh\n"),
         dir("usr/share"),
         dir("usr/share/doc"),
@@ -146,6 +174,10 @@ fn min(libs: &Libs) -> TestImage {
             "/usr/bin/unused-tool\n/usr/share/doc/unused-tool\n/usr/share/doc/unused-tool/copyright\n",
         ),
         file("var/lib/dpkg/info/unused-tool.md5sums", "x  usr/bin/unused-tool\n"),
+        file(
+            "var/lib/dpkg/info/libold1.list",
+            "/lib/x86_64-linux-gnu/libold.so.1\n",
+        ),
         file("var/lib/dpkg/info/unused-tool.postinst", "#!/bin/sh\n"),
     ]));
     // A later layer replaces NCCL: both copies must go.
@@ -257,6 +289,7 @@ fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
         format!("{CUDA}/libcufft.so.11"),
         format!("{CUDA}/libcufft.so"),
         "usr/bin/unused-tool".to_string(),
+        "usr/lib/x86_64-linux-gnu/libold.so.1".to_string(),
         "usr/share/doc/unused-tool/copyright".to_string(),
         "var/lib/dpkg/info/libnccl2.list".to_string(),
         "var/lib/dpkg/info/unused-tool.md5sums".to_string(),
@@ -276,6 +309,8 @@ fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
         format!("{CUDA}/libcudnn_cnn.so.9"),
         format!("{CUDA}/libcublas.so.12"),
         "usr/local/lib/libkeepme.so".to_string(),
+        "usr/local/bin/tool".to_string(),
+        "usr/local/lib/libtool.so".to_string(),
         "etc/debian_version".to_string(),
         "etc/motd".to_string(),
         "usr/share/doc/unused-tool".to_string(),
