@@ -75,6 +75,54 @@ struct BuiltLayer {
     staged: Option<tempfile::NamedTempFile>,
 }
 
+impl BuiltLayer {
+    /// Hands the layer to the sink.
+    fn put(&self, sink: &mut dyn ImageSink, compression: Compression) -> Result<BlobDescriptor> {
+        let desc = BlobDescriptor {
+            media_type: crate::image::media_type::of_layer(compression).to_string(),
+            digest: self.written.digest.clone(),
+            size: self.written.size,
+        };
+        sink.put_blob_file(&desc, &self.path)?;
+        Ok(desc)
+    }
+
+    /// What the layer is, for the summary.
+    fn report(
+        &self,
+        role: crate::plan::LayerRole,
+        part: Option<crate::plan::Part>,
+        entries: usize,
+    ) -> LayerReport {
+        LayerReport {
+            purpose: crate::plan::purpose(&role, part),
+            role,
+            part,
+            entries,
+            size: self.written.size,
+            digest: self.written.digest.to_string(),
+            diff_id: self.written.diff_id.to_string(),
+            from_store: self.staged.is_none(),
+        }
+    }
+}
+
+/// One line of the log for a layer written or taken from the store.
+fn log_report(report: &LayerReport, counted: &str) {
+    tracing::info!(
+        "layer {}: {} {counted}, {} ({}){}",
+        report.purpose,
+        report.entries,
+        crate::progress::human_size(report.size),
+        report.digest,
+        if report.from_store {
+            ", built before: from the store"
+        } else {
+            ""
+        }
+    );
+}
+
 /// What determines a layer's content, entry by entry, for its store key.
 #[derive(Serialize)]
 enum ContentId<'a> {
@@ -107,38 +155,12 @@ impl Execution<'_> {
             reports.push(report);
         }
         for (plan, built) in self.plan.layers.iter().zip(&built) {
-            let layer = &built.written;
-            let desc = BlobDescriptor {
-                media_type: crate::image::media_type::of_layer(self.compression).to_string(),
-                digest: layer.digest.clone(),
-                size: layer.size,
-            };
-            sink.put_blob_file(&desc, &built.path)?;
-            diff_ids.push(serde_json::Value::String(layer.diff_id.to_string()));
-            let report = LayerReport {
-                role: plan.role.clone(),
-                part: plan.part,
-                purpose: plan.purpose(),
-                entries: plan.entries.len(),
-                size: layer.size,
-                digest: layer.digest.to_string(),
-                diff_id: layer.diff_id.to_string(),
-                from_store: built.staged.is_none(),
-            };
-            tracing::info!(
-                "layer {}: {} entries, {} ({}){}",
-                report.purpose,
-                report.entries,
-                crate::progress::human_size(report.size),
-                report.digest,
-                if report.from_store {
-                    ", built before: from the store"
-                } else {
-                    ""
-                }
-            );
-            reports.push(report);
+            let desc = built.put(sink, self.compression)?;
+            diff_ids.push(serde_json::Value::String(built.written.diff_id.to_string()));
+            let report = built.report(plan.role.clone(), plan.part, plan.entries.len());
+            log_report(&report, "entries");
             layers.push(desc);
+            reports.push(report);
         }
         let image = OutputImage {
             config: canonical_json(&config),
@@ -204,43 +226,17 @@ impl Execution<'_> {
         Ok((layers, slimmed))
     }
 
-    /// A min layer `--slim` cuts, handed to the sink.
+    /// A min layer `--slim` cut, handed to the sink.
     fn put_slimmed(
         &self,
         sink: &mut dyn ImageSink,
         filter: &crate::plan::MinFilter,
     ) -> Result<(BlobDescriptor, LayerReport)> {
         let built = self.slimmed_min_layer(filter)?;
-        let layer = &built.written;
-        let desc = BlobDescriptor {
-            media_type: crate::image::media_type::of_layer(self.compression).to_string(),
-            digest: layer.digest.clone(),
-            size: layer.size,
-        };
-        sink.put_blob_file(&desc, &built.path)?;
+        let desc = built.put(sink, self.compression)?;
         let role = crate::plan::LayerRole::SlimmedMin(filter.layer);
-        let report = LayerReport {
-            purpose: role.to_string(),
-            role,
-            part: None,
-            entries: filter.remove.len(),
-            size: layer.size,
-            digest: layer.digest.to_string(),
-            diff_id: layer.diff_id.to_string(),
-            from_store: built.staged.is_none(),
-        };
-        tracing::info!(
-            "{}: {} paths removed, {} ({}){}",
-            report.purpose,
-            report.entries,
-            crate::progress::human_size(report.size),
-            report.digest,
-            if report.from_store {
-                ", from the store"
-            } else {
-                ""
-            }
-        );
+        let report = built.report(role, None, filter.remove.len());
+        log_report(&report, "paths removed");
         Ok((desc, report))
     }
 
@@ -253,16 +249,7 @@ impl Execution<'_> {
             .layers
             .iter()
             .zip(built)
-            .map(|(plan, built)| LayerReport {
-                role: plan.role.clone(),
-                part: plan.part,
-                purpose: plan.purpose(),
-                entries: plan.entries.len(),
-                size: built.written.size,
-                digest: built.written.digest.to_string(),
-                diff_id: built.written.diff_id.to_string(),
-                from_store: built.staged.is_none(),
-            })
+            .map(|(plan, built)| built.report(plan.role.clone(), plan.part, plan.entries.len()))
             .collect())
     }
 

@@ -16,20 +16,7 @@ const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
 
 /// Compiles a shared library without libc (so no image needs one).
 fn cc(dir: &Path, name: &str, soname: &str, source: &str, extra: &[&str]) -> Vec<u8> {
-    let src = dir.join(format!("{name}.c"));
-    fs::write(&src, source).unwrap();
-    let out = dir.join(name);
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-nostdlib", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg(format!("-Wl,-soname,{soname}"))
-        .arg(format!("-L{}", dir.display()))
-        .args(extra)
-        .status()
-        .expect("a C compiler (cc) is installed");
-    assert!(status.success(), "cc failed for {name}");
-    fs::read(out).unwrap()
+    cc_library(dir, (name, soname), source, extra, false)
 }
 
 struct Libs {
@@ -100,17 +87,6 @@ fn compile() -> Libs {
         helper,
         elfy,
         broken,
-    }
-}
-
-fn bin(path: &str, data: &[u8]) -> Item {
-    Item::File {
-        path: path.into(),
-        data: data.to_vec(),
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        xattrs: vec![],
     }
 }
 

@@ -1442,20 +1442,7 @@ fn composed_images_miss_no_file_of_their_packages_that_full_has() {
 
 /// Compiles `source` (with libc) into `dir/name` as a shared library.
 fn cc_lib(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Vec<u8> {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).unwrap();
-    let out = dir.join(name);
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg(format!("-Wl,-soname,{name}"))
-        .arg(format!("-L{}", dir.display()))
-        .args(extra)
-        .status()
-        .expect("a C compiler (cc) is installed");
-    assert!(status.success(), "cc failed for {name}");
-    std::fs::read(out).unwrap()
+    support::images::cc_library(dir, (name, name), source, extra, true)
 }
 
 fn md5(data: &[u8]) -> String {
@@ -1616,6 +1603,24 @@ fn gpu_shaped(fx: &Fixtures, at: &Path) -> (Vec<u8>, PathBuf) {
     (layer_tar(&items), backend)
 }
 
+/// The fixture min with [`gpu_shaped`]'s layer and CUDA's variables, as
+/// an OCI layout in `at/min`; and the local backend's directory.
+fn gpu_shaped_min(fx: &Fixtures, at: &Path) -> (PathBuf, PathBuf) {
+    let (layer, backend) = gpu_shaped(fx, at);
+    let min = at.join("min");
+    support::images::derive_oci(
+        &fx.dir.join("min-oci"),
+        "latest",
+        &min,
+        Some(&layer),
+        &[
+            "CUDA_VERSION=12.9.0",
+            "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
+        ],
+    );
+    (min, backend)
+}
+
 /// Where scripts/test.sh unpacked CUDA's runtime and cuRAND from PyPI
 /// (TRITON_COMPOSE_NVIDIA); required under CI.
 fn nvidia_libs() -> Option<PathBuf> {
@@ -1634,18 +1639,7 @@ fn nvidia_libs() -> Option<PathBuf> {
 fn slim_images_answer_inference_load_what_they_keep_and_keep_dpkg_whole() {
     let Some(fx) = Fixtures::get() else { return };
     let work = tempfile::tempdir().unwrap();
-    let (layer, backend) = gpu_shaped(&fx, work.path());
-    let min = work.path().join("min");
-    support::images::derive_oci(
-        &fx.dir.join("min-oci"),
-        "latest",
-        &min,
-        Some(&layer),
-        &[
-            "CUDA_VERSION=12.9.0",
-            "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
-        ],
-    );
+    let (min, backend) = gpu_shaped_min(&fx, work.path());
     let min_ref = format!("oci:{}:latest", min.display());
     let full_ref = format!("oci:{}:latest", fx.dir.join("full-oci").display());
     let cudnnuser = format!("cudnnuser={}", backend.display());
@@ -1788,18 +1782,8 @@ fn slim_images_answer_inference_load_what_they_keep_and_keep_dpkg_whole() {
 fn slim_gpu_enabled_composes_are_checked_and_reproducible() {
     let Some(fx) = Fixtures::get() else { return };
     let work = tempfile::tempdir().unwrap();
-    let (layer, _) = gpu_shaped(&fx, work.path());
-    let (min, full) = (work.path().join("min"), work.path().join("full"));
-    support::images::derive_oci(
-        &fx.dir.join("min-oci"),
-        "latest",
-        &min,
-        Some(&layer),
-        &[
-            "CUDA_VERSION=12.9.0",
-            "LD_LIBRARY_PATH=/usr/local/cuda/lib64",
-        ],
-    );
+    let (min, _) = gpu_shaped_min(&fx, work.path());
+    let full = work.path().join("full");
     // The same Triton, said to be built with GPU support.
     support::images::derive_oci(
         &fx.dir.join("full-oci"),

@@ -78,6 +78,46 @@ pub fn exe(path: &str, data: &str) -> Item {
         xattrs: vec![],
     }
 }
+/// An executable file of any bytes (compiled ELF files).
+pub fn bin(path: &str, data: &[u8]) -> Item {
+    Item::File {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    }
+}
+
+/// Compiles `source` into the shared library `dir/name` with soname
+/// `soname`, linking against what `dir` holds; `libc`: with the C library
+/// (else `-nostdlib`, so that no image needs one).
+pub fn cc_library(
+    dir: &Path,
+    (name, soname): (&str, &str),
+    source: &str,
+    extra: &[&str],
+    libc: bool,
+) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC"])
+        .args((!libc).then_some("-nostdlib"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg(format!("-L{}", dir.display()))
+        .args(extra)
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success(), "cc failed for {name}");
+    fs::read(out).unwrap()
+}
+
 pub fn symlink(path: &str, target: &str) -> Item {
     Item::Symlink {
         path: path.into(),
