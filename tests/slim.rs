@@ -14,6 +14,7 @@ use std::process::Command;
 use support::*;
 
 const CUDA: &str = "usr/local/cuda/lib64";
+const SITE: &str = "usr/local/lib/python3.11/dist-packages";
 
 /// A shared library without libc; what it needs is linked from `dir`.
 fn cc(dir: &Path, name: &str, source: &str, extra: &[&str]) -> Vec<u8> {
@@ -155,6 +156,17 @@ fn min(libs: &Libs) -> TestImage {
             "/lib/x86_64-linux-gnu/libold.so.1\n",
         ),
         file("var/lib/dpkg/info/unused-tool.postinst", "#!/bin/sh\n"),
+        // A pip distribution nothing imports (python is not selected).
+        dir("usr/local/lib/python3.11"),
+        dir(SITE),
+        dir(&format!("{SITE}/unused")),
+        file(&format!("{SITE}/unused/__init__.py"), "# unused\n"),
+        dir(&format!("{SITE}/unused-1.0.dist-info")),
+        file(&format!("{SITE}/unused-1.0.dist-info/METADATA"), "Name: unused\n"),
+        file(
+            &format!("{SITE}/unused-1.0.dist-info/RECORD"),
+            "unused/__init__.py,,\nunused-1.0.dist-info/METADATA,,\nunused-1.0.dist-info/RECORD,,\n",
+        ),
     ]));
     // A later layer replaces NCCL: both copies must go.
     min.layers.push(layer_tar(&[lib("libnccl.so.2")]));
@@ -270,6 +282,8 @@ fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
         "var/lib/dpkg/info/libnccl2.list".to_string(),
         "var/lib/dpkg/info/unused-tool.md5sums".to_string(),
         "var/lib/dpkg/info/unused-tool.postinst".to_string(),
+        format!("{SITE}/unused/__init__.py"),
+        format!("{SITE}/unused-1.0.dist-info/RECORD"),
     ];
     for path in &gone {
         assert!(
@@ -311,6 +325,7 @@ fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
     };
     assert!(named("package", "libnccl2 "), "{removed:?}");
     assert!(named("package", "unused-tool "), "{removed:?}");
+    assert!(named("python-dist", "unused-1.0"), "{removed:?}");
     assert!(
         named("library", &format!("/{CUDA}/libcufft.so.11")),
         "{removed:?}"
@@ -400,6 +415,19 @@ fn slim_dry_run_says_what_goes_and_the_dockerfile_mirrors_it() {
     let paths: Vec<&[u8]> = list.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     assert!(paths.contains(&format!("/{CUDA}/libnccl.so.2").as_bytes()));
     assert!(!paths.contains(&format!("/{CUDA}/libcudnn_ops.so.9").as_bytes()));
+    // --slim-drop removes an unowned file the analysis would keep.
+    let (ok, stdout, stderr) = setup.compose(
+        "drop",
+        &[
+            "--slim",
+            "--slim-drop",
+            "/usr/local/lib/libkeep*",
+            "--dry-run",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"dropped\""), "{stdout}");
+    assert!(stdout.contains("/usr/local/lib/libkeepme.so"), "{stdout}");
     // Dropping what something loads is refused, naming what loads it.
     let ops = format!("/{CUDA}/libcudnn_ops.so.9");
     let (ok, _, stderr) = setup.compose("bad", &["--slim", "--slim-drop", &ops, "--dry-run"]);
@@ -508,4 +536,46 @@ fn catalog_sizes_a_slim_selection_and_serve_slims_every_tag() {
     assert!(image
         .tree
         .contains_key(&*format!("{CUDA}/libcudnn_ops.so.9")));
+}
+
+#[test]
+fn every_variant_of_a_slim_run_is_slimmed() {
+    let setup = Setup::new();
+    let variants = setup.path("variants.toml");
+    let out = |name: &str| format!("oci:{}:latest", setup.path(name).display());
+    fs::write(
+        &variants,
+        format!(
+            "[[variant]]\nname = \"user\"\noutput = \"{}\"\nbackends = [\"cudnnuser\"]\n\n\
+             [[variant]]\nname = \"plain\"\noutput = \"{}\"\nbackends = [\"plain\"]\n",
+            out("v-user"),
+            out("v-plain")
+        ),
+    )
+    .unwrap();
+    let min = format!("min,oci:{}:latest", setup.path("min").display());
+    let full = format!("full,oci:{}:24.10", setup.path("full").display());
+    let work = setup.path("work-variants");
+    let (code, _, stderr) = run_cli_output(&[
+        "--enable-gpu=false",
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--variants",
+        variants.to_str().unwrap(),
+        "--slim",
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let user = read_oci(&setup.path("v-user"), "latest");
+    let plain = read_oci(&setup.path("v-plain"), "latest");
+    let ops = format!("{CUDA}/libcudnn_ops.so.9");
+    // Each variant keeps what it loads: only cudnnuser loads cuDNN.
+    assert!(user.tree.contains_key(ops.as_str()));
+    assert!(!plain.tree.contains_key(ops.as_str()));
+    for image in [&user, &plain] {
+        assert!(!image.tree.contains_key(&*format!("{CUDA}/libnccl.so.2")));
+    }
 }
