@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::deps::chain::{self, Finding, Objects, Roots};
@@ -332,49 +332,116 @@ impl Packaging {
     }
 }
 
+/// Globs of `--keep` or `--slim-drop`: one with a `/` matches a path
+/// (`*` stays within a directory, `**` crosses them), one without matches
+/// a file name. Which of them matched something is remembered, to warn of
+/// those that named nothing.
+struct PathGlobs {
+    flag: &'static str,
+    patterns: Vec<String>,
+    /// By path, and by file name; each with its pattern's index.
+    paths: (GlobSet, Vec<usize>),
+    names: (GlobSet, Vec<usize>),
+    hits: std::cell::RefCell<Vec<bool>>,
+}
+
+impl PathGlobs {
+    fn new(flag: &'static str, patterns: &[&String]) -> Result<PathGlobs> {
+        let mut paths = (GlobSetBuilder::new(), Vec::new());
+        let mut names = (GlobSetBuilder::new(), Vec::new());
+        for (index, pattern) in patterns.iter().enumerate() {
+            let text = pattern.trim_start_matches('/');
+            let glob = globset::GlobBuilder::new(text)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| {
+                    Error::new(format!("{flag} {pattern:?} is not a glob: {e}")).hint(
+                        "give a path, a file name, or a glob such as /usr/local/lib/libfoo*.so*",
+                    )
+                })?;
+            let set = if pattern.contains('/') {
+                &mut paths
+            } else {
+                &mut names
+            };
+            set.0.add(glob);
+            set.1.push(index);
+        }
+        let build =
+            |set: GlobSetBuilder| set.build().map_err(|e| Error::new(format!("{flag}: {e}")));
+        Ok(PathGlobs {
+            flag,
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            paths: (build(paths.0)?, paths.1),
+            names: (build(names.0)?, names.1),
+            hits: std::cell::RefCell::new(vec![false; patterns.len()]),
+        })
+    }
+
+    /// True when a pattern names `path` (or, with `ancestors`, a directory
+    /// holding it).
+    fn matches(&self, path: &ImagePath, ancestors: bool) -> bool {
+        let mut candidates = vec![path.clone()];
+        if ancestors {
+            candidates.extend(path.ancestors());
+        }
+        let mut found = false;
+        for candidate in &candidates {
+            let text = String::from_utf8_lossy(candidate.as_bytes());
+            let name = String::from_utf8_lossy(candidate.file_name());
+            let hits = (self.paths.0.matches(text.as_ref()).into_iter())
+                .map(|i| self.paths.1[i])
+                .chain(
+                    self.names
+                        .0
+                        .matches(name.as_ref())
+                        .into_iter()
+                        .map(|i| self.names.1[i]),
+                );
+            for index in hits {
+                self.hits.borrow_mut()[index] = true;
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Warns of the patterns that named nothing.
+    fn warn_unmatched(&self) {
+        for (pattern, hit) in self.patterns.iter().zip(self.hits.borrow().iter()) {
+            if !hit {
+                tracing::warn!("{} {pattern:?} names no package or file of min", self.flag);
+            }
+        }
+    }
+}
+
 /// `--keep` and `--slim-drop`, compiled.
 struct Patterns {
-    keep: GlobSet,
+    keep: PathGlobs,
     keep_packages: BTreeSet<String>,
-    drop: GlobSet,
+    drop: PathGlobs,
 }
 
 impl Patterns {
     fn new(options: &SlimOptions, packaging: &Packaging) -> Result<Patterns> {
-        let globs = |patterns: &[&String], flag: &str| -> Result<GlobSet> {
-            let mut set = GlobSetBuilder::new();
-            for pattern in patterns {
-                let glob = Glob::new(pattern.trim_start_matches('/')).map_err(|e| {
-                    Error::new(format!("{flag} {pattern:?} is not a glob: {e}"))
-                        .hint("give a path, or a glob such as /usr/local/lib/libfoo*.so*")
-                })?;
-                set.add(glob);
-            }
-            set.build().map_err(|e| Error::new(format!("{flag}: {e}")))
-        };
         let (packages, paths): (Vec<&String>, Vec<&String>) = options
             .keep
             .iter()
             .partition(|k| !k.contains('/') && packaging.installed.provider(k).is_some());
         Ok(Patterns {
-            keep: globs(&paths, "--keep")?,
+            keep: PathGlobs::new("--keep", &paths)?,
             keep_packages: packages.into_iter().cloned().collect(),
-            drop: globs(&options.drop.iter().collect::<Vec<_>>(), "--slim-drop")?,
+            drop: PathGlobs::new("--slim-drop", &options.drop.iter().collect::<Vec<_>>())?,
         })
     }
 
     fn keeps(&self, path: &ImagePath) -> bool {
-        let text = String::from_utf8_lossy(path.as_bytes());
-        self.keep.is_match(text.as_ref())
-            || path.ancestors().iter().any(|a| {
-                self.keep
-                    .is_match(String::from_utf8_lossy(a.as_bytes()).as_ref())
-            })
+        self.keep.matches(path, true)
     }
 
     fn drops(&self, path: &ImagePath) -> bool {
-        self.drop
-            .is_match(String::from_utf8_lossy(path.as_bytes()).as_ref())
+        self.drop.matches(path, false)
     }
 }
 
@@ -404,6 +471,7 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
     let (kept_packages, reach, starts) = keep_fixpoint(
         &view, &search, &packaging, &patterns, starts, seeds, &python,
     );
+    patterns.keep.warn_unmatched();
 
     let mut slim = removals(
         &view,
@@ -682,6 +750,7 @@ fn removals(
     }
     remove_dists(&mut slim, view, packaging, python, &mut record);
     remove_unowned(&mut slim, view, packaging, patterns, reach, &mut record);
+    patterns.drop.warn_unmatched();
     keep_shared_inodes(&mut slim, min);
     remove_dangling(&mut slim, view, packaging, &mut record);
     slim.removed.retain(|r| r.files > 0);

@@ -436,6 +436,25 @@ fn slim_dry_run_says_what_goes_and_the_dockerfile_mirrors_it() {
         stderr.contains("loads at run time") && stderr.contains("libcudnn.so.9"),
         "{stderr}"
     );
+    // A file name glob keeps (or drops) wherever the file is; one that
+    // names nothing is said so.
+    let (ok, stdout, stderr) = setup.compose(
+        "names",
+        &[
+            "--slim",
+            "--keep",
+            "libcufft.so.*",
+            "--keep",
+            "libnothing*",
+            "--dry-run",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("libcufft.so.11"), "{stdout}");
+    assert!(
+        stderr.contains("--keep \"libnothing*\" names no package or file of min"),
+        "{stderr}"
+    );
     // --keep PACKAGE keeps a package (and its files) nothing loads.
     let (ok, stdout, stderr) =
         setup.compose("kept", &["--slim", "--keep", "libnccl2", "--dry-run"]);
