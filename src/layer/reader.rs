@@ -183,3 +183,82 @@ fn entry_meta(header: &TarHeader, kind: EntryKind) -> Result<EntryMeta> {
     }
     Ok(meta)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::write::GzEncoder;
+    use flate2::GzBuilder;
+
+    use super::*;
+
+    /// A tar of one file, as `tar` writes it.
+    fn tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        let data = vec![7u8; 300_000];
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "opt/data.bin", &data[..])
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn member(data: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// Reads a blob through both gzip readers (plain, and the one that
+    /// keeps access points): the diff-id, or the error.
+    fn read_both(blob: &[u8]) -> [Result<Digest>; 2] {
+        [false, true]
+            .map(|access| read_layer_with(blob, access, |_, _| Ok(())).map(|(digest, _)| digest))
+    }
+
+    #[test]
+    fn every_gzip_member_is_read_whatever_its_header_says() {
+        let tar = tar();
+        let expected = Digest::of(&tar);
+        let (a, b) = tar.split_at(100_000);
+        // Empty members first, between and last; a member with FEXTRA,
+        // FNAME and FCOMMENT.
+        let mut blob = member(b"");
+        blob.extend(member(a));
+        blob.extend(member(b""));
+        let mut fancy = GzBuilder::new()
+            .extra(b"xx\x02\x00ab".to_vec())
+            .filename("layer.tar")
+            .comment("a comment")
+            .write(Vec::new(), flate2::Compression::default());
+        fancy.write_all(b).unwrap();
+        blob.extend(fancy.finish().unwrap());
+        blob.extend(member(b""));
+        for read in read_both(&blob) {
+            assert_eq!(read.unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn a_damaged_member_or_garbage_after_the_last_is_an_error() {
+        let tar = tar();
+        let (a, b) = tar.split_at(100_000);
+        let whole = [member(a), member(b)].concat();
+        let first = member(a).len();
+        // The first member's CRC-32, then its length, then trailing bytes.
+        let mut crc = whole.clone();
+        crc[first - 8] ^= 1;
+        let mut size = whole.clone();
+        size[first - 4] ^= 1;
+        let mut garbage = whole.clone();
+        garbage.extend_from_slice(b"not a gzip member");
+        for (case, blob) in [("crc", crc), ("size", size), ("garbage", garbage)] {
+            for read in read_both(&blob) {
+                assert!(read.is_err(), "{case}: read without error");
+            }
+        }
+    }
+}
