@@ -191,6 +191,18 @@ impl View<'_> {
         }
     }
 
+    /// What `path` loads by name at run time ([`triton::FAMILIES`]): each
+    /// member beside it, with the family that says so.
+    fn family_members(&self, path: &ImagePath) -> Vec<(&'static triton::Family, ImagePath)> {
+        let dir = path.parent().unwrap_or_default();
+        triton::FAMILIES
+            .iter()
+            .filter(|f| path.file_name().starts_with(f.trigger.as_bytes()))
+            .flat_map(|f| f.members.iter().map(move |m| (f, m)))
+            .flat_map(|(f, m)| self.siblings(&dir, m).into_iter().map(move |p| (f, p)))
+            .collect()
+    }
+
     /// Files in `dir` (added or min's) whose names start with `prefix`.
     fn siblings(&self, dir: &ImagePath, prefix: &str) -> Vec<ImagePath> {
         let min = self.input.min.tree.child_names(dir).into_iter();
@@ -668,20 +680,12 @@ fn keep_fixpoint(
         }
         let kept = packaging.closure(&seeds);
         let before = starts.each.len();
-        for family in &triton::FAMILIES {
-            for path in reach.reached.iter().chain(&starts.each.clone()) {
-                let name = String::from_utf8_lossy(path.file_name());
-                if !name.starts_with(family.trigger) {
-                    continue;
-                }
-                let dir = path.parent().unwrap_or_default();
-                for member in family.members {
-                    let siblings = view.siblings(&dir, member);
-                    starts
-                        .each
-                        .extend(siblings.iter().filter_map(|p| view.elf_file(p)));
-                }
-            }
+        // Every start is reached when it is an ELF file: its family too.
+        for path in &reach.reached {
+            let members = view.family_members(path);
+            starts
+                .each
+                .extend(members.iter().filter_map(|(_, p)| view.elf_file(p)));
         }
         for package in &kept {
             for file in packaging.files(package) {
@@ -940,23 +944,15 @@ fn check(
 
 /// Every family member present before is present after.
 fn check_families(before: &View<'_>, after: &View<'_>, reach: &Reach) -> Result<()> {
-    for family in &triton::FAMILIES {
-        for path in &reach.reached {
-            if !path.file_name().starts_with(family.trigger.as_bytes()) {
-                continue;
-            }
-            let dir = path.parent().unwrap_or_default();
-            for member in family.members {
-                for sibling in before.siblings(&dir, member) {
-                    if !after.exists(&sibling) {
-                        return Err(Error::new(format!(
-                            "--slim would remove {}, which {} loads at run time ({})",
-                            sibling.display_abs(),
-                            path.display_abs(),
-                            family.source
-                        )));
-                    }
-                }
+    for path in &reach.reached {
+        for (family, member) in before.family_members(path) {
+            if !after.exists(&member) {
+                return Err(Error::new(format!(
+                    "--slim would remove {}, which {} loads at run time ({})",
+                    member.display_abs(),
+                    path.display_abs(),
+                    family.source
+                )));
             }
         }
     }

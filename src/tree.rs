@@ -6,7 +6,7 @@
 //! content. Hard links are resolved to their target's inode when read, so
 //! two paths with the same inode are hard links of each other.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 
 use crate::error::{Error, Result};
@@ -126,15 +126,19 @@ impl MergedTree {
                 // A directory replaced by a non-directory loses its contents.
                 self.remove_below(&path, false);
             }
-            let hidden = self
-                .nodes
-                .get(&path)
-                .filter(|old| !old.is_dir() && old.inode.layer != node.inode.layer);
-            if let Some(old) = hidden {
-                let layer = old.inode.layer;
-                self.beneath.entry(path.clone()).or_default().push(layer);
+            let layer = node.inode.layer;
+            match self.nodes.entry(path) {
+                btree_map::Entry::Vacant(slot) => {
+                    slot.insert(node);
+                }
+                btree_map::Entry::Occupied(mut slot) => {
+                    let old = slot.insert(node);
+                    if !old.is_dir() && old.inode.layer != layer {
+                        let beneath = self.beneath.entry(slot.key().clone()).or_default();
+                        beneath.push(old.inode.layer);
+                    }
+                }
             }
-            self.nodes.insert(path, node);
         }
     }
 }

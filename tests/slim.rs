@@ -219,27 +219,17 @@ impl Setup {
 
     /// Composes cudnnuser into oci:NAME with `extra`; (success, stdout, stderr).
     fn compose(&self, name: &str, extra: &[&str]) -> (bool, String, String) {
-        let min = format!("min,oci:{}:latest", self.path("min").display());
-        let full = format!("full,oci:{}:24.10", self.path("full").display());
-        let output = format!("oci:{}:latest", self.path(name).display());
-        let work = self.path(&format!("work-{name}"));
-        let mut args = vec![
-            "--enable-gpu=false",
-            "--image",
-            &min,
-            "--image",
-            &full,
-            "--backend",
-            "cudnnuser",
-            "--work-dir",
-            work.to_str().unwrap(),
-            "--json",
-        ];
+        let mut compose = Compose::new(
+            &format!("oci:{}:latest", self.path("min").display()),
+            &format!("oci:{}:24.10", self.path("full").display()),
+        )
+        .select(&["--backend", "cudnnuser"])
+        .work_dir(&self.path(&format!("work-{name}")))
+        .arg("--json");
         if !extra.contains(&"--dry-run") {
-            args.extend(["--output", &output]);
+            compose = compose.output(&format!("oci:{}:latest", self.path(name).display()));
         }
-        args.extend_from_slice(extra);
-        let (code, stdout, stderr) = run_cli_output(&args);
+        let (code, stdout, stderr) = compose.args(extra).output_of();
         (code == 0, stdout, stderr)
     }
 }

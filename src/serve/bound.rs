@@ -309,12 +309,18 @@ pub(crate) struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut in_flight = self.bound.in_flight.lock().expect("not poisoned");
-        if let Some(count) = in_flight.get_mut(&self.blob) {
-            *count -= 1;
-            if *count == 0 {
-                in_flight.remove(&self.blob);
-            }
+        release(&self.bound.in_flight, &self.blob);
+    }
+}
+
+/// Counts one holder of `key` out of `counts`, forgetting keys no one holds
+/// (a download in flight here, a request waiting for a selection in serve).
+pub(crate) fn release<K: std::hash::Hash + Eq>(counts: &Mutex<HashMap<K, usize>>, key: &K) {
+    let mut counts = counts.lock().expect("not poisoned");
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
         }
     }
 }

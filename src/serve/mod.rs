@@ -697,13 +697,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let mut pending = self.state.pending.lock().expect("not poisoned");
-        if let Some(waiting) = pending.get_mut(&self.tag) {
-            *waiting -= 1;
-            if *waiting == 0 {
-                pending.remove(&self.tag);
-            }
-        }
+        bound::release(&self.state.pending, &self.tag);
     }
 }
 
