@@ -97,7 +97,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
     pub compression: CompressionKind,
 
-    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    /// Compression level (gzip: libdeflate's 0-12, default 4; zstd 1-22,
+    /// default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
@@ -287,7 +288,8 @@ pub struct ServeCli {
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
     pub compression: CompressionKind,
 
-    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
+    /// Compression level (gzip: libdeflate's 0-12, default 4; zstd 1-22,
+    /// default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
@@ -570,10 +572,14 @@ fn parse_compose_bool(value: &str) -> Result<bool, String> {
 /// The compression a kind and an optional level name.
 fn compression(kind: CompressionKind, level: Option<i32>) -> Result<Compression, String> {
     match (kind, level) {
-        (CompressionKind::Gzip, None) => Ok(Compression::Gzip { level: 6 }),
-        (CompressionKind::Gzip, Some(level @ 0..=9)) => Ok(Compression::Gzip {
-            level: level as u32,
-        }),
+        (CompressionKind::Gzip, None) => Ok(Compression::default()),
+        (CompressionKind::Gzip, Some(level))
+            if u32::try_from(level).is_ok_and(|l| crate::layer::GZIP_LEVELS.contains(&l)) =>
+        {
+            Ok(Compression::Gzip {
+                level: level as u32,
+            })
+        }
         (CompressionKind::Zstd, None) => Ok(Compression::Zstd { level: 3 }),
         (CompressionKind::Zstd, Some(level @ 1..=22)) => Ok(Compression::Zstd { level }),
         (kind, Some(level)) => Err(format!(
@@ -625,6 +631,23 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compression_levels_are_libdeflate_s_and_zstd_s() {
+        let gzip = |level| compression(CompressionKind::Gzip, level);
+        assert_eq!(gzip(None), Ok(Compression::Gzip { level: 4 }));
+        assert_eq!(gzip(Some(0)), Ok(Compression::Gzip { level: 0 }));
+        assert_eq!(gzip(Some(12)), Ok(Compression::Gzip { level: 12 }));
+        for bad in [-1, 13, 100] {
+            assert!(
+                gzip(Some(bad)).unwrap_err().contains("out of range"),
+                "{bad}"
+            );
+        }
+        let zstd = |level| compression(CompressionKind::Zstd, level);
+        assert_eq!(zstd(None), Ok(Compression::Zstd { level: 3 }));
+        assert!(zstd(Some(23)).is_err());
+    }
 
     #[test]
     fn accepts_compose_py_command_lines() {

@@ -286,9 +286,122 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Runs `body` on a reader of `raw` that a thread of its own fills ahead,
+/// in 1 MiB pieces through a bounded channel: a blob read (and hashed, by a
+/// [`VerifyingReader`]) on one core is inflated on another. The thread
+/// ends when `raw` ends, fails, or `body` stops reading.
+pub(crate) fn with_read_ahead<R: Read + Send, T>(
+    raw: R,
+    body: impl FnOnce(&mut (dyn Read + Send)) -> T,
+) -> T {
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        scope.spawn(move || {
+            let mut raw = raw;
+            loop {
+                let mut piece = vec![0u8; HASH_PIECE];
+                let got = read_full(&mut raw, &mut piece).map(|n| {
+                    piece.truncate(n);
+                    piece
+                });
+                let end = got.as_ref().map_or(true, Vec::is_empty);
+                if sender.send(got).is_err() || end {
+                    return;
+                }
+            }
+        });
+        let mut ahead = ReadAhead {
+            receiver,
+            piece: Vec::new(),
+            pos: 0,
+            ended: false,
+        };
+        body(&mut ahead)
+    })
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(raw: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match raw.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+struct ReadAhead {
+    receiver: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    piece: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.piece.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.receiver.recv() {
+                Ok(Ok(piece)) => {
+                    self.ended = piece.is_empty();
+                    self.piece = piece;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                Err(_) => return Err(io::Error::other("the reading thread stopped")),
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.pos);
+        buf[..n].copy_from_slice(&self.piece[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_ahead_gives_every_byte_its_error_and_stops_with_its_reader() {
+        let data: Vec<u8> = (0..3 * HASH_PIECE + 7).map(|i| (i % 251) as u8).collect();
+        let got = with_read_ahead(&data[..], |r| {
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map(|_| out)
+        });
+        assert_eq!(got.unwrap(), data);
+        // An error of the source reaches the reader, after what came before.
+        let failing = (&data[..HASH_PIECE + 3]).chain(FailingRead);
+        let got = with_read_ahead(failing, |r| {
+            let mut out = Vec::new();
+            let err = r.read_to_end(&mut out).unwrap_err();
+            (out.len(), err.kind())
+        });
+        assert_eq!(got, (HASH_PIECE, io::ErrorKind::BrokenPipe));
+        // A reader that stops early ends the thread (the scope returns).
+        let endless = io::repeat(7);
+        let first = with_read_ahead(endless, |r| {
+            let mut byte = [0u8; 1];
+            r.read_exact(&mut byte).map(|_| byte[0])
+        });
+        assert_eq!(first.unwrap(), 7);
+    }
+
+    struct FailingRead;
+    impl Read for FailingRead {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
 
     #[test]
     fn parses_only_well_formed_sha256() {

@@ -140,7 +140,10 @@ impl Execution<'_> {
         spools: &Spools,
         sink: &mut dyn ImageSink,
     ) -> Result<(OutputImage, Vec<LayerReport>)> {
+        let building = crate::progress::phase("build new layers");
         let built = self.build_layers(spools)?;
+        drop(building);
+        let _putting = crate::progress::phase("put layers into the sink");
         let (mut layers, slimmed) = self.put_min_layers(sink)?;
         let mut config = self.plan.config.clone();
         let diff_ids = config
@@ -335,6 +338,7 @@ impl Execution<'_> {
     /// that lie outside the selected subtrees and the runtime dependencies,
     /// re-reading only the layers that hold it, into spools of their own.
     fn refill(&self, spools: &Spools, layers: &[usize]) -> Result<Spools> {
+        let _phase = crate::progress::phase("re-read content the scan did not keep");
         let mut refills = Spools::new();
         for (origin, source) in [
             (Origin::Full, Some(self.full)),
@@ -447,6 +451,7 @@ impl Execution<'_> {
             })
         });
         let refills = refills.transpose()?.unwrap_or_default();
+        let _phase = crate::progress::phase("write layers that waited for the re-read");
         self.write_queue(&waiting, spools, &refills, &mut results);
         layers
             .iter()

@@ -101,3 +101,29 @@ pub fn human_size(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// Times one phase of a run (scan, plan, re-read, write, sink) and logs
+/// `phase NAME: S s` when dropped, at debug level (`-v`, or the bench
+/// with `TRITON_COMPOSE_LOG=triton_compose::progress=debug`),
+/// showing where a compose's time goes.
+pub(crate) struct Phase {
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+pub(crate) fn phase(name: &'static str) -> Phase {
+    Phase {
+        name,
+        started: std::time::Instant::now(),
+    }
+}
+
+impl Drop for Phase {
+    fn drop(&mut self) {
+        tracing::debug!(
+            "phase {}: {:.2} s",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -548,7 +548,7 @@ mod tests {
             enable_gpu: true,
             output_name: "tritonserver".into(),
             work_dir: ".".into(),
-            compression: Compression::Gzip { level: 6 },
+            compression: Compression::default(),
             ..Default::default()
         }
     }

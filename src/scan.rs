@@ -372,9 +372,16 @@ impl LayerReader<'_> {
                 .map(|(_, size)| format!(" ({})", human_size(*size)))
                 .unwrap_or_default()
         );
+        let started = std::time::Instant::now();
         let (read, spool) = self
             .read(index)
             .map_err(|e| layer_error(e, self.what, index))?;
+        tracing::debug!(
+            "read {} layer {} in {:.2} s",
+            self.what,
+            index + 1,
+            started.elapsed().as_secs_f64()
+        );
         if let Some((store, kind)) = self.store {
             if let Err(err) = store.save_index(kind, &layer.diff_id, &read) {
                 tracing::warn!(
@@ -402,47 +409,50 @@ impl LayerReader<'_> {
             format!("{}: reading layer {}", self.what, index + 1),
         );
         let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
-        let (diff_id, access) = read_layer_with(raw, with_access, |ordinal, item| {
-            self.charge(ENTRY_COST + metadata_cost(&item))?;
-            let entry = match item {
-                LayerItem::Whiteout(path) => {
-                    out.items.push(IndexItem::Whiteout(path));
-                    return Ok(());
+        let read = crate::digest::with_read_ahead(raw, |raw| {
+            read_layer_with(raw, with_access, |ordinal, item| {
+                self.charge(ENTRY_COST + metadata_cost(&item))?;
+                let entry = match item {
+                    LayerItem::Whiteout(path) => {
+                        out.items.push(IndexItem::Whiteout(path));
+                        return Ok(());
+                    }
+                    LayerItem::Opaque(dir) => {
+                        out.items.push(IndexItem::Opaque(dir));
+                        return Ok(());
+                    }
+                    LayerItem::Entry(entry) => entry,
+                };
+                if entry.meta.kind == EntryKind::File {
+                    let inode = InodeRef {
+                        layer: layer_no,
+                        ordinal,
+                    };
+                    let mut file = FileSinks {
+                        out: &mut out,
+                        spool: spool.as_mut(),
+                        elf_scratch: &mut elf_scratch,
+                    };
+                    if let Some(info) = self.file(
+                        &mut file,
+                        inode,
+                        &entry.path,
+                        entry.content,
+                        entry.meta.size,
+                    )? {
+                        out.elf.push((ordinal, info));
+                    }
                 }
-                LayerItem::Opaque(dir) => {
-                    out.items.push(IndexItem::Opaque(dir));
-                    return Ok(());
-                }
-                LayerItem::Entry(entry) => entry,
-            };
-            if entry.meta.kind == EntryKind::File {
-                let inode = InodeRef {
-                    layer: layer_no,
+                out.items.push(IndexItem::Entry {
                     ordinal,
-                };
-                let mut file = FileSinks {
-                    out: &mut out,
-                    spool: spool.as_mut(),
-                    elf_scratch: &mut elf_scratch,
-                };
-                if let Some(info) = self.file(
-                    &mut file,
-                    inode,
-                    &entry.path,
-                    entry.content,
-                    entry.meta.size,
-                )? {
-                    out.elf.push((ordinal, info));
-                }
-            }
-            out.items.push(IndexItem::Entry {
-                ordinal,
-                path: entry.path,
-                meta: entry.meta,
-                offset: entry.offset,
-            });
-            Ok(())
-        })?;
+                    path: entry.path,
+                    meta: entry.meta,
+                    offset: entry.offset,
+                });
+                Ok(())
+            })
+        });
+        let (diff_id, access) = read?;
         if diff_id != layer.diff_id {
             return Err(Error::new(format!(
                 "{} layer {} has diff-id {diff_id}, but the image config says {}",

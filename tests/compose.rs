@@ -249,8 +249,11 @@ fn read_file(dir: &Path, tag: &str, wanted: &str) -> Vec<u8> {
     for digest in &image.layer_digests {
         let data = fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap();
         let mut tar_bytes = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut tar_bytes)
-            .unwrap();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(&data[..]),
+            &mut tar_bytes,
+        )
+        .unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();

@@ -119,7 +119,9 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
             ));
             continue;
         };
+        let committing = crate::progress::phase("commit");
         let committed = sink.commit(&built.image)?;
+        drop(committing);
         let outcome = built.outcome(
             target,
             &prepared.images(),

@@ -34,6 +34,10 @@ pub(crate) struct Scans {
     /// For `--slim` when full was built FROM min: min read whole, for the
     /// cut only (the plan's new layers stay those of a plain compose).
     pub slim_min: Option<scan::ScannedImage>,
+    /// For the SBOM when full was built FROM min: min's small files (its
+    /// packages and distributions), read while full's own layers are. The
+    /// plan does not see this scan.
+    pub sbom_min: Option<scan::ScannedImage>,
 }
 
 impl Scans {
@@ -107,7 +111,6 @@ pub(crate) struct Prepared {
     pub scans: Scans,
     pub spools: Spools,
     /// min's small files for the SBOM, when the plan did not read min.
-    pub sbom_min: Option<scan::ScannedImage>,
     // Last: removed after everything that may hold files in it.
     pub scratch: tempfile::TempDir,
 }
@@ -157,16 +160,12 @@ impl Prepared {
             enable_gpu: request.enable_gpu,
             spool: how.spool,
             slim: request.slim.is_some(),
+            sbom: how.sbom,
         };
+        let scanning = crate::progress::phase("scan");
         let (scans, spools) = scan_images(&wanted, &images, store.as_ref(), scratch.path())?;
+        drop(scanning);
         check_local_components(request, full.as_ref(), &scans.full)?;
-        // The SBOM lists min's packages and distributions: when full was
-        // built FROM min, min's small files are indexed for it (once: the
-        // store keeps the index). The plan does not see this scan.
-        let sbom_min = match (&scans.min, &scans.slim_min) {
-            (None, None) if how.sbom => Some(scan_min(min.as_ref(), store.as_ref(), false)?),
-            _ => None,
-        };
         Ok(Prepared {
             store,
             min,
@@ -174,7 +173,6 @@ impl Prepared {
             gpu_min,
             scans,
             spools,
-            sbom_min,
             scratch,
         })
     }
@@ -343,6 +341,9 @@ pub(crate) struct Wanted<'a> {
     pub spool: bool,
     /// `--slim`: min is read whole, with every ELF file's facts.
     pub slim: bool,
+    /// An SBOM is written: min's packages are read even when full was built
+    /// FROM min.
+    pub sbom: bool,
 }
 
 /// Scans min, full and gpu-min (in parallel), spooling the content the
@@ -360,6 +361,7 @@ pub(crate) fn scan_images(
         spool: wanted.spool.then_some(&in_roots as PathFilter<'_>),
         store,
         slim: wanted.slim,
+        sbom: wanted.sbom,
     };
     let cuda_names = cuda_names(wanted, images.full);
     let cuda_file = |p: &ImagePath| cuda_names.iter().any(|n| p.file_name().starts_with(n));
@@ -394,7 +396,12 @@ pub(crate) fn scan_images(
         });
         (scans, gpu_min_scan.transpose())
     });
-    let (min_scan, full_scan, slim_min) = scans?;
+    let (min_scan, full_scan, aside) = scans?;
+    let (slim_min, sbom_min) = if wanted.slim {
+        (aside, None)
+    } else {
+        (None, aside)
+    };
     let mut spools = Spools::from([(Origin::Full, full_spool)]);
     spools.extend(gpu_min_spool.map(|spool| (Origin::GpuMin, spool)));
     Ok((
@@ -403,6 +410,7 @@ pub(crate) fn scan_images(
             full: full_scan,
             gpu_min: gpu_min_scan?,
             slim_min,
+            sbom_min,
         },
         spools,
     ))
@@ -433,11 +441,14 @@ struct Filters<'a> {
     store: Option<&'a Store>,
     /// Read min whole, for `--slim`.
     slim: bool,
+    /// Read min's small files for the SBOM.
+    sbom: bool,
 }
 
 /// Scans min and full, in parallel; when full was built FROM min, only
 /// full's own layers, and min not at all unless its account files are
-/// needed (`None` then), or `--slim` reads it (the third scan).
+/// needed (`None` then), or `--slim` or the SBOM reads it (the third scan,
+/// which the plan does not see). min is read while full is, not after.
 fn scan_min_and_full(
     min: &dyn ImageSource,
     full: &dyn ImageSource,
@@ -465,7 +476,7 @@ fn scan_min_and_full(
             full.name()
         );
     }
-    let read_min = !base || filters.slim;
+    let read_min = !base || filters.slim || filters.sbom;
     let (min_scan, full_scan) = std::thread::scope(|scope| {
         let min_job = read_min.then(|| scope.spawn(|| scan_min(min, filters.store, filters.slim)));
         let full_scan = scan::scan(full, "full", full_options);
@@ -492,7 +503,7 @@ fn scan_min_and_full(
 }
 
 /// min's scan for the plan (if it reads min), full's, and min's for
-/// `--slim` alone.
+/// `--slim` or the SBOM alone.
 type MinAndFull = (
     Option<scan::ScannedImage>,
     scan::ScannedImage,

@@ -123,7 +123,9 @@ impl Prepared {
         sink: Option<&mut dyn ImageSink>,
     ) -> Result<Written> {
         let images = self.images();
+        let planning = crate::progress::phase("plan");
         let plan = plan_compose(request, target, &images, &self.scans)?;
+        drop(planning);
         let dockerfile = workdir::write_dockerfile(request, target, &plan)?;
         let slim = plan.slim.as_ref().map(summary::SlimSummary::of);
         let Some(sink) = sink else {
@@ -137,7 +139,7 @@ impl Prepared {
         let sbom = if request.sbom {
             let min_scan = (self.scans.min.as_ref())
                 .or(self.scans.slim_min.as_ref())
-                .or(self.sbom_min.as_ref());
+                .or(self.scans.sbom_min.as_ref());
             let document =
                 super::sbom::document(&images, &self.scans, min_scan, &plan, &image, &reports);
             let path = target.work_dir.join(crate::sbom::FILE_NAME);

@@ -6,7 +6,7 @@
 
 mod compression;
 mod entry;
-mod pgzip;
+mod gzip;
 mod reader;
 pub(crate) mod tarparse;
 mod writer;
@@ -14,6 +14,7 @@ pub(crate) mod ztoc;
 
 pub use compression::Compression;
 pub(crate) use entry::{EntryKind, EntryMeta, ImagePath};
+pub(crate) use gzip::LEVELS as GZIP_LEVELS;
 pub(crate) use reader::read_layer_with;
 pub use reader::{read_layer, LayerItem};
 pub(crate) use writer::{LayerWriter, WrittenLayer};

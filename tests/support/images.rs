@@ -494,7 +494,7 @@ pub struct ReadImage {
 fn decompress(data: &[u8]) -> Vec<u8> {
     if data.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data)
+        flate2::read::MultiGzDecoder::new(data)
             .read_to_end(&mut out)
             .unwrap();
         out
