@@ -3,18 +3,20 @@
 # shared and noisy: read the ratios, measured in the same run).
 #
 #   Part 1, the fixtures (scripts/fixtures.sh: real Triton 2.51 in a full
-#   image FROM a debootstrapped min): the machine's own limits over the
-#   layers a compose reads (igzip -d and pigz -d, one stream per core), a
-#   cold compose (oci -> oci) with every core and with one thread, and what
-#   users would do instead: `docker build` of the same Dockerfile.compose on
-#   a warm engine (no build cache) plus `docker save`.
+#   image FROM a debootstrapped min): the machine's limit, which is
+#   `igzip -d` of the layers a cold compose reads plus `libdeflate-gzip -4`
+#   of the layers it writes (their tars), one stream per core; a cold
+#   compose (oci -> oci) with every core and with one thread, with where its
+#   time goes (its phases); and what users would do instead: `docker build`
+#   of the same Dockerfile.compose on a warm engine (no build cache) plus
+#   `docker save`.
 #   Part 2, a large synthetic image (default about 2 GiB; pass a size in MiB,
 #   or 0 to skip): dry run and composes with small and large selections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust
-apt_install time isal pigz bc skopeo docker-registry
+apt_install time isal pigz libdeflate-tools bc skopeo docker-registry
 
 mib=${1:-2048}
 bench=target/bench
@@ -33,6 +35,7 @@ seconds() {
   echo "$end - $start" | bc -l | xargs printf '%.2f'
 }
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.1f'; }
+ratio2() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 
 echo "== fixtures (real Triton 2.51), $cores cores; selection: python, standin, checksum, local"
 fx=$(bash scripts/fixtures.sh)
@@ -49,11 +52,56 @@ for layer in manifest["layers"]:
     print(f"{root}/blobs/sha256/{layer['digest'].split(':')[1]}")
 PY
 }
-# What a compose must read: full's layers that are not min's.
-comm -13 <(layers "$fx/min-oci" | xargs -n1 basename | sort) \
-  <(layers "$fx/full-oci" | xargs -n1 basename | sort) \
-  | sed "s|^|$fx/full-oci/blobs/sha256/|" >"$bench/read-layers"
 selection=(--backend python --backend standin --repoagent checksum --cache local)
+# The blobs a run read ("reading full layer 2/14" in its log), one path a line.
+blobs_read() { # LOG MIN_LAYOUT FULL_LAYOUT
+  python3 - "$@" <<'PY'
+import json, re, sys
+log, roots = sys.argv[1], {"min": sys.argv[2], "full": sys.argv[3]}
+def blobs(root):
+    index = json.load(open(f"{root}/index.json"))
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.load(open(f"{root}/blobs/sha256/{digest}"))
+    return [f"{root}/blobs/sha256/{l['digest'].split(':')[1]}" for l in manifest["layers"]]
+for line in open(log, errors="replace"):
+    m = re.search(r"reading (min|full) layer (\d+)/\d+", line)
+    if m:
+        print(blobs(roots[m.group(1)])[int(m.group(2)) - 1])
+PY
+}
+# The layers of OUT that are neither min's nor full's, one path a line.
+new_layers() { # OUT MIN_LAYOUT FULL_LAYOUT
+  comm -23 <(layers "$1" | sort) \
+    <( (layers "$2" | xargs -n1 basename; layers "$3" | xargs -n1 basename) | sort -u | sed "s|^|$1/blobs/sha256/|" | sort) || true
+}
+# The limit of one layout: a cold compose (no store) with its log, then
+# igzip -d of what it read and libdeflate-gzip -4 of the tars it wrote, one
+# stream per core. Sets limit_s.
+measure_limit() { # NAME FULL_REF FULL_LAYOUT
+  local name=$1 full=$2 layout=$3 out=$bench/limit-$name
+  rm -rf "$out" "$bench/work-limit" "$bench/tars"
+  TRITON_COMPOSE_LOG=triton_compose=debug $bin --enable-gpu=false --work-dir "$bench/work-limit" --no-store \
+    --image "min,oci:$fx/min-oci:latest" --image "full,$full" "${selection[@]}" \
+    --output "oci:$out:bench" 2>"$bench/log-$name" >/dev/null
+  blobs_read "$bench/log-$name" "$fx/min-oci" "$layout" >"$bench/read-$name"
+  mkdir -p "$bench/tars"
+  local ours=0 i=0
+  for blob in $(new_layers "$out" "$fx/min-oci" "$layout"); do
+    i=$((i + 1)); ours=$((ours + $(stat -c %s "$blob")))
+    igzip -dc "$blob" >"$bench/tars/$i.tar"
+  done
+  local read_mib; read_mib=$(( $(xargs du -cb <"$bench/read-$name" | tail -n1 | cut -f1) / 1048576 ))
+  igzip_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'igzip -dc \"\$0\" >/dev/null' <$bench/read-$name")
+  deflate_s=$(seconds sh -c "ls $bench/tars/*.tar | xargs -P$cores -n1 sh -c 'libdeflate-gzip -4 -c \"\$0\" >/dev/null'")
+  local theirs; theirs=$(for t in "$bench"/tars/*.tar; do libdeflate-gzip -4 -c "$t"; done | wc -c)
+  limit_s=$(echo "$igzip_s + $deflate_s" | bc -l | xargs printf '%.2f')
+  echo "reads $(wc -l <"$bench/read-$name") layers ($read_mib MiB): igzip -d, one stream per core: $igzip_s s"
+  echo "writes $i layers ($(( $(du -cb "$bench"/tars/*.tar | tail -n1 | cut -f1) / 1048576 )) MiB of tar): libdeflate-gzip -4, one stream per core: $deflate_s s"
+  echo "the limit: $limit_s s"
+  echo "new layers: $ours B; libdeflate-gzip -4 of their tars: $theirs B ($(echo "$ours / $theirs" | bc -l | xargs printf '%.4f')x)"
+  echo "phases of that cold compose: $(grep -a 'phase ' "$bench/log-$name" | sed 's/.*phase //' | paste -sd';' | sed 's/;/; /g')"
+  rm -rf "$bench/tars" "$out"
+}
 other=(--backend onnxruntime)
 # Runs a compose; prints "LABEL: time, RSS, ratio" and sets last_wall.
 compose_fixture() {
@@ -65,7 +113,7 @@ compose_fixture() {
     $bin -q --enable-gpu=false --work-dir "$bench/work-$out" "${store_args[@]}" \
     --image "min,oci:$fx/min-oci:latest" --image "full,$full" "$@" --output "oci:$bench/$out:bench"
   read -r wall rss <"$bench/time"
-  printf '%-44s %6s s  peak RSS %4d MiB  %5sx the igzip limit\n' "$label" "$wall" $((rss / 1024)) "$(ratio "$wall" "$igzip_s")"
+  printf '%-44s %6s s  peak RSS %4d MiB  %5sx the limit\n' "$label" "$wall" $((rss / 1024)) "$(ratio2 "$wall" "$limit_s")"
   last_wall=$wall
 }
 docker_build() { # WORK FULL_IMAGE: docker build of WORK's Dockerfile.compose + docker save
@@ -85,11 +133,9 @@ docker_build() { # WORK FULL_IMAGE: docker build of WORK's Dockerfile.compose + 
 
 # One layout of full: its limits, cold, warm same and warm other, docker.
 bench_layout() {
-  local name=$1 full=$2 layers=$3 engine_name=$4
-  echo "-- $name full ($(wc -l <"$layers") layers read, $(( $(xargs du -cb <"$layers" | tail -n1 | cut -f1) / 1048576 )) MiB compressed)"
-  igzip_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'igzip -dc \"\$0\" >/dev/null' <$layers")
-  pigz_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'pigz -dc \"\$0\" >/dev/null' <$layers")
-  echo "igzip -d, one stream per core (the limit): $igzip_s s; pigz -d: $pigz_s s"
+  local name=$1 full=$2 layout=$3 engine_name=$4
+  echo "-- $name full"
+  measure_limit "$name" "$full" "$layout"
   rm -rf "$bench/store-$name"
   compose_fixture "cold, $cores threads" "$cores" "store-$name" "$full" "cold-$name" "${selection[@]}"
   local cold=$last_wall
@@ -118,19 +164,16 @@ bench_layout() {
   fi
 }
 
-bench_layout layered "oci:$fx/full-oci:latest" "$bench/read-layers" "$FULL_IMAGE"
+bench_layout layered "oci:$fx/full-oci:latest" "$fx/full-oci" "$FULL_IMAGE"
 
 rm -rf "$bench/flat"
 python3 scripts/flatten.py "$fx/min-oci" "$fx/full-oci" "$bench/flat"
-comm -13 <(layers "$fx/min-oci" | xargs -n1 basename | sort) \
-  <(layers "$bench/flat" | xargs -n1 basename | sort) \
-  | sed "s|^|$bench/flat/blobs/sha256/|" >"$bench/flat-layers"
 flat_name=""
 if docker info >/dev/null 2>&1; then
   flat_name=triton-compose-bench/flat:latest
   skopeo copy -q "oci:$bench/flat:latest" "docker-daemon:$flat_name" >/dev/null
 fi
-bench_layout single-layer "oci:$bench/flat:latest" "$bench/flat-layers" "$flat_name"
+bench_layout single-layer "oci:$bench/flat:latest" "$bench/flat" "$flat_name"
 
 echo "-- registry to registry (docker-registry on 127.0.0.1)"
 regdir=$(mktemp -d)

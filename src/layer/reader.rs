@@ -58,6 +58,18 @@ pub(crate) fn read_layer_with<'r>(
     } else {
         decompress(raw)?
     };
+    // Inflating runs on a thread of its own, ahead of the tar parser and
+    // whatever `visit` does with each entry; hashing on a third.
+    let digest = crate::digest::with_read_ahead(stream, |stream| read_tar(stream, &mut visit))?;
+    let access = slot.lock().ok().and_then(|mut s| s.take());
+    Ok((digest, access))
+}
+
+/// The items of an uncompressed layer, to `visit`; returns its diff-id.
+fn read_tar(
+    stream: &mut (dyn Read + Send),
+    visit: &mut impl FnMut(u32, LayerItem<'_>) -> Result<()>,
+) -> Result<Digest> {
     let hashing = BackgroundHashingReader::new(stream);
     let mut tar = TarReader::new(hashing);
     let mut ordinal: u32 = 0;
@@ -114,9 +126,7 @@ pub(crate) fn read_layer_with<'r>(
     // Drain what follows the end-of-archive blocks: it counts for the diff-id.
     let mut hashing = tar.into_inner();
     io::copy(&mut hashing, &mut io::sink())?;
-    let digest = hashing.finish()?.0;
-    let access = slot.lock().ok().and_then(|mut s| s.take());
-    Ok((digest, access))
+    Ok(hashing.finish()?.0)
 }
 
 fn entry_kind(typeflag: u8, raw_path: &[u8]) -> Result<Option<EntryKind>> {

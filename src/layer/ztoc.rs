@@ -185,6 +185,9 @@ trait Observer {
     /// A deflate block (not a member's last) ended: the stream can resume
     /// here.
     fn boundary(&mut self, _at: &Boundary<'_>) {}
+    /// A member (not the first) starts its deflate stream here: the stream
+    /// can resume with no window at all.
+    fn member(&mut self, _at: &Boundary<'_>) {}
 }
 
 /// The state at a block boundary.
@@ -324,6 +327,15 @@ impl<R: Read> Decoder<R> {
         self.crc = crc32fast::Hasher::new();
         self.member_len = 0;
         self.check_member = true;
+        if self.out_total > 0 {
+            observer.member(&Boundary {
+                consumed: &self.input[..self.in_pos],
+                consumed_base: self.in_base,
+                bits: 0,
+                out: self.out_total,
+                window: &[],
+            });
+        }
         Ok(true)
     }
 
@@ -430,6 +442,9 @@ pub(crate) struct IndexingReader<R> {
 /// The access points found so far, and the hash of the current span.
 struct Points {
     points: Vec<AccessPoint>,
+    /// A second member was seen: only member starts are taken from then
+    /// on, as they need no window (our own layers are 1 MiB members).
+    members: bool,
     span: Sha256,
     hashed_upto: u64,
     last_out: u64,
@@ -460,6 +475,20 @@ impl Observer for Points {
     }
 
     fn boundary(&mut self, at: &Boundary<'_>) {
+        if !self.members {
+            self.point(at);
+        }
+    }
+
+    fn member(&mut self, at: &Boundary<'_>) {
+        self.members = true;
+        self.point(at);
+    }
+}
+
+impl Points {
+    /// Keeps an access point at `at`, if it is far enough from the last.
+    fn point(&mut self, at: &Boundary<'_>) {
         let doublings = (self.points.len() / POINTS_PER_DOUBLING).min(16) as u32;
         if self.points.len() >= MAX_POINTS || at.out < self.last_out + (SPAN << doublings) {
             return;
@@ -497,6 +526,7 @@ impl<R: Read> IndexingReader<R> {
                     window: Vec::new(),
                     span_digest: [0; 32],
                 }],
+                members: false,
                 span: Sha256::new(),
                 hashed_upto: 0,
                 last_out: 0,
@@ -849,6 +879,32 @@ mod tests {
             got[0],
             [a, b].concat()[offset as usize..offset as usize + 5000]
         );
+    }
+
+    #[test]
+    fn our_own_layers_resume_at_member_starts_with_no_window() {
+        use std::io::Write;
+        let data = sample(23 << 20, 5);
+        let mut gz = crate::layer::gzip::ParallelGzip::new(Vec::new(), 4);
+        gz.write_all(&data).unwrap();
+        let blob = gz.finish().unwrap();
+        let (out, index) = index_of(&blob);
+        assert_eq!(out, data);
+        assert!(index.points.len() >= 5, "{}", index.points.len());
+        for point in &index.points {
+            assert!(
+                point.window.is_empty(),
+                "a point at {} keeps a window",
+                point.out
+            );
+            assert_eq!(point.bits, 0);
+            assert_eq!(point.out % crate::layer::gzip::MEMBER as u64, 0);
+        }
+        let wanted = [(5 << 20, 10), ((9 << 20) - 7, 3 << 20), ((23 << 20) - 5, 5)];
+        let got = random_read(&blob, &index, &wanted).unwrap();
+        for (n, (o, l)) in wanted.iter().enumerate() {
+            assert_eq!(got[n], data[*o as usize..(o + l) as usize]);
+        }
     }
 
     #[test]
