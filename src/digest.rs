@@ -296,10 +296,14 @@ pub(crate) fn with_read_ahead<R: Read + Send, T>(
 ) -> T {
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        // Pieces read come back to be filled again (no new allocation and
+        // zeroing of a MiB each).
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
             let mut raw = raw;
             loop {
-                let mut piece = vec![0u8; HASH_PIECE];
+                let mut piece = recycled.try_recv().unwrap_or_default();
+                piece.resize(HASH_PIECE, 0);
                 let got = read_full(&mut raw, &mut piece).map(|n| {
                     piece.truncate(n);
                     piece
@@ -312,6 +316,7 @@ pub(crate) fn with_read_ahead<R: Read + Send, T>(
         });
         let mut ahead = ReadAhead {
             receiver,
+            recycle,
             piece: Vec::new(),
             pos: 0,
             ended: false,
@@ -336,6 +341,7 @@ fn read_full(raw: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 struct ReadAhead {
     receiver: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
     piece: Vec<u8>,
     pos: usize,
     ended: bool,
@@ -350,7 +356,8 @@ impl Read for ReadAhead {
             match self.receiver.recv() {
                 Ok(Ok(piece)) => {
                     self.ended = piece.is_empty();
-                    self.piece = piece;
+                    let used = std::mem::replace(&mut self.piece, piece);
+                    let _ = self.recycle.send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {

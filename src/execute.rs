@@ -140,11 +140,25 @@ impl Execution<'_> {
         spools: &Spools,
         sink: &mut dyn ImageSink,
     ) -> Result<(OutputImage, Vec<LayerReport>)> {
-        let building = crate::progress::phase("build new layers");
-        let built = self.build_layers(spools)?;
-        drop(building);
-        let _putting = crate::progress::phase("put layers into the sink");
-        let (mut layers, slimmed) = self.put_min_layers(sink)?;
+        // min's layers go into the sink (copied, pushed or mounted: mostly
+        // I/O) while the new layers are built (mostly compressing).
+        let (built, min_layers) = std::thread::scope(|scope| {
+            let building = scope.spawn(|| {
+                let _phase = crate::progress::phase("build new layers");
+                self.build_layers(spools)
+            });
+            let min_layers = {
+                let _phase = crate::progress::phase("put min's layers into the sink");
+                self.put_min_layers(sink)
+            };
+            let built = building
+                .join()
+                .unwrap_or_else(|_| Err(Error::new("building the new layers panicked")));
+            (built, min_layers)
+        });
+        let built = built?;
+        let (mut layers, slimmed) = min_layers?;
+        let _putting = crate::progress::phase("put new layers into the sink");
         let mut config = self.plan.config.clone();
         let diff_ids = config
             .pointer_mut("/rootfs/diff_ids")

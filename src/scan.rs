@@ -58,6 +58,10 @@ pub(crate) struct ScanOptions<'a> {
     /// Where indexes are reused from and kept, under a name that stands for
     /// the `keep` and `elf` filters (which must always be the same for it).
     pub store: Option<(&'a Store, &'a str)>,
+    /// Keep access points of large gzip layers, for reading files again
+    /// later: only for images content is copied from (full, gpu-min); the
+    /// store key's kind must say so too.
+    pub access: bool,
 }
 
 /// What the planner knows of the min image's files.
@@ -145,6 +149,7 @@ pub(crate) fn scan(
         keep,
         elf,
         store,
+        access,
     } = options;
     let layers = &source.image().layers;
     for (index, layer) in layers.iter().enumerate() {
@@ -170,6 +175,7 @@ pub(crate) fn scan(
         elf: elf.unwrap_or(&|_| false),
         spool: spool_filter.zip(spool_dir),
         store,
+        access,
         metadata: std::sync::atomic::AtomicU64::new(0),
     };
     let results = reader.read_all(&wanted)?;
@@ -273,6 +279,8 @@ struct LayerReader<'a> {
     elf: PathFilter<'a>,
     spool: Option<(PathFilter<'a>, std::path::PathBuf)>,
     store: Option<(&'a Store, &'a str)>,
+    /// Keep access points ([`ScanOptions::access`]).
+    access: bool,
     /// The image's metadata so far, against [`MAX_IMAGE_METADATA`].
     metadata: std::sync::atomic::AtomicU64,
 }
@@ -408,7 +416,7 @@ impl LayerReader<'_> {
             layer.blob.as_ref().map_or(0, |b| b.1),
             format!("{}: reading layer {}", self.what, index + 1),
         );
-        let with_access = layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
+        let with_access = self.access && layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let read = crate::digest::with_read_ahead(raw, |raw| {
             read_layer_with(raw, with_access, |ordinal, item| {
                 self.charge(ENTRY_COST + metadata_cost(&item))?;

@@ -384,6 +384,7 @@ pub(crate) fn scan_images(
                             keep: Some(&index_keep),
                             elf: Some(&index_elf),
                             store: store.map(|s| (s, INDEX_KIND)),
+                            access: true,
                             ..Default::default()
                         },
                     )
@@ -467,6 +468,7 @@ fn scan_min_and_full(
         keep: Some(&index_keep),
         elf: Some(&index_elf),
         store: filters.store.map(|s| (s, INDEX_KIND)),
+        access: true,
     };
     let base = is_base_of(min, full);
     if base {
