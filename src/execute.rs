@@ -230,6 +230,14 @@ impl Execution<'_> {
                     layers.push(desc);
                     continue;
                 }
+                let linked = match self.min.layer_file(index) {
+                    Some(file) => sink.link_blob(&desc, &file)?,
+                    None => false,
+                };
+                if linked {
+                    layers.push(desc);
+                    continue;
+                }
             }
             let known = layer.blob.as_ref().map(|(digest, _)| digest);
             let mut blob = crate::scratch::Interruptible(self.min.open_layer(index)?);

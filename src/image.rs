@@ -171,6 +171,13 @@ pub trait ImageSource: Send + Sync {
         Ok(None)
     }
 
+    /// The local file holding the layer's blob as stored, when there is
+    /// one (an OCI layout), for sinks that can link it instead of copying.
+    /// Unverified: [`ImageSink::link_blob`] checks it.
+    fn layer_file(&self, _index: usize) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// The registry repository the blobs live in, for registry sources.
     fn origin(&self) -> Option<BlobOrigin> {
         None
@@ -249,6 +256,14 @@ pub(crate) trait ImageSink {
     /// here, if it can: already present, or mounted from `origin`. `false`
     /// means it must be put.
     fn reuse_blob(&mut self, _desc: &BlobDescriptor, _origin: Option<&BlobOrigin>) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Gets a blob to the destination as a hard link to `file`, which
+    /// holds its bytes, if the destination is a local directory that can
+    /// (the same filesystem). The bytes are checked against `desc` through
+    /// the link before it is kept. `false` means it must be put.
+    fn link_blob(&mut self, _desc: &BlobDescriptor, _file: &Path) -> Result<bool> {
         Ok(false)
     }
 

@@ -424,6 +424,45 @@ fn docker_archives_in_both_layouts_compose_like_oci() {
 }
 
 #[test]
+fn min_layers_are_linked_into_a_layout_only_when_their_bytes_check_out() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::oci();
+    let min_blobs = min_image().write_oci(&fx.path("scratch"), "x");
+    let source = |d: &String| fx.path("min/blobs/sha256").join(&d[7..]);
+    let out = fx.path("out");
+    let mut request = fx.request(
+        &format!("oci:{}:x", out.display()),
+        &[("backend", "python")],
+    );
+    request.sbom = false;
+    run(request.clone()).unwrap();
+    for digest in &min_blobs {
+        let (ours, theirs) = (
+            fs::metadata(out.join("blobs/sha256").join(&digest[7..])).unwrap(),
+            fs::metadata(source(digest)).unwrap(),
+        );
+        assert_eq!(ours.ino(), theirs.ino(), "{digest} was copied, not linked");
+    }
+    assert!(read_oci(&out, "x")
+        .tree
+        .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
+    // A damaged blob of the same size is neither linked nor copied (full is
+    // FROM min and the SBOM is off, so nothing else reads it).
+    let damaged = source(&min_blobs[0]);
+    let size = fs::metadata(&damaged).unwrap().len() as usize;
+    fs::remove_file(&damaged).unwrap();
+    fs::write(&damaged, vec![b'!'; size]).unwrap();
+    let out2 = fx.path("out2");
+    request.output = Some(format!("oci:{}:x", out2.display()));
+    let err = run(request).unwrap_err().to_string();
+    assert!(err.contains("has digest"), "{err}");
+    let linked = fs::read_dir(out2.join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(linked, 0, "a failed compose left blobs behind");
+}
+
+#[test]
 fn layers_full_shares_with_min_are_never_read() {
     let fx = Fixture::oci();
     // Corrupt full's copy of the layer it shares with min (same diff-id):

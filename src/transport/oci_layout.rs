@@ -266,6 +266,11 @@ impl ImageSource for OciLayoutSource {
         Ok(Box::new(open_blob(&self.dir, &digest, size)?))
     }
 
+    fn layer_file(&self, index: usize) -> Option<PathBuf> {
+        let (digest, _) = self.image.layers[index].blob.as_ref()?;
+        Some(blob_path(&self.dir, digest))
+    }
+
     fn open_layer_range(
         &self,
         index: usize,
@@ -414,6 +419,44 @@ impl ImageSink for OciLayoutSink {
             digest,
             size,
         })
+    }
+
+    fn link_blob(&mut self, desc: &BlobDescriptor, file: &Path) -> Result<bool> {
+        let target = blob_path(&self.root, &desc.digest);
+        if target.exists() {
+            return Ok(true);
+        }
+        let is_file = fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_file());
+        if !is_file {
+            return Ok(false);
+        }
+        // The link pins the inode: what is checked is what is kept, even if
+        // the source's name is replaced meanwhile.
+        let link = self.root.join("blobs/sha256").join(format!(
+            "{}link-{}",
+            crate::scratch::prefix("blob"),
+            desc.digest.hex()
+        ));
+        if fs::hard_link(file, &link).is_err() {
+            return Ok(false);
+        }
+        let checked = File::open(&link).and_then(|f| {
+            let mut hashing =
+                crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, &f));
+            io::copy(&mut hashing, &mut io::sink())?;
+            f.sync_all()?;
+            Ok(hashing.finish())
+        });
+        match checked {
+            Ok((digest, size)) if digest == desc.digest && size == desc.size => {
+                fs::rename(&link, &target).ctx(|| format!("storing blob {}", desc.digest))?;
+                Ok(true)
+            }
+            _ => {
+                let _ = fs::remove_file(&link);
+                Ok(false)
+            }
+        }
     }
 
     fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
