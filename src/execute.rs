@@ -62,6 +62,11 @@ pub struct LayerReport {
     pub from_store: bool,
 }
 
+/// Where a new layer goes once it is ready: its index in the plan, and it.
+type Built<'a> = &'a (dyn Fn(usize, Result<BuiltLayer>) + Sync);
+/// Where a layer goes once it is written to a staged file.
+type Staged<'a> = &'a (dyn Fn(usize, Result<(tempfile::NamedTempFile, WrittenLayer)>) + Sync);
+
 /// A min layer `--slim` cut: its index, and what it is now.
 type Slimmed = (usize, LayerReport);
 
@@ -140,25 +145,7 @@ impl Execution<'_> {
         spools: &Spools,
         sink: &mut dyn ImageSink,
     ) -> Result<(OutputImage, Vec<LayerReport>)> {
-        // min's layers go into the sink (copied, pushed or mounted: mostly
-        // I/O) while the new layers are built (mostly compressing).
-        let (built, min_layers) = std::thread::scope(|scope| {
-            let building = scope.spawn(|| {
-                let _phase = crate::progress::phase("build new layers");
-                self.build_layers(spools)
-            });
-            let min_layers = {
-                let _phase = crate::progress::phase("put min's layers into the sink");
-                self.put_min_layers(sink)
-            };
-            let built = building
-                .join()
-                .unwrap_or_else(|_| Err(Error::new("building the new layers panicked")));
-            (built, min_layers)
-        });
-        let built = built?;
-        let (mut layers, slimmed) = min_layers?;
-        let _putting = crate::progress::phase("put new layers into the sink");
+        let (built, (mut layers, slimmed)) = self.build_and_put(spools, sink)?;
         let mut config = self.plan.config.clone();
         let diff_ids = config
             .pointer_mut("/rootfs/diff_ids")
@@ -171,8 +158,7 @@ impl Execution<'_> {
             }
             reports.push(report);
         }
-        for (plan, built) in self.plan.layers.iter().zip(&built) {
-            let desc = built.put(sink, self.compression)?;
+        for (plan, (built, desc)) in self.plan.layers.iter().zip(built) {
             diff_ids.push(serde_json::Value::String(built.written.diff_id.to_string()));
             let report = built.report(plan.role.clone(), plan.part, plan.entries.len());
             log_report(&report, "entries");
@@ -186,6 +172,82 @@ impl Execution<'_> {
             referrers: Vec::new(),
         };
         Ok((image, reports))
+    }
+
+    /// Builds the new layers and puts them, and min's, into the sink.
+    /// min's layers go first (copied, pushed or mounted: mostly I/O) while
+    /// the new layers are built (mostly compressing); each new layer goes
+    /// as soon as it is built, so that its upload overlaps the others'
+    /// compression. Returns the new layers in plan order, with min's.
+    #[allow(clippy::type_complexity)]
+    fn build_and_put(
+        &self,
+        spools: &Spools,
+        sink: &mut dyn ImageSink,
+    ) -> Result<(
+        Vec<(BuiltLayer, BlobDescriptor)>,
+        (Vec<BlobDescriptor>, Vec<Slimmed>),
+    )> {
+        let (sender, receiver) = std::sync::mpsc::channel::<(usize, Result<BuiltLayer>)>();
+        let mut put: Vec<Option<(BuiltLayer, BlobDescriptor)>> =
+            (0..self.plan.layers.len()).map(|_| None).collect();
+        let (building, min_layers, failed) = std::thread::scope(|scope| {
+            // The sender is this thread's: the receiver below ends with it.
+            let building = scope.spawn(move || {
+                let _phase = crate::progress::phase("build new layers");
+                let deliver = |index: usize, built: Result<BuiltLayer>| {
+                    let _ = sender.send((index, built));
+                };
+                self.build_layers(spools, &deliver)
+            });
+            let min_layers = {
+                let _phase = crate::progress::phase("put min's layers into the sink");
+                self.put_min_layers(sink)
+            };
+            let _phase = crate::progress::phase("put new layers into the sink");
+            let mut failed = None;
+            // In plan order, whatever order they are built in: what some
+            // sinks write (a docker-archive's tar) follows the order of puts.
+            let mut ready = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (index, built) in receiver.iter() {
+                // After a failure the rest is only drained.
+                if failed.is_some() || min_layers.is_err() {
+                    continue;
+                }
+                match built {
+                    Ok(built) => ready.insert(index, built),
+                    Err(err) => {
+                        failed = Some(err);
+                        continue;
+                    }
+                };
+                while let Some(built) = ready.remove(&next) {
+                    match built.put(sink, self.compression) {
+                        Ok(desc) => put[next] = Some((built, desc)),
+                        Err(err) => {
+                            failed = Some(err);
+                            break;
+                        }
+                    }
+                    next += 1;
+                }
+            }
+            let building = building
+                .join()
+                .unwrap_or_else(|_| Err(Error::new("building the new layers panicked")));
+            (building, min_layers, failed)
+        });
+        building?;
+        let min_layers = min_layers?;
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let built = put
+            .into_iter()
+            .map(|slot| slot.ok_or_else(|| Error::new("internal error: a layer was not written")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((built, min_layers))
     }
 
     /// min's layers: those `--slim` cuts written again (with what each
@@ -268,7 +330,7 @@ impl Execution<'_> {
     /// Builds (or finds in the store) every new layer without writing an
     /// image: what each would be, for `catalog`.
     pub(crate) fn build_only(&self, spools: &Spools) -> Result<Vec<LayerReport>> {
-        let built = self.build_layers(spools)?;
+        let built = self.collect_layers(spools)?;
         Ok(self
             .plan
             .layers
@@ -278,12 +340,13 @@ impl Execution<'_> {
             .collect())
     }
 
-    /// Every new layer: from the store when it was built before, else
-    /// written now (and kept in the store).
-    fn build_layers(&self, spools: &Spools) -> Result<Vec<BuiltLayer>> {
+    /// Every new layer, handed to `deliver` (with its index in the plan)
+    /// as soon as it is ready, in no set order: from the store when it was
+    /// built before, else written now (and kept in the store).
+    fn build_layers(&self, spools: &Spools, deliver: Built<'_>) -> Result<()> {
         let count = self.plan.layers.len();
         let keys: Vec<Digest> = self.plan.layers.iter().map(|l| self.layer_key(l)).collect();
-        let mut built: Vec<Option<BuiltLayer>> = (0..count).map(|_| None).collect();
+        let mut taken = vec![false; count];
         if let Some(store) = self.store {
             for (index, key) in keys.iter().enumerate() {
                 // A link (or copy) the sink may take over; the store keeps its own.
@@ -295,31 +358,60 @@ impl Execution<'_> {
                     "layer {}: built before, taken from the store",
                     self.plan.layers[index].purpose()
                 );
-                built[index] = Some(BuiltLayer {
-                    path,
-                    written,
-                    staged: None,
-                });
+                taken[index] = true;
+                deliver(
+                    index,
+                    Ok(BuiltLayer {
+                        path,
+                        written,
+                        staged: None,
+                    }),
+                );
             }
         }
-        let missing: Vec<usize> = (0..count).filter(|&i| built[i].is_none()).collect();
-        for (index, result) in missing.iter().zip(self.write_layers(spools, &missing)?) {
-            let (staged, written) = result;
-            if let Some(store) = self.store {
-                if let Err(err) = store.put_layer(&keys[*index], &written, staged.path()) {
-                    tracing::warn!(
-                        "store: cannot keep the {} layer: {err}",
-                        self.plan.layers[*index].purpose()
-                    );
+        let missing: Vec<usize> = (0..count).filter(|&i| !taken[i]).collect();
+        // Kept in the store first: a sink may take the staged file over.
+        let keep = |index: usize, result: Result<(tempfile::NamedTempFile, WrittenLayer)>| {
+            let built = result.map(|(staged, written)| {
+                if let Some(store) = self.store {
+                    if let Err(err) = store.put_layer(&keys[index], &written, staged.path()) {
+                        tracing::warn!(
+                            "store: cannot keep the {} layer: {err}",
+                            self.plan.layers[index].purpose()
+                        );
+                    }
                 }
-            }
-            built[*index] = Some(BuiltLayer {
-                path: staged.path().to_path_buf(),
-                written,
-                staged: Some(staged),
+                BuiltLayer {
+                    path: staged.path().to_path_buf(),
+                    written,
+                    staged: Some(staged),
+                }
             });
-        }
-        Ok(built.into_iter().flatten().collect())
+            deliver(index, built);
+        };
+        self.write_layers(spools, &missing, &keep)
+    }
+
+    /// Every new layer, in plan order (for callers that need them all
+    /// before going on).
+    fn collect_layers(&self, spools: &Spools) -> Result<Vec<BuiltLayer>> {
+        let slots: std::sync::Mutex<Vec<Option<Result<BuiltLayer>>>> =
+            std::sync::Mutex::new((0..self.plan.layers.len()).map(|_| None).collect());
+        let deliver = |index: usize, built: Result<BuiltLayer>| {
+            if let Ok(mut slots) = slots.lock() {
+                slots[index] = Some(built);
+            }
+        };
+        self.build_layers(spools, &deliver)?;
+        let slots = slots
+            .into_inner()
+            .map_err(|_| Error::new("building a layer panicked"))?;
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.unwrap_or_else(|| Err(Error::new("internal error: a layer was not written")))
+            })
+            .collect()
     }
 
     /// Digests exactly what determines a layer's bytes: this program's
@@ -446,11 +538,7 @@ impl Execution<'_> {
     /// scans kept are written at once, from a work queue (largest first),
     /// while the layers that still miss content are re-read; the rest
     /// follow when that is done.
-    fn write_layers(
-        &self,
-        spools: &Spools,
-        layers: &[usize],
-    ) -> Result<Vec<(tempfile::NamedTempFile, WrittenLayer)>> {
+    fn write_layers(&self, spools: &Spools, layers: &[usize], deliver: Staged<'_>) -> Result<()> {
         let has_all = |layer: &LayerPlan| {
             layer.entries.iter().all(|e| {
                 e.content.copied().is_none_or(|(origin, inode)| {
@@ -461,12 +549,10 @@ impl Execution<'_> {
         let (ready, waiting): (Vec<usize>, Vec<usize>) =
             layers.iter().partition(|&&i| has_all(&self.plan.layers[i]));
         let empty = Spools::new();
-        let mut results: Vec<Option<Result<_>>> =
-            (0..self.plan.layers.len()).map(|_| None).collect();
         let refills = std::thread::scope(|scope| {
             let refill =
                 (!waiting.is_empty()).then(|| scope.spawn(|| self.refill(spools, &waiting)));
-            self.write_queue(&ready, spools, &empty, &mut results);
+            self.write_queue(&ready, spools, &empty, deliver);
             refill.map(|job| {
                 job.join()
                     .unwrap_or_else(|_| Err(Error::new("re-reading a layer panicked")))
@@ -474,15 +560,8 @@ impl Execution<'_> {
         });
         let refills = refills.transpose()?.unwrap_or_default();
         let _phase = crate::progress::phase("write layers that waited for the re-read");
-        self.write_queue(&waiting, spools, &refills, &mut results);
-        layers
-            .iter()
-            .map(|&i| {
-                results[i]
-                    .take()
-                    .unwrap_or_else(|| Err(Error::new("internal error: a layer was not written")))
-            })
-            .collect()
+        self.write_queue(&waiting, spools, &refills, deliver);
+        Ok(())
     }
 
     /// Writes the given layers with one worker per core, each taking the
@@ -492,7 +571,7 @@ impl Execution<'_> {
         indexes: &[usize],
         spools: &Spools,
         refills: &Spools,
-        results: &mut [Option<Result<(tempfile::NamedTempFile, WrittenLayer)>>],
+        deliver: Staged<'_>,
     ) {
         let size = |i: &usize| -> u64 {
             self.plan.layers[*i]
@@ -504,23 +583,19 @@ impl Execution<'_> {
         let mut queue: Vec<usize> = indexes.to_vec();
         queue.sort_by_key(|i| std::cmp::Reverse(size(i)));
         let queue = std::sync::Mutex::new(queue.into_iter());
-        let done = std::sync::Mutex::new(Vec::new());
         let workers = crate::layer::threads().min(indexes.len());
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| loop {
                     let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
                     let Some(index) = next else { break };
-                    let written = self.write_layer(&self.plan.layers[index], spools, refills);
-                    if let Ok(mut done) = done.lock() {
-                        done.push((index, written));
-                    }
+                    deliver(
+                        index,
+                        self.write_layer(&self.plan.layers[index], spools, refills),
+                    );
                 });
             }
         });
-        for (index, written) in done.into_inner().unwrap_or_default() {
-            results[index] = Some(written);
-        }
     }
 
     fn write_layer(

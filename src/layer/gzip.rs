@@ -190,20 +190,7 @@ mod tests {
     use std::io::Read;
 
     fn sample(len: usize) -> Vec<u8> {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        (0..len)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                // Half text-like, half noise.
-                if (i / 5000) % 2 == 0 {
-                    b"tritonserver backends "[i % 22]
-                } else {
-                    state as u8
-                }
-            })
-            .collect()
+        crate::layer::ztoc::tests::sample(len, 7)
     }
 
     fn compress(data: &[u8], threads: usize, chunk: usize, level: u32) -> Vec<u8> {

@@ -777,11 +777,12 @@ pub(crate) fn read_at(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn sample(len: usize, seed: u64) -> Vec<u8> {
+    /// Test data: runs of letters, of a repeated phrase and of noise.
+    pub(crate) fn sample(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed | 1;
         (0..len)
             .map(|i| {
