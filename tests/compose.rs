@@ -446,8 +446,9 @@ fn min_layers_are_linked_into_a_layout_only_when_their_bytes_check_out() {
     assert!(read_oci(&out, "x")
         .tree
         .contains_key("opt/tritonserver/backends/python/libtriton_python.so"));
-    // A damaged blob of the same size is neither linked nor copied (full is
-    // FROM min and the SBOM is off, so nothing else reads it).
+    // A damaged blob of the same size is refused and nothing is left (here
+    // the scan, which reads min for its accounts, sees it first; the link's
+    // own check is `link_blob`'s unit test).
     let damaged = source(&min_blobs[0]);
     let size = fs::metadata(&damaged).unwrap().len() as usize;
     fs::remove_file(&damaged).unwrap();

@@ -906,6 +906,19 @@ pub(crate) mod tests {
         for (n, (o, l)) in wanted.iter().enumerate() {
             assert_eq!(got[n], data[*o as usize..(o + l) as usize]);
         }
+        // Members of another size (pigz -i, eStargz): once a stream shows a
+        // second member, points are member starts only, even where a block
+        // boundary comes first past the span.
+        let blob: Vec<u8> = data.chunks(1_500_000).flat_map(gzip).collect();
+        let (out, index) = index_of(&blob);
+        assert_eq!(out, data);
+        assert!(index.points.len() >= 4, "{}", index.points.len());
+        assert!(index.points.iter().all(|p| p.window.is_empty()));
+        assert!(index.points.iter().all(|p| p.out % 1_500_000 == 0));
+        let got = random_read(&blob, &index, &wanted).unwrap();
+        for (n, (o, l)) in wanted.iter().enumerate() {
+            assert_eq!(got[n], data[*o as usize..(o + l) as usize]);
+        }
     }
 
     #[test]

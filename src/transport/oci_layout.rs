@@ -588,3 +588,37 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::new(format!("cannot write {}", path.display())).with_source(e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn link_blob_links_only_bytes_that_match_the_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = OciLayoutSink::create(&dir.path().join("out"), "x", "out".into()).unwrap();
+        let source = dir.path().join("blob");
+        fs::write(&source, b"layer bytes").unwrap();
+        let desc = BlobDescriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest: Digest::of(b"layer bytes"),
+            size: 11,
+        };
+        // Bytes that are not the descriptor's: refused, nothing kept.
+        let other = dir.path().join("other");
+        fs::write(&other, b"other bytes").unwrap();
+        assert!(!sink.link_blob(&desc, &other).unwrap());
+        let blobs = sink.root.join("blobs/sha256");
+        assert_eq!(fs::read_dir(&blobs).unwrap().count(), 0);
+        // A symlink is not followed.
+        let link = dir.path().join("symlink");
+        std::os::unix::fs::symlink(&source, &link).unwrap();
+        assert!(!sink.link_blob(&desc, &link).unwrap());
+        // The right bytes: the blob is the same inode.
+        assert!(sink.link_blob(&desc, &source).unwrap());
+        let kept = fs::metadata(blob_path(&sink.root, &desc.digest)).unwrap();
+        assert_eq!(kept.ino(), fs::metadata(&source).unwrap().ino());
+        assert_eq!(fs::read_dir(&blobs).unwrap().count(), 1);
+    }
+}
