@@ -69,6 +69,8 @@ type Staged<'a> = &'a (dyn Fn(usize, Result<(tempfile::NamedTempFile, WrittenLay
 
 /// A min layer `--slim` cut: its index, and what it is now.
 type Slimmed = (usize, LayerReport);
+/// min's layers as put into the sink, and those `--slim` cut.
+type MinLayers = (Vec<BlobDescriptor>, Vec<Slimmed>);
 
 /// A new layer, ready for the sink.
 struct BuiltLayer {
@@ -179,15 +181,11 @@ impl Execution<'_> {
     /// the new layers are built (mostly compressing); each new layer goes
     /// as soon as it is built, so that its upload overlaps the others'
     /// compression. Returns the new layers in plan order, with min's.
-    #[allow(clippy::type_complexity)]
     fn build_and_put(
         &self,
         spools: &Spools,
         sink: &mut dyn ImageSink,
-    ) -> Result<(
-        Vec<(BuiltLayer, BlobDescriptor)>,
-        (Vec<BlobDescriptor>, Vec<Slimmed>),
-    )> {
+    ) -> Result<(Vec<(BuiltLayer, BlobDescriptor)>, MinLayers)> {
         let (sender, receiver) = std::sync::mpsc::channel::<(usize, Result<BuiltLayer>)>();
         let mut put: Vec<Option<(BuiltLayer, BlobDescriptor)>> =
             (0..self.plan.layers.len()).map(|_| None).collect();
@@ -253,10 +251,7 @@ impl Execution<'_> {
     /// min's layers: those `--slim` cuts written again (with what each
     /// is, by index), the others unchanged: left to a destination that
     /// holds them, mounted or found there, or copied.
-    fn put_min_layers(
-        &self,
-        sink: &mut dyn ImageSink,
-    ) -> Result<(Vec<BlobDescriptor>, Vec<Slimmed>)> {
+    fn put_min_layers(&self, sink: &mut dyn ImageSink) -> Result<MinLayers> {
         let mut layers = Vec::new();
         let mut slimmed = Vec::new();
         let origin = self.min.origin();

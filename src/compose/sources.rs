@@ -110,7 +110,6 @@ pub(crate) struct Prepared {
     pub gpu_min: Option<Box<dyn ImageSource>>,
     pub scans: Scans,
     pub spools: Spools,
-    /// min's small files for the SBOM, when the plan did not read min.
     // Last: removed after everything that may hold files in it.
     pub scratch: tempfile::TempDir,
 }
