@@ -286,6 +286,13 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// The digest and size of everything `reader` yields.
+pub(crate) fn digest_of(reader: impl Read) -> io::Result<(Digest, u64)> {
+    let mut hashing = HashingReader::new(reader);
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(hashing.finish())
+}
+
 /// Runs `body` on a reader of `raw` that a thread of its own fills ahead,
 /// in 1 MiB pieces through a bounded channel: a blob read (and hashed, by a
 /// [`VerifyingReader`]) on one core is inflated on another. The thread
@@ -386,7 +393,8 @@ mod tests {
             r.read_to_end(&mut out).map(|_| out)
         });
         assert_eq!(got.unwrap(), data);
-        // An error of the source reaches the reader, after what came before.
+        // An error of the source reaches the reader, after the whole pieces
+        // before it (the part of a piece the error cut short is dropped).
         let failing = (&data[..HASH_PIECE + 3]).chain(FailingRead);
         let got = with_read_ahead(failing, |r| {
             let mut out = Vec::new();

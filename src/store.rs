@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{digest_of, Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::WrittenLayer;
 
@@ -178,11 +178,8 @@ impl Store {
             return None;
         }
         let sound = File::open(dest).is_ok_and(|file| {
-            let mut hashing = HashingReader::new(file);
-            std::io::copy(&mut hashing, &mut std::io::sink()).is_ok() && {
-                let (digest, size) = hashing.finish();
-                digest == written.digest && size == written.size
-            }
+            digest_of(file)
+                .is_ok_and(|(digest, size)| digest == written.digest && size == written.size)
         });
         if !sound {
             tracing::warn!(

@@ -441,11 +441,9 @@ impl ImageSink for OciLayoutSink {
             return Ok(false);
         }
         let checked = File::open(&link).and_then(|f| {
-            let mut hashing =
-                crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, &f));
-            io::copy(&mut hashing, &mut io::sink())?;
+            let got = crate::digest::digest_of(io::BufReader::with_capacity(1 << 20, &f))?;
             f.sync_all()?;
-            Ok(hashing.finish())
+            Ok(got)
         });
         match checked {
             Ok((digest, size)) if digest == desc.digest && size == desc.size => {
