@@ -61,6 +61,18 @@ pub struct ElfInfo {
 }
 
 impl ElfInfo {
+    /// What these facts take in memory, roughly: their strings.
+    pub(crate) fn cost(&self) -> u64 {
+        let strings = self
+            .needed
+            .iter()
+            .chain(&self.rpath)
+            .chain(&self.runpath)
+            .chain(&self.soname)
+            .chain(&self.interpreter);
+        strings.map(|s| s.len() as u64 + 24).sum()
+    }
+
     /// True when a library with `other`'s class and machine can be loaded
     /// into this object's process.
     pub fn compatible(&self, other: &ElfInfo) -> bool {

@@ -511,8 +511,8 @@ impl Execution<'_> {
         let mut wanted = Vec::with_capacity(ordinals.len());
         for &ordinal in ordinals {
             let inode = InodeRef { layer, ordinal };
-            match (scan.offsets.get(&inode), sizes.get(&inode)) {
-                (Some(&offset), Some(&size)) => wanted.push((ordinal, offset, size)),
+            match (scan.tree.offset(inode), sizes.get(&inode)) {
+                (Some(offset), Some(&size)) => wanted.push((ordinal, offset, size)),
                 _ => return false,
             }
         }

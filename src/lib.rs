@@ -12,6 +12,8 @@
 //! - [`scan`]: reads each image's layers once (in parallel) into layer
 //!   indexes and a [`tree::MergedTree`] (whiteouts and opaque directories
 //!   applied), keeping the content that may be needed in a [`spool::Spool`].
+//!   Entries go to disk ([`entrylog`], then the tree's redb database), so
+//!   memory does not grow with an image's file count.
 //! - [`store`]: the content-addressed cache beside the transports, under
 //!   scan and execute: layer indexes by diff-id (with gzip access points,
 //!   [`layer::ztoc`]) and built layers by what determines their bytes.
@@ -61,6 +63,7 @@ mod config;
 mod deps;
 mod digest;
 mod elf;
+mod entrylog;
 mod error;
 mod execute;
 mod image;

@@ -621,7 +621,8 @@ impl LayerBuilder<'_> {
         for root in roots {
             self.add_parents(&mut entries, root);
             for (path, _) in self.full.tree.subtree(root) {
-                entries.insert(path.clone(), self.entry(path)?);
+                let entry = self.entry(&path)?;
+                entries.insert(path, entry);
             }
         }
         Ok(finish_layer(

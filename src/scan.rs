@@ -1,14 +1,17 @@
 //! Reads an image's layers into a [`MergedTree`] (whiteouts and opaque
 //! directories applied), checking each layer's diff-id on the way.
 //!
-//! Each layer is read once, on its own, into a [`LayerIndex`]: its items in
-//! archive order, the small files kept in memory (such as /etc/passwd or
-//! dpkg's lists) and the dynamic-linking facts of ELF files ([`crate::elf`]).
+//! Each layer is read once, on its own, into a [`LayerIndex`]: its entries in
+//! archive order, written to an [`EntryLog`] on disk, and in memory its
+//! whiteouts, the small files kept (such as /etc/passwd or dpkg's lists) and
+//! the dynamic-linking facts of ELF files ([`crate::elf`]).
 //! Layers are read in parallel, largest first, at most one per core (for all
 //! images of a compose together); content of the selected subtrees goes to a
 //! [`Spool`] on disk as it streams by. The indexes are then applied bottom to
-//! top. With a [`Store`], an index already stored for a diff-id is used
-//! instead of reading the layer, and a new one is stored.
+//! top, into a [`MergedTree`] that lives on disk too: memory does not grow
+//! with the number of files. With a [`Store`], an index already stored for a
+//! diff-id (its summary, and its log checked against the digest the summary
+//! holds) is used instead of reading the layer, and a new one is stored.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, Write};
@@ -18,20 +21,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::elf::{self, ElfInfo};
+use crate::entrylog::{EntryLog, LogEntry, LogWriter};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
 use crate::layer::ztoc::{self, AccessIndex};
-use crate::layer::{read_layer, read_layer_with, EntryKind, EntryMeta, ImagePath, LayerItem};
+use crate::layer::{read_layer, read_layer_with, EntryKind, ImagePath, LayerItem};
 use crate::progress::human_size;
 use crate::spool::Spool;
 use crate::store::Store;
-use crate::tree::{InodeRef, LayerChanges, MergedTree};
+use crate::tree::{InodeRef, MergedTree, TreeBuilder};
 
-/// What one image's metadata may cost in memory (paths, links, extended
-/// attributes, kept files, a fixed amount per entry), so that a layer of
-/// metadata alone (a "bomb" of names) cannot exhaust memory.
+/// What the scan of one image may hold in memory: kept small files, ELF
+/// facts, whiteouts (each with a fixed cost). The entries themselves go to
+/// disk ([`EntryLog`], then the [`MergedTree`]), so memory does not grow
+/// with the image's file count.
 pub(crate) const MAX_IMAGE_METADATA: u64 = 128 << 20;
-const ENTRY_COST: u64 = 128;
+/// What an entry costs on disk beyond its names: its record in the tree's
+/// database and in its layer's log (about 270 bytes measured at a million
+/// entries).
+const ENTRY_COST: u64 = 256;
+/// What the entries of an image may cost on disk ([`ENTRY_COST`] and their
+/// names, links and attributes): this many bytes per compressed byte of the
+/// image, and at least [`MAX_IMAGE_METADATA`]. A layer of names that
+/// compresses to nothing (a "bomb": 60 KiB names in 200 compressed bytes)
+/// is refused; an image with a million small files is not, since their tar
+/// headers take room in its blobs too (about 12 compressed bytes for an
+/// entry that costs 300 here, measured with one-line `.py` files).
+const INDEX_PER_COMPRESSED_BYTE: u64 = 64;
 
 /// Layers from this size (compressed) get access points.
 const ACCESS_MIN_BLOB: u64 = 16 << 20;
@@ -80,37 +96,39 @@ pub(crate) struct ScannedImage {
     pub kept: HashMap<ImagePath, Vec<u8>>,
     /// Dynamic-linking facts of the ELF files the `elf` filter chose.
     pub elf: HashMap<InodeRef, ElfInfo>,
-    /// Where each file's content starts in its uncompressed layer.
-    pub offsets: HashMap<InodeRef, u64>,
     /// Access points of the large gzip layers, by layer.
     pub access: HashMap<u32, Arc<AccessIndex>>,
 }
 
-/// One item of a layer, as an index keeps it.
+/// A deletion a layer makes in the layers beneath it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum IndexItem {
-    Entry {
-        ordinal: u32,
-        path: ImagePath,
-        meta: EntryMeta,
-        /// Where a file's content starts in the uncompressed layer.
-        offset: u64,
-    },
+pub(crate) enum Deletion {
     Whiteout(ImagePath),
     Opaque(ImagePath),
 }
 
-/// What a compose needs of one layer, read once (or taken from the store).
+/// What a compose needs of one layer, read once (or taken from the store):
+/// the part held in memory. Its entries are in an [`EntryLog`] on disk.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct LayerIndex {
-    pub items: Vec<IndexItem>,
-    /// Content of the files the `keep` filter chose, by ordinal.
-    pub kept: Vec<(u32, Vec<u8>)>,
+pub(crate) struct LayerSummary {
+    pub deletions: Vec<Deletion>,
+    /// Content of the files the `keep` filter chose, by ordinal and path.
+    pub kept: Vec<(u32, ImagePath, Vec<u8>)>,
     /// ELF facts of the files the `elf` filter chose, by ordinal.
     pub elf: Vec<(u32, ElfInfo)>,
     /// Access points into the gzip blob, for reading single files later
     /// without inflating the whole layer (large layers only).
     pub access: Option<AccessIndex>,
+    /// How many entries the log holds, and its digest.
+    pub entries: u64,
+    pub log_digest: String,
+}
+
+/// One layer's index: its summary, and its entries on disk.
+#[derive(Debug)]
+pub(crate) struct LayerIndex {
+    pub summary: LayerSummary,
+    pub log: EntryLog,
 }
 
 /// At most one layer read per core, across every scan of the process.
@@ -177,11 +195,13 @@ pub(crate) fn scan(
         store,
         access,
         metadata: std::sync::atomic::AtomicU64::new(0),
+        index: std::sync::atomic::AtomicU64::new(0),
+        index_budget: index_budget(source),
     };
     let results = reader.read_all(&wanted)?;
     let mut order = wanted;
     order.sort();
-    let mut merged = Merged::default();
+    let mut merged = Merged::new()?;
     for (index, read) in order.into_iter().zip(results) {
         let (layer_index, layer_spool) = read;
         if let (Some(from), Some((_, spool))) = (layer_spool, spool.as_mut()) {
@@ -194,79 +214,100 @@ pub(crate) fn scan(
     if let Some((_, spool)) = spool {
         spool.flush()?;
     }
-    Ok(merged.finish(keep))
+    merged.finish(keep)
 }
 
 /// The layers' indexes merged in order, as [`scan`] builds them.
-#[derive(Default)]
 struct Merged {
-    tree: MergedTree,
-    kept_by_inode: HashMap<InodeRef, Vec<u8>>,
+    tree: TreeBuilder,
+    /// Kept files by inode, with the path they were found at.
+    kept_by_inode: HashMap<InodeRef, (ImagePath, Vec<u8>)>,
     elf: HashMap<InodeRef, ElfInfo>,
-    offsets: HashMap<InodeRef, u64>,
     access: HashMap<u32, Arc<AccessIndex>>,
 }
 
 impl Merged {
-    /// Lays one layer's index on the tree.
+    fn new() -> Result<Merged> {
+        Ok(Merged {
+            tree: TreeBuilder::new()?,
+            kept_by_inode: HashMap::new(),
+            elf: HashMap::new(),
+            access: HashMap::new(),
+        })
+    }
+
+    /// Lays one layer's index on the tree: its deletions, then its entries
+    /// as they stream from its log.
     fn apply(&mut self, layer_no: u32, layer_index: LayerIndex) -> Result<()> {
         let inode = |ordinal| InodeRef {
             layer: layer_no,
             ordinal,
         };
-        let mut changes = LayerChanges::new(layer_no);
-        for item in layer_index.items {
-            match item {
-                IndexItem::Whiteout(path) => changes.whiteout(path),
-                IndexItem::Opaque(dir) => changes.opaque(dir),
-                IndexItem::Entry {
-                    ordinal,
-                    path,
-                    meta,
-                    offset,
-                } => {
-                    if meta.kind == EntryKind::File {
-                        self.offsets.insert(inode(ordinal), offset);
-                    }
-                    changes.entry(&self.tree, ordinal, path, meta)?;
-                }
+        let LayerIndex { summary, log } = layer_index;
+        let mut changes = self.tree.layer(layer_no)?;
+        for deletion in &summary.deletions {
+            match deletion {
+                Deletion::Whiteout(path) => changes.whiteout(path)?,
+                Deletion::Opaque(dir) => changes.opaque(dir)?,
             }
         }
-        for (ordinal, data) in layer_index.kept {
-            self.kept_by_inode.insert(inode(ordinal), data);
+        for entry in log.entries()? {
+            let LogEntry {
+                ordinal,
+                path,
+                meta,
+                offset,
+            } = entry?;
+            changes.entry(ordinal, path, meta, offset)?;
         }
-        for (ordinal, info) in layer_index.elf {
+        drop(changes);
+        for (ordinal, path, data) in summary.kept {
+            self.kept_by_inode.insert(inode(ordinal), (path, data));
+        }
+        for (ordinal, info) in summary.elf {
             self.elf.insert(inode(ordinal), info);
         }
-        if let Some(points) = layer_index.access {
+        if let Some(points) = summary.access {
             self.access.insert(layer_no, Arc::new(points));
         }
-        self.tree.apply(changes);
         Ok(())
     }
 
-    /// The scanned image: the kept files that are still visible, by path.
-    fn finish(self, keep: Option<PathFilter<'_>>) -> ScannedImage {
-        let mut kept_paths: HashSet<ImagePath> = HashSet::new();
-        for (path, node) in self.tree.iter() {
-            if self.kept_by_inode.contains_key(&node.inode) && keep.is_some_and(|k| k(path)) {
-                kept_paths.insert(path.clone());
-            }
-        }
-        let kept = kept_paths
+    /// The scanned image: the kept files that are still visible where they
+    /// were found, by path.
+    fn finish(self, keep: Option<PathFilter<'_>>) -> Result<ScannedImage> {
+        let tree = self.tree.finish()?;
+        let kept = self
+            .kept_by_inode
             .into_iter()
-            .filter_map(|path| {
-                let node = self.tree.get(&path)?;
-                let data = self.kept_by_inode.get(&node.inode)?.clone();
-                Some((path, data))
+            .filter(|(inode, (path, _))| {
+                keep.is_some_and(|k| k(path)) && tree.get(path).is_some_and(|n| n.inode == *inode)
             })
+            .map(|(_, kept)| kept)
             .collect();
-        ScannedImage {
-            tree: self.tree,
+        tree.health()?;
+        Ok(ScannedImage {
+            tree,
             kept,
             elf: self.elf,
-            offsets: self.offsets,
             access: self.access,
+        })
+    }
+}
+
+/// A layer's index from the store, with its log checked against the
+/// digest its summary holds.
+fn stored_index(store: &Store, kind: &str, diff_id: &Digest) -> Option<LayerIndex> {
+    let summary = store.load_index::<LayerSummary>(kind, diff_id)?;
+    let log = store.index_log(kind, diff_id).and_then(|file| {
+        let digest: Digest = summary.log_digest.parse().ok()?;
+        EntryLog::open_checked(file, summary.entries, &digest)
+    });
+    match log {
+        Some(log) => Some(LayerIndex { summary, log }),
+        None => {
+            store.forget_index(kind, diff_id);
+            None
         }
     }
 }
@@ -281,8 +322,11 @@ struct LayerReader<'a> {
     store: Option<(&'a Store, &'a str)>,
     /// Keep access points ([`ScanOptions::access`]).
     access: bool,
-    /// The image's metadata so far, against [`MAX_IMAGE_METADATA`].
+    /// What the scan holds in memory so far, against [`MAX_IMAGE_METADATA`].
     metadata: std::sync::atomic::AtomicU64,
+    /// What the entries cost on disk so far, against `index_budget`.
+    index: std::sync::atomic::AtomicU64,
+    index_budget: u64,
 }
 
 impl LayerReader<'_> {
@@ -339,14 +383,33 @@ impl LayerReader<'_> {
             .collect()
     }
 
-    /// Counts `bytes` of metadata kept; fails past the image's budget.
+    /// Counts `bytes` held in memory; fails past [`MAX_IMAGE_METADATA`].
     fn charge(&self, bytes: u64) -> Result<()> {
         use std::sync::atomic::Ordering;
         let total = self.metadata.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if total > MAX_IMAGE_METADATA {
             return Err(Error::new(format!(
-                "{}: its layers' metadata (names, links, attributes, small files) passes {} MiB",
+                "{}: what its scan keeps in memory (small files, ELF facts, whiteouts) passes {} MiB",
                 self.what,
+                MAX_IMAGE_METADATA >> 20
+            ))
+            .hint("the image is malformed or hostile (a bomb of names); it was not used"));
+        }
+        Ok(())
+    }
+
+    /// Counts what an item costs in the on-disk index; fails past the
+    /// image's budget.
+    fn charge_index(&self, item: &LayerItem<'_>) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let bytes = ENTRY_COST + metadata_cost(item);
+        let total = self.index.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total > self.index_budget {
+            return Err(Error::new(format!(
+                "{}: its layers' metadata (names, links, attributes) passes {} MiB, \
+                 {INDEX_PER_COMPRESSED_BYTE} times what its blobs hold (and at least {} MiB)",
+                self.what,
+                self.index_budget >> 20,
                 MAX_IMAGE_METADATA >> 20
             ))
             .hint("the image is malformed or hostile (a bomb of names); it was not used"));
@@ -358,7 +421,7 @@ impl LayerReader<'_> {
         let layer = &self.source.image().layers[index];
         let count = self.source.image().layers.len();
         if let Some((store, kind)) = self.store {
-            if let Some(found) = store.load_index::<LayerIndex>(kind, &layer.diff_id) {
+            if let Some(found) = stored_index(store, kind, &layer.diff_id) {
                 tracing::debug!(
                     "{}: layer {}/{} is indexed in the store, not read",
                     self.what,
@@ -391,7 +454,12 @@ impl LayerReader<'_> {
             started.elapsed().as_secs_f64()
         );
         if let Some((store, kind)) = self.store {
-            if let Err(err) = store.save_index(kind, &layer.diff_id, &read) {
+            let saved = read
+                .log
+                .raw()
+                .and_then(|raw| store.save_index_log(kind, &layer.diff_id, raw))
+                .and_then(|()| store.save_index(kind, &layer.diff_id, &read.summary));
+            if let Err(err) = saved {
                 tracing::warn!(
                     "store: cannot keep the index of {} layer {}: {err}",
                     self.what,
@@ -405,7 +473,8 @@ impl LayerReader<'_> {
     fn read(&self, index: usize) -> Result<(LayerIndex, Option<Spool>)> {
         let layer = &self.source.image().layers[index];
         let layer_no = index as u32;
-        let mut out = LayerIndex::default();
+        let mut out = LayerSummary::default();
+        let mut log = LogWriter::new()?;
         let mut spool = match &self.spool {
             Some((_, dir)) => Some(Spool::create(dir)?),
             None => None,
@@ -419,14 +488,16 @@ impl LayerReader<'_> {
         let with_access = self.access && layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let read = crate::digest::with_read_ahead(raw, |raw| {
             read_layer_with(raw, with_access, |ordinal, item| {
-                self.charge(ENTRY_COST + metadata_cost(&item))?;
+                self.charge_index(&item)?;
                 let entry = match item {
                     LayerItem::Whiteout(path) => {
-                        out.items.push(IndexItem::Whiteout(path));
+                        self.charge(ENTRY_COST + path.as_bytes().len() as u64)?;
+                        out.deletions.push(Deletion::Whiteout(path));
                         return Ok(());
                     }
                     LayerItem::Opaque(dir) => {
-                        out.items.push(IndexItem::Opaque(dir));
+                        self.charge(ENTRY_COST + dir.as_bytes().len() as u64)?;
+                        out.deletions.push(Deletion::Opaque(dir));
                         return Ok(());
                     }
                     LayerItem::Entry(entry) => entry,
@@ -448,16 +519,16 @@ impl LayerReader<'_> {
                         entry.content,
                         entry.meta.size,
                     )? {
+                        self.charge(ENTRY_COST + info.cost())?;
                         out.elf.push((ordinal, info));
                     }
                 }
-                out.items.push(IndexItem::Entry {
+                log.push(&LogEntry {
                     ordinal,
                     path: entry.path,
                     meta: entry.meta,
                     offset: entry.offset,
-                });
-                Ok(())
+                })
             })
         });
         let (diff_id, access) = read?;
@@ -474,7 +545,10 @@ impl LayerReader<'_> {
             spool.flush()?;
         }
         out.access = access;
-        Ok((out, spool))
+        let log = log.finish()?;
+        out.entries = log.count;
+        out.log_digest = log.digest.to_string();
+        Ok((LayerIndex { summary: out, log }, spool))
     }
 
     /// Keeps, spools and reads the ELF facts of one file as the filters
@@ -491,7 +565,7 @@ impl LayerReader<'_> {
         let wants_elf = (self.elf)(path);
         let spooled = self.spool.as_ref().is_some_and(|(wanted, _)| wanted(path));
         if kept {
-            self.charge(size)?;
+            self.charge(size + path.as_bytes().len() as u64)?;
             let mut data = Vec::with_capacity(size as usize);
             content.read_to_end(&mut data)?;
             let info = wants_elf.then(|| elf::read(&data[..], size)).flatten();
@@ -500,7 +574,7 @@ impl LayerReader<'_> {
                     spool.store(inode, size, &mut &data[..])?;
                 }
             }
-            sinks.out.kept.push((inode.ordinal, data));
+            sinks.out.kept.push((inode.ordinal, path.clone(), data));
             return Ok(info);
         }
         match sinks.spool.as_mut() {
@@ -520,9 +594,24 @@ impl LayerReader<'_> {
 
 /// Where [`LayerReader::file`] puts what it takes of a file.
 struct FileSinks<'a> {
-    out: &'a mut LayerIndex,
+    out: &'a mut LayerSummary,
     spool: Option<&'a mut Spool>,
     elf_scratch: &'a mut Option<std::fs::File>,
+}
+
+/// The on-disk index's budget for an image: [`INDEX_PER_COMPRESSED_BYTE`]
+/// for each byte of its blobs (as far as they are known), at least
+/// [`MAX_IMAGE_METADATA`].
+fn index_budget(source: &dyn ImageSource) -> u64 {
+    let compressed: u64 = source
+        .image()
+        .layers
+        .iter()
+        .filter_map(|l| l.blob.as_ref().map(|b| b.1))
+        .sum();
+    compressed
+        .saturating_mul(INDEX_PER_COMPRESSED_BYTE)
+        .max(MAX_IMAGE_METADATA)
 }
 
 /// What an item's metadata costs beyond [`ENTRY_COST`]: its names and

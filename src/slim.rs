@@ -541,17 +541,14 @@ fn initial_starts(view: &View<'_>) -> Starts {
 fn runtime_loaded_files(view: &View<'_>, loaded: &RuntimeLoaded) -> Vec<ImagePath> {
     let min = &view.input.min.tree;
     let added = view.input.added.keys();
-    let all = min.iter().map(|(p, _)| p).chain(added);
+    let all = min.iter().map(|(p, _)| p).chain(added.cloned());
     match loaded {
         RuntimeLoaded::Named(prefix) => all
             .filter(|p| p.file_name().starts_with(prefix.as_bytes()))
-            .cloned()
             .collect(),
         RuntimeLoaded::Under(dir) => {
             let dir = ImagePath::from_static(dir);
-            all.filter(|p| p.is_within(&dir) || **p == dir)
-                .cloned()
-                .collect()
+            all.filter(|p| p.is_within(&dir) || *p == dir).collect()
         }
     }
 }
@@ -654,6 +651,7 @@ fn keep_fixpoint(
 ) -> (BTreeSet<String>, Reach, Starts) {
     let min = &view.input.min.tree;
     for (path, node) in min.iter() {
+        let path = &path;
         if node.is_dir() {
             continue;
         }
@@ -789,7 +787,7 @@ fn remove_dists(
         }
         let mut files: Vec<ImagePath> = packaging.dists.files(&dist).to_vec();
         files.retain(|f| packaging.owner(f).is_none());
-        files.extend(view.input.min.tree.subtree(&dist).map(|(p, _)| p.clone()));
+        files.extend(view.input.min.tree.subtree(&dist).map(|(p, _)| p));
         let name = String::from_utf8_lossy(dist.file_name())
             .trim_end_matches(".dist-info")
             .to_string();
@@ -811,6 +809,7 @@ fn remove_unowned(
     let mut libraries = Vec::new();
     let mut dropped = Vec::new();
     for (path, node) in view.input.min.tree.iter() {
+        let path = &path;
         if node.is_dir()
             || slim.paths.contains(path)
             || packaging.owner(path).is_some()
@@ -844,7 +843,7 @@ fn keep_shared_inodes(slim: &mut Slim, min: &ScannedImage) {
     let staying: HashSet<_> = min
         .tree
         .iter()
-        .filter(|(p, n)| !n.is_dir() && !slim.paths.contains(*p))
+        .filter(|(p, n)| !n.is_dir() && !slim.paths.contains(p))
         .map(|(_, n)| n.inode)
         .collect();
     slim.paths
@@ -864,6 +863,7 @@ fn remove_dangling(
     };
     let mut dangling = Vec::new();
     for (path, node) in view.input.min.tree.iter() {
+        let path = &path;
         if node.meta.kind != EntryKind::Symlink
             || slim.paths.contains(path)
             || packaging.owner(path).is_some()

@@ -159,6 +159,42 @@ impl Store {
         self.put_atomically(&self.index_path(kind, diff_id), &bytes)
     }
 
+    fn log_path(&self, kind: &str, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("index")
+            .join(format!("{kind}-{}.entries", diff_id.hex()))
+    }
+
+    /// Keeps the entry log that goes with the index `kind` of a layer
+    /// (saved first: an index is only found with its log).
+    pub fn save_index_log(&self, kind: &str, diff_id: &Digest, mut log: impl Read) -> Result<()> {
+        let mut staged = self.staging()?;
+        std::io::copy(&mut log, &mut staged)?;
+        let path = self.log_path(kind, diff_id);
+        staged.persist(&path).map_err(|e| {
+            Error::new(format!("cannot write {}", path.display())).with_source(e.error)
+        })?;
+        Ok(())
+    }
+
+    /// The entry log of the index `kind` of a layer, unchecked: the index
+    /// holds its digest.
+    pub fn index_log(&self, kind: &str, diff_id: &Digest) -> Option<fs::File> {
+        let path = self.log_path(kind, diff_id);
+        let file = fs::File::open(&path).ok()?;
+        touch(&path);
+        Some(file)
+    }
+
+    /// Removes a layer's index and its log, when one of them is damaged.
+    pub fn forget_index(&self, kind: &str, diff_id: &Digest) {
+        tracing::warn!(
+            "store: the index of layer {diff_id} ({kind}) is damaged; it is removed and the layer read again"
+        );
+        let _ = fs::remove_file(self.index_path(kind, diff_id));
+        let _ = fs::remove_file(self.log_path(kind, diff_id));
+    }
+
     /// The output layer stored under `key`, linked (or copied) to `dest`
     /// for the caller to keep whatever the store does meanwhile, and
     /// checked there against its digest. A damaged entry is removed, and

@@ -160,10 +160,8 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         Resolution::Found(r) => Some(r.path),
         _ => None,
     });
-    let installed: Vec<&ImagePath> = view.subtree(&install).map(|(p, _)| p).collect();
-    let roots = Roots::find(installed.iter().copied(), entrypoint.as_ref(), |p| {
-        objects.elf(p)
-    });
+    let installed: Vec<ImagePath> = view.subtree(&install).map(|(p, _)| p).collect();
+    let roots = Roots::find(installed.iter(), entrypoint.as_ref(), |p| objects.elf(p));
     let loads = chain::load_roots(&objects, &search, &roots);
     let mut report = Report {
         image: source.name().to_string(),
@@ -189,6 +187,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         python_requirements: Vec::new(),
         ok: true,
     };
+    let installed: Vec<&ImagePath> = installed.iter().collect();
     report.check_unreachable(&objects, &search, &installed, &loads.reached);
     let architecture = config
         .get("architecture")

@@ -937,3 +937,38 @@ fn a_bounded_state_evicts_the_least_recently_served_and_composes_them_again_alik
         "y",
     );
 }
+
+#[test]
+fn a_full_with_a_million_more_files_is_served_in_bounded_memory() {
+    let Some(fx) = Fixtures::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("full-big");
+    let layer = support::many_small_files_layer(1_000_000);
+    support::derive_oci(&fx.dir.join("full-oci"), "latest", &big, Some(&layer), &[]);
+    drop(layer);
+    let min = format!("min,oci:{}:latest", fx.dir.join("min-oci").display());
+    let full = format!("full,oci:{}:latest", big.display());
+    let served = Served::start_with(&["--image", &min, "--image", &full]);
+    // skopeo, a client not ours, pulls a variant that serve composes.
+    let layout = served.dir.path().join("copied");
+    skopeo_copy(
+        &format!("docker://{}/tritonserver:python", served.host()),
+        &layout,
+        "a",
+    );
+    let image = support::read_oci(&layout, "a");
+    assert!(image
+        .tree
+        .keys()
+        .any(|p| p.starts_with("opt/tritonserver/backends/python/")));
+    assert!(
+        !image.tree.keys().any(|p| p.contains("/bulk0")),
+        "the million files are not part of the selection"
+    );
+    let peak_kib = support::peak_rss_kib(served.child.id()).unwrap();
+    assert!(peak_kib < 200 << 10, "peak RSS of serve {peak_kib} KiB");
+    eprintln!(
+        "peak RSS of serve with a million more files in full: {} MiB",
+        peak_kib >> 10
+    );
+}

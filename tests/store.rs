@@ -244,6 +244,23 @@ fn a_damaged_store_entry_is_detected_and_rebuilt() {
         "{warm}"
     );
     assert_eq!(image.manifest_digest, cold.manifest_digest);
+
+    // A damaged entry log alone is found too: its digest is in the index.
+    let mut logs = 0;
+    for path in setup.store_files("store") {
+        if path.extension().is_some_and(|e| e == "entries") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x55;
+            std::fs::write(&path, bytes).unwrap();
+            logs += 1;
+        }
+    }
+    assert!(logs > 0, "the store keeps entry logs");
+    let (stderr, image) = setup.compose("log-damaged", "store", PYTHON);
+    assert!(stderr.contains("is damaged; it is removed"), "{stderr}");
+    assert!(stderr.contains("reading full layer"), "{stderr}");
+    assert_eq!(image.manifest_digest, cold.manifest_digest);
 }
 
 fn store_total(setup: &Setup, store: &str) -> u64 {

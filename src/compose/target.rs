@@ -230,6 +230,19 @@ pub(crate) fn plan_compose(
             slim: request.slim.as_ref(),
         },
     )?;
+    // The trees live on disk: a lookup that could not read them answered
+    // "absent", and a plan made from that is not to be trusted.
+    for scan in [
+        scans.min.as_ref(),
+        Some(&scans.full),
+        scans.gpu_min.as_ref(),
+        scans.slim_min.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        scan.tree.health()?;
+    }
     if let Some(deps) = &plan.deps {
         summary::report_deps(deps);
     }

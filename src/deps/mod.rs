@@ -696,7 +696,7 @@ impl<'a> Closure<'a> {
                 added: root.display_abs(),
                 because,
             });
-            let paths: Vec<ImagePath> = self.full.subtree(&root).map(|(p, _)| p.clone()).collect();
+            let paths: Vec<ImagePath> = self.full.subtree(&root).map(|(p, _)| p).collect();
             for path in paths {
                 self.add_path(path);
             }

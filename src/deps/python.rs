@@ -440,7 +440,7 @@ pub(crate) fn module_candidates(
             let mut extensions: Vec<ImagePath> = trees
                 .iter()
                 .flat_map(|t| t.with_prefix(&prefix))
-                .map(|(p, _)| p.clone())
+                .map(|(p, _)| p)
                 .filter(|p| {
                     let rest = &p.as_bytes()[prefix.as_bytes().len()..];
                     p.file_name().ends_with(b".so") && !rest.contains(&b'/')
@@ -524,34 +524,34 @@ Requires-Dist: this is not a requirement\n\
     #[test]
     fn the_image_python_is_the_one_usr_bin_python3_names() {
         use crate::layer::{EntryKind, EntryMeta};
-        use crate::tree::LayerChanges;
-        let mut tree = MergedTree::default();
-        let mut ordinal = 0;
-        let mut add = |tree: &mut MergedTree, path: &str, kind: EntryKind, target: Option<&str>| {
-            let mut meta = EntryMeta::plain_dir(0o755, 0);
-            meta.kind = kind;
-            meta.link_target = target.map(|t| t.as_bytes().to_vec());
-            let mut changes = LayerChanges::new(0);
-            changes
-                .entry(tree, ordinal, ImagePath::from_static(path), meta)
-                .unwrap();
-            ordinal += 1;
-            tree.apply(changes);
+        use crate::tree::TreeBuilder;
+        let tree_of = |entries: &[(&str, EntryKind, Option<&str>)]| {
+            let mut builder = TreeBuilder::new().unwrap();
+            let mut layer = builder.layer(0).unwrap();
+            for (ordinal, (path, kind, target)) in entries.iter().enumerate() {
+                let mut meta = EntryMeta::plain_dir(0o755, 0);
+                meta.kind = *kind;
+                meta.link_target = target.map(|t| t.as_bytes().to_vec());
+                layer
+                    .entry(ordinal as u32, ImagePath::from_static(path), meta, 0)
+                    .unwrap();
+            }
+            drop(layer);
+            builder.finish().unwrap()
         };
-        add(&mut tree, "usr", EntryKind::Dir, None);
-        add(&mut tree, "usr/lib", EntryKind::Dir, None);
-        add(&mut tree, "usr/lib/python3.9", EntryKind::Dir, None);
-        add(&mut tree, "usr/lib/python3.12", EntryKind::Dir, None);
-        add(&mut tree, "usr/lib/python3.10", EntryKind::Dir, None);
+        let mut entries = vec![
+            ("usr", EntryKind::Dir, None),
+            ("usr/lib", EntryKind::Dir, None),
+            ("usr/lib/python3.9", EntryKind::Dir, None),
+            ("usr/lib/python3.12", EntryKind::Dir, None),
+            ("usr/lib/python3.10", EntryKind::Dir, None),
+        ];
+        let tree = tree_of(&entries);
         let newest = PythonEnv::of_image(&[&tree], |_| None, "amd64").unwrap();
         assert_eq!(newest.version, "3.12");
-        add(&mut tree, "usr/bin", EntryKind::Dir, None);
-        add(
-            &mut tree,
-            "usr/bin/python3",
-            EntryKind::Symlink,
-            Some("python3.10"),
-        );
+        entries.push(("usr/bin", EntryKind::Dir, None));
+        entries.push(("usr/bin/python3", EntryKind::Symlink, Some("python3.10")));
+        let tree = tree_of(&entries);
         let dpkg = |p: &str| (p == "python3.10-minimal").then(|| "3.10.12-1~22.04.3".to_string());
         let named = PythonEnv::of_image(&[&tree], dpkg, "amd64").unwrap();
         assert_eq!(named.version, "3.10");

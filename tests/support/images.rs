@@ -1013,3 +1013,34 @@ pub fn derive_oci(src: &Path, tag: &str, dst: &Path, layer: Option<&[u8]>, env: 
         manifest_bytes.len(),
     );
 }
+
+/// A layer of `files` one-line `.py` files, a thousand to a directory under
+/// usr/lib/python3/dist-packages: what a python-heavy full holds.
+pub fn many_small_files_layer(files: usize) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::with_capacity(files * 1024 + (1 << 20)));
+    for dir in 0..files.div_ceil(1000) {
+        let count = 1000.min(files - dir * 1000);
+        let dir = format!("usr/lib/python3/dist-packages/bulk{dir:04}");
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, &dir, std::io::empty())
+            .unwrap();
+        for file in 0..count {
+            let body = format!("X = {file}\n");
+            let mut header = tar::Header::new_ustar();
+            header.set_mode(0o644);
+            header.set_size(body.len() as u64);
+            builder
+                .append_data(
+                    &mut header,
+                    format!("{dir}/module_{file:03}.py"),
+                    body.as_bytes(),
+                )
+                .unwrap();
+        }
+    }
+    builder.into_inner().unwrap()
+}

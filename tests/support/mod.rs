@@ -65,26 +65,39 @@ pub fn run_cli_output_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, 
     )
 }
 
-/// Peak resident memory of a child process, from /proc, polled until it ends.
+/// Peak resident memory of a child process run with `--no-store`, from
+/// /proc, polled until it ends.
 pub fn run_measuring_rss(args: &[&str]) -> (bool, String, u64) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+    let mut args = args.to_vec();
+    args.push("--no-store");
+    measure_rss(&args, None)
+}
+
+/// The peak resident memory of a process so far (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+}
+
+/// Like [`run_measuring_rss`], with the store (if any) in `store`.
+pub fn measure_rss(args: &[&str], store: Option<&std::path::Path>) -> (bool, String, u64) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_triton-compose"));
+    if let Some(store) = store {
+        command.env("TRITON_COMPOSE_STORE", store);
+    }
+    let mut child = command
         .args(args)
-        .arg("--no-store")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     let status = loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak_kib = peak_kib.max(kib);
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
