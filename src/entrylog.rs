@@ -28,6 +28,8 @@ pub(crate) struct LogEntry {
     pub meta: EntryMeta,
     /// Where a file's content starts in the uncompressed layer.
     pub offset: u64,
+    /// The content of a file kept on disk ([`crate::listed`]).
+    pub content: Option<Vec<u8>>,
 }
 
 /// A written log: its file (unnamed, or the store's), how many entries it
@@ -163,6 +165,7 @@ mod tests {
             path: ImagePath::from_static(&format!("d/f{i}")),
             meta: EntryMeta::plain_dir(0o755, u64::from(i)),
             offset: u64::from(i) * 512,
+            content: (i % 10 == 0).then(|| vec![i as u8; 3]),
         }
     }
 
@@ -177,6 +180,7 @@ mod tests {
         assert_eq!(back.len(), 1000);
         assert_eq!(back[999].path, entry(999).path);
         assert_eq!(back[7].offset, 7 * 512);
+        assert_eq!(back[20].content.as_deref(), Some(&[20u8; 3][..]));
         // Twice: each read starts over.
         assert_eq!(log.entries().unwrap().count(), 1000);
 

@@ -68,6 +68,7 @@ mod error;
 mod execute;
 mod image;
 mod layer;
+mod listed;
 mod local;
 mod manifest;
 mod plan;

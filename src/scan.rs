@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::image::ImageSource;
 use crate::layer::ztoc::{self, AccessIndex};
 use crate::layer::{read_layer, read_layer_with, EntryKind, ImagePath, LayerItem};
+use crate::listed::Listed;
 use crate::progress::human_size;
 use crate::spool::Spool;
 use crate::store::Store;
@@ -69,6 +70,9 @@ pub(crate) struct ScanOptions<'a> {
     pub spool: Option<(PathFilter<'a>, &'a mut Spool)>,
     /// Small files to keep in memory.
     pub keep: Option<PathFilter<'a>>,
+    /// Small files to keep on disk ([`Listed`]): lists that grow with the
+    /// image's file count.
+    pub listed: Option<PathFilter<'a>>,
     /// Files whose ELF dynamic section is read, if they are ELF files.
     pub elf: Option<PathFilter<'a>>,
     /// Where indexes are reused from and kept, under a name that stands for
@@ -94,6 +98,8 @@ pub(crate) struct ScannedImage {
     pub tree: MergedTree,
     /// Content of the `keep` files as they are in the merged tree.
     pub kept: HashMap<ImagePath, Vec<u8>>,
+    /// The `listed` files as they are in the merged tree, on disk.
+    pub listed: Listed,
     /// Dynamic-linking facts of the ELF files the `elf` filter chose.
     pub elf: HashMap<InodeRef, ElfInfo>,
     /// Access points of the large gzip layers, by layer.
@@ -165,6 +171,7 @@ pub(crate) fn scan(
         skip,
         mut spool,
         keep,
+        listed,
         elf,
         store,
         access,
@@ -190,6 +197,7 @@ pub(crate) fn scan(
         source,
         what,
         keep: keep.unwrap_or(&|_| false),
+        listed: listed.unwrap_or(&|_| false),
         elf: elf.unwrap_or(&|_| false),
         spool: spool_filter.zip(spool_dir),
         store,
@@ -214,7 +222,7 @@ pub(crate) fn scan(
     if let Some((_, spool)) = spool {
         spool.flush()?;
     }
-    merged.finish(keep)
+    merged.finish(keep, listed)
 }
 
 /// The layers' indexes merged in order, as [`scan`] builds them.
@@ -222,6 +230,10 @@ struct Merged {
     tree: TreeBuilder,
     /// Kept files by inode, with the path they were found at.
     kept_by_inode: HashMap<InodeRef, (ImagePath, Vec<u8>)>,
+    /// Listed files by inode: the path they were found at, and where their
+    /// content is in `listed`.
+    listed_by_inode: HashMap<InodeRef, (ImagePath, (u64, u64))>,
+    listed: Listed,
     elf: HashMap<InodeRef, ElfInfo>,
     access: HashMap<u32, Arc<AccessIndex>>,
 }
@@ -231,6 +243,8 @@ impl Merged {
         Ok(Merged {
             tree: TreeBuilder::new()?,
             kept_by_inode: HashMap::new(),
+            listed_by_inode: HashMap::new(),
+            listed: Listed::default(),
             elf: HashMap::new(),
             access: HashMap::new(),
         })
@@ -257,7 +271,13 @@ impl Merged {
                 path,
                 meta,
                 offset,
+                content,
             } = entry?;
+            if let Some(content) = content {
+                let at = self.listed.append(&content)?;
+                self.listed_by_inode
+                    .insert(inode(ordinal), (path.clone(), at));
+            }
             changes.entry(ordinal, path, meta, offset)?;
         }
         drop(changes);
@@ -275,8 +295,18 @@ impl Merged {
 
     /// The scanned image: the kept files that are still visible where they
     /// were found, by path.
-    fn finish(self, keep: Option<PathFilter<'_>>) -> Result<ScannedImage> {
+    fn finish(
+        mut self,
+        keep: Option<PathFilter<'_>>,
+        listed: Option<PathFilter<'_>>,
+    ) -> Result<ScannedImage> {
         let tree = self.tree.finish()?;
+        for (inode, (path, at)) in std::mem::take(&mut self.listed_by_inode) {
+            if listed.is_some_and(|l| l(&path)) && tree.get(&path).is_some_and(|n| n.inode == inode)
+            {
+                self.listed.place(path, at);
+            }
+        }
         let kept = self
             .kept_by_inode
             .into_iter()
@@ -289,6 +319,7 @@ impl Merged {
         Ok(ScannedImage {
             tree,
             kept,
+            listed: self.listed,
             elf: self.elf,
             access: self.access,
         })
@@ -317,6 +348,7 @@ struct LayerReader<'a> {
     source: &'a dyn ImageSource,
     what: &'a str,
     keep: PathFilter<'a>,
+    listed: PathFilter<'a>,
     elf: PathFilter<'a>,
     spool: Option<(PathFilter<'a>, std::path::PathBuf)>,
     store: Option<(&'a Store, &'a str)>,
@@ -401,8 +433,11 @@ impl LayerReader<'_> {
     /// Counts what an item costs in the on-disk index; fails past the
     /// image's budget.
     fn charge_index(&self, item: &LayerItem<'_>) -> Result<()> {
+        self.charge_index_bytes(ENTRY_COST + metadata_cost(item))
+    }
+
+    fn charge_index_bytes(&self, bytes: u64) -> Result<()> {
         use std::sync::atomic::Ordering;
-        let bytes = ENTRY_COST + metadata_cost(item);
         let total = self.index.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if total > self.index_budget {
             return Err(Error::new(format!(
@@ -488,47 +523,21 @@ impl LayerReader<'_> {
         let with_access = self.access && layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let read = crate::digest::with_read_ahead(raw, |raw| {
             read_layer_with(raw, with_access, |ordinal, item| {
-                self.charge_index(&item)?;
-                let entry = match item {
-                    LayerItem::Whiteout(path) => {
-                        self.charge(ENTRY_COST + path.as_bytes().len() as u64)?;
-                        out.deletions.push(Deletion::Whiteout(path));
-                        return Ok(());
-                    }
-                    LayerItem::Opaque(dir) => {
-                        self.charge(ENTRY_COST + dir.as_bytes().len() as u64)?;
-                        out.deletions.push(Deletion::Opaque(dir));
-                        return Ok(());
-                    }
-                    LayerItem::Entry(entry) => entry,
+                let mut sinks = FileSinks {
+                    out: &mut out,
+                    listed: &mut None,
+                    spool: spool.as_mut(),
+                    elf_scratch: &mut elf_scratch,
                 };
-                if entry.meta.kind == EntryKind::File {
-                    let inode = InodeRef {
+                self.item(
+                    &mut sinks,
+                    &mut log,
+                    InodeRef {
                         layer: layer_no,
                         ordinal,
-                    };
-                    let mut file = FileSinks {
-                        out: &mut out,
-                        spool: spool.as_mut(),
-                        elf_scratch: &mut elf_scratch,
-                    };
-                    if let Some(info) = self.file(
-                        &mut file,
-                        inode,
-                        &entry.path,
-                        entry.content,
-                        entry.meta.size,
-                    )? {
-                        self.charge(ENTRY_COST + info.cost())?;
-                        out.elf.push((ordinal, info));
-                    }
-                }
-                log.push(&LogEntry {
-                    ordinal,
-                    path: entry.path,
-                    meta: entry.meta,
-                    offset: entry.offset,
-                })
+                    },
+                    item,
+                )
             })
         });
         let (diff_id, access) = read?;
@@ -551,6 +560,46 @@ impl LayerReader<'_> {
         Ok((LayerIndex { summary: out, log }, spool))
     }
 
+    /// Indexes one item of a layer: a deletion in the summary, an entry in
+    /// the log (with what the filters take of a file's content).
+    fn item(
+        &self,
+        sinks: &mut FileSinks<'_>,
+        log: &mut LogWriter,
+        inode: InodeRef,
+        item: LayerItem<'_>,
+    ) -> Result<()> {
+        self.charge_index(&item)?;
+        let entry = match item {
+            LayerItem::Whiteout(path) => {
+                self.charge(ENTRY_COST + path.as_bytes().len() as u64)?;
+                sinks.out.deletions.push(Deletion::Whiteout(path));
+                return Ok(());
+            }
+            LayerItem::Opaque(dir) => {
+                self.charge(ENTRY_COST + dir.as_bytes().len() as u64)?;
+                sinks.out.deletions.push(Deletion::Opaque(dir));
+                return Ok(());
+            }
+            LayerItem::Entry(entry) => entry,
+        };
+        if entry.meta.kind == EntryKind::File {
+            if let Some(info) =
+                self.file(sinks, inode, &entry.path, entry.content, entry.meta.size)?
+            {
+                self.charge(ENTRY_COST + info.cost())?;
+                sinks.out.elf.push((inode.ordinal, info));
+            }
+        }
+        log.push(&LogEntry {
+            ordinal: inode.ordinal,
+            path: entry.path,
+            meta: entry.meta,
+            offset: entry.offset,
+            content: sinks.listed.take(),
+        })
+    }
+
     /// Keeps, spools and reads the ELF facts of one file as the filters
     /// say; returns its ELF facts.
     fn file(
@@ -562,10 +611,15 @@ impl LayerReader<'_> {
         size: u64,
     ) -> Result<Option<ElfInfo>> {
         let kept = (self.keep)(path) && size <= MAX_KEPT_FILE;
+        let listed = !kept && (self.listed)(path) && size <= MAX_KEPT_FILE;
         let wants_elf = (self.elf)(path);
         let spooled = self.spool.as_ref().is_some_and(|(wanted, _)| wanted(path));
-        if kept {
-            self.charge(size + path.as_bytes().len() as u64)?;
+        if kept || listed {
+            if kept {
+                self.charge(size + path.as_bytes().len() as u64)?;
+            } else {
+                self.charge_index_bytes(size)?;
+            }
             let mut data = Vec::with_capacity(size as usize);
             content.read_to_end(&mut data)?;
             let info = wants_elf.then(|| elf::read(&data[..], size)).flatten();
@@ -574,7 +628,11 @@ impl LayerReader<'_> {
                     spool.store(inode, size, &mut &data[..])?;
                 }
             }
-            sinks.out.kept.push((inode.ordinal, path.clone(), data));
+            if kept {
+                sinks.out.kept.push((inode.ordinal, path.clone(), data));
+            } else {
+                *sinks.listed = Some(data);
+            }
             return Ok(info);
         }
         match sinks.spool.as_mut() {
@@ -595,6 +653,8 @@ impl LayerReader<'_> {
 /// Where [`LayerReader::file`] puts what it takes of a file.
 struct FileSinks<'a> {
     out: &'a mut LayerSummary,
+    /// The content of a `listed` file, for its log entry.
+    listed: &'a mut Option<Vec<u8>>,
     spool: Option<&'a mut Spool>,
     elf_scratch: &'a mut Option<std::fs::File>,
 }

@@ -254,17 +254,17 @@ fn reach(view: &View<'_>, search: &SearchPath, starts: &Starts) -> Reach {
 }
 
 /// min's packaging: dpkg's status and lists, and pip's distributions.
-struct Packaging {
+struct Packaging<'a> {
     status: Vec<Stanza>,
     installed: Installed,
     owners: Owners,
-    dists: Dists,
+    dists: Dists<'a>,
     /// Each package's files where they really are ([`View::real`]).
     files: HashMap<String, Vec<ImagePath>>,
 }
 
-impl Packaging {
-    fn of(min: &ScannedImage) -> Packaging {
+impl<'a> Packaging<'a> {
+    fn of(min: &'a ScannedImage) -> Packaging<'a> {
         let text = min
             .kept
             .get(&ImagePath::from_static(dpkg::STATUS))
@@ -275,7 +275,7 @@ impl Packaging {
             installed: Installed::new(&status),
             status,
             owners: Owners::new(&min.kept),
-            dists: Dists::new(&min.kept),
+            dists: Dists::new(&min.kept, &min.listed),
             files: HashMap::new(),
         }
     }
@@ -436,7 +436,7 @@ struct Patterns {
 }
 
 impl Patterns {
-    fn new(options: &SlimOptions, packaging: &Packaging) -> Result<Patterns> {
+    fn new(options: &SlimOptions, packaging: &Packaging<'_>) -> Result<Patterns> {
         let (packages, paths): (Vec<&String>, Vec<&String>) = options
             .keep
             .iter()
@@ -564,7 +564,7 @@ struct PythonKeeps {
     found: Vec<(String, ImagePath)>,
 }
 
-fn python_keeps(view: &View<'_>, packaging: &Packaging) -> PythonKeeps {
+fn python_keeps(view: &View<'_>, packaging: &Packaging<'_>) -> PythonKeeps {
     let input = view.input;
     let mut out = PythonKeeps::default();
     let needs = triton::runtime_needs(input.components, &input.full.tree, &input.full.kept);
@@ -615,7 +615,7 @@ fn python_keeps(view: &View<'_>, packaging: &Packaging) -> PythonKeeps {
 /// The distributions imported, with what they require, kept whole.
 fn keep_dists(
     out: &mut PythonKeeps,
-    packaging: &Packaging,
+    packaging: &Packaging<'_>,
     env: Option<&PythonEnv>,
     sites: &[ImagePath],
     mut walk: Vec<(ImagePath, BTreeSet<String>)>,
@@ -643,7 +643,7 @@ fn keep_dists(
 fn keep_fixpoint(
     view: &View<'_>,
     search: &SearchPath,
-    packaging: &Packaging,
+    packaging: &Packaging<'_>,
     patterns: &Patterns,
     mut starts: Starts,
     mut seeds: BTreeSet<String>,
@@ -701,7 +701,7 @@ fn keep_fixpoint(
 /// What goes, given what is kept.
 fn removals(
     view: &View<'_>,
-    packaging: &Packaging,
+    packaging: &Packaging<'_>,
     patterns: &Patterns,
     kept: &BTreeSet<String>,
     reach: &Reach,
@@ -769,16 +769,16 @@ type Record<'r> = dyn FnMut(&mut Slim, RemovedKind, String, Vec<ImagePath>) + 'r
 fn remove_dists(
     slim: &mut Slim,
     view: &View<'_>,
-    packaging: &Packaging,
+    packaging: &Packaging<'_>,
     python: &PythonKeeps,
     record: &mut Record<'_>,
 ) {
     let records: BTreeSet<ImagePath> = view
         .input
         .min
-        .kept
-        .keys()
-        .filter(|p| p.file_name() == b"RECORD" && python::is_dist_file(p))
+        .listed
+        .paths()
+        .filter(|p| python::is_record(p))
         .filter_map(|p| p.parent())
         .collect();
     for dist in records {
@@ -800,7 +800,7 @@ fn remove_dists(
 fn remove_unowned(
     slim: &mut Slim,
     view: &View<'_>,
-    packaging: &Packaging,
+    packaging: &Packaging<'_>,
     patterns: &Patterns,
     reach: &Reach,
     record: &mut Record<'_>,
@@ -854,7 +854,7 @@ fn keep_shared_inodes(slim: &mut Slim, min: &ScannedImage) {
 fn remove_dangling(
     slim: &mut Slim,
     view: &View<'_>,
-    packaging: &Packaging,
+    packaging: &Packaging<'_>,
     record: &mut Record<'_>,
 ) {
     let after = View {

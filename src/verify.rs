@@ -146,6 +146,7 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         "image",
         ScanOptions {
             keep: Some(&keep_filter),
+            listed: Some(&deps::lists),
             elf: Some(&elf_filter),
             ..Default::default()
         },
@@ -248,7 +249,7 @@ fn check_python(
     let version = |package: &str| dpkg::version_of(&status, package);
     let env = PythonEnv::of_image(&trees, version, architecture);
     let sites = python::site_dirs(&trees, env.as_ref().map(|e| e.version.as_str()));
-    let dists = Dists::new(&scanned.kept);
+    let dists = Dists::new(&scanned.kept, &scanned.listed);
     let mut imports = Vec::new();
     let mut walk: Vec<(ImagePath, BTreeSet<String>)> = Vec::new();
     for backend in triton::offered(tree, triton::ComponentKind::Backend) {

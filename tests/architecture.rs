@@ -13,7 +13,7 @@ const FLOORS: &[&[&str]] = &[
     &[
         "digest", "progress", "scratch", "config", "accounts", "elf", "pysource",
     ],
-    &["layer", "tree", "spool", "entrylog"],
+    &["layer", "tree", "spool", "entrylog", "listed"],
     &["image"],
     // Documents, the cache, and what Triton is.
     &["manifest", "store", "triton"],

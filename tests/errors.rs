@@ -850,6 +850,13 @@ fn entry_boundaries_are_read_as_docker_reads_them() {
     );
 }
 
+/// The arguments of a CPU-only compose of `min` and `full`, then `rest`.
+fn cpu_compose<'a>(min: &'a str, full: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--enable-gpu=false", "--image", min, "--image", full];
+    args.extend_from_slice(rest);
+    args
+}
+
 #[test]
 fn a_bomb_of_names_is_refused_with_bounded_memory() {
     // 2200 entries with 64 KiB PAX paths: 140 MiB of names in a layer that
@@ -870,16 +877,13 @@ fn a_bomb_of_names_is_refused_with_bounded_memory() {
     let layer = builder.into_inner().unwrap();
     let case = Case::new();
     let full = with_hostile_layer(&case, "names", layer);
-    let (ok, stderr, peak_kib) = run_measuring_rss(&[
-        "--enable-gpu=false",
-        "--image",
-        &case.arg("min", "min", "latest"),
-        "--image",
+    let min = case.arg("min", "min", "latest");
+    let work = case.path("work");
+    let (ok, stderr, peak_kib) = run_measuring_rss(&cpu_compose(
+        &min,
         &full,
-        "--dry-run",
-        "--work-dir",
-        case.path("work").to_str().unwrap(),
-    ]);
+        &["--dry-run", "--work-dir", work.to_str().unwrap()],
+    ));
     assert!(!ok, "{stderr}");
     assert!(
         stderr.contains("metadata (names, links, attributes) passes 128 MiB"),
@@ -902,17 +906,13 @@ fn a_million_small_files_are_composed_in_bounded_memory() {
     let case = Case::new();
     let full = with_hostile_layer(&case, "many", layer);
     let out = case.path("out");
-    let (ok, stderr, peak_kib) = run_measuring_rss(&[
-        "--enable-gpu=false",
-        "--image",
-        &case.arg("min", "min", "latest"),
-        "--image",
+    let min = case.arg("min", "min", "latest");
+    let (output, work) = (format!("oci:{}:x", out.display()), case.path("work"));
+    let (ok, stderr, peak_kib) = run_measuring_rss(&cpu_compose(
+        &min,
         &full,
-        "--output",
-        &format!("oci:{}:x", out.display()),
-        "--work-dir",
-        case.path("work").to_str().unwrap(),
-    ]);
+        &["--output", &output, "--work-dir", work.to_str().unwrap()],
+    ));
     assert!(ok, "{stderr}");
     let image = read_oci(&out, "x");
     assert!(image.tree.contains_key("opt/tritonserver/bin/tritonserver"));
@@ -927,8 +927,7 @@ fn a_million_small_files_are_composed_in_bounded_memory() {
 
     // The other commands that read full scan it the same way.
     let full_ref = full.strip_prefix("full,").unwrap();
-    let min_ref = case.arg("min", "min", "latest");
-    let min_ref = min_ref.strip_prefix("min,").unwrap();
+    let min_ref = min.strip_prefix("min,").unwrap();
     let store = case.path("store");
     for args in [
         vec!["catalog", "--min", min_ref, full_ref],

@@ -381,6 +381,7 @@ pub(crate) fn scan_images(
                         ScanOptions {
                             spool,
                             keep: Some(&index_keep),
+                            listed: Some(&deps::lists),
                             elf: Some(&index_elf),
                             store: store.map(|s| (s, INDEX_KIND)),
                             access: true,
@@ -465,6 +466,7 @@ fn scan_min_and_full(
         skip: shared,
         spool: filters.spool.map(|wanted| (wanted, spool)),
         keep: Some(&index_keep),
+        listed: Some(&deps::lists),
         elf: Some(&index_elf),
         store: filters.store.map(|s| (s, INDEX_KIND)),
         access: true,
@@ -529,6 +531,7 @@ fn scan_min(
         "min",
         ScanOptions {
             keep: Some(&index_keep),
+            listed: Some(&deps::lists),
             elf,
             store: store.map(|s| (s, kind)),
             ..Default::default()

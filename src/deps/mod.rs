@@ -51,8 +51,15 @@ pub(crate) fn keeps(path: &ImagePath) -> bool {
             .parent()
             .is_some_and(|p| p.as_bytes() == dpkg::INFO_DIR.as_bytes())
             && bytes.ends_with(b".list"))
-        || python::is_dist_file(path)
+        || (python::is_dist_file(path) && !python::is_record(path))
         || triton::is_backend_source(path)
+}
+
+/// Small files the dependency closure reads that are kept on disk
+/// ([`crate::listed`]): pip's RECORD files, which name every file a
+/// distribution installed.
+pub(crate) fn lists(path: &ImagePath) -> bool {
+    python::is_record(path)
 }
 
 /// Files whose ELF facts the scans read, besides the selection: anything
@@ -208,9 +215,9 @@ struct Closure<'a> {
     /// ELF files added for their own sake, for the package pass.
     libraries: Vec<(ImagePath, String)>,
     owners: Owners,
-    dists: Dists,
+    dists: Dists<'a>,
     /// Distributions min already has (empty when min was not read).
-    min_dists: Dists,
+    min_dists: Dists<'a>,
     /// The composed image's python, for Requires-Dist markers.
     python: Option<PythonEnv>,
     /// The extras each added distribution was asked for.
@@ -253,7 +260,10 @@ impl<'a> Closure<'a> {
             }
         };
         let (trees, min_dists) = match input.min {
-            MinView::Scanned(min) => (vec![&min.tree, &full.tree], Dists::new(&min.kept)),
+            MinView::Scanned(min) => (
+                vec![&min.tree, &full.tree],
+                Dists::new(&min.kept, &min.listed),
+            ),
             MinView::BaseOfFull => (vec![&full.tree], Dists::default()),
         };
         let version =
@@ -269,7 +279,7 @@ impl<'a> Closure<'a> {
             present: input.selected.clone(),
             deps: Deps::default(),
             libraries: Vec::new(),
-            dists: Dists::new(&full.kept),
+            dists: Dists::new(&full.kept, &full.listed),
             full_installed: Installed::new(&full_status),
             full_status,
             min_installed: Installed::new(&min_status),
@@ -461,7 +471,7 @@ impl<'a> Closure<'a> {
     fn add_owner(&mut self, path: &ImagePath, because: &str) {
         if let Some(package) = self.owners.owner(path).map(str::to_string) {
             self.add_package(&package, because);
-        } else if let Some(dist) = self.dists.owner(path).cloned() {
+        } else if let Some(dist) = self.dists.owner(path) {
             self.add_dist(&dist, &BTreeSet::new(), because);
         }
     }

@@ -4,12 +4,14 @@
 //! in METADATA, with PEP 508 markers evaluated for the image's python), and
 //! where the interpreter looks for a module.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use pep508_rs::{ExtraName, MarkerEnvironment, MarkerEnvironmentBuilder, PackageName, Requirement};
 
 use crate::layer::ImagePath;
+use crate::listed::Listed;
 use crate::tree::MergedTree;
 
 use super::fsview::normalize;
@@ -25,7 +27,7 @@ pub(crate) fn is_dist_file(path: &ImagePath) -> bool {
             .is_some_and(|d| d.file_name().ends_with(b".dist-info"))
 }
 
-fn is_record(path: &ImagePath) -> bool {
+pub(crate) fn is_record(path: &ImagePath) -> bool {
     path.file_name() == b"RECORD" && is_dist_file(path)
 }
 
@@ -140,10 +142,17 @@ pub(crate) struct Required {
 }
 
 /// Distributions (by dist-info directory) and the files they installed.
+///
+/// Their RECORD files stay on disk ([`Listed`]): what is held in memory is,
+/// for each top-level entry of a site directory (and each file listed
+/// outside one), the distributions whose RECORD names something there. A
+/// RECORD is read when a path there is asked about, and the last few read
+/// are kept.
 #[derive(Default)]
-pub(crate) struct Dists {
-    owner: HashMap<ImagePath, ImagePath>,
-    files: HashMap<ImagePath, Vec<ImagePath>>,
+pub(crate) struct Dists<'a> {
+    records: Option<&'a Listed>,
+    by_prefix: HashMap<ImagePath, Vec<ImagePath>>,
+    recent: Mutex<VecDeque<(ImagePath, Arc<HashSet<ImagePath>>)>>,
     /// Normalized name to dist-info directories (one per site directory).
     by_name: HashMap<String, Vec<ImagePath>>,
     /// Top-level module to the dist-info directories providing it.
@@ -152,9 +161,43 @@ pub(crate) struct Dists {
     requires: HashMap<ImagePath, Vec<String>>,
 }
 
-impl Dists {
-    pub(crate) fn new(kept: &HashMap<ImagePath, Vec<u8>>) -> Self {
-        let mut out = Dists::default();
+/// How many distributions' file sets [`Dists::owner`] keeps at a time.
+const RECENT_RECORDS: usize = 16;
+
+/// What a RECORD line's path is filed under: its site directory's entry
+/// it lies in (`site/numpy` for `site/numpy/core/x.py`), or itself when it
+/// lies outside the site directory.
+fn prefix_of(path: &ImagePath, site: &ImagePath) -> ImagePath {
+    if site.is_root() || !path.is_within(site) || path == site {
+        return path.clone();
+    }
+    let rest = &path.as_bytes()[site.as_bytes().len() + 1..];
+    let top = rest.split(|&b| b == b'/').next().unwrap_or(rest);
+    site.join(top)
+}
+
+/// The files a RECORD names, as paths of the image.
+fn record_files(dist: &ImagePath, text: &[u8]) -> Vec<ImagePath> {
+    let site = dist.parent().unwrap_or_default().display_abs();
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(first_csv_field)
+        .map(|name| {
+            if name.starts_with('/') {
+                normalize(&name)
+            } else {
+                normalize(&format!("{site}/{name}"))
+            }
+        })
+        .collect()
+}
+
+impl<'a> Dists<'a> {
+    pub(crate) fn new(kept: &HashMap<ImagePath, Vec<u8>>, records: &'a Listed) -> Self {
+        let mut out = Dists {
+            records: Some(records),
+            ..Dists::default()
+        };
         let mut dists: Vec<&ImagePath> = kept.keys().filter(|p| is_dist_file(p)).collect();
         dists.sort();
         for file in dists {
@@ -171,36 +214,60 @@ impl Dists {
                 _ => {}
             }
         }
-        for (record, text) in kept.iter().filter(|(p, _)| is_record(p)) {
+        let mut record_paths: Vec<&ImagePath> = records.paths().filter(|p| is_record(p)).collect();
+        record_paths.sort();
+        for record in record_paths {
             let dist = record.parent().expect("RECORD has a parent");
-            let site = dist.parent().unwrap_or_default().display_abs();
-            let mut files = Vec::new();
-            for line in String::from_utf8_lossy(text).lines() {
-                let Some(name) = first_csv_field(line) else {
-                    continue;
-                };
-                let path = if name.starts_with('/') {
-                    normalize(&name)
-                } else {
-                    normalize(&format!("{site}/{name}"))
-                };
-                out.owner
-                    .entry(path.clone())
-                    .or_insert_with(|| dist.clone());
-                files.push(path);
+            let site = dist.parent().unwrap_or_default();
+            let text = records.get(record).unwrap_or_default();
+            let mut prefixes: Vec<ImagePath> = record_files(&dist, &text)
+                .iter()
+                .map(|p| prefix_of(p, &site))
+                .collect();
+            prefixes.sort();
+            prefixes.dedup();
+            for prefix in prefixes {
+                out.by_prefix.entry(prefix).or_default().push(dist.clone());
             }
-            out.files.insert(dist, files);
         }
         out
     }
 
-    /// The dist-info directory of the distribution that installed `path`.
-    pub(crate) fn owner(&self, path: &ImagePath) -> Option<&ImagePath> {
-        self.owner.get(path)
+    /// The files a distribution's RECORD names, read from disk (the last
+    /// few are remembered).
+    fn file_set(&self, dist: &ImagePath) -> Arc<HashSet<ImagePath>> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, set)) = recent.iter().find(|(d, _)| d == dist) {
+            return set.clone();
+        }
+        let set: Arc<HashSet<ImagePath>> = Arc::new(self.files(dist).into_iter().collect());
+        if recent.len() >= RECENT_RECORDS {
+            recent.pop_front();
+        }
+        recent.push_back((dist.clone(), set.clone()));
+        set
     }
 
-    pub(crate) fn files(&self, dist: &ImagePath) -> &[ImagePath] {
-        self.files.get(dist).map_or(&[], Vec::as_slice)
+    /// The dist-info directory of the distribution that installed `path`.
+    pub(crate) fn owner(&self, path: &ImagePath) -> Option<ImagePath> {
+        let candidates = std::iter::once(path.clone())
+            .chain(path.ancestors().into_iter().rev())
+            .filter_map(|p| self.by_prefix.get(&p))
+            .flatten();
+        for dist in candidates {
+            if self.file_set(dist).contains(path) {
+                return Some(dist.clone());
+            }
+        }
+        None
+    }
+
+    /// The files a distribution's RECORD names, in its order.
+    pub(crate) fn files(&self, dist: &ImagePath) -> Vec<ImagePath> {
+        self.records
+            .and_then(|r| r.get(&dist.join(b"RECORD")))
+            .map(|text| record_files(dist, &text))
+            .unwrap_or_default()
     }
 
     fn read_metadata(&mut self, dist: &ImagePath, text: &str) {
@@ -497,7 +564,8 @@ Requires-Dist: this is not a requirement\n\
                 .into_iter()
                 .chain(kept_dist("inner-2.dist-info", "Name: inner\n", "inner\n"))
                 .collect();
-        let dists = Dists::new(&kept);
+        let records = Listed::default();
+        let dists = Dists::new(&kept, &records);
         let sites = [ImagePath::from_static(
             "usr/local/lib/python3.11/dist-packages",
         )];
@@ -562,28 +630,54 @@ Requires-Dist: this is not a requirement\n\
 
     #[test]
     fn reads_record_files() {
-        let kept = HashMap::from([(
-            ImagePath::from_static(
-                "usr/local/lib/python3.12/dist-packages/numpy-1.26.4.dist-info/RECORD",
-            ),
+        let site = "usr/local/lib/python3.12/dist-packages";
+        let mut records = HashMap::from([(
+            ImagePath::from_static(&format!("{site}/numpy-1.26.4.dist-info/RECORD")),
             b"numpy/__init__.py,sha256=x,100\n\"numpy/a,b.py\",,\n../../../bin/f2py,sha256=y,5\n"
                 .to_vec(),
         )]);
-        let dists = Dists::new(&kept);
+        // More distributions than are remembered at a time, one of them
+        // sharing numpy's directory.
+        for i in 0..2 * RECENT_RECORDS {
+            records.insert(
+                ImagePath::from_static(&format!("{site}/extra{i}-1.dist-info/RECORD")),
+                format!("extra{i}/x.py,,\nnumpy/plugin{i}.py,,\n").into_bytes(),
+            );
+        }
+        let records = Listed::from_map(&records);
+        let dists = Dists::new(&HashMap::new(), &records);
         let dist = dists
-            .owner(&ImagePath::from_static(
-                "usr/local/lib/python3.12/dist-packages/numpy/__init__.py",
-            ))
+            .owner(&ImagePath::from_static(&format!(
+                "{site}/numpy/__init__.py"
+            )))
             .unwrap();
         assert!(dist.display_abs().ends_with("numpy-1.26.4.dist-info"));
-        assert_eq!(dists.files(dist).len(), 3);
+        assert_eq!(dists.files(&dist).len(), 3);
         assert!(dists
             .owner(&ImagePath::from_static("usr/local/bin/f2py"))
-            .is_some());
+            .is_some_and(|d| d == dist));
         assert!(dists
-            .owner(&ImagePath::from_static(
-                "usr/local/lib/python3.12/dist-packages/numpy/a,b.py"
-            ))
+            .owner(&ImagePath::from_static(&format!("{site}/numpy/a,b.py")))
             .is_some());
+        for round in 0..2 {
+            for i in 0..2 * RECENT_RECORDS {
+                let owner = |p: &str| dists.owner(&ImagePath::from_static(&format!("{site}/{p}")));
+                let extra = owner(&format!("extra{i}/x.py")).unwrap();
+                assert!(extra
+                    .display_abs()
+                    .ends_with(&format!("extra{i}-1.dist-info")));
+                assert_eq!(
+                    owner(&format!("numpy/plugin{i}.py")),
+                    Some(extra),
+                    "round {round}"
+                );
+            }
+        }
+        assert!(dists
+            .owner(&ImagePath::from_static(&format!("{site}/numpy/missing.py")))
+            .is_none());
+        assert!(dists
+            .owner(&ImagePath::from_static(&format!("{site}/elsewhere.py")))
+            .is_none());
     }
 }

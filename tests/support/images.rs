@@ -1014,33 +1014,54 @@ pub fn derive_oci(src: &Path, tag: &str, dst: &Path, layer: Option<&[u8]>, env: 
     );
 }
 
-/// A layer of `files` one-line `.py` files, a thousand to a directory under
-/// usr/lib/python3/dist-packages: what a python-heavy full holds.
+/// A layer of `files` one-line `.py` files, a thousand to a package under
+/// usr/lib/python3/dist-packages, each package installed as pip does (a
+/// dist-info directory whose RECORD names its files): what a python-heavy
+/// full holds.
 pub fn many_small_files_layer(files: usize) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::with_capacity(files * 1024 + (1 << 20)));
-    for dir in 0..files.div_ceil(1000) {
-        let count = 1000.min(files - dir * 1000);
-        let dir = format!("usr/lib/python3/dist-packages/bulk{dir:04}");
+    let mut builder = tar::Builder::new(Vec::with_capacity(files * 1100 + (1 << 20)));
+    // `None` for a directory.
+    let mut add = |path: &str, body: Option<&[u8]>| {
         let mut header = tar::Header::new_ustar();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        builder
-            .append_data(&mut header, &dir, std::io::empty())
-            .unwrap();
-        for file in 0..count {
-            let body = format!("X = {file}\n");
-            let mut header = tar::Header::new_ustar();
+        if body.is_none() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+        } else {
             header.set_mode(0o644);
-            header.set_size(body.len() as u64);
-            builder
-                .append_data(
-                    &mut header,
-                    format!("{dir}/module_{file:03}.py"),
-                    body.as_bytes(),
-                )
-                .unwrap();
         }
+        let body = body.unwrap_or_default();
+        header.set_size(body.len() as u64);
+        builder.append_data(&mut header, path, body).unwrap();
+    };
+    let site = "usr/lib/python3/dist-packages";
+    for package in 0..files.div_ceil(1000) {
+        let count = 1000.min(files - package * 1000);
+        let name = format!("bulk{package:04}");
+        let dist = format!("{name}-1.0.dist-info");
+        add(&format!("{site}/{name}"), None);
+        let mut record = String::new();
+        for file in 0..count {
+            let module = format!("{name}/module_{file:03}.py");
+            add(
+                &format!("{site}/{module}"),
+                Some(format!("X = {file}\n").as_bytes()),
+            );
+            record.push_str(&format!("{module},,\n"));
+        }
+        record.push_str(&format!(
+            "{dist}/METADATA,,\n{dist}/top_level.txt,,\n{dist}/RECORD,,\n"
+        ));
+        add(&format!("{site}/{dist}"), None);
+        let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n");
+        add(
+            &format!("{site}/{dist}/METADATA"),
+            Some(metadata.as_bytes()),
+        );
+        add(
+            &format!("{site}/{dist}/top_level.txt"),
+            Some(format!("{name}\n").as_bytes()),
+        );
+        add(&format!("{site}/{dist}/RECORD"), Some(record.as_bytes()));
     }
     builder.into_inner().unwrap()
 }
