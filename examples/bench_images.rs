@@ -1,5 +1,7 @@
 //! Writes a large synthetic min and full image (OCI layouts) for the
-//! benchmark: `cargo run --release --example bench_images -- DIR SIZE_MIB`.
+//! benchmark: `cargo run --release --example bench_images -- DIR SIZE_MIB`;
+//! or, with `--many-files SRC_LAYOUT TAG DST FILES`, a copy of an image
+//! with that many small python files (as pip installs them) on top.
 //! Layers are streamed to disk; file content is pseudo-random (so it does
 //! not compress away) with some text-like files.
 
@@ -141,8 +143,134 @@ fn write_image(
     written[0].clone()
 }
 
+/// A layer of `files` one-line `.py` files, a thousand to a package under
+/// usr/lib/python3/dist-packages, each installed as pip does (a dist-info
+/// directory whose RECORD names its files).
+fn write_python_layer(blobs: &Path, files: u64) -> (String, String, u64) {
+    let tmp = blobs.join("tmp-layer");
+    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).unwrap());
+    let compressed = Hashing {
+        inner: file,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
+    let uncompressed = Hashing {
+        inner: gz,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut builder = tar::Builder::new(uncompressed);
+    // `None` for a directory.
+    let mut add = |path: &str, body: Option<&[u8]>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(if body.is_some() {
+            tar::EntryType::Regular
+        } else {
+            tar::EntryType::Directory
+        });
+        h.set_mode(if body.is_some() { 0o644 } else { 0o755 });
+        let body = body.unwrap_or_default();
+        h.set_size(body.len() as u64);
+        h.set_mtime(1_700_000_000);
+        builder.append_data(&mut h, path, body).unwrap();
+    };
+    let site = "usr/lib/python3/dist-packages";
+    for package in 0..files.div_ceil(1000) {
+        let name = format!("bulk{package:04}");
+        let dist = format!("{name}-1.0.dist-info");
+        add(&format!("{site}/{name}"), None);
+        let mut record = String::new();
+        for file in 0..1000.min(files - package * 1000) {
+            let body = format!("X = {file}\n");
+            let hash = hex::encode(Sha256::digest(body.as_bytes()));
+            let module = format!("{name}/module_{file:03}.py");
+            add(&format!("{site}/{module}"), Some(body.as_bytes()));
+            record.push_str(&format!("{module},sha256={hash},{}\n", body.len()));
+        }
+        record.push_str(&format!("{dist}/METADATA,,\n{dist}/RECORD,,\n"));
+        add(&format!("{site}/{dist}"), None);
+        let metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n");
+        add(
+            &format!("{site}/{dist}/METADATA"),
+            Some(metadata.as_bytes()),
+        );
+        add(&format!("{site}/{dist}/RECORD"), Some(record.as_bytes()));
+    }
+    let uncompressed = builder.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(uncompressed.hasher.finalize()));
+    let mut compressed = uncompressed.inner.finish().unwrap();
+    compressed.flush().unwrap();
+    let digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
+    let size = compressed.count;
+    fs::rename(&tmp, blobs.join(&digest[7..])).unwrap();
+    (digest, diff_id, size)
+}
+
+/// Writes into `dst` the image `src:tag` (an OCI layout; blobs hard-linked)
+/// with a layer of `files` small python files on top.
+fn with_many_files(src: &Path, tag: &str, dst: &Path, files: u64) {
+    let _ = fs::remove_dir_all(dst);
+    let blobs = dst.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    for blob in fs::read_dir(src.join("blobs/sha256")).unwrap() {
+        let blob = blob.unwrap();
+        fs::hard_link(blob.path(), blobs.join(blob.file_name()))
+            .or_else(|_| fs::copy(blob.path(), blobs.join(blob.file_name())).map(|_| ()))
+            .unwrap();
+    }
+    let read = |digest: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(blobs.join(&digest[7..])).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(src.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let mut manifest = read(entry["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    let (digest, diff_id, size) = write_python_layer(&blobs, files);
+    manifest["layers"].as_array_mut().unwrap().push(json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size,
+    }));
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(diff_id));
+    if let Some(history) = config["history"].as_array_mut() {
+        history.push(json!({"created_by": "bench: many small files"}));
+    }
+    let put = |value: &serde_json::Value| {
+        let data = serde_json::to_vec(value).unwrap();
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        fs::write(blobs.join(&digest[7..]), &data).unwrap();
+        (digest, data.len())
+    };
+    let (config_digest, config_size) = put(&config);
+    manifest["config"]["digest"] = json!(config_digest);
+    manifest["config"]["size"] = json!(config_size);
+    let (manifest_digest, manifest_size) = put(&manifest);
+    fs::write(dst.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]})).unwrap()).unwrap();
+    fs::write(dst.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--many-files") {
+        // --many-files SRC_LAYOUT TAG DST FILES
+        let rest: Vec<String> = args.skip(1).collect();
+        let [src, tag, dst, files] = &rest[..] else {
+            panic!("usage: bench_images --many-files SRC_LAYOUT TAG DST FILES");
+        };
+        with_many_files(Path::new(src), tag, Path::new(dst), files.parse().unwrap());
+        println!("wrote {dst}: {src}:{tag} and {files} small python files");
+        return;
+    }
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "target/bench".into()));
     let mib: u64 = args.next().map(|s| s.parse().unwrap()).unwrap_or(1024);
     let _ = fs::remove_dir_all(&dir);

@@ -10,7 +10,10 @@
 #   time goes (its phases); and what users would do instead: `docker build`
 #   of the same Dockerfile.compose on a warm engine (no build cache) plus
 #   `docker save`.
-#   Part 2, a large synthetic image (default about 2 GiB; pass a size in MiB,
+#   Part 2, memory against full's file count: the fixtures' full with 300k
+#   and 1M small python files added (MANY_FILES="300000 1000000"; 0 skips),
+#   composed cold: time and peak RSS.
+#   Part 3, a large synthetic image (default about 2 GiB; pass a size in MiB,
 #   or 0 to skip): dry run and composes with small and large selections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -203,6 +206,28 @@ registry_compose() {
 }
 registry_compose "registry -> registry, cold" cold
 registry_compose "registry -> registry, warm (same combination)" warm
+# Part 2: memory against full's file count. The fixtures' full with small
+# python files (pip-installed: dist-info RECORDs) added in one layer; a cold
+# compose of the selection, no store. MANY_FILES="300000 1000000" (0: skip).
+many_files=${MANY_FILES:-300000 1000000}
+if [ "$many_files" != 0 ]; then
+  echo "== full's file count: the fixtures' full plus small python files (cold, no store)"
+  many_compose() { # LABEL FULL_LAYOUT
+    rm -rf "$bench/out-many" "$bench/work-many"
+    /usr/bin/time -f "%e %M" -o "$bench/time" $bin -q --enable-gpu=false --no-store \
+      --work-dir "$bench/work-many" --image "min,oci:$fx/min-oci:latest" \
+      --image "full,oci:$2:latest" "${selection[@]}" --output "oci:$bench/out-many:x"
+    read -r wall rss <"$bench/time"
+    printf '%-44s %6s s  peak RSS %4d MiB\n' "$1" "$wall" $((rss / 1024))
+  }
+  many_compose "as the fixtures build it" "$fx/full-oci"
+  for files in $many_files; do
+    target/release/examples/bench_images --many-files "$fx/full-oci" latest "$bench/full-many" "$files" >/dev/null
+    many_compose "+ $files small files" "$bench/full-many"
+    rm -rf "$bench/full-many"
+  done
+  rm -rf "$bench/out-many" "$bench/work-many"
+fi
 [ "$mib" -gt 0 ] || exit 0
 echo "== synthetic image, $mib MiB"
 target/release/examples/bench_images "$bench" "$mib"
