@@ -651,7 +651,10 @@ pub fn of_reference(
             ..Default::default()
         },
     )?;
-    Ok(for_image(source.as_ref(), &scanned))
+    let sbom = for_image(source.as_ref(), &scanned);
+    // A lookup that could not read the tree on disk answered "absent".
+    scanned.tree.health()?;
+    Ok(sbom)
 }
 
 /// A package URL, as SPDX references one.

@@ -195,6 +195,8 @@ pub fn verify(reference: &ImageRef, options: &transport::Options) -> Result<Repo
         .and_then(|a| a.as_str())
         .unwrap_or("amd64");
     (report.python_imports, report.python_requirements) = check_python(&scanned, architecture);
+    // A lookup that could not read the tree on disk answered "absent".
+    scanned.tree.health()?;
     report.ok = report.missing_libraries.is_empty()
         && report.python_requirements.is_empty()
         && report
