@@ -46,22 +46,40 @@ impl io::Read for Noise {
     }
 }
 
-/// Files of a layer: (path, size); directories are made for parents.
-fn write_layer(blobs: &Path, files: &[(String, u64)], seed: u64) -> (String, String, u64) {
-    let tmp = blobs.join("tmp-layer");
-    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).unwrap());
+/// A layer tar being written to `blobs/tmp-layer`, gzip'd, both forms hashed.
+type LayerBuilder = tar::Builder<Hashing<flate2::write::GzEncoder<Hashing<BufWriter<File>>>>>;
+
+fn layer_builder(blobs: &Path) -> LayerBuilder {
+    let file = BufWriter::with_capacity(1 << 20, File::create(blobs.join("tmp-layer")).unwrap());
     let compressed = Hashing {
         inner: file,
         hasher: Sha256::new(),
         count: 0,
     };
     let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
-    let uncompressed = Hashing {
+    tar::Builder::new(Hashing {
         inner: gz,
         hasher: Sha256::new(),
         count: 0,
-    };
-    let mut builder = tar::Builder::new(uncompressed);
+    })
+}
+
+/// Ends a layer of [`layer_builder`], renamed to its digest: (digest,
+/// diff-id, compressed size).
+fn finish_layer(blobs: &Path, builder: LayerBuilder) -> (String, String, u64) {
+    let uncompressed = builder.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(uncompressed.hasher.finalize()));
+    let mut compressed = uncompressed.inner.finish().unwrap();
+    compressed.flush().unwrap();
+    let digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
+    let size = compressed.count;
+    fs::rename(blobs.join("tmp-layer"), blobs.join(&digest[7..])).unwrap();
+    (digest, diff_id, size)
+}
+
+/// Files of a layer: (path, size); directories are made for parents.
+fn write_layer(blobs: &Path, files: &[(String, u64)], seed: u64) -> (String, String, u64) {
+    let mut builder = layer_builder(blobs);
     let mut dirs = std::collections::BTreeSet::new();
     for (i, (path, size)) in files.iter().enumerate() {
         let mut parent = Path::new(path).parent();
@@ -93,14 +111,7 @@ fn write_layer(blobs: &Path, files: &[(String, u64)], seed: u64) -> (String, Str
         let content = io::Read::take(Noise(seed ^ ((i as u64 + 1) * 0x9e3779b97f4a7c15)), *size);
         builder.append_data(&mut h, path, content).unwrap();
     }
-    let uncompressed = builder.into_inner().unwrap();
-    let diff_id = format!("sha256:{}", hex::encode(uncompressed.hasher.finalize()));
-    let mut compressed = uncompressed.inner.finish().unwrap();
-    compressed.flush().unwrap();
-    let digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
-    let size = compressed.count;
-    fs::rename(&tmp, blobs.join(&digest[7..])).unwrap();
-    (digest, diff_id, size)
+    finish_layer(blobs, builder)
 }
 
 fn write_image(
@@ -147,20 +158,7 @@ fn write_image(
 /// usr/lib/python3/dist-packages, each installed as pip does (a dist-info
 /// directory whose RECORD names its files).
 fn write_python_layer(blobs: &Path, files: u64) -> (String, String, u64) {
-    let tmp = blobs.join("tmp-layer");
-    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).unwrap());
-    let compressed = Hashing {
-        inner: file,
-        hasher: Sha256::new(),
-        count: 0,
-    };
-    let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::fast());
-    let uncompressed = Hashing {
-        inner: gz,
-        hasher: Sha256::new(),
-        count: 0,
-    };
-    let mut builder = tar::Builder::new(uncompressed);
+    let mut builder = layer_builder(blobs);
     // `None` for a directory.
     let mut add = |path: &str, body: Option<&[u8]>| {
         let mut h = tar::Header::new_gnu();
@@ -197,14 +195,7 @@ fn write_python_layer(blobs: &Path, files: u64) -> (String, String, u64) {
         );
         add(&format!("{site}/{dist}/RECORD"), Some(record.as_bytes()));
     }
-    let uncompressed = builder.into_inner().unwrap();
-    let diff_id = format!("sha256:{}", hex::encode(uncompressed.hasher.finalize()));
-    let mut compressed = uncompressed.inner.finish().unwrap();
-    compressed.flush().unwrap();
-    let digest = format!("sha256:{}", hex::encode(compressed.hasher.finalize()));
-    let size = compressed.count;
-    fs::rename(&tmp, blobs.join(&digest[7..])).unwrap();
-    (digest, diff_id, size)
+    finish_layer(blobs, builder)
 }
 
 /// Writes into `dst` the image `src:tag` (an OCI layout; blobs hard-linked)
