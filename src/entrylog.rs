@@ -16,8 +16,9 @@ use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
 use crate::layer::{EntryMeta, ImagePath};
 
-/// No record is longer: a path, a link and extended attributes, each
-/// bounded by the tar reader well below it.
+/// No record is longer: a path, a link and extended attributes (each
+/// bounded by the tar reader to 64 KiB), and a listed file's content (at
+/// most 16 MiB, as the scan keeps them).
 const MAX_RECORD: usize = 64 << 20;
 
 /// One entry of a layer.

@@ -301,18 +301,19 @@ impl Merged {
         listed: Option<PathFilter<'_>>,
     ) -> Result<ScannedImage> {
         let tree = self.tree.finish()?;
+        // Still visible where it was found, and chosen there.
+        let stays = |filter: Option<PathFilter<'_>>, path: &ImagePath, inode: InodeRef| {
+            filter.is_some_and(|f| f(path)) && tree.get(path).is_some_and(|n| n.inode == inode)
+        };
         for (inode, (path, at)) in std::mem::take(&mut self.listed_by_inode) {
-            if listed.is_some_and(|l| l(&path)) && tree.get(&path).is_some_and(|n| n.inode == inode)
-            {
+            if stays(listed, &path, inode) {
                 self.listed.place(path, at);
             }
         }
         let kept = self
             .kept_by_inode
             .into_iter()
-            .filter(|(inode, (path, _))| {
-                keep.is_some_and(|k| k(path)) && tree.get(path).is_some_and(|n| n.inode == *inode)
-            })
+            .filter(|(inode, (path, _))| stays(keep, path, *inode))
             .map(|(_, kept)| kept)
             .collect();
         tree.health()?;

@@ -22,7 +22,7 @@
 //! `--store-max-size` the least recently used entries are evicted.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -113,9 +113,9 @@ impl Store {
             .ctx(|| format!("writing in the store {}", self.root.display()))
     }
 
-    fn put_atomically(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    fn put_atomically(&self, path: &Path, mut content: impl Read) -> Result<()> {
         let mut staged = self.staging()?;
-        staged.write_all(bytes)?;
+        std::io::copy(&mut content, &mut staged)?;
         staged.persist(path).map_err(|e| {
             Error::new(format!("cannot write {}", path.display())).with_source(e.error)
         })?;
@@ -156,7 +156,7 @@ impl Store {
         bytes.extend_from_slice(Digest::of(&body).hex().as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(&body);
-        self.put_atomically(&self.index_path(kind, diff_id), &bytes)
+        self.put_atomically(&self.index_path(kind, diff_id), &bytes[..])
     }
 
     fn log_path(&self, kind: &str, diff_id: &Digest) -> PathBuf {
@@ -167,14 +167,8 @@ impl Store {
 
     /// Keeps the entry log that goes with the index `kind` of a layer
     /// (saved first: an index is only found with its log).
-    pub fn save_index_log(&self, kind: &str, diff_id: &Digest, mut log: impl Read) -> Result<()> {
-        let mut staged = self.staging()?;
-        std::io::copy(&mut log, &mut staged)?;
-        let path = self.log_path(kind, diff_id);
-        staged.persist(&path).map_err(|e| {
-            Error::new(format!("cannot write {}", path.display())).with_source(e.error)
-        })?;
-        Ok(())
+    pub fn save_index_log(&self, kind: &str, diff_id: &Digest, log: impl Read) -> Result<()> {
+        self.put_atomically(&self.log_path(kind, diff_id), log)
     }
 
     /// The entry log of the index `kind` of a layer, unchecked: the index
@@ -255,7 +249,7 @@ impl Store {
             size: written.size,
         };
         let bytes = serde_json::to_vec(&record).expect("records serialize");
-        self.put_atomically(&self.record_path(key), &bytes)
+        self.put_atomically(&self.record_path(key), &bytes[..])
     }
 
     /// Every file of the store with its size and last use, by kind.
