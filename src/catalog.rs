@@ -102,7 +102,11 @@ impl ImageSource for NoMin {
         &self.image
     }
 
-    fn open_layer(&self, _index: usize) -> Result<Box<dyn std::io::Read + Send + '_>> {
+    fn open_layer_checked(
+        &self,
+        _index: usize,
+        _checkpoints: Option<crate::digest::CheckpointSlot>,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>> {
         Err(Error::new("internal error: the empty min has no layers"))
     }
 }

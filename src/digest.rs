@@ -13,6 +13,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
+mod chained;
+pub(crate) use chained::{interval_for, ChainedSha256, Checkpoints};
+
+/// Where a [`VerifyingReader`] puts a blob's checkpoints once it was read in
+/// full and found right.
+pub(crate) type CheckpointSlot = std::sync::Arc<std::sync::Mutex<Option<Checkpoints>>>;
+
 /// A validated `sha256:<64 lowercase hex>` digest. Only sha256 is accepted,
 /// which also guarantees the hex part is safe to use as a file name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,13 +181,18 @@ impl<R> Drop for BackgroundHashingReader<R> {
 }
 
 /// Reads a blob and fails at end of stream (or as soon as it is too long)
-/// unless the bytes have exactly the expected size and digest.
+/// unless the bytes have exactly the expected size and digest. The hash
+/// keeps checkpoints on the way ([`Checkpoints`]), handed out with
+/// [`VerifyingReader::keeping`] once the blob was found right.
 pub(crate) struct VerifyingReader<R> {
-    inner: HashingReader<R>,
+    inner: R,
+    hasher: ChainedSha256,
+    count: u64,
     expected: Digest,
     expected_size: Option<u64>,
     what: String,
     done: bool,
+    checkpoints: Option<CheckpointSlot>,
 }
 
 impl<R: Read> VerifyingReader<R> {
@@ -191,23 +203,33 @@ impl<R: Read> VerifyingReader<R> {
         what: String,
     ) -> Self {
         VerifyingReader {
-            inner: HashingReader::new(inner),
+            inner,
+            hasher: ChainedSha256::new(interval_for(expected_size)),
+            count: 0,
             expected,
             expected_size,
             what,
             done: false,
+            checkpoints: None,
         }
+    }
+
+    /// The blob's checkpoints go to `slot` once it was read and checked.
+    pub(crate) fn keeping(mut self, slot: Option<CheckpointSlot>) -> Self {
+        self.checkpoints = slot;
+        self
     }
 
     fn check_end(&mut self) -> io::Result<()> {
         self.done = true;
-        let hasher = std::mem::replace(&mut self.inner.hasher, Sha256::new());
-        let actual = Digest::from_sha256(&hasher.finalize());
+        let hasher = std::mem::replace(&mut self.hasher, ChainedSha256::new(64));
+        let checkpoints = hasher.into_checkpoints();
+        let actual = Digest::from_sha256(&checkpoints.digest);
         if let Some(size) = self.expected_size {
-            if self.inner.count != size {
+            if self.count != size {
                 return Err(Error::new(format!(
                     "{} is {} bytes long but its descriptor says {size}",
-                    self.what, self.inner.count
+                    self.what, self.count
                 ))
                 .hint("the image is corrupt or was modified; fetch or export it again")
                 .into());
@@ -221,6 +243,11 @@ impl<R: Read> VerifyingReader<R> {
             .hint("the image is corrupt or was modified; fetch or export it again")
             .into());
         }
+        if let Some(slot) = self.checkpoints.take() {
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(checkpoints);
+            }
+        }
         Ok(())
     }
 }
@@ -231,8 +258,10 @@ impl<R: Read> Read for VerifyingReader<R> {
             return Ok(0);
         }
         let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
         if let Some(size) = self.expected_size {
-            if self.inner.count > size {
+            if self.count > size {
                 return Err(Error::new(format!(
                     "{} is longer than the {size} bytes its descriptor says",
                     self.what

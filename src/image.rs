@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::digest::Digest;
+use crate::digest::{CheckpointSlot, Digest};
 use crate::error::{Error, IoContext, Result};
 
 pub(crate) mod media_type {
@@ -156,7 +156,18 @@ pub trait ImageSource: Send + Sync {
 
     /// The layer's bytes as stored (possibly compressed). The stream fails
     /// at its end if the bytes do not match the layer's known digest.
-    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>>;
+    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+        self.open_layer_checked(index, None)
+    }
+
+    /// Like [`ImageSource::open_layer`]; when the blob's digest is known and
+    /// checked, its checkpoints go to `checkpoints` once the whole blob was
+    /// read and found right (for checking parts of it read later).
+    fn open_layer_checked(
+        &self,
+        index: usize,
+        checkpoints: Option<CheckpointSlot>,
+    ) -> Result<Box<dyn Read + Send + '_>>;
 
     /// `len` bytes of the layer's blob as stored, from byte `start`, for
     /// reading single files through access points. Unverified: the caller

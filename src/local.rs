@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{CheckpointSlot, Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media_type, BlobOrigin, ImageSource, SourceImage, SourceLayer};
 use crate::layer::ImagePath;
@@ -206,12 +206,17 @@ impl ImageSource for WithLocalLayers {
         &self.image
     }
 
-    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+    fn open_layer_checked(
+        &self,
+        index: usize,
+        checkpoints: Option<CheckpointSlot>,
+    ) -> Result<Box<dyn Read + Send + '_>> {
         match self.local(index) {
+            // Our own layer of the user's files, written by this run.
             Some(path) => Ok(Box::new(
                 File::open(path).ctx(|| format!("reading {}", path.display()))?,
             )),
-            None => self.inner.open_layer(index),
+            None => self.inner.open_layer_checked(index, checkpoints),
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{CheckpointSlot, Digest};
 use crate::elf::{self, ElfInfo};
 use crate::entrylog::{EntryLog, LogEntry, LogWriter};
 use crate::error::{Error, Result};
@@ -516,12 +516,17 @@ impl LayerReader<'_> {
             None => None,
         };
         let mut elf_scratch: Option<std::fs::File> = None;
+        let with_access = self.access && layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
+        // Access points are checked by the checkpoints of the blob's own
+        // digest check.
+        let checkpoints: Option<CheckpointSlot> = with_access.then(Default::default);
         let raw = crate::progress::track_quietly(
-            crate::scratch::Interruptible(self.source.open_layer(index)?),
+            crate::scratch::Interruptible(
+                self.source.open_layer_checked(index, checkpoints.clone())?,
+            ),
             layer.blob.as_ref().map_or(0, |b| b.1),
             format!("{}: reading layer {}", self.what, index + 1),
         );
-        let with_access = self.access && layer.blob.as_ref().is_none_or(|b| b.1 >= ACCESS_MIN_BLOB);
         let read = crate::digest::with_read_ahead(raw, |raw| {
             read_layer_with(raw, with_access, |ordinal, item| {
                 let mut sinks = FileSinks {
@@ -554,7 +559,17 @@ impl LayerReader<'_> {
         if let Some(spool) = spool.as_mut() {
             spool.flush()?;
         }
-        out.access = access;
+        out.access = access.and_then(|found| {
+            let checkpoints = checkpoints?.lock().ok()?.take();
+            if checkpoints.is_none() {
+                tracing::debug!(
+                    "{} layer {}: no checkpoints of its blob, so no access points",
+                    self.what,
+                    index + 1
+                );
+            }
+            found.with_checkpoints(checkpoints?)
+        });
         let log = log.finish()?;
         out.entries = log.count;
         out.log_digest = log.digest.to_string();

@@ -307,10 +307,10 @@ fn check_local_components(
 
 /// The name under which the store keeps indexes made with [`index_keep`]
 /// and [`index_elf`]; for min, with `index_keep` only.
-const INDEX_KIND: &str = "compose-6";
-const MIN_INDEX_KIND: &str = "keep-6";
+const INDEX_KIND: &str = "compose-7";
+const MIN_INDEX_KIND: &str = "keep-7";
 /// min's index for `--slim`: the same small files, and every ELF file.
-const SLIM_INDEX_KIND: &str = "slim-6";
+const SLIM_INDEX_KIND: &str = "slim-7";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a

@@ -36,7 +36,7 @@ pub(crate) fn decompress<'a>(raw: impl Read + Send + 'a) -> Result<Box<dyn Read 
 /// at the end of the stream.
 pub(crate) fn decompress_indexed<'a>(
     raw: impl Read + Send + 'a,
-    slot: std::sync::Arc<std::sync::Mutex<Option<super::ztoc::AccessIndex>>>,
+    slot: std::sync::Arc<std::sync::Mutex<Option<super::ztoc::PointsFound>>>,
 ) -> Result<Box<dyn Read + Send + 'a>> {
     let mut buffered = BufReader::with_capacity(1 << 20, raw);
     if buffered.fill_buf()?.starts_with(GZIP_MAGIC) {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::compression::{decompress, decompress_indexed};
 use super::entry::{EntryKind, EntryMeta, ImagePath};
 use super::tarparse::{TarHeader, TarReader};
-use super::ztoc::AccessIndex;
+use super::ztoc::PointsFound;
 use crate::digest::{BackgroundHashingReader, Digest};
 use crate::error::{Error, Result};
 
@@ -46,12 +46,12 @@ pub fn read_layer<'r>(
 }
 
 /// Like [`read_layer`]; with `access`, a gzip layer's access points are
-/// kept on the way ([`super::ztoc`]) and returned.
+/// found on the way ([`super::ztoc`]) and returned.
 pub(crate) fn read_layer_with<'r>(
     raw: impl Read + Send + 'r,
     access: bool,
     mut visit: impl FnMut(u32, LayerItem<'_>) -> Result<()>,
-) -> Result<(Digest, Option<AccessIndex>)> {
+) -> Result<(Digest, Option<PointsFound>)> {
     let slot = Arc::new(Mutex::new(None));
     let stream = if access {
         decompress_indexed(raw, slot.clone())?

@@ -9,9 +9,11 @@
 //! [`AccessPoint`] there. Later, [`read_at`] inflates from the access point
 //! at or before the bytes wanted, and only as far as they go.
 //!
-//! What is read at random is checked too: every span of compressed bytes
-//! between two access points has its SHA-256 in the index, and
-//! [`read_at`] fails unless the bytes it was given match.
+//! What is read at random is checked too, with no hash of its own: the
+//! blob's digest check keeps SHA-256 checkpoints on the way
+//! ([`crate::digest::Checkpoints`]), the index holds them, and a random
+//! read hashes the compressed bytes it reads from the checkpoint before
+//! them to the one after, failing unless they give the values kept.
 //!
 //! The inflater is zlib-rs (the same as flate2's backend here) through its
 //! zlib-compatible API, for `Z_BLOCK`, `inflatePrime` and
@@ -21,9 +23,9 @@
 
 use std::io::{self, Read};
 
+use crate::digest::{ChainedSha256, Checkpoints};
 use libz_rs_sys as z;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 /// Uncompressed bytes between access points, at first.
 pub(crate) const SPAN: u64 = 4 << 20;
@@ -46,9 +48,6 @@ pub(crate) struct AccessPoint {
     pub bits: u8,
     /// The output before `out` a block may refer to (up to 32 KiB).
     pub window: Vec<u8>,
-    /// SHA-256 of the compressed bytes from this point's first byte to
-    /// the next point's `input` (or the end of the blob).
-    pub span_digest: [u8; 32],
 }
 
 impl AccessPoint {
@@ -58,14 +57,38 @@ impl AccessPoint {
     }
 }
 
-/// The access points of one gzip blob.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The access points a full read of a gzip blob found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PointsFound {
+    pub points: Vec<AccessPoint>,
+    /// Size of the compressed blob.
+    pub compressed: u64,
+    /// Size of the uncompressed stream.
+    pub uncompressed: u64,
+}
+
+impl PointsFound {
+    /// The index, with the checkpoints of the same blob's digest check.
+    pub(crate) fn with_checkpoints(self, checkpoints: Checkpoints) -> Option<AccessIndex> {
+        (checkpoints.len == self.compressed).then_some(AccessIndex {
+            points: self.points,
+            compressed: self.compressed,
+            uncompressed: self.uncompressed,
+            checkpoints,
+        })
+    }
+}
+
+/// The access points of one gzip blob, and the checkpoints that check the
+/// bytes read from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct AccessIndex {
     pub points: Vec<AccessPoint>,
     /// Size of the compressed blob.
     pub compressed: u64,
     /// Size of the uncompressed stream.
     pub uncompressed: u64,
+    pub checkpoints: Checkpoints,
 }
 
 impl AccessIndex {
@@ -132,6 +155,20 @@ impl Inflater {
         Ok(())
     }
 
+    /// The inflater's window: the last output of this member, up to 32 KiB
+    /// (zlib keeps it up to date whenever `inflate` returns).
+    fn window(&self) -> io::Result<Vec<u8>> {
+        let mut window = vec![0u8; WINDOW];
+        let mut len: u32 = 0;
+        // SAFETY: as in `reset`; the buffer holds 32 KiB, always enough.
+        let code = unsafe { z::inflateGetDictionary(&*self.stream, window.as_mut_ptr(), &mut len) };
+        if code != z::Z_OK {
+            return Err(io::Error::other("cannot read the inflater's window"));
+        }
+        window.truncate(len as usize);
+        Ok(window)
+    }
+
     fn set_dictionary(&mut self, window: &[u8]) -> io::Result<()> {
         if window.is_empty() {
             return Ok(());
@@ -184,10 +221,14 @@ trait Observer {
     fn dropping(&mut self, _base: u64, _bytes: &[u8]) {}
     /// A deflate block (not a member's last) ended: the stream can resume
     /// here.
-    fn boundary(&mut self, _at: &Boundary<'_>) {}
+    fn boundary(&mut self, _at: &Boundary<'_>) -> io::Result<()> {
+        Ok(())
+    }
     /// A member (not the first) starts its deflate stream here: the stream
     /// can resume with no window at all.
-    fn member(&mut self, _at: &Boundary<'_>) {}
+    fn member(&mut self, _at: &Boundary<'_>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The state at a block boundary.
@@ -197,7 +238,15 @@ struct Boundary<'a> {
     consumed_base: u64,
     bits: u8,
     out: u64,
-    window: &'a [u8],
+    /// Where the window before `out` is, when there is one: none at a
+    /// member's start.
+    inflater: Option<&'a Inflater>,
+}
+
+impl Boundary<'_> {
+    fn window(&self) -> io::Result<Vec<u8>> {
+        self.inflater.map_or(Ok(Vec::new()), Inflater::window)
+    }
 }
 
 struct Nothing;
@@ -227,8 +276,6 @@ struct Decoder<R> {
     in_base: u64,
     /// Uncompressed offset of the next byte produced.
     out_total: u64,
-    /// The last output of the current member, up to 32 KiB.
-    history: Vec<u8>,
     /// CRC-32 and length of the current member (checked only when it was
     /// read from its start).
     crc: crc32fast::Hasher,
@@ -247,7 +294,6 @@ impl<R: Read> Decoder<R> {
             in_pos: 0,
             in_base,
             out_total,
-            history: Vec::with_capacity(2 * WINDOW),
             crc: crc32fast::Hasher::new(),
             member_len: 0,
             check_member: phase == Phase::Header,
@@ -323,7 +369,6 @@ impl<R: Read> Decoder<R> {
             self.take_byte(observer)?;
         }
         self.inflater.reset();
-        self.history.clear();
         self.crc = crc32fast::Hasher::new();
         self.member_len = 0;
         self.check_member = true;
@@ -333,8 +378,8 @@ impl<R: Read> Decoder<R> {
                 consumed_base: self.in_base,
                 bits: 0,
                 out: self.out_total,
-                window: &[],
-            });
+                inflater: None,
+            })?;
         }
         Ok(true)
     }
@@ -361,14 +406,6 @@ impl<R: Read> Decoder<R> {
         }
         self.member_len += produced.len() as u64;
         self.out_total += produced.len() as u64;
-        self.history.extend_from_slice(produced);
-        if self.history.len() > 2 * WINDOW {
-            self.history.drain(..self.history.len() - WINDOW);
-        }
-    }
-
-    fn window(&self) -> &[u8] {
-        &self.history[self.history.len().saturating_sub(WINDOW)..]
     }
 
     /// Produces output into `buf`; `at_boundary` is called at every deflate
@@ -408,8 +445,8 @@ impl<R: Read> Decoder<R> {
                                     consumed_base: self.in_base,
                                     bits: (data_type & 7) as u8,
                                     out: self.out_total,
-                                    window: self.window(),
-                                });
+                                    inflater: Some(&self.inflater),
+                                })?;
                             }
                             if consumed == 0
                                 && produced == 0
@@ -436,81 +473,47 @@ pub(crate) struct IndexingReader<R> {
     decoder: Decoder<R>,
     points: Points,
     /// Where the access points go when the stream has been read to its end.
-    result: Option<std::sync::Arc<std::sync::Mutex<Option<AccessIndex>>>>,
+    result: Option<std::sync::Arc<std::sync::Mutex<Option<PointsFound>>>>,
 }
 
-/// The access points found so far, and the hash of the current span.
+/// The access points found so far.
 struct Points {
     points: Vec<AccessPoint>,
     /// A second member was seen: only member starts are taken from then
     /// on, as they need no window (our own layers are 1 MiB members).
     members: bool,
-    span: Sha256,
-    hashed_upto: u64,
     last_out: u64,
 }
 
-impl Points {
-    /// Hashes the part of `bytes` (which start at `base`) not hashed yet.
-    fn hash(&mut self, base: u64, bytes: &[u8]) {
-        let end = base + bytes.len() as u64;
-        if end > self.hashed_upto {
-            let skip = self.hashed_upto.saturating_sub(base) as usize;
-            self.span.update(&bytes[skip..]);
-            self.hashed_upto = end;
-        }
-    }
-
-    fn close_span(&mut self) {
-        let finished = std::mem::replace(&mut self.span, Sha256::new());
-        if let Some(previous) = self.points.last_mut() {
-            previous.span_digest = finished.finalize().into();
-        }
-    }
-}
-
 impl Observer for Points {
-    fn dropping(&mut self, base: u64, bytes: &[u8]) {
-        self.hash(base, bytes);
-    }
-
-    fn boundary(&mut self, at: &Boundary<'_>) {
-        if !self.members {
-            self.point(at);
+    fn boundary(&mut self, at: &Boundary<'_>) -> io::Result<()> {
+        if self.members {
+            return Ok(());
         }
+        self.point(at)
     }
 
-    fn member(&mut self, at: &Boundary<'_>) {
+    fn member(&mut self, at: &Boundary<'_>) -> io::Result<()> {
         self.members = true;
-        self.point(at);
+        self.point(at)
     }
 }
 
 impl Points {
     /// Keeps an access point at `at`, if it is far enough from the last.
-    fn point(&mut self, at: &Boundary<'_>) {
+    fn point(&mut self, at: &Boundary<'_>) -> io::Result<()> {
         let doublings = (self.points.len() / POINTS_PER_DOUBLING).min(16) as u32;
         if self.points.len() >= MAX_POINTS || at.out < self.last_out + (SPAN << doublings) {
-            return;
-        }
-        // The span before this point ends with the bytes consumed so far;
-        // the next one starts with the byte holding the leftover bits.
-        self.hash(at.consumed_base, at.consumed);
-        self.close_span();
-        let input = at.consumed_base + at.consumed.len() as u64;
-        if at.bits > 0 {
-            if let Some(last) = at.consumed.last() {
-                self.span.update([*last]);
-            }
+            return Ok(());
         }
         self.points.push(AccessPoint {
             out: at.out,
-            input,
+            input: at.consumed_base + at.consumed.len() as u64,
             bits: at.bits,
-            window: at.window.to_vec(),
-            span_digest: [0; 32],
+            window: at.window()?,
         });
         self.last_out = at.out;
+        Ok(())
     }
 }
 
@@ -524,11 +527,8 @@ impl<R: Read> IndexingReader<R> {
                     input: 0,
                     bits: 0,
                     window: Vec::new(),
-                    span_digest: [0; 32],
                 }],
                 members: false,
-                span: Sha256::new(),
-                hashed_upto: 0,
                 last_out: 0,
             },
             result: None,
@@ -539,20 +539,17 @@ impl<R: Read> IndexingReader<R> {
     /// once the stream has been read to its end.
     pub(crate) fn with_slot(
         inner: R,
-        slot: std::sync::Arc<std::sync::Mutex<Option<AccessIndex>>>,
+        slot: std::sync::Arc<std::sync::Mutex<Option<PointsFound>>>,
     ) -> io::Result<Self> {
         let mut reader = Self::new(inner)?;
         reader.result = Some(slot);
         Ok(reader)
     }
 
-    fn conclude(&mut self) -> AccessIndex {
+    fn conclude(&mut self) -> PointsFound {
         let decoder = &mut self.decoder;
-        let points = &mut self.points;
-        points.hash(decoder.in_base, &decoder.input);
-        points.close_span();
-        AccessIndex {
-            points: std::mem::take(&mut points.points),
+        PointsFound {
+            points: std::mem::take(&mut self.points.points),
             compressed: decoder.in_base + decoder.input.len() as u64,
             uncompressed: decoder.out_total,
         }
@@ -560,7 +557,7 @@ impl<R: Read> IndexingReader<R> {
 
     /// The access points; reads whatever is left of the stream first.
     #[cfg(test)]
-    pub(crate) fn finish(mut self) -> io::Result<AccessIndex> {
+    pub(crate) fn finish(mut self) -> io::Result<PointsFound> {
         io::copy(&mut self, &mut io::sink())?;
         Ok(self.conclude())
     }
@@ -581,57 +578,88 @@ impl<R: Read> Read for IndexingReader<R> {
     }
 }
 
-/// Checks spans of compressed bytes against their digests as they are read.
-struct VerifiedSpans<'a, R> {
+/// Compressed bytes read at random from a checkpoint on, checked as they
+/// are read: the chaining value at every checkpoint reached, and the
+/// digest at the blob's end.
+struct Checked<'a, R> {
     inner: R,
-    index: &'a AccessIndex,
-    /// Absolute offset of the next byte.
-    pos: u64,
-    /// Spans being hashed: (point, hasher).
-    open: Vec<(usize, Sha256)>,
-    next_span: usize,
+    checkpoints: &'a Checkpoints,
+    hasher: Option<ChainedSha256>,
 }
 
-impl<R: Read> Read for VerifiedSpans<'_, R> {
+impl<'a, R: Read> Checked<'a, R> {
+    /// `inner` starts at the checkpoint `from`.
+    fn new(inner: R, checkpoints: &'a Checkpoints, from: u64) -> io::Result<Self> {
+        let k = (from / checkpoints.interval) as usize;
+        let Some(value) = checkpoints
+            .values
+            .get(k)
+            .filter(|_| from % checkpoints.interval == 0)
+        else {
+            return Err(bad(
+                "a read at random starts where the layer's index has no checkpoint",
+            ));
+        };
+        Ok(Checked {
+            inner,
+            checkpoints,
+            hasher: Some(ChainedSha256::resume_at(checkpoints.interval, from, value)),
+        })
+    }
+
+    /// The offset of the next byte.
+    fn position(&self) -> u64 {
+        self.hasher
+            .as_ref()
+            .map_or(self.checkpoints.len, ChainedSha256::position)
+    }
+
+    /// Reads to the next checkpoint (or the blob's end), so that all that
+    /// was read is checked.
+    fn finish(&mut self) -> io::Result<()> {
+        let at = self.position();
+        let to = self.checkpoints.after(at);
+        let read = io::copy(&mut self.by_ref().take(to - at), &mut io::sink())?;
+        if read != to - at || (to == self.checkpoints.len && self.hasher.is_some()) {
+            return Err(bad(
+                "the compressed bytes end before the layer's index says",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let start = self.pos;
-        let end = start + n as u64;
-        // Spans that start within what was read.
-        while let Some(point) = self.index.points.get(self.next_span) {
-            if point.first_byte() >= end {
-                break;
-            }
-            self.open.push((self.next_span, Sha256::new()));
-            self.next_span += 1;
-        }
-        let mut still_open = Vec::with_capacity(self.open.len());
-        for (i, mut hasher) in self.open.drain(..) {
-            let from = self.index.points[i].first_byte().max(start);
-            let to = self.index.span_end(i).min(end);
-            if to > from {
-                hasher.update(&buf[(from - start) as usize..(to - start) as usize]);
-            }
-            if self.index.span_end(i) <= end {
-                let digest: [u8; 32] = hasher.finalize().into();
-                if digest != self.index.points[i].span_digest {
-                    return Err(bad(&format!(
-                        "the compressed bytes at {} do not match the layer's index",
-                        self.index.points[i].first_byte()
-                    )));
-                }
-            } else {
-                still_open.push((i, hasher));
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Ok(0);
+        };
+        let left = self.checkpoints.len - hasher.position();
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        hasher.update(&buf[..n]);
+        let interval = self.checkpoints.interval;
+        for (at, value) in hasher.take_reached() {
+            if self.checkpoints.values.get((at / interval) as usize) != Some(&value) {
+                return Err(bad(&format!(
+                    "the compressed bytes before {at} do not match the layer's index"
+                )));
             }
         }
-        self.open = still_open;
-        self.pos = end;
+        if hasher.position() == self.checkpoints.len {
+            let whole = self.hasher.take().expect("hashing").finalize();
+            if whole != self.checkpoints.digest {
+                return Err(bad(
+                    "the compressed bytes at the layer's end do not match its digest",
+                ));
+            }
+        }
         Ok(n)
     }
 }
 
-/// Which span range of compressed bytes holds uncompressed `[offset,
-/// offset + len)`: (first point, first byte, end byte).
+/// The compressed bytes to read for uncompressed `[offset, offset + len)`:
+/// (first point, first byte, end byte), from checkpoint to checkpoint.
 pub(crate) fn compressed_range(
     index: &AccessIndex,
     offset: u64,
@@ -641,17 +669,16 @@ pub(crate) fn compressed_range(
     let last = index.point_before((offset + len).saturating_sub(1).max(offset))?;
     Some((
         first,
-        index.points[first].first_byte(),
-        index.span_end(last),
+        index.checkpoints.before(index.points[first].first_byte()),
+        index.checkpoints.after(index.span_end(last)),
     ))
 }
 
 /// The uncompressed stream from an access point on, inflated from `raw`:
-/// the compressed bytes from that point's first byte, checked against the
-/// span digests as they are read.
+/// the compressed bytes from the checkpoint before that point's first byte
+/// ([`compressed_range`]), checked as they are read.
 pub(crate) struct RandomReader<'a, R> {
-    decoder: Decoder<VerifiedSpans<'a, R>>,
-    index: &'a AccessIndex,
+    decoder: Decoder<Checked<'a, R>>,
     buf: Vec<u8>,
     buf_pos: usize,
     /// Uncompressed offset of `buf[buf_pos]`.
@@ -661,31 +688,30 @@ pub(crate) struct RandomReader<'a, R> {
 impl<'a, R: Read> RandomReader<'a, R> {
     pub(crate) fn new(index: &'a AccessIndex, first: usize, raw: R) -> io::Result<Self> {
         let point = &index.points[first];
-        let verified = VerifiedSpans {
-            inner: raw,
-            index,
-            pos: point.first_byte(),
-            open: Vec::new(),
-            next_span: first,
-        };
+        let from = index.checkpoints.before(point.first_byte());
+        let mut checked = Checked::new(raw, &index.checkpoints, from)?;
+        let skip = point.first_byte() - from;
+        if io::copy(&mut checked.by_ref().take(skip), &mut io::sink())? != skip {
+            return Err(bad(
+                "the compressed bytes end before the layer's index says",
+            ));
+        }
         let phase = if first == 0 {
             Phase::Header
         } else {
             Phase::Body
         };
-        let mut decoder = Decoder::new(verified, point.first_byte(), point.out, phase)?;
+        let mut decoder = Decoder::new(checked, point.first_byte(), point.out, phase)?;
         if first > 0 {
             if point.bits > 0 {
                 let byte = decoder.take_byte(&mut Nothing)?;
                 decoder.inflater.prime(point.bits, byte)?;
             }
             decoder.inflater.set_dictionary(&point.window)?;
-            decoder.history.extend_from_slice(&point.window);
             decoder.check_member = false;
         }
         Ok(RandomReader {
             decoder,
-            index,
             buf: Vec::new(),
             buf_pos: 0,
             position: point.out,
@@ -705,23 +731,10 @@ impl<'a, R: Read> RandomReader<'a, R> {
         Ok(())
     }
 
-    /// Reads the rest of the span holding the last byte read, so that its
-    /// digest is checked.
+    /// Reads on to the next checkpoint, so that every compressed byte read
+    /// is checked.
     pub(crate) fn finish(mut self) -> io::Result<()> {
-        let last = self.index.point_before(self.position.saturating_sub(1));
-        if let Some(last) = last {
-            let raw = &mut self.decoder.inner;
-            let remaining = self.index.span_end(last).saturating_sub(raw.pos);
-            io::copy(&mut raw.by_ref().take(remaining), &mut io::sink())?;
-            // Spans up to that one were all checked (the next may have
-            // begun, on the byte two spans share).
-            if raw.open.iter().any(|(i, _)| *i <= last) {
-                return Err(bad(
-                    "the compressed bytes end before the layer's index says",
-                ));
-            }
-        }
-        Ok(())
+        self.decoder.inner.finish()
     }
 }
 
@@ -806,11 +819,22 @@ pub(crate) mod tests {
         gz.finish().unwrap()
     }
 
+    /// The blob's checkpoints, as its digest check keeps them.
+    fn checkpoints(blob: &[u8], interval: u64) -> Checkpoints {
+        let mut hasher = ChainedSha256::new(interval);
+        hasher.update(blob);
+        hasher.into_checkpoints()
+    }
+
+    /// Reads `blob` in full as the scan does: its output and its index,
+    /// with checkpoints 64 KiB apart (many, to find their edges).
     fn index_of(blob: &[u8]) -> (Vec<u8>, AccessIndex) {
         let mut reader = IndexingReader::new(blob).unwrap();
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
-        (out, reader.finish().unwrap())
+        let found = reader.finish().unwrap();
+        let index = found.with_checkpoints(checkpoints(blob, 64 << 10)).unwrap();
+        (out, index)
     }
 
     fn random_read(
@@ -926,11 +950,54 @@ pub(crate) mod tests {
         let data = sample(12 << 20, 9);
         let blob = gzip(&data);
         let (_, index) = index_of(&blob);
+        assert!(index.points.len() >= 3);
+        let offset = index.points[1].out + 10;
+        let (_, from, to) = compressed_range(&index, offset, 10).unwrap();
+        let first_byte = index.points[1].first_byte();
+        assert!(from < first_byte && to < blob.len() as u64);
+        assert!(random_read(&blob, &index, &[(offset, 10)]).is_ok());
+        // Where the inflater stopped reading, short of a checkpoint.
+        let stopped = {
+            let mut reader = RandomReader::new(&index, 1, &blob[from as usize..]).unwrap();
+            reader.skip_to(offset).unwrap();
+            reader.decoder.inner.position()
+        };
+        assert!(stopped % index.checkpoints.interval != 0 && stopped < to);
+        // A changed byte the read depends on is refused: in what is
+        // inflated, before the point (hashed only) and after what the
+        // inflater read (read only to reach the next checkpoint).
+        for at in [first_byte + 1000, from + 3, stopped + 1] {
+            let mut damaged = blob.clone();
+            damaged[at as usize] ^= 0x40;
+            let Err(err) = random_read(&damaged, &index, &[(offset, 10)]) else {
+                panic!("damage at {at} ({from}..{to}, point at {first_byte}) passed");
+            };
+            assert!(err.to_string().contains("do not match"), "at {at}: {err}");
+        }
+        // So is a range the transport cut short of that checkpoint.
+        assert!(index.checkpoints.after(stopped) > stopped + 5);
+        let short = &blob[from as usize..stopped as usize + 5];
+        let mut reader = RandomReader::new(&index, 1, short).unwrap();
+        reader.skip_to(offset).unwrap();
+        assert!(reader.finish().is_err());
+        // The last stretch is checked against the blob's digest.
+        let end = data.len() as u64 - 5;
         let mut damaged = blob.clone();
-        let at = index.points[2].input as usize + 1000;
-        damaged[at] ^= 0x40;
-        let offset = index.points[2].out + 10;
-        assert!(random_read(&damaged, &index, &[(offset, 10)]).is_err());
+        let n = damaged.len();
+        damaged[n - 3] ^= 1;
+        let err = random_read(&damaged, &index, &[(end, 5)]).unwrap_err();
+        assert!(err.to_string().contains("digest"), "{err}");
+        assert!(random_read(&blob, &index, &[(end, 5)]).is_ok());
+        // Checkpoints of another blob are not taken.
+        let (_, found) = {
+            let mut reader = IndexingReader::new(&blob[..]).unwrap();
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).unwrap();
+            (out, reader.finish().unwrap())
+        };
+        assert!(found
+            .with_checkpoints(checkpoints(&blob[1..], 64 << 10))
+            .is_none());
         // A broken trailer is caught on the full read.
         let mut trailer = blob.clone();
         let n = trailer.len();

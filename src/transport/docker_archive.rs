@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tempfile::NamedTempFile;
 
-use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::digest::{CheckpointSlot, Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{
     media_type, BlobDescriptor, Committed, ImageSink, ImageSource, OutputImage, SourceImage,
@@ -306,16 +306,23 @@ impl ImageSource for DockerArchiveSource {
         &self.image
     }
 
-    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+    fn open_layer_checked(
+        &self,
+        index: usize,
+        checkpoints: Option<CheckpointSlot>,
+    ) -> Result<Box<dyn Read + Send + '_>> {
         let (offset, size) = self.layer_members[index];
         let reader = self.open_member(offset, size)?;
         Ok(match &self.image.layers[index].blob {
-            Some((digest, _)) => Box::new(VerifyingReader::new(
-                reader,
-                digest.clone(),
-                Some(size),
-                format!("{} layer {}", self.name, index + 1),
-            )),
+            Some((digest, _)) => Box::new(
+                VerifyingReader::new(
+                    reader,
+                    digest.clone(),
+                    Some(size),
+                    format!("{} layer {}", self.name, index + 1),
+                )
+                .keeping(checkpoints),
+            ),
             // Verified through its diff-id when decompressed.
             None => Box::new(reader),
         })

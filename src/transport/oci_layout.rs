@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
-use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::digest::{CheckpointSlot, Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Platform;
 use crate::image::{
@@ -258,12 +258,18 @@ impl ImageSource for OciLayoutSource {
         &self.image
     }
 
-    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+    fn open_layer_checked(
+        &self,
+        index: usize,
+        checkpoints: Option<CheckpointSlot>,
+    ) -> Result<Box<dyn Read + Send + '_>> {
         let (digest, size) = self.image.layers[index]
             .blob
             .clone()
             .expect("OCI layouts always describe their blobs");
-        Ok(Box::new(open_blob(&self.dir, &digest, size)?))
+        Ok(Box::new(
+            open_blob(&self.dir, &digest, size)?.keeping(checkpoints),
+        ))
     }
 
     fn layer_file(&self, index: usize) -> Option<PathBuf> {

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tempfile::{TempDir, TempPath};
 
 use super::docker_archive::{DockerArchiveSink, DockerArchiveSource, Pick};
-use crate::digest::Digest;
+use crate::digest::{CheckpointSlot, Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{BlobDescriptor, Committed, ImageSink, ImageSource, OutputImage, SourceImage};
 use engine::Engine;
@@ -50,8 +50,12 @@ impl ImageSource for DaemonSource {
         self.inner.image()
     }
 
-    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
-        self.inner.open_layer(index)
+    fn open_layer_checked(
+        &self,
+        index: usize,
+        checkpoints: Option<CheckpointSlot>,
+    ) -> Result<Box<dyn Read + Send + '_>> {
+        self.inner.open_layer_checked(index, checkpoints)
     }
 
     fn open_layer_range(

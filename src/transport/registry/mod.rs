@@ -24,7 +24,7 @@ use reqwest::{Method, StatusCode};
 pub use reference::Reference;
 
 use self::client::{Payload, RegistryClient, Request};
-use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::digest::{CheckpointSlot, Digest, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Platform;
 use crate::image::{
@@ -254,7 +254,11 @@ impl ImageSource for RegistrySource {
         &self.image
     }
 
-    fn open_layer(&self, index: usize) -> Result<Box<dyn Read + Send + '_>> {
+    fn open_layer_checked(
+        &self,
+        index: usize,
+        checkpoints: Option<CheckpointSlot>,
+    ) -> Result<Box<dyn Read + Send + '_>> {
         let (digest, size) = self.image.layers[index]
             .blob
             .clone()
@@ -267,12 +271,15 @@ impl ImageSource for RegistrySource {
             size,
             format!("{}: pulling layer {}", self.name, index + 1),
         );
-        Ok(Box::new(VerifyingReader::new(
-            reader,
-            digest.clone(),
-            Some(size),
-            format!("{} layer {}", self.name, index + 1),
-        )))
+        Ok(Box::new(
+            VerifyingReader::new(
+                reader,
+                digest.clone(),
+                Some(size),
+                format!("{} layer {}", self.name, index + 1),
+            )
+            .keeping(checkpoints),
+        ))
     }
 
     fn open_layer_range(
