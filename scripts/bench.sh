@@ -37,6 +37,16 @@ seconds() {
   end=$(date +%s.%N)
   echo "$end - $start" | bc -l | xargs printf '%.2f'
 }
+# The fastest of three runs: the machines are shared and noisy, and both
+# sides of a ratio are measured so.
+best_seconds() {
+  local best="" s
+  for _ in 1 2 3; do
+    s=$(seconds "$@")
+    if [ -z "$best" ] || [ "$(echo "$s < $best" | bc -l)" = 1 ]; then best=$s; fi
+  done
+  echo "$best"
+}
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.1f'; }
 ratio2() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
 
@@ -94,12 +104,12 @@ measure_limit() { # NAME FULL_REF FULL_LAYOUT
     igzip -dc "$blob" >"$bench/tars/$i.tar"
   done
   local read_mib; read_mib=$(( $(xargs du -cb <"$bench/read-$name" | tail -n1 | cut -f1) / 1048576 ))
-  igzip_s=$(seconds sh -c "xargs -P$cores -n1 sh -c 'igzip -dc \"\$0\" >/dev/null' <$bench/read-$name")
-  deflate_s=$(seconds sh -c "ls $bench/tars/*.tar | xargs -P$cores -n1 sh -c 'libdeflate-gzip -4 -c \"\$0\" >/dev/null'")
+  igzip_s=$(best_seconds sh -c "xargs -P$cores -n1 sh -c 'igzip -dc \"\$0\" >/dev/null' <$bench/read-$name")
+  deflate_s=$(best_seconds sh -c "ls $bench/tars/*.tar | xargs -P$cores -n1 sh -c 'libdeflate-gzip -4 -c \"\$0\" >/dev/null'")
   local theirs; theirs=$(for t in "$bench"/tars/*.tar; do libdeflate-gzip -4 -c "$t"; done | wc -c)
   limit_s=$(echo "$igzip_s + $deflate_s" | bc -l | xargs printf '%.2f')
-  echo "reads $(wc -l <"$bench/read-$name") layers ($read_mib MiB): igzip -d, one stream per core: $igzip_s s"
-  echo "writes $i layers ($(( $(du -cb "$bench"/tars/*.tar | tail -n1 | cut -f1) / 1048576 )) MiB of tar): libdeflate-gzip -4, one stream per core: $deflate_s s"
+  echo "reads $(wc -l <"$bench/read-$name") layers ($read_mib MiB): igzip -d, one stream per core: $igzip_s s (best of 3)"
+  echo "writes $i layers ($(( $(du -cb "$bench"/tars/*.tar | tail -n1 | cut -f1) / 1048576 )) MiB of tar): libdeflate-gzip -4, one stream per core: $deflate_s s (best of 3)"
   echo "the limit: $limit_s s"
   echo "new layers: $ours B; libdeflate-gzip -4 of their tars: $theirs B ($(echo "$ours / $theirs" | bc -l | xargs printf '%.4f')x)"
   echo "phases of that cold compose: $(grep -a 'phase ' "$bench/log-$name" | sed 's/.*phase //' | paste -sd';' | sed 's/;/; /g')"
@@ -143,9 +153,15 @@ bench_layout() {
   local name=$1 full=$2 layout=$3 engine_name=$4
   echo "-- $name full"
   measure_limit "$name" "$full" "$layout"
-  rm -rf "$bench/store-$name"
-  compose_fixture "cold, $cores threads" "$cores" "store-$name" "$full" "cold-$name" "${selection[@]}"
-  local cold=$last_wall
+  # Cold, the fastest of three runs (the store emptied before each), as
+  # the limit is the fastest of three.
+  local cold=""
+  for run in 1 2 3; do
+    rm -rf "$bench/store-$name"
+    compose_fixture "cold, $cores threads (run $run of 3)" "$cores" "store-$name" "$full" "cold-$name" "${selection[@]}"
+    if [ -z "$cold" ] || [ "$(echo "$last_wall < $cold" | bc -l)" = 1 ]; then cold=$last_wall; fi
+  done
+  echo "  cold, best of 3: $cold s = $(ratio2 "$cold" "$limit_s")x the limit"
   local cold_index; cold_index=$(cat "$bench/cold-$name/index.json")
   compose_fixture "cold, 1 thread, no store" 1 "" "$full" "one-$name" "${selection[@]}"
   [ "$cold_index" = "$(cat "$bench/one-$name/index.json")" ] \

@@ -383,6 +383,43 @@ fn a_single_layer_full_is_read_through_access_points_for_a_new_component() {
         .contains_key("opt/tritonserver/backends/extra/libtriton_extra.so"));
 }
 
+/// The largest blob of an OCI layout.
+fn largest_blob(layout: &Path) -> PathBuf {
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+#[test]
+fn a_blob_changed_after_its_index_was_kept_is_refused_when_read_at_random() {
+    let setup = single_layer_setup();
+    setup.compose("cold", "store", &["--backend", "python"]);
+    // A byte near the end of the large layer, in a stored deflate block of
+    // noise (or the tar's end): it still inflates, to other bytes. Only
+    // the checkpoints of the blob's digest check can tell.
+    let blob = largest_blob(&setup.path("full"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = bytes.len() - 1500;
+    bytes[at] ^= 0x20;
+    std::fs::write(&blob, bytes).unwrap();
+    let args = setup.args(
+        "warm",
+        "store",
+        &["--backend", "python", "--backend", "extra"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stderr) = run_cli(&args);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("do not match") || stderr.contains("digest"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    assert!(!setup.path("warm").exists());
+}
+
 #[test]
 fn with_the_store_an_unknown_name_fails_before_any_layer_is_read() {
     let setup = Setup::new();
