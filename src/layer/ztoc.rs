@@ -9,15 +9,15 @@
 //! [`AccessPoint`] there. Later, [`read_at`] inflates from the access point
 //! at or before the bytes wanted, and only as far as they go.
 //!
-//! What is read at random is checked too, with no hash of its own: the
+//! What is read at random is checked too, at no cost to the full read: the
 //! blob's digest check keeps SHA-256 checkpoints on the way
 //! ([`crate::digest::Checkpoints`]), the index holds them, and a random
 //! read hashes the compressed bytes it reads from the checkpoint before
 //! them to the one after, failing unless they give the values kept.
 //!
 //! The inflater is zlib-rs (the same as flate2's backend here) through its
-//! zlib-compatible API, for `Z_BLOCK`, `inflatePrime` and
-//! `inflateSetDictionary`. Gzip members are parsed here, so multi-member
+//! zlib-compatible API, for `Z_BLOCK`, `inflatePrime`,
+//! `inflateGetDictionary` and `inflateSetDictionary`. Gzip members are parsed here, so multi-member
 //! streams work; each member's CRC-32 and length are checked on the full
 //! read.
 
