@@ -130,7 +130,7 @@ impl ChainedSha256 {
             compress256(&mut self.state, &[self.block]);
             self.filled = 0;
         }
-        let (blocks, rest) = data.as_chunks::<64>();
+        let (blocks, rest) = as_blocks(data);
         compress256(&mut self.state, blocks);
         self.block[..rest.len()].copy_from_slice(rest);
         self.filled = rest.len();
@@ -149,7 +149,7 @@ impl ChainedSha256 {
         tail[self.filled] = 0x80;
         let blocks = if self.filled < 56 { 1 } else { 2 };
         tail[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits.to_be_bytes());
-        let (tail, _) = tail[..blocks * 64].as_chunks::<64>();
+        let (tail, _) = as_blocks(&tail[..blocks * 64]);
         compress256(&mut self.state, tail);
         self.value()
     }
@@ -166,6 +166,17 @@ impl ChainedSha256 {
             digest: self.finalize(),
         }
     }
+}
+
+/// `data` as whole 64-byte blocks, and what is left (`as_chunks`, which
+/// needs a newer Rust than ours).
+fn as_blocks(data: &[u8]) -> (&[[u8; 64]], &[u8]) {
+    let n = data.len() / 64;
+    let (head, rest) = data.split_at(n * 64);
+    // SAFETY: `[u8; 64]` is 64 bytes with alignment 1, and `head` holds
+    // exactly `n * 64` initialised bytes that outlive the result.
+    let blocks = unsafe { std::slice::from_raw_parts(head.as_ptr().cast::<[u8; 64]>(), n) };
+    (blocks, rest)
 }
 
 fn be_bytes(state: &[u32; 8]) -> [u8; 32] {
