@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tempfile::NamedTempFile;
 
-use crate::digest::{CheckpointSlot, Digest, HashingWriter, VerifyingReader};
+use crate::digest::{CheckpointSlot, Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{
     media_type, BlobDescriptor, Committed, ImageSink, ImageSource, OutputImage, SourceImage,
@@ -314,15 +314,13 @@ impl ImageSource for DockerArchiveSource {
         let (offset, size) = self.layer_members[index];
         let reader = self.open_member(offset, size)?;
         Ok(match &self.image.layers[index].blob {
-            Some((digest, _)) => Box::new(
-                VerifyingReader::new(
-                    reader,
-                    digest.clone(),
-                    Some(size),
-                    format!("{} layer {}", self.name, index + 1),
-                )
-                .keeping(checkpoints),
-            ),
+            Some((digest, _)) => Box::new(super::verified_layer(
+                reader,
+                &self.name,
+                index,
+                (digest, size),
+                checkpoints,
+            )),
             // Verified through its diff-id when decompressed.
             None => Box::new(reader),
         })

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::digest::{CheckpointSlot, Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::image::{ImageSink, ImageSource};
 
@@ -281,6 +282,25 @@ pub(crate) fn tls_provider() {
         // Taken already (by an embedding program): that one is used.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// A source's layer blob, checked against its digest and size as it is
+/// read; its checkpoints go to `checkpoints` (see
+/// [`crate::image::ImageSource::open_layer_checked`]).
+pub(crate) fn verified_layer<R: std::io::Read>(
+    reader: R,
+    source: &str,
+    index: usize,
+    (digest, size): (&Digest, u64),
+    checkpoints: Option<CheckpointSlot>,
+) -> VerifyingReader<R> {
+    VerifyingReader::new(
+        reader,
+        digest.clone(),
+        Some(size),
+        format!("{source} layer {}", index + 1),
+    )
+    .keeping(checkpoints)
 }
 
 #[cfg(test)]

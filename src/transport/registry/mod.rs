@@ -271,15 +271,13 @@ impl ImageSource for RegistrySource {
             size,
             format!("{}: pulling layer {}", self.name, index + 1),
         );
-        Ok(Box::new(
-            VerifyingReader::new(
-                reader,
-                digest.clone(),
-                Some(size),
-                format!("{} layer {}", self.name, index + 1),
-            )
-            .keeping(checkpoints),
-        ))
+        Ok(Box::new(super::verified_layer(
+            reader,
+            &self.name,
+            index,
+            (&digest, size),
+            checkpoints,
+        )))
     }
 
     fn open_layer_range(
