@@ -14,7 +14,8 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Result};
 
 mod chained;
-pub(crate) use chained::{interval_for, ChainedSha256, Checkpoints};
+use chained::interval_for;
+pub(crate) use chained::{ChainedSha256, Checkpoints};
 
 /// Where a [`VerifyingReader`] puts a blob's checkpoints once it was read in
 /// full and found right.

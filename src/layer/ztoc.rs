@@ -17,9 +17,9 @@
 //!
 //! The inflater is zlib-rs (the same as flate2's backend here) through its
 //! zlib-compatible API, for `Z_BLOCK`, `inflatePrime`,
-//! `inflateGetDictionary` and `inflateSetDictionary`. Gzip members are parsed here, so multi-member
-//! streams work; each member's CRC-32 and length are checked on the full
-//! read.
+//! `inflateGetDictionary` and `inflateSetDictionary`. Gzip members are
+//! parsed here, so multi-member streams work; each member's CRC-32 and
+//! length are checked on the full read.
 
 use std::io::{self, Read};
 
@@ -236,9 +236,8 @@ trait Observer {
 
 /// The state at a block boundary.
 struct Boundary<'a> {
-    /// Compressed bytes consumed so far, and where they start.
-    consumed: &'a [u8],
-    consumed_base: u64,
+    /// Compressed offset of the first whole byte still to be read.
+    input: u64,
     bits: u8,
     out: u64,
     /// Where the window before `out` is, when there is one: none at a
@@ -261,6 +260,11 @@ enum Phase {
     Body,
     Trailer,
     Done,
+}
+
+/// A read at random got fewer compressed bytes than its checkpoints need.
+fn cut_short() -> io::Error {
+    bad("the compressed bytes end before the layer's index says")
 }
 
 fn bad(message: &str) -> io::Error {
@@ -376,8 +380,7 @@ impl<R: Read> Decoder<R> {
         self.check_member = true;
         if self.out_total > 0 {
             observer.member(&Boundary {
-                consumed: &self.input[..self.in_pos],
-                consumed_base: self.in_base,
+                input: self.in_base + self.in_pos as u64,
                 bits: 0,
                 out: self.out_total,
                 inflater: None,
@@ -453,8 +456,7 @@ impl<R: Read> Decoder<R> {
                         z::Z_OK | z::Z_BUF_ERROR => {
                             if data_type & 128 != 0 && data_type & 64 == 0 {
                                 observer.boundary(&Boundary {
-                                    consumed: &self.input[..self.in_pos],
-                                    consumed_base: self.in_base,
+                                    input: self.in_base + self.in_pos as u64,
                                     bits: (data_type & 7) as u8,
                                     out: self.out_total,
                                     inflater: Some(&self.inflater),
@@ -513,7 +515,20 @@ impl Observer for Points {
 }
 
 impl Points {
-    /// Keeps an access point at `at`, if it is far enough from the last.
+    /// The first point, at the stream's start.
+    fn new() -> Self {
+        Points {
+            points: vec![AccessPoint {
+                out: 0,
+                input: 0,
+                bits: 0,
+                window: Vec::new(),
+            }],
+            members: false,
+            last_out: 0,
+        }
+    }
+
     /// Where the next point may be: [`SPAN`] past the last, doubled after
     /// every [`POINTS_PER_DOUBLING`] points.
     fn next_at(&self) -> u64 {
@@ -521,13 +536,14 @@ impl Points {
         self.last_out + (SPAN << doublings)
     }
 
+    /// Keeps an access point at `at`, if it is far enough from the last.
     fn point(&mut self, at: &Boundary<'_>) -> io::Result<()> {
         if self.points.len() >= MAX_POINTS || at.out < self.next_at() {
             return Ok(());
         }
         self.points.push(AccessPoint {
             out: at.out,
-            input: at.consumed_base + at.consumed.len() as u64,
+            input: at.input,
             bits: at.bits,
             window: at.window()?,
         });
@@ -540,16 +556,7 @@ impl<R: Read> IndexingReader<R> {
     pub(crate) fn new(inner: R) -> io::Result<Self> {
         Ok(IndexingReader {
             decoder: Decoder::new(inner, 0, 0, Phase::Header)?,
-            points: Points {
-                points: vec![AccessPoint {
-                    out: 0,
-                    input: 0,
-                    bits: 0,
-                    window: Vec::new(),
-                }],
-                members: false,
-                last_out: 0,
-            },
+            points: Points::new(),
             result: None,
         })
     }
@@ -566,7 +573,7 @@ impl<R: Read> IndexingReader<R> {
     }
 
     fn conclude(&mut self) -> PointsFound {
-        let decoder = &mut self.decoder;
+        let decoder = &self.decoder;
         PointsFound {
             points: std::mem::take(&mut self.points.points),
             compressed: decoder.in_base + decoder.input.len() as u64,
@@ -633,16 +640,22 @@ impl<'a, R: Read> Checked<'a, R> {
             .map_or(self.checkpoints.len, ChainedSha256::position)
     }
 
+    /// Reads (and checks) the bytes up to offset `to`, unused.
+    fn read_to(&mut self, to: u64) -> io::Result<()> {
+        let want = to.saturating_sub(self.position());
+        if io::copy(&mut self.by_ref().take(want), &mut io::sink())? != want {
+            return Err(cut_short());
+        }
+        Ok(())
+    }
+
     /// Reads to the next checkpoint (or the blob's end), so that all that
     /// was read is checked.
     fn finish(&mut self) -> io::Result<()> {
-        let at = self.position();
-        let to = self.checkpoints.after(at);
-        let read = io::copy(&mut self.by_ref().take(to - at), &mut io::sink())?;
-        if read != to - at || (to == self.checkpoints.len && self.hasher.is_some()) {
-            return Err(bad(
-                "the compressed bytes end before the layer's index says",
-            ));
+        let to = self.checkpoints.after(self.position());
+        self.read_to(to)?;
+        if to == self.checkpoints.len && self.hasher.is_some() {
+            return Err(cut_short());
         }
         Ok(())
     }
@@ -709,12 +722,7 @@ impl<'a, R: Read> RandomReader<'a, R> {
         let point = &index.points[first];
         let from = index.checkpoints.before(point.first_byte());
         let mut checked = Checked::new(raw, &index.checkpoints, from)?;
-        let skip = point.first_byte() - from;
-        if io::copy(&mut checked.by_ref().take(skip), &mut io::sink())? != skip {
-            return Err(bad(
-                "the compressed bytes end before the layer's index says",
-            ));
-        }
+        checked.read_to(point.first_byte())?;
         let phase = if first == 0 {
             Phase::Header
         } else {
@@ -929,7 +937,7 @@ pub(crate) mod tests {
         let blob = gzip(&data);
         let find = |every_block: bool| {
             let mut decoder = Decoder::new(&blob[..], 0, 0, Phase::Header).unwrap();
-            let mut points = IndexingReader::new(&[][..]).unwrap().points;
+            let mut points = Points::new();
             let mut buf = vec![0u8; 300_000];
             loop {
                 let n = if every_block {
