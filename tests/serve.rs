@@ -112,6 +112,33 @@ impl Served {
         }
     }
 
+    /// Waits until serve has taken a SIGTERM sent to it: none is pending any
+    /// more. Two signals of one kind sent before the first is taken merge
+    /// into one, as POSIX allows.
+    fn term_taken(&self) {
+        const SIGTERM_BIT: u64 = 1 << (15 - 1);
+        let status = format!("/proc/{}/status", self.child.id());
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&status).unwrap_or_default();
+            let pending = text
+                .lines()
+                .filter(|l| l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter_map(|mask| u64::from_str_radix(mask, 16).ok())
+                .any(|mask| mask & SIGTERM_BIT != 0);
+            if !pending {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "serve has not taken SIGTERM in 5 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Asks for the manifest of a new `tag` in the background; returns once
     /// serve says it is composing it (the request's answer, when it comes).
     fn composing(&self, tag: &str) -> std::thread::JoinHandle<Option<(u16, String, Vec<u8>)>> {
@@ -715,12 +742,14 @@ fn sigterm_stops_serve_gracefully_and_a_restart_serves_the_same_digests() {
     let (digest, _) = served.manifest("onnxruntime.standin");
     assert!(digest.starts_with("sha256:"));
 
-    // A second signal stops it at once.
+    // A second signal stops it at once (sent once the first was taken,
+    // or the two could merge into one).
     let _pending = served.composing("checksum.python.standin");
     Command::new("kill")
         .args(["-TERM", &served.child.id().to_string()])
         .status()
         .unwrap();
+    served.term_taken();
     let code = served.signal_and_wait("-TERM", Duration::from_secs(3));
     assert_eq!(code, Some(130));
 }
