@@ -301,6 +301,11 @@ impl<W: Write> HashingWriter<W> {
             self.count,
         )
     }
+
+    /// The writer beneath: what is written to it directly is not hashed.
+    pub(crate) fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -46,7 +46,9 @@ pub(crate) mod media_type {
     /// The media type of a layer compressed with `compression`.
     pub(crate) fn of_layer(compression: crate::layer::Compression) -> &'static str {
         match compression {
-            crate::layer::Compression::Gzip { .. } => OCI_LAYER_GZIP,
+            crate::layer::Compression::Gzip { .. } | crate::layer::Compression::Estargz { .. } => {
+                OCI_LAYER_GZIP
+            }
             crate::layer::Compression::Zstd { .. } => OCI_LAYER_ZSTD,
         }
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{digest_of, Digest};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::WrittenLayer;
+use crate::layer::{EstargzFacts, WrittenLayer};
 
 /// Bumped whenever what an index holds changes meaning.
 const INDEX_MAGIC: &[u8] = b"triton-compose index 1\n";
@@ -49,6 +49,9 @@ struct LayerRecord {
     digest: String,
     diff_id: String,
     size: u64,
+    /// An eStargz layer's TOC digest and uncompressed size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    estargz: Option<(String, u64)>,
 }
 
 /// What the store holds, by kind.
@@ -196,10 +199,18 @@ impl Store {
     pub fn take_layer(&self, key: &Digest, dest: &Path) -> Option<WrittenLayer> {
         let record_path = self.record_path(key);
         let record: LayerRecord = serde_json::from_slice(&fs::read(&record_path).ok()?).ok()?;
+        let estargz = match record.estargz {
+            Some((toc, uncompressed_size)) => Some(EstargzFacts {
+                toc_digest: toc.parse().ok()?,
+                uncompressed_size,
+            }),
+            None => None,
+        };
         let written = WrittenLayer {
             digest: record.digest.parse().ok()?,
             diff_id: record.diff_id.parse().ok()?,
             size: record.size,
+            estargz,
         };
         let blob = self.blob_path(&written.digest);
         let _ = fs::remove_file(dest);
@@ -247,6 +258,8 @@ impl Store {
             digest: written.digest.to_string(),
             diff_id: written.diff_id.to_string(),
             size: written.size,
+            estargz: (written.estargz.as_ref())
+                .map(|e| (e.toc_digest.to_string(), e.uncompressed_size)),
         };
         let bytes = serde_json::to_vec(&record).expect("records serialize");
         self.put_atomically(&self.record_path(key), &bytes[..])

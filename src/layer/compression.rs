@@ -52,6 +52,8 @@ pub(crate) fn decompress_indexed<'a>(
 pub enum Compression {
     Gzip { level: u32 },
     Zstd { level: i32 },
+    /// eStargz ([`super::estargz`]): gzip a lazy pull can mount.
+    Estargz { level: u32 },
 }
 
 /// The default gzip level: see the README's "Compression" for how it was
@@ -70,6 +72,11 @@ impl Compression {
     pub(super) fn writer<W: Write + Send + 'static>(self, inner: W) -> Result<Compressor<W>> {
         Ok(match self {
             Compression::Gzip { level } => Compressor::Gzip(ParallelGzip::new(inner, level)),
+            Compression::Estargz { level } => Compressor::Gzip(ParallelGzip::cut_by_caller(
+                inner,
+                level,
+                super::estargz::CHUNK as usize,
+            )),
             Compression::Zstd { level } => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, level)
                     .map_err(|e| Error::new("cannot start a zstd encoder").with_source(e))?;

@@ -58,9 +58,17 @@ pub(crate) struct ParallelGzip<W: Write> {
     pool: Arc<rayon::ThreadPool>,
     /// Input not yet handed to a worker (less than a member).
     pending: Vec<u8>,
+    /// The most a member holds: [`MEMBER`], or more for eStargz's chunks.
+    member: usize,
     in_flight: VecDeque<Piece>,
-    /// Whether a member was submitted: an empty stream is still one member.
-    any: bool,
+    /// How many members were submitted: an empty stream is still one.
+    submitted: usize,
+    /// Compressed bytes written to `inner` so far.
+    written: u64,
+    /// Where each member written so far starts, when asked for ([`cut`]).
+    ///
+    /// [`cut`]: ParallelGzip::cut
+    starts: Option<Vec<u64>>,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -74,20 +82,68 @@ impl<W: Write> ParallelGzip<W> {
             level: level.min(*LEVELS.end()),
             pool,
             pending: Vec::with_capacity(MEMBER),
+            member: MEMBER,
             in_flight: VecDeque::new(),
-            any: false,
+            submitted: 0,
+            written: 0,
+            starts: None,
         }
     }
 
+    /// A stream whose members hold up to `member` bytes and end where the
+    /// caller [cuts](ParallelGzip::cut) too, keeping where each starts:
+    /// eStargz's, whose every file chunk is a member of its own.
+    pub(crate) fn cut_by_caller(inner: W, level: u32, member: usize) -> Self {
+        ParallelGzip {
+            member: member.max(1),
+            starts: Some(Vec::new()),
+            ..Self::new(inner, level)
+        }
+    }
+
+    /// Ends the member being filled (if it holds anything), so that what is
+    /// written next starts a member; returns that member's number (from 0).
+    pub(crate) fn cut(&mut self) -> io::Result<usize> {
+        if !self.pending.is_empty() {
+            self.submit();
+            self.drain_to(self.in_flight_limit())?;
+        }
+        Ok(self.submitted)
+    }
+
+    /// Writes every member submitted so far; returns how many compressed
+    /// bytes there are.
+    pub(crate) fn written_all(&mut self) -> io::Result<u64> {
+        self.drain_to(0)?;
+        Ok(self.written)
+    }
+
+    /// Puts everything written from now on into one member, however long:
+    /// eStargz's table of contents, which readers inflate as one member.
+    pub(crate) fn rest_in_one_member(&mut self) {
+        self.member = usize::MAX;
+    }
+
+    /// Where member `number` starts in the compressed stream, once it was
+    /// written ([`ParallelGzip::written_all`]).
+    pub(crate) fn member_start(&self, number: usize) -> Option<u64> {
+        self.starts.as_ref()?.get(number).copied()
+    }
+
+    fn in_flight_limit(&self) -> usize {
+        2 * self.pool.current_num_threads().max(1)
+    }
+
     fn submit(&mut self) {
-        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(MEMBER));
+        let capacity = self.member.min(MEMBER);
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
         let level = self.level;
         let (tx, rx) = mpsc::sync_channel(1);
         self.pool.spawn(move || {
             let _ = tx.send(member(&chunk, level));
         });
         self.in_flight.push_back(rx);
-        self.any = true;
+        self.submitted += 1;
     }
 
     /// Writes finished members until no more than `limit` are in flight.
@@ -97,14 +153,18 @@ impl<W: Write> ParallelGzip<W> {
             let bytes = piece
                 .recv()
                 .map_err(|_| io::Error::other("a gzip worker stopped"))??;
+            if let Some(starts) = &mut self.starts {
+                starts.push(self.written);
+            }
             self.inner.write_all(&bytes)?;
+            self.written += bytes.len() as u64;
         }
         Ok(())
     }
 
     /// Compresses what is left and returns the writer.
     pub(crate) fn finish(mut self) -> io::Result<W> {
-        if !self.pending.is_empty() || !self.any {
+        if !self.pending.is_empty() || self.submitted == 0 {
             self.submit();
         }
         self.drain_to(0)?;
@@ -114,12 +174,11 @@ impl<W: Write> ParallelGzip<W> {
 
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let take = buf.len().min(MEMBER - self.pending.len());
+        let take = buf.len().min(self.member - self.pending.len());
         self.pending.extend_from_slice(&buf[..take]);
-        if self.pending.len() == MEMBER {
+        if self.pending.len() == self.member {
             self.submit();
-            let limit = 2 * self.pool.current_num_threads().max(1);
-            self.drain_to(limit)?;
+            self.drain_to(self.in_flight_limit())?;
         }
         Ok(take)
     }

@@ -6,6 +6,7 @@
 
 mod compression;
 mod entry;
+pub(crate) mod estargz;
 mod gzip;
 mod reader;
 pub(crate) mod tarparse;
@@ -17,6 +18,7 @@ pub(crate) use entry::{EntryKind, EntryMeta, ImagePath};
 pub(crate) use gzip::LEVELS as GZIP_LEVELS;
 pub(crate) use reader::read_layer_with;
 pub use reader::{read_layer, LayerItem};
+pub(crate) use estargz::EstargzFacts;
 pub(crate) use writer::{LayerWriter, WrittenLayer};
 
 /// How many threads compression may use: `TRITON_COMPOSE_THREADS`, or one

@@ -5,10 +5,13 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
+use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use super::compression::{Compression, Compressor};
 use super::entry::{EntryKind, EntryMeta, ImagePath};
+use super::estargz::{self, EstargzFacts, Toc};
+use super::gzip::ParallelGzip;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
 
@@ -16,6 +19,8 @@ type Sink = HashingWriter<BufWriter<File>>;
 
 pub(crate) struct LayerWriter {
     builder: tar::Builder<HashingWriter<Compressor<Sink>>>,
+    /// The table of contents of an eStargz layer.
+    toc: Option<Toc>,
 }
 
 /// What was written: both digests and the compressed size.
@@ -24,6 +29,8 @@ pub struct WrittenLayer {
     pub diff_id: Digest,
     pub digest: Digest,
     pub size: u64,
+    /// What an eStargz layer's descriptor says of it.
+    pub estargz: Option<EstargzFacts>,
 }
 
 impl LayerWriter {
@@ -32,7 +39,40 @@ impl LayerWriter {
         let compressor = compression.writer(sink)?;
         let mut builder = tar::Builder::new(HashingWriter::new(compressor));
         builder.follow_symlinks(false);
-        Ok(LayerWriter { builder })
+        let toc = matches!(compression, Compression::Estargz { .. }).then(Toc::default);
+        Ok(LayerWriter { builder, toc })
+    }
+
+    /// The eStargz layer's gzip stream, whose members it cuts.
+    fn members(&mut self) -> Result<&mut ParallelGzip<Sink>> {
+        match self.builder.get_mut().get_mut() {
+            Compressor::Gzip(gzip) => Ok(gzip),
+            Compressor::Zstd(_) => Err(Error::new("internal error: eStargz is gzip")),
+        }
+    }
+
+    /// Appends eStargz's landmark: the entries before it are what a lazy
+    /// pull fetches first (`prefetch`), or (first in the layer) nothing is.
+    /// Other layers get no landmark.
+    pub(crate) fn landmark(&mut self, prefetch: bool) -> Result<()> {
+        if self.toc.is_none() {
+            return Ok(());
+        }
+        let name = if prefetch {
+            estargz::PREFETCH_LANDMARK
+        } else {
+            estargz::NO_PREFETCH_LANDMARK
+        };
+        let meta = EntryMeta {
+            size: 1,
+            ..marker_meta()
+        };
+        let content = [estargz::LANDMARK_CONTENT];
+        self.append(
+            &ImagePath::from_static(name),
+            &meta,
+            Some(&mut &content[..] as &mut dyn Read),
+        )
     }
 
     /// Appends one entry. `content` must yield exactly `meta.size` bytes for
@@ -65,6 +105,16 @@ impl LayerWriter {
         if meta.kind == EntryKind::Dir {
             name.push(b'/');
         }
+        if let Some(toc) = &mut self.toc {
+            toc.entry(&name, meta)?;
+            if meta.kind == EntryKind::File && size > 0 {
+                let content =
+                    content.ok_or_else(|| Error::new(format!("no content for file {path}")))?;
+                return self
+                    .append_chunked(&mut header, &name, content)
+                    .map_err(|e| e.context(format!("writing {path} into a new layer")));
+            }
+        }
         let name = bytes_path(&name);
         match meta.kind {
             EntryKind::Symlink | EntryKind::HardLink => {
@@ -96,6 +146,54 @@ impl LayerWriter {
         Ok(())
     }
 
+    /// A file of an eStargz layer: its header, then its content in chunks,
+    /// each starting a gzip member, with their digests in the TOC.
+    fn append_chunked(
+        &mut self,
+        header: &mut Header,
+        name: &[u8],
+        content: &mut dyn Read,
+    ) -> Result<()> {
+        let size = header.size()?;
+        // The header alone (the tar writer pads only what it copies).
+        self.builder
+            .append_data(header, bytes_path(name), io::empty())?;
+        let mut whole = (size > estargz::CHUNK).then(Sha256::new);
+        let mut buf = vec![0u8; 256 << 10];
+        let mut done = 0;
+        while done < size {
+            let len = estargz::CHUNK.min(size - done);
+            let member = self.members()?.cut()?;
+            let mut chunk = Sha256::new();
+            let mut left = len;
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let n = content.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(Error::new("file content ended early"));
+                }
+                chunk.update(&buf[..n]);
+                if let Some(whole) = &mut whole {
+                    whole.update(&buf[..n]);
+                }
+                self.builder.get_mut().write_all(&buf[..n])?;
+                left -= n as u64;
+            }
+            let toc = self.toc.as_mut().expect("an eStargz layer");
+            toc.chunk(member, done, len, &Digest::from_sha256(&chunk.finalize()));
+            done += len;
+        }
+        if let Some(whole) = whole {
+            let toc = self.toc.as_mut().expect("an eStargz layer");
+            toc.file_digest(&Digest::from_sha256(&whole.finalize()));
+        }
+        let padding = (512 - size % 512) % 512;
+        self.builder
+            .get_mut()
+            .write_all(&[0u8; 512][..padding as usize])?;
+        Ok(())
+    }
+
     /// Appends an OCI whiteout: `path` is deleted from the layers beneath.
     pub(crate) fn whiteout(&mut self, path: &ImagePath) -> Result<()> {
         let name = [b".wh.".as_slice(), path.file_name()].concat();
@@ -113,15 +211,26 @@ impl LayerWriter {
     }
 
     /// Ends the archive, flushes everything and returns the digests.
-    pub(crate) fn finish(self) -> Result<WrittenLayer> {
+    pub(crate) fn finish(mut self) -> Result<WrittenLayer> {
+        let toc = self.toc.take().map(|toc| self.append_toc(toc)).transpose()?;
         let uncompressed = self
             .builder
             .into_inner()
             .map_err(|e| Error::new("cannot finish the layer archive").with_source(e))?;
-        let (compressor, diff_id, _) = uncompressed.finish();
-        let sink = compressor
+        let (compressor, diff_id, uncompressed_size) = uncompressed.finish();
+        let mut sink = compressor
             .finish()
             .map_err(|e| Error::new("cannot finish compressing the layer").with_source(e))?;
+        let estargz = match toc {
+            Some((toc_digest, toc_offset)) => {
+                sink.write_all(&estargz::footer(toc_offset))?;
+                Some(EstargzFacts {
+                    toc_digest,
+                    uncompressed_size,
+                })
+            }
+            None => None,
+        };
         let (mut file, digest, size) = sink.finish();
         file.flush()?;
         // No fsync: the file is staging. A sink that keeps it (an OCI
@@ -132,7 +241,30 @@ impl LayerWriter {
             diff_id,
             digest,
             size,
+            estargz,
         })
+    }
+
+    /// Appends eStargz's table of contents as the last entry, alone in a
+    /// gzip member with the archive's end; returns its digest and where
+    /// that member starts, for the footer.
+    fn append_toc(&mut self, toc: Toc) -> Result<(Digest, u64)> {
+        let members = self.members()?;
+        members.cut()?;
+        let offset = members.written_all()?;
+        members.rest_in_one_member();
+        let members = &*members;
+        let json = toc.finish(|member| members.member_start(member))?;
+        let meta = EntryMeta {
+            size: json.len() as u64,
+            ..marker_meta()
+        };
+        let mut header = header(&meta)?;
+        header.set_size(json.len() as u64);
+        self.builder
+            .append_data(&mut header, estargz::TOC_NAME, &json[..])
+            .map_err(|e| Error::new("cannot write the eStargz table of contents").with_source(e))?;
+        Ok((Digest::of(&json), offset))
     }
 }
 
