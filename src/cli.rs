@@ -97,8 +97,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
     pub compression: CompressionKind,
 
-    /// Compression level (gzip: libdeflate's 0-12, default 4; zstd 1-22,
-    /// default 3).
+    /// Compression level (gzip and estargz: libdeflate's 0-12, default 4;
+    /// zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
@@ -288,8 +288,8 @@ pub struct ServeCli {
     #[arg(long, value_enum, default_value_t = CompressionKind::Gzip)]
     pub compression: CompressionKind,
 
-    /// Compression level (gzip: libdeflate's 0-12, default 4; zstd 1-22,
-    /// default 3).
+    /// Compression level (gzip and estargz: libdeflate's 0-12, default 4;
+    /// zstd 1-22, default 3).
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 
@@ -562,6 +562,9 @@ impl Access {
 pub enum CompressionKind {
     Gzip,
     Zstd,
+    /// gzip that a lazy pull (containerd's stargz snapshotter) can mount,
+    /// every layer min's too, with what the server loads first up front.
+    Estargz,
 }
 
 /// compose.py's `lambda x: str(x).lower() == "true"`.
@@ -577,6 +580,16 @@ fn compression(kind: CompressionKind, level: Option<i32>) -> Result<Compression,
             if u32::try_from(level).is_ok_and(|l| crate::layer::GZIP_LEVELS.contains(&l)) =>
         {
             Ok(Compression::Gzip {
+                level: level as u32,
+            })
+        }
+        (CompressionKind::Estargz, None) => Ok(Compression::Estargz {
+            level: crate::layer::DEFAULT_GZIP_LEVEL,
+        }),
+        (CompressionKind::Estargz, Some(level))
+            if u32::try_from(level).is_ok_and(|l| crate::layer::GZIP_LEVELS.contains(&l)) =>
+        {
+            Ok(Compression::Estargz {
                 level: level as u32,
             })
         }
@@ -647,6 +660,10 @@ mod tests {
         let zstd = |level| compression(CompressionKind::Zstd, level);
         assert_eq!(zstd(None), Ok(Compression::Zstd { level: 3 }));
         assert!(zstd(Some(23)).is_err());
+        let estargz = |level| compression(CompressionKind::Estargz, level);
+        assert_eq!(estargz(None), Ok(Compression::Estargz { level: 4 }));
+        assert_eq!(estargz(Some(9)), Ok(Compression::Estargz { level: 9 }));
+        assert!(estargz(Some(13)).is_err());
     }
 
     #[test]

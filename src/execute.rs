@@ -89,6 +89,9 @@ impl BuiltLayer {
             media_type: crate::image::media_type::of_layer(compression).to_string(),
             digest: self.written.digest.clone(),
             size: self.written.size,
+            annotations: (self.written.estargz.as_ref())
+                .map(|e| e.annotations())
+                .unwrap_or_default(),
         };
         sink.put_blob_file(&desc, &self.path)?;
         Ok(desc)
@@ -274,6 +277,7 @@ impl Execution<'_> {
                     media_type: layer.media_type.clone(),
                     digest,
                     size,
+                    annotations: Default::default(),
                 });
                 continue;
             }
@@ -282,6 +286,7 @@ impl Execution<'_> {
                     media_type: layer.media_type.clone(),
                     digest: digest.clone(),
                     size: *size,
+                    annotations: Default::default(),
                 };
                 if sink.reuse_blob(&desc, origin.as_ref())? {
                     layers.push(desc);

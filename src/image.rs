@@ -60,6 +60,8 @@ pub(crate) struct BlobDescriptor {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
+    /// The descriptor's annotations (an eStargz layer's TOC digest).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// One layer of a source image.

@@ -308,6 +308,7 @@ pub(crate) fn empty_config() -> crate::image::BlobDescriptor {
         media_type: media_type::OCI_EMPTY.to_string(),
         digest: crate::digest::Digest::of(EMPTY_CONFIG),
         size: EMPTY_CONFIG.len() as u64,
+        annotations: Default::default(),
     }
 }
 
@@ -391,12 +392,20 @@ pub(crate) fn write_oci_manifest(
         )
         .build()
         .map_err(|e| Error::new("cannot build the image manifest").with_source(e))?;
-    if !annotations.is_empty() {
+    if !annotations.is_empty() || layers.iter().any(|l| !l.annotations.is_empty()) {
         // Through a Value: oci-spec keeps annotations in a HashMap, whose
         // order would change the manifest's bytes from run to run.
         let mut value =
             serde_json::to_value(&manifest).ctx(|| "serializing the image manifest".into())?;
-        value["annotations"] = serde_json::to_value(annotations).expect("strings serialize");
+        if !annotations.is_empty() {
+            value["annotations"] = serde_json::to_value(annotations).expect("strings serialize");
+        }
+        for (i, layer) in layers.iter().enumerate() {
+            if !layer.annotations.is_empty() {
+                value["layers"][i]["annotations"] =
+                    serde_json::to_value(&layer.annotations).expect("strings serialize");
+            }
+        }
         return Ok(crate::image::canonical_json(&value));
     }
     serde_json::to_vec(&manifest).ctx(|| "serializing the image manifest".into())

@@ -50,10 +50,16 @@ pub(crate) fn decompress_indexed<'a>(
 /// it) at libdeflate's level [`DEFAULT_GZIP_LEVEL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    Gzip { level: u32 },
-    Zstd { level: i32 },
+    Gzip {
+        level: u32,
+    },
+    Zstd {
+        level: i32,
+    },
     /// eStargz ([`super::estargz`]): gzip a lazy pull can mount.
-    Estargz { level: u32 },
+    Estargz {
+        level: u32,
+    },
 }
 
 /// The default gzip level: see the README's "Compression" for how it was

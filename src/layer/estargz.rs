@@ -213,7 +213,12 @@ impl Toc {
             xattrs: meta
                 .xattrs
                 .iter()
-                .map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        base64::engine::general_purpose::STANDARD.encode(v),
+                    )
+                })
                 .collect(),
             digest: String::new(),
             chunk_offset: 0,
@@ -347,8 +352,11 @@ mod tests {
         assert_eq!(toc_offset(&footer), Some(0x1234_5678_9abc));
         // An empty member, which a gzip reader takes as nothing.
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&footer[..]), &mut out)
-            .unwrap();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(&footer[..]),
+            &mut out,
+        )
+        .unwrap();
         assert!(out.is_empty());
         let mut broken = footer;
         broken[30] = b'x';
@@ -372,8 +380,14 @@ mod tests {
         toc.chunk(2, CHUNK, CHUNK, &d);
         toc.chunk(3, 2 * CHUNK, 5, &d);
         toc.file_digest(&Digest::of(b"whole"));
-        toc.entry(b"small", &EntryMeta { size: 3, ..meta.clone() })
-            .unwrap();
+        toc.entry(
+            b"small",
+            &EntryMeta {
+                size: 3,
+                ..meta.clone()
+            },
+        )
+        .unwrap();
         toc.chunk(4, 0, 3, &d);
         let json = toc.finish(|m| Some(100 * m as u64)).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
@@ -390,9 +404,15 @@ mod tests {
         assert_eq!(entries[1]["chunkOffset"], CHUNK);
         assert_eq!(entries[1]["chunkSize"], CHUNK);
         assert_eq!(entries[2]["offset"], 300);
-        assert!(entries[2].get("chunkSize").is_none(), "the last chunk runs to the end");
+        assert!(
+            entries[2].get("chunkSize").is_none(),
+            "the last chunk runs to the end"
+        );
         assert_eq!(entries[3]["digest"], d.to_string());
-        assert!(entries[3].get("userName").is_none(), "root was named already");
+        assert!(
+            entries[3].get("userName").is_none(),
+            "root was named already"
+        );
         assert!(entries[3].get("chunkSize").is_none());
     }
 
@@ -480,6 +500,40 @@ pub(crate) mod written {
         (meta, crate::layer::ztoc::tests::sample(size, seed))
     }
 
+    /// Inflates every chunk the TOC names from its own offset and checks it
+    /// against the file's content and its digest; returns the offsets.
+    fn check_chunks(
+        blob: &[u8],
+        toc: &serde_json::Value,
+        contents: &HashMap<&str, &[u8]>,
+    ) -> Vec<u64> {
+        let mut name = String::new();
+        let mut offsets = Vec::new();
+        for entry in toc["entries"].as_array().unwrap() {
+            if entry["type"] != "chunk" {
+                name = entry["name"].as_str().unwrap().to_string();
+            }
+            if entry["type"] != "reg" && entry["type"] != "chunk" {
+                continue;
+            }
+            let content = contents[name.as_str()];
+            let from = entry["chunkOffset"].as_u64().unwrap_or(0);
+            let len = entry["chunkSize"]
+                .as_u64()
+                .unwrap_or(content.len() as u64 - from);
+            let offset = entry["offset"].as_u64().unwrap();
+            offsets.push(offset);
+            let bytes = chunk_at(blob, offset, len);
+            assert_eq!(
+                bytes,
+                &content[from as usize..(from + len) as usize],
+                "{name}"
+            );
+            assert_eq!(entry["chunkDigest"], Digest::of(&bytes).to_string());
+        }
+        offsets
+    }
+
     #[test]
     fn every_chunk_starts_a_member_the_toc_names_and_the_tar_is_whole() {
         let (small_meta, small) = file(1000, 1);
@@ -516,7 +570,15 @@ pub(crate) mod written {
             .collect();
         assert_eq!(
             names,
-            ["opt/", "opt/small", PREFETCH_LANDMARK, "opt/big", "opt/exact", "opt/link", TOC_NAME]
+            [
+                "opt/",
+                "opt/small",
+                PREFETCH_LANDMARK,
+                "opt/big",
+                "opt/exact",
+                "opt/link",
+                TOC_NAME
+            ]
         );
         // Each chunk from its own offset, against its digest.
         let contents: HashMap<&str, &[u8]> = [
@@ -526,29 +588,12 @@ pub(crate) mod written {
             (PREFETCH_LANDMARK, &[LANDMARK_CONTENT][..]),
         ]
         .into();
-        let mut name = String::new();
-        let mut checked = 0;
-        let mut offsets = Vec::new();
-        for entry in toc["entries"].as_array().unwrap() {
-            if entry["type"] != "chunk" {
-                name = entry["name"].as_str().unwrap().to_string();
-            }
-            if entry["type"] != "reg" && entry["type"] != "chunk" {
-                continue;
-            }
-            let content = contents[name.as_str()];
-            let from = entry["chunkOffset"].as_u64().unwrap_or(0);
-            let len = entry["chunkSize"]
-                .as_u64()
-                .unwrap_or(content.len() as u64 - from);
-            let offset = entry["offset"].as_u64().unwrap();
-            offsets.push(offset);
-            let bytes = chunk_at(&blob, offset, len);
-            assert_eq!(bytes, &content[from as usize..(from + len) as usize], "{name}");
-            assert_eq!(entry["chunkDigest"], Digest::of(&bytes).to_string());
-            checked += 1;
-        }
-        assert_eq!(checked, 1 + 3 + 1 + 1, "small, big's three, exact, landmark");
+        let offsets = check_chunks(&blob, &toc, &contents);
+        assert_eq!(
+            offsets.len(),
+            1 + 3 + 1 + 1,
+            "small, big's three, exact, landmark"
+        );
         let mut unique = offsets.clone();
         unique.sort();
         unique.dedup();

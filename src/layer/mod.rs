@@ -14,11 +14,12 @@ mod writer;
 pub(crate) mod ztoc;
 
 pub use compression::Compression;
+pub(crate) use compression::DEFAULT_GZIP_LEVEL;
 pub(crate) use entry::{EntryKind, EntryMeta, ImagePath};
+pub(crate) use estargz::EstargzFacts;
 pub(crate) use gzip::LEVELS as GZIP_LEVELS;
 pub(crate) use reader::read_layer_with;
 pub use reader::{read_layer, LayerItem};
-pub(crate) use estargz::EstargzFacts;
 pub(crate) use writer::{LayerWriter, WrittenLayer};
 
 /// How many threads compression may use: `TRITON_COMPOSE_THREADS`, or one

@@ -212,7 +212,11 @@ impl LayerWriter {
 
     /// Ends the archive, flushes everything and returns the digests.
     pub(crate) fn finish(mut self) -> Result<WrittenLayer> {
-        let toc = self.toc.take().map(|toc| self.append_toc(toc)).transpose()?;
+        let toc = self
+            .toc
+            .take()
+            .map(|toc| self.append_toc(toc))
+            .transpose()?;
         let uncompressed = self
             .builder
             .into_inner()

@@ -401,6 +401,7 @@ impl DockerArchiveSink {
             media_type: media_type.to_string(),
             digest: Digest::of(bytes),
             size: bytes.len() as u64,
+            annotations: Default::default(),
         };
         if self.written.insert(desc.digest.clone()) {
             let member = format!("blobs/sha256/{}", desc.digest.hex());
@@ -442,6 +443,7 @@ impl ImageSink for DockerArchiveSink {
             media_type: media_type.to_string(),
             digest,
             size,
+            annotations: Default::default(),
         };
         self.append_blob_file(&desc, &mut temp)?;
         Ok(desc)

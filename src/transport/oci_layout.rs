@@ -424,6 +424,7 @@ impl ImageSink for OciLayoutSink {
             media_type: media_type.to_string(),
             digest,
             size,
+            annotations: Default::default(),
         })
     }
 
@@ -608,6 +609,7 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
             digest: Digest::of(b"layer bytes"),
             size: 11,
+            annotations: Default::default(),
         };
         // Bytes that are not the descriptor's: refused, nothing kept.
         let other = dir.path().join("other");

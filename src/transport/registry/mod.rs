@@ -518,6 +518,7 @@ impl ImageSink for RegistrySink {
             media_type: media_type.to_string(),
             digest,
             size,
+            annotations: Default::default(),
         })
     }
 
@@ -615,6 +616,7 @@ impl RegistrySink {
             media_type: media_type::OCI_CONFIG.to_string(),
             digest: Digest::of(&image.config),
             size: image.config.len() as u64,
+            annotations: Default::default(),
         };
         upload(
             &self.client,
@@ -628,6 +630,7 @@ impl RegistrySink {
             media_type: media_type::OCI_MANIFEST.to_string(),
             digest: Digest::of(&manifest),
             size: manifest.len() as u64,
+            annotations: Default::default(),
         };
         let reference = tag.map_or_else(|| subject.digest.to_string(), str::to_string);
         self.put_manifest(

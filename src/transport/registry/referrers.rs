@@ -58,6 +58,7 @@ pub(crate) fn push(
         media_type: referrer.artifact_type.clone(),
         digest: Digest::of(&referrer.data),
         size: referrer.data.len() as u64,
+        annotations: Default::default(),
     };
     upload(
         client,
@@ -79,6 +80,7 @@ pub(crate) fn push(
         media_type: media_type::OCI_MANIFEST.to_string(),
         digest: Digest::of(&bytes),
         size: bytes.len() as u64,
+        annotations: Default::default(),
     };
     let response = put_manifest(
         client,
