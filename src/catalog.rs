@@ -337,7 +337,7 @@ fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]
     let plan = compose::plan_compose(request, &target, &prepared.images(), &prepared.scans)?;
     let execution = prepared.execution(request, &plan);
     let reports = execution.build_only(&prepared.spools)?;
-    let slimmed = execution.slimmed_sizes()?;
+    let slimmed = execution.rewritten_sizes()?;
     // Every part of the layer with that role.
     let layer = |role: &LayerRole| -> (u64, u64) {
         plan.layers

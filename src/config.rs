@@ -42,6 +42,14 @@ pub(crate) fn env(config: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// How many layers a config's `rootfs.diff_ids` lists.
+pub(crate) fn diff_id_count(config: &Value) -> usize {
+    config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
 pub(crate) fn env_var(config: &Value, key: &str) -> Option<String> {
     env(config)
         .into_iter()

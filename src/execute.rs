@@ -20,7 +20,7 @@ use crate::spool::Spool;
 use crate::store::Store;
 use crate::tree::InodeRef;
 
-mod slimmed;
+mod min;
 
 /// Content read ahead of writing: one spool per image the plan copies from.
 pub(crate) type Spools = HashMap<Origin, Spool>;
@@ -260,13 +260,13 @@ impl Execution<'_> {
         let origin = self.min.origin();
         let min_layers = &self.min.image().layers;
         let diff_ids: Vec<Digest> = min_layers.iter().map(|l| l.diff_id.clone()).collect();
-        let filters = &self.plan.min_filters;
-        // Unchanged layers above a cut one are no longer a prefix the
+        let rewrites = &self.plan.min_rewrites;
+        // Unchanged layers above a rewritten one are no longer a prefix the
         // destination could hold.
-        let first_cut = filters.iter().map(|f| f.layer).min().unwrap_or(usize::MAX);
+        let first_cut = rewrites.iter().map(|f| f.layer).min().unwrap_or(usize::MAX);
         for (index, layer) in min_layers.iter().enumerate() {
-            if let Some(filter) = filters.iter().find(|f| f.layer == index) {
-                let (desc, report) = self.put_slimmed(sink, filter)?;
+            if let Some(rewrite) = rewrites.iter().find(|f| f.layer == index) {
+                let (desc, report) = self.put_rewritten(sink, rewrite)?;
                 layers.push(desc);
                 slimmed.push((index, report));
                 continue;
@@ -313,16 +313,20 @@ impl Execution<'_> {
         Ok((layers, slimmed))
     }
 
-    /// A min layer `--slim` cut, handed to the sink.
-    fn put_slimmed(
+    /// A min layer written again (cut by `--slim`, or as eStargz), handed
+    /// to the sink.
+    fn put_rewritten(
         &self,
         sink: &mut dyn ImageSink,
-        filter: &crate::plan::MinFilter,
+        rewrite: &crate::plan::MinRewrite,
     ) -> Result<(BlobDescriptor, LayerReport)> {
-        let built = self.slimmed_min_layer(filter)?;
+        let built = self.rewritten_min_layer(rewrite)?;
         let desc = built.put(sink, self.compression)?;
-        let role = crate::plan::LayerRole::SlimmedMin(filter.layer);
-        let report = built.report(role, None, filter.remove.len());
+        let role = crate::plan::LayerRole::MinLayer {
+            index: rewrite.layer,
+            slimmed: !rewrite.remove.is_empty() || !rewrite.replace.is_empty(),
+        };
+        let report = built.report(role, None, rewrite.remove.len());
         log_report(&report, "paths removed");
         Ok((desc, report))
     }
@@ -423,6 +427,9 @@ impl Execution<'_> {
         hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
         hasher.update(LAYER_FORMAT.as_bytes());
         hasher.update(format!("{:?}\n", self.compression).as_bytes());
+        if let Some(prefetch) = layer.prefetch {
+            hasher.update(format!("prefetch {prefetch}\n").as_bytes());
+        }
         fn diff_id(source: Option<&dyn ImageSource>, layer: u32) -> &str {
             source
                 .and_then(|s| s.image().layers.get(layer as usize))
@@ -611,7 +618,13 @@ impl Execution<'_> {
         let mut writer = LayerWriter::new(staged.reopen()?, self.compression)?;
         let total: u64 = layer.entries.iter().map(|e| e.meta.size).sum();
         let bar = crate::progress::bar(total, format!("writing {}", layer.purpose()));
-        for entry in &layer.entries {
+        if layer.prefetch == Some(0) {
+            writer.landmark(false)?;
+        }
+        for (index, entry) in layer.entries.iter().enumerate() {
+            if index > 0 && layer.prefetch == Some(index) {
+                writer.landmark(true)?;
+            }
             crate::scratch::check()?;
             if let Some(bar) = &bar {
                 bar.inc(entry.meta.size);
@@ -637,6 +650,12 @@ impl Execution<'_> {
                     writer.append(&entry.path, &entry.meta, Some(&mut reader))?;
                 }
             }
+        }
+        if layer
+            .prefetch
+            .is_some_and(|n| n > 0 && n == layer.entries.len())
+        {
+            writer.landmark(true)?;
         }
         let written = writer
             .finish()

@@ -219,6 +219,11 @@ pub struct RawRequest {
 }
 
 impl ComposeRequest {
+    /// Every layer eStargz (`--compression estargz`).
+    pub(crate) fn estargz(&self) -> bool {
+        matches!(self.compression, Compression::Estargz { .. })
+    }
+
     pub fn new(raw: RawRequest) -> Result<ComposeRequest> {
         let (min, full, gpu_min) = images(&raw)?;
         let (mut components, mut from_dirs) =

@@ -21,6 +21,24 @@ pub(crate) const INSTALL_DIR: &str = "opt/tritonserver";
 pub(crate) const NVIDIA_DIR: &str = "opt/nvidia";
 pub(crate) const ENTRYPOINT_D: &str = "opt/nvidia/entrypoint.d";
 
+/// NGC's entrypoint, `/opt/nvidia/nvidia_entrypoint.sh`: a bash script
+/// (`#!/bin/bash`) that runs every file of [`ENTRYPOINT_D`] before the
+/// command (as NGC's images have it since 2020; compose.py keeps it as the
+/// CPU-only image's ENTRYPOINT).
+pub(crate) const NVIDIA_ENTRYPOINT: &str = "opt/nvidia/nvidia_entrypoint.sh";
+
+/// What a container's start reads before the server runs, beside the
+/// entrypoint itself, when the entrypoint is NGC's ([`NVIDIA_ENTRYPOINT`]):
+/// its interpreter, and the directory whose files it runs.
+pub(crate) fn entrypoint_reads(entrypoint: &ImagePath) -> Option<(ImagePath, ImagePath)> {
+    (entrypoint.as_bytes() == NVIDIA_ENTRYPOINT.as_bytes()).then(|| {
+        (
+            ImagePath::from_static("bin/bash"),
+            ImagePath::from_static(ENTRYPOINT_D),
+        )
+    })
+}
+
 /// The account compose.py creates, with its fixed uid and gid.
 pub(crate) const SERVER_USER: &str = "triton-server";
 pub(crate) const SERVER_UID: u64 = 1000;

@@ -158,7 +158,7 @@ impl Prepared {
             components: &request.components,
             enable_gpu: request.enable_gpu,
             spool: how.spool,
-            slim: request.slim.is_some(),
+            slim: request.slim.is_some() || request.estargz(),
             sbom: how.sbom,
         };
         let scanning = crate::progress::phase("scan");

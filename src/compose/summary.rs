@@ -164,14 +164,14 @@ pub(super) fn summarize(
     reports: Vec<LayerReport>,
     sbom: Option<PathBuf>,
 ) -> Summary {
-    let slimmed = |r: &&LayerReport| matches!(r.role, LayerRole::SlimmedMin(_));
+    let slimmed = |r: &&LayerReport| matches!(r.role, LayerRole::MinLayer { .. });
     let new_size: u64 = reports.iter().filter(|r| !slimmed(r)).map(|r| r.size).sum();
     // min's stored size, with each slimmed layer counted as written.
     let min_layers = &images.min.image().layers;
     let cut: u64 = reports
         .iter()
         .filter_map(|r| match r.role {
-            LayerRole::SlimmedMin(i) => min_layers.get(i)?.blob.as_ref().map(|b| b.1),
+            LayerRole::MinLayer { index, .. } => min_layers.get(index)?.blob.as_ref().map(|b| b.1),
             _ => None,
         })
         .sum();

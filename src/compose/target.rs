@@ -228,6 +228,7 @@ pub(crate) fn plan_compose(
                 .map(|(c, _)| (c.path(), workdir::context_name(c)))
                 .collect::<Vec<_>>(),
             slim: request.slim.as_ref(),
+            estargz: request.estargz(),
         },
     )?;
     // The trees live on disk: a lookup that could not read them answered

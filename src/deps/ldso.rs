@@ -10,6 +10,12 @@ use crate::layer::ImagePath;
 
 use super::fsview::normalize;
 
+/// What ld.so reads of the image itself before it loads any object:
+/// glibc's `ld.so.cache` (`elf/dl-cache.c`, opened for a name that no
+/// RPATH or LD_LIBRARY_PATH directory holds) and `ld.so.preload`
+/// (`elf/rtld.c`, when present).
+pub(crate) const LOADER_FILES: [&str; 2] = ["etc/ld.so.cache", "etc/ld.so.preload"];
+
 const EM_X86_64: u16 = 62;
 const EM_AARCH64: u16 = 183;
 

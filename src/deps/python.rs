@@ -404,6 +404,13 @@ pub(crate) fn site_dirs(trees: &[&MergedTree], version: Option<&str>) -> Vec<Ima
     dirs
 }
 
+/// What every python3 imports as it starts, from files (most of what it
+/// imports at start is frozen into the interpreter since 3.11): the codec
+/// registry's `encodings` (CPython's `Python/pylifecycle.c`,
+/// `init_stdio`), and `sitecustomize`, which `site` imports and Debian
+/// ships in `/etc/python3.X`.
+pub(crate) const STARTUP_MODULES: &[&str] = &["encodings", "sitecustomize"];
+
 /// Modules compiled into CPython itself (no file to find):
 /// `sys.builtin_module_names` of Debian's and Ubuntu's python3.8 to 3.13.
 pub(crate) const BUILTIN_MODULES: &[&str] = &[

@@ -329,6 +329,7 @@ pub(crate) fn footer(toc_offset: u64) -> [u8; FOOTER_SIZE] {
 
 /// Where the TOC's member starts, from a blob's last [`FOOTER_SIZE`] bytes;
 /// `None` when they are no eStargz footer.
+#[cfg(test)]
 pub(crate) fn toc_offset(footer: &[u8]) -> Option<u64> {
     let magic = footer.get(..12)?;
     if magic[..4] != [0x1f, 0x8b, 8, 4] || magic[10..12] != [26, 0] {

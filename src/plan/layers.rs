@@ -283,6 +283,7 @@ pub(super) fn finish_layer(
         notes,
         steps,
         entries,
+        prefetch: None,
     }
 }
 
@@ -407,5 +408,6 @@ pub(super) fn account_layer(
         notes: Vec::new(),
         steps: vec![Step::Run(triton::USER_SCRIPT.to_string())],
         entries,
+        prefetch: None,
     }))
 }

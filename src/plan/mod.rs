@@ -24,11 +24,12 @@ use crate::triton::{self, BuildInfo, Component, ComponentKind, GpuMinCopy};
 mod closure;
 mod layers;
 mod min;
+mod prefetch;
 mod split;
 
 use closure::DepsSources;
 use layers::{account_layer, component_layer, core_roots, entrypoint_layer, LayerBuilder};
-use min::SlimSources;
+use min::MinSources;
 use split::split_layers;
 
 /// The images whose files a plan copies.
@@ -113,8 +114,9 @@ pub enum LayerRole {
     RuntimeDependencies,
     /// The account files with the `triton-server` user.
     Accounts,
-    /// One of min's layers (by index) with what `--slim` removes taken out.
-    SlimmedMin(usize),
+    /// One of min's layers written again: with what `--slim` removes
+    /// taken out (`slimmed`), or as eStargz.
+    MinLayer { index: usize, slimmed: bool },
 }
 
 impl std::fmt::Display for LayerRole {
@@ -128,7 +130,14 @@ impl std::fmt::Display for LayerRole {
             LayerRole::GpuMinCuda => f.write_str("CUDA libraries from gpu-min"),
             LayerRole::RuntimeDependencies => f.write_str("runtime dependencies"),
             LayerRole::Accounts => write!(f, "{} user", triton::SERVER_USER),
-            LayerRole::SlimmedMin(index) => write!(f, "min layer {}, slimmed", index + 1),
+            LayerRole::MinLayer {
+                index,
+                slimmed: true,
+            } => write!(f, "min layer {}, slimmed", index + 1),
+            LayerRole::MinLayer {
+                index,
+                slimmed: false,
+            } => write!(f, "min layer {} as eStargz", index + 1),
         }
     }
 }
@@ -158,8 +167,13 @@ pub(crate) struct LayerPlan {
     /// Why the layer holds what it holds, one line each (for comments).
     pub notes: Vec<String>,
     pub steps: Vec<Step>,
-    /// Sorted by path; parents before children.
+    /// Sorted by path, parents before children; for eStargz, the
+    /// `prefetch` entries first (in that order too), then the rest.
     pub entries: Vec<PlannedEntry>,
+    /// eStargz: how many of the first entries are what a lazy pull fetches
+    /// first (the landmark follows them; none: the layer says so).
+    /// `None`: no landmark, a plain layer.
+    pub prefetch: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -185,15 +199,17 @@ pub(crate) struct Plan {
     pub components: Vec<Component>,
     /// What `--slim` removes from min, and why.
     pub slim: Option<Slim>,
-    /// min's layers that lose files to `--slim`; the others stay unchanged.
-    pub min_filters: Vec<MinFilter>,
+    /// min's layers written again (cut by `--slim`, or as eStargz); the
+    /// others stay unchanged.
+    pub min_rewrites: Vec<MinRewrite>,
     /// min's config, for Dockerfile.compose's slimmed base.
     pub min_config: Option<Value>,
 }
 
-/// One of min's layers, written again without what `--slim` removes.
+/// One of min's layers, written again: without what `--slim` removes, and
+/// for eStargz with the files the server reads first up front.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct MinFilter {
+pub(crate) struct MinRewrite {
     /// Its index among min's layers.
     pub layer: usize,
     /// Its entries (files, links, devices) left out.
@@ -201,6 +217,21 @@ pub(crate) struct MinFilter {
     /// Files whose content changes: dpkg's status, without the removed
     /// packages.
     pub replace: BTreeMap<ImagePath, Vec<u8>>,
+    /// eStargz: these files of the layer first, in this order, then the
+    /// landmark. `None`: the layer stays gzip.
+    pub prefetch: Option<Vec<ImagePath>>,
+}
+
+impl MinRewrite {
+    /// min's layer `layer` as it is, so far.
+    pub(crate) fn keeping(layer: usize) -> Self {
+        MinRewrite {
+            layer,
+            remove: BTreeSet::new(),
+            replace: BTreeMap::new(),
+            prefetch: None,
+        }
+    }
 }
 
 /// What the planner reads about the full image.
@@ -234,6 +265,9 @@ pub(crate) struct PlanOptions<'a> {
     pub local: &'a [(ImagePath, String)],
     /// Cut min to what the selection loads ([`crate::slim`]).
     pub slim: Option<&'a SlimOptions>,
+    /// Every layer eStargz, with what the server reads first up front
+    /// ([`prefetch`]).
+    pub estargz: bool,
 }
 
 /// The subtrees of the full image that a request could need, known before
@@ -309,7 +343,7 @@ pub(crate) fn build(
         layers = split_layers(layers, cap)?;
     }
     let config = composed_config(min.config, &config_changes, &layers, timestamp);
-    let slim_sources = SlimSources {
+    let min_sources = MinSources {
         min,
         full,
         gpu_min,
@@ -318,7 +352,7 @@ pub(crate) fn build(
         architecture: &info.architecture,
     };
     let mut deps = deps;
-    let (slim, min_filters) = slim_sources.slim(options.slim, &mut layers, &config, &mut deps)?;
+    let (slim, min_rewrites) = min_sources.rewrite(options, &mut layers, &config, &mut deps)?;
     Ok(Plan {
         min_name: min.name.to_string(),
         full_name: full.name.to_string(),
@@ -333,7 +367,7 @@ pub(crate) fn build(
         components: components.to_vec(),
         min_config: slim.is_some().then(|| min.config.clone()),
         slim,
-        min_filters,
+        min_rewrites,
     })
 }
 

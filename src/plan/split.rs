@@ -76,6 +76,7 @@ pub(super) fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<Layer
                 notes,
                 steps,
                 entries,
+                prefetch: None,
             });
         }
     }

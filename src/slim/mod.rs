@@ -37,8 +37,11 @@ use crate::elf::ElfInfo;
 use crate::error::{Error, Result};
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
 pub(crate) use crate::request::SlimOptions;
+
+mod first;
 use crate::scan::ScannedImage;
 use crate::triton::{self, Component, RuntimeLoaded, RuntimeNeed};
+pub(crate) use first::first_loads;
 
 /// Why something went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -109,7 +112,7 @@ pub(crate) struct SlimInput<'a> {
     pub full: &'a ScannedImage,
     /// What the new layers add: path, metadata, and ELF facts.
     pub added: HashMap<ImagePath, (EntryMeta, Option<ElfInfo>)>,
-    pub ld_library_path: Option<&'a str>,
+    pub ld_library_path: Option<String>,
     pub entrypoint: Option<ImagePath>,
     pub components: &'a [Component],
     pub enable_gpu: bool,
@@ -461,7 +464,10 @@ impl Patterns {
 pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
     let mut packaging = Packaging::of(input.min);
     let patterns = Patterns::new(input.options, &packaging)?;
-    let search = SearchPath::new(input.ld_library_path, &[&input.min.kept, &input.full.kept]);
+    let search = SearchPath::new(
+        input.ld_library_path.as_deref(),
+        &[&input.min.kept, &input.full.kept],
+    );
     let none = BTreeSet::new();
     let view = View {
         input,
@@ -562,6 +568,8 @@ struct PythonKeeps {
     dists: BTreeSet<ImagePath>,
     /// Modules found before slimming, with where.
     found: Vec<(String, ImagePath)>,
+    /// The directories python imports from.
+    sites: Vec<ImagePath>,
 }
 
 fn python_keeps(view: &View<'_>, packaging: &Packaging<'_>) -> PythonKeeps {
@@ -580,6 +588,7 @@ fn python_keeps(view: &View<'_>, packaging: &Packaging<'_>) -> PythonKeeps {
     let version = |package: &str| dpkg::version_of(&packaging.status, package);
     let env = PythonEnv::of_image(&trees, version, input.architecture);
     let sites = python::site_dirs(&trees, env.as_ref().map(|e| e.version.as_str()));
+    out.sites = sites.clone();
     for interpreter in ["usr/bin/python3", "usr/local/bin/python3"] {
         if let Resolution::Found(r) = resolve(view, &ImagePath::from_static(interpreter)) {
             out.files.insert(r.path);
