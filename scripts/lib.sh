@@ -73,3 +73,32 @@ nvidia_libs() {
   fi
   echo "$dir/lib"
 }
+
+# The eStargz tools of the lazy-pull tests, built offline from Debian's Go
+# sources of stargz-snapshotter with Debian's Go (GOPATH mode, no module
+# downloads), once per change of tests/stargz: tcverify (the format,
+# checked by the estargz package itself) and tcstargz (the snapshotter as
+# a containerd proxy plugin). Also installs containerd and FUSE for the
+# lazy pull. Prints the directory holding both programs.
+stargz_tools() {
+  apt_install golang-go golang-github-containerd-stargz-snapshotter-dev containerd fuse3 >&2
+  local key
+  key=$(find tests/stargz -type f | sort | xargs cat | sha256sum | cut -c1-16)
+  local dir=${TRITON_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-compose}/stargz-$key
+  if [ ! -x "$dir/tcstargz" ] || [ ! -x "$dir/tcverify" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    local gopath
+    gopath="$(pwd)/tests/stargz:/usr/share/gocode"
+    for tool in tcverify tcstargz; do
+      echo "building $tool (Go, offline)" >&2
+      (cd "tests/stargz/src/$tool" \
+        && GOPATH=$gopath GO111MODULE=off GOPROXY=off GOCACHE="$dir/.gocache" \
+          go build -o "$dir/$tool.tmp" . >&2) \
+        || { echo "error: building $tool failed" >&2; rm -rf "$dir"; return 1; }
+      mv "$dir/$tool.tmp" "$dir/$tool"
+    done
+    rm -rf "$dir/.gocache"
+  fi
+  echo "$dir"
+}

@@ -24,6 +24,10 @@ const DIRS_LIST: &str = "triton-compose-deps.dirs";
 const SLIM_STAGE: &str = "slimmed";
 const SLIM_LIST: &str = "triton-compose-slim.remove";
 const SLIM_STATUS: &str = "triton-compose-slim.status";
+/// eStargz's prefetch, one JSON record per line in the format of
+/// stargz-snapshotter's `ctr-remote optimize --record-out` (its `recorder`
+/// package), which `nerdctl image convert --estargz-record-in` reads.
+pub(crate) const PREFETCH_RECORD: &str = "triton-compose-prefetch.json";
 
 /// Files `docker build` of Dockerfile.compose needs in its context.
 pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
@@ -50,6 +54,9 @@ pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
             out.push((SLIM_STATUS.to_string(), status.clone()));
         }
     }
+    if let Some(paths) = plan.prefetched() {
+        out.push((PREFETCH_RECORD.to_string(), prefetch_record(&paths)));
+    }
     for layer in &plan.layers {
         for step in &layer.steps {
             match step {
@@ -66,6 +73,19 @@ pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
                 }
                 _ => {}
             }
+        }
+    }
+    out
+}
+
+/// `{"path":"usr/bin/x"}` per line; paths that are not UTF-8 cannot be
+/// named in it and are left out (the composed image has them first still).
+fn prefetch_record(paths: &[&ImagePath]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for path in paths {
+        if let Ok(path) = std::str::from_utf8(path.as_bytes()) {
+            out.extend_from_slice(serde_json::json!({ "path": path }).to_string().as_bytes());
+            out.push(b'\n');
         }
     }
     out
@@ -118,6 +138,15 @@ fn header(plan: &Plan) -> String {
     );
     if let Some(name) = &plan.gpu_min_name {
         out.push_str(&format!("# gpu-min: {}\n#\n", comment(name)));
+    }
+    if let Some(paths) = plan.prefetched() {
+        out.push_str(&format!(
+            "# --compression estargz: every layer eStargz, the {} files the server\n\
+             # opens first ahead of each layer's .prefetch.landmark. docker build\n\
+             # writes plain layers; convert its image with that prefetch:\n\
+             #   nerdctl image convert --oci --estargz --estargz-record-in={PREFETCH_RECORD} IMAGE IMAGE:esgz\n#\n",
+            paths.len()
+        ));
     }
     let field = |k: &str| plan.config.get(k).and_then(|v| v.as_str()).unwrap_or("");
     let mut platform = format!("{}/{}", field("os"), field("architecture"));

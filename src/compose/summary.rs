@@ -105,9 +105,15 @@ impl Summary {
             } else {
                 ""
             };
+            // A min layer written again counts the paths it lost.
+            let entries = match layer.role {
+                LayerRole::MinLayer { slimmed: true, .. } => format!("-{}", layer.entries),
+                LayerRole::MinLayer { .. } => String::new(),
+                _ => layer.entries.to_string(),
+            };
             out.push_str(&row(
                 &layer.purpose,
-                &layer.entries.to_string(),
+                &entries,
                 layer.size,
                 from_store,
             ));

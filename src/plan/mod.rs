@@ -222,6 +222,25 @@ pub(crate) struct MinRewrite {
     pub prefetch: Option<Vec<ImagePath>>,
 }
 
+impl Plan {
+    /// eStargz: the files a lazy pull fetches first, min's layers' then the
+    /// new layers', in layer order (`None`: the plan writes plain layers).
+    pub(crate) fn prefetched(&self) -> Option<Vec<&ImagePath>> {
+        if self.layers.iter().all(|l| l.prefetch.is_none()) {
+            return None;
+        }
+        let min = (self.min_rewrites.iter()).flat_map(|r| r.prefetch.iter().flatten());
+        let new = self.layers.iter().flat_map(|l| {
+            let first = &l.entries[..l.prefetch.unwrap_or(0).min(l.entries.len())];
+            first
+                .iter()
+                .filter(|e| e.meta.kind == EntryKind::File)
+                .map(|e| &e.path)
+        });
+        Some(min.chain(new).collect())
+    }
+}
+
 impl MinRewrite {
     /// min's layer `layer` as it is, so far.
     pub(crate) fn keeping(layer: usize) -> Self {
