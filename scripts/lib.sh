@@ -85,12 +85,12 @@ stargz_tools() {
   local key
   key=$(find tests/stargz -type f | sort | xargs cat | sha256sum | cut -c1-16)
   local dir=${TRITON_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-compose}/stargz-$key
-  if [ ! -x "$dir/tcstargz" ] || [ ! -x "$dir/tcverify" ]; then
+  if [ ! -x "$dir/tcstargz" ] || [ ! -x "$dir/tcverify" ] || [ ! -x "$dir/tcpull" ]; then
     rm -rf "$dir"
     mkdir -p "$dir"
     local gopath
     gopath="$(pwd)/tests/stargz:/usr/share/gocode"
-    for tool in tcverify tcstargz; do
+    for tool in tcverify tcstargz tcpull; do
       echo "building $tool (Go, offline)" >&2
       (cd "tests/stargz/src/$tool" \
         && GOPATH=$gopath GO111MODULE=off GOPROXY=off GOCACHE="$dir/.gocache" \

@@ -27,5 +27,10 @@ export TRITON_COMPOSE_PYTOOLS
 TRITON_COMPOSE_NVIDIA=$(nvidia_libs)
 export TRITON_COMPOSE_NVIDIA
 
+# The eStargz verifier, snapshotter and lazy puller (Go, built offline from
+# Debian's sources), with containerd and FUSE: tests/lazy.rs.
+TRITON_COMPOSE_STARGZ=$(stargz_tools)
+export TRITON_COMPOSE_STARGZ
+
 # --nocapture: the end-to-end tests print the image sizes they compare.
 cargo test --all-targets --locked -- --nocapture

@@ -61,14 +61,10 @@ fn verify(archive: &Path) -> (i32, String) {
 }
 
 fn models_dir(with_add_sub: bool) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
     if with_add_sub {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
-        let dst = dir.path().join("add_sub");
-        std::fs::create_dir_all(dst.join("1")).unwrap();
-        std::fs::copy(src.join("config.pbtxt"), dst.join("config.pbtxt")).unwrap();
-        std::fs::copy(src.join("1/model.py"), dst.join("1/model.py")).unwrap();
+        return add_sub_models("python");
     }
+    let dir = tempfile::tempdir().unwrap();
     // The container runs as root but the mount must be readable to all.
     Command::new("chmod")
         .args(["-R", "a+rX", dir.path().to_str().unwrap()])
@@ -86,25 +82,9 @@ fn assert_add_sub_answers(server: &Server) {
         "add_sub is not ready ({body}):\n{}",
         server.logs()
     );
-    let request = r#"{"inputs":[
-        {"name":"INPUT0","shape":[4],"datatype":"FP32","data":[1,2,3,4]},
-        {"name":"INPUT1","shape":[4],"datatype":"FP32","data":[10,20,30,40]}]}"#;
-    let (status, body) = http(
-        server.http_port,
-        "POST",
-        "/v2/models/add_sub/infer",
-        Some(request),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}\n{}", server.logs());
-    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let output = &reply["outputs"][0];
-    assert_eq!(output["name"], "OUTPUT0");
-    assert_eq!(
-        output["data"],
-        serde_json::json!([11.0, 22.0, 33.0, 44.0]),
-        "{body}"
-    );
+    if let Err(err) = infer_add_sub(server.http_port) {
+        panic!("{err}\n{}", server.logs());
+    }
 }
 
 /// The arguments of `docker run` for a shell script in the image, offline.

@@ -267,46 +267,13 @@ fn layer_digests(manifest: &serde_json::Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn add_sub_models(backend: &str) -> tempfile::TempDir {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("add_sub");
-    std::fs::create_dir_all(model.join("1")).unwrap();
-    let config = std::fs::read_to_string(src.join("config.pbtxt"))
-        .unwrap()
-        .replace("backend: \"python\"", &format!("backend: \"{backend}\""));
-    std::fs::write(model.join("config.pbtxt"), config).unwrap();
-    if backend == "python" {
-        std::fs::copy(src.join("1/model.py"), model.join("1/model.py")).unwrap();
-    }
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    dir
-}
-
 /// Asks add_sub for [1,2,3,4] + [10,20,30,40].
 fn assert_add_sub(image: &str, models: &Path) {
     let server = Server::start(image, models);
     server.wait_ready(Duration::from_secs(120));
-    let body = r#"{"inputs":[
-        {"name":"INPUT0","shape":[4],"datatype":"FP32","data":[1,2,3,4]},
-        {"name":"INPUT1","shape":[4],"datatype":"FP32","data":[10,20,30,40]}]}"#;
-    let (status, reply) = http(
-        server.http_port,
-        "POST",
-        "/v2/models/add_sub/infer",
-        Some(body),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{reply}\n{}", server.logs());
-    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
-    assert_eq!(
-        reply["outputs"][0]["data"],
-        serde_json::json!([11.0, 22.0, 33.0, 44.0])
-    );
+    if let Err(err) = infer_add_sub(server.http_port) {
+        panic!("{err}\n{}", server.logs());
+    }
     assert_eq!(server.stop(), 0);
 }
 

@@ -111,12 +111,7 @@ impl Summary {
                 LayerRole::MinLayer { .. } => String::new(),
                 _ => layer.entries.to_string(),
             };
-            out.push_str(&row(
-                &layer.purpose,
-                &entries,
-                layer.size,
-                from_store,
-            ));
+            out.push_str(&row(&layer.purpose, &entries, layer.size, from_store));
         }
         out.push_str(&row("new layers", "", self.new_size, ""));
         let min = if self.slim.is_some() {

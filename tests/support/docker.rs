@@ -195,6 +195,50 @@ impl Server {
     }
 }
 
+/// A model repository holding add_sub (tests/data/models) served by
+/// `backend` (its model.py only for python), readable to all.
+pub fn add_sub_models(backend: &str) -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/add_sub");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("add_sub");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    let config = std::fs::read_to_string(src.join("config.pbtxt"))
+        .unwrap()
+        .replace("backend: \"python\"", &format!("backend: \"{backend}\""));
+    std::fs::write(model.join("config.pbtxt"), config).unwrap();
+    if backend == "python" {
+        std::fs::copy(src.join("1/model.py"), model.join("1/model.py")).unwrap();
+    }
+    // The container's user must be able to read the mount.
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    dir
+}
+
+/// Asks the server on `port` for add_sub of [1,2,3,4] + [10,20,30,40];
+/// the error says what came back instead of [11,22,33,44].
+pub fn infer_add_sub(port: u16) -> Result<(), String> {
+    let request = r#"{"inputs":[
+        {"name":"INPUT0","shape":[4],"datatype":"FP32","data":[1,2,3,4]},
+        {"name":"INPUT1","shape":[4],"datatype":"FP32","data":[10,20,30,40]}]}"#;
+    let (status, body) = http(port, "POST", "/v2/models/add_sub/infer", Some(request))
+        .map_err(|e| format!("inference request: {e}"))?;
+    if status != 200 {
+        return Err(format!("inference answered {status}: {body}"));
+    }
+    let reply: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    let output = &reply["outputs"][0];
+    if output["name"] != "OUTPUT0" || output["data"] != serde_json::json!([11.0, 22.0, 33.0, 44.0])
+    {
+        return Err(format!("wrong answer: {body}"));
+    }
+    Ok(())
+}
+
 /// One HTTP/1.1 request to 127.0.0.1; returns status and body.
 pub fn http(
     port: u16,

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod images;
+pub mod lazy;
 pub mod pki;
 pub mod proxy;
 pub mod registry;

@@ -157,6 +157,26 @@ impl Registry {
         );
     }
 
+    /// Bytes of blobs the registry sent so far (GETs of `/blobs/`, whole or
+    /// ranges), from its access log's size field.
+    pub fn blob_bytes_sent(&self) -> u64 {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let start = line.find("\"GET /v2/")?;
+                let rest = &line[start + 1..];
+                let end = rest.find('"')?;
+                if !rest[..end].contains("/blobs/") {
+                    return None;
+                }
+                let mut after = rest[end + 1..].split_whitespace();
+                let status: u16 = after.next()?.parse().ok()?;
+                let size: u64 = after.next()?.parse().ok()?;
+                (200..300).contains(&status).then_some(size)
+            })
+            .sum()
+    }
+
     /// Request lines of the access log: (method, path).
     pub fn requests(&self) -> Vec<(String, String)> {
         self.log()

@@ -1,7 +1,8 @@
 // tcstargz runs stargz-snapshotter (Debian's Go sources of it) as a
 // containerd proxy snapshotter on a unix socket, for the lazy-pull test:
 // the same service as upstream's containerd-stargz-grpc, with its
-// configuration as flags instead of a TOML file.
+// configuration as flags instead of a TOML file and the registry's
+// credentials from TC_REGISTRY_USER and TC_REGISTRY_PASSWORD.
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/containerd/reference"
 	"github.com/containerd/stargz-snapshotter/service"
 	"google.golang.org/grpc"
 )
@@ -31,7 +33,11 @@ func main() {
 	ctx := context.Background()
 	var config service.Config
 	config.Config.NoBackgroundFetch = *noBackground
-	sn, err := service.NewStargzSnapshotterService(ctx, *root, &config)
+	// The test registry's credentials, from the environment.
+	creds := func(string, reference.Spec) (string, string, error) {
+		return os.Getenv("TC_REGISTRY_USER"), os.Getenv("TC_REGISTRY_PASSWORD"), nil
+	}
+	sn, err := service.NewStargzSnapshotterService(ctx, *root, &config, service.WithCredsFuncs(creds))
 	if err != nil {
 		log.Fatalf("stargz snapshotter: %v", err)
 	}

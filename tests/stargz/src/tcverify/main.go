@@ -78,7 +78,7 @@ func main() {
 			}
 			seen[child.Name] = true
 			out.Files++
-			if child.Offset < end {
+			if child.Size > 0 && child.Offset < end {
 				out.Prefetched = append(out.Prefetched, child.Name)
 			}
 			file, err := r.OpenFile(child.Name)
