@@ -98,7 +98,7 @@ pub use execute::LayerReport;
 pub use layer::{read_layer, Compression, LayerItem};
 pub use manifest::{parse_document, parse_document_as};
 pub use progress::{configure as configure_progress, human_size};
-pub use request::{ComposeRequest, RawRequest, SlimOptions};
+pub use request::{ComposeRequest, RawRequest, SlimOptions, StoreSettings};
 pub use sbom::of_reference as sbom_of_reference;
 pub use scratch::{install_signal_handlers, interrupted, interruption};
 pub use serve::{serve, ServeOptions};

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -1582,4 +1583,72 @@ fn a_platform_single_platform_sources_lack_is_refused() {
         "{stderr}"
     );
     assert!(!out.exists());
+}
+
+/// The eStargz files a layer carries besides the image's own.
+fn estargz_own(path: &str) -> bool {
+    matches!(
+        path,
+        ".prefetch.landmark" | ".no.prefetch.landmark" | "stargz.index.json"
+    )
+}
+
+#[test]
+fn estargz_writes_every_layer_with_its_landmark_the_same_files_and_stores_min_converted() {
+    let fx = Fixture::oci();
+    let store = triton_compose::StoreSettings {
+        dir: fx.path("store"),
+        max_size: u64::MAX,
+    };
+    let compose_to = |name: &str, compression: Compression| {
+        let out = fx.path(name);
+        let mut raw = fx.request(&format!("oci:{}:x", out.display()), PYTHON_CHECKSUM_LOCAL);
+        raw.compression = compression;
+        raw.store = Some(store.clone());
+        let outcome = run(raw).unwrap();
+        (read_oci(&out, "x"), outcome.summary.unwrap())
+    };
+    let (plain, _) = compose_to("plain", Compression::default());
+    let (esgz, summary) = compose_to("esgz", Compression::Estargz { level: 4 });
+    // The same files, as an ordinary client unpacks them.
+    let own: BTreeMap<_, _> = esgz.tree.iter().filter(|(p, _)| !estargz_own(p)).collect();
+    assert_eq!(own, plain.tree.iter().collect::<BTreeMap<_, _>>());
+    assert_eq!(esgz.layer_paths.len(), plain.layer_paths.len());
+    let layers = esgz.manifest["layers"].as_array().unwrap();
+    for (n, paths) in esgz.layer_paths.iter().enumerate() {
+        assert!(
+            layers[n]["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
+            "layer {n}: {}",
+            layers[n]
+        );
+        assert!(
+            layers[n]["annotations"]["io.containers.estargz.uncompressed-size"].is_string(),
+            "layer {n}"
+        );
+        // The TOC last; a landmark, the no-prefetch one first.
+        assert_eq!(paths.last().map(String::as_str), Some("stargz.index.json"));
+        let landmark = paths.iter().position(|p| p == ".prefetch.landmark");
+        let none = paths.iter().position(|p| p == ".no.prefetch.landmark");
+        assert!(landmark.is_some() != none.is_some(), "layer {n}: {paths:?}");
+        assert!(none.is_none_or(|i| i == 0), "layer {n}: {paths:?}");
+    }
+    // The server's binary and its libraries come before the core layer's
+    // landmark; a header (nothing loads it) after it.
+    let core = esgz
+        .layer_paths
+        .iter()
+        .find(|p| p.iter().any(|p| p == "opt/tritonserver/bin/tritonserver"))
+        .unwrap();
+    let at = |wanted: &str| core.iter().position(|p| p == wanted).unwrap_or_else(|| panic!("no {wanted}: {core:?}"));
+    let landmark = at(".prefetch.landmark");
+    assert!(at("opt/tritonserver/bin/tritonserver") < landmark, "{core:?}");
+    assert!(at("opt/tritonserver/include/new.h") > landmark, "{core:?}");
+    // min's layer, rewritten, came from no store the first time.
+    let min_layer = summary.layers.iter().find(|l| l.purpose.starts_with("min layer")).unwrap();
+    assert!(min_layer.purpose.ends_with("as eStargz"), "{}", min_layer.purpose);
+    assert!(!min_layer.from_store);
+    // Again: every layer from the store, min's converted one too; the same image.
+    let (again, summary) = compose_to("again", Compression::Estargz { level: 4 });
+    assert!(summary.layers.iter().all(|l| l.from_store), "{:?}", summary.layers);
+    assert_eq!(again.manifest_digest, esgz.manifest_digest);
 }

@@ -968,3 +968,42 @@ fn a_full_with_a_million_more_files_is_served_in_bounded_memory() {
         peak_kib >> 10
     );
 }
+
+#[test]
+fn serve_with_estargz_serves_every_layer_as_estargz_with_its_toc_digest() {
+    let Some(fx) = Fixtures::get() else { return };
+    let Some(tools) = support::lazy::stargz_tools() else {
+        return;
+    };
+    let min = format!("min,oci:{}:latest", fx.dir.join("min-oci").display());
+    let full = format!("full,oci:{}:latest", fx.dir.join("full-oci").display());
+    let served = Served::start_with(&[
+        "--image",
+        &min,
+        "--image",
+        &full,
+        "--enable-gpu=false",
+        "--compression",
+        "estargz",
+        "--sbom",
+        "none",
+    ]);
+    let (_, manifest) = served.manifest("python.onnxruntime");
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert!(
+            layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
+            "{layer}"
+        );
+    }
+    // What a client pulls is eStargz, layer for layer, min's too.
+    let pulled = served.dir.path().join("pulled");
+    skopeo_copy(
+        &format!("docker://127.0.0.1:{}/tritonserver:python.onnxruntime", served.port),
+        &pulled,
+        "esgz",
+    );
+    let reports = support::lazy::verify_estargz_layout(&tools, &pulled, "esgz");
+    assert_eq!(reports.len(), manifest["layers"].as_array().unwrap().len());
+    assert!(reports.iter().all(|r| r.landmark != "none"), "{reports:?}");
+}

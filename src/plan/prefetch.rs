@@ -75,3 +75,71 @@ pub(super) fn min_layers(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> PlannedEntry {
+        let mut meta = EntryMeta::plain_dir(0o755, 0);
+        meta.kind = kind;
+        meta.link_target = target.map(|t| t.as_bytes().to_vec());
+        PlannedEntry {
+            path: ImagePath::parse(path.as_bytes()).unwrap(),
+            meta,
+            content: Content::Inline(Vec::new()),
+        }
+    }
+
+    fn layer(entries: Vec<PlannedEntry>) -> LayerPlan {
+        LayerPlan {
+            role: LayerRole::Core,
+            part: None,
+            notes: Vec::new(),
+            steps: Vec::new(),
+            entries,
+            prefetch: None,
+        }
+    }
+
+    fn paths(layer: &LayerPlan) -> Vec<String> {
+        let name = |e: &PlannedEntry| String::from_utf8_lossy(e.path.as_bytes()).into_owned();
+        layer.entries.iter().map(name).collect()
+    }
+
+    fn set(paths: &[&str]) -> BTreeSet<ImagePath> {
+        paths.iter().map(|p| ImagePath::parse(p.as_bytes()).unwrap()).collect()
+    }
+
+    #[test]
+    fn first_files_come_first_with_their_directories_and_link_targets_in_order() {
+        let mut plan = layer(vec![
+            entry("a", EntryKind::Dir, None),
+            entry("a/doc", EntryKind::File, None),
+            entry("a/lib", EntryKind::Dir, None),
+            entry("a/lib/libx.so.1", EntryKind::File, None),
+            entry("a/lib/liby.so", EntryKind::HardLink, Some("a/lib/libx.so.1")),
+            entry("b", EntryKind::Dir, None),
+            entry("b/run", EntryKind::File, None),
+            entry("b/rest", EntryKind::File, None),
+        ]);
+        // A directory named alone is not prefetched: files are.
+        put_first(&mut plan, &set(&["a/lib/liby.so", "b/run", "a"]));
+        assert_eq!(
+            paths(&plan),
+            ["a", "a/lib", "a/lib/libx.so.1", "a/lib/liby.so", "b", "b/run", "a/doc", "b/rest"]
+        );
+        assert_eq!(plan.prefetch, Some(6));
+    }
+
+    #[test]
+    fn a_layer_with_nothing_read_first_says_so() {
+        let mut plan = layer(vec![
+            entry("a", EntryKind::Dir, None),
+            entry("a/doc", EntryKind::File, None),
+        ]);
+        put_first(&mut plan, &set(&["elsewhere"]));
+        assert_eq!(paths(&plan), ["a", "a/doc"]);
+        assert_eq!(plan.prefetch, Some(0));
+    }
+}

@@ -60,6 +60,8 @@ pub(crate) fn first_loads(
     roots.executables.extend(programs);
     let loads = chain::load_roots(&view, &search, &roots);
     files.extend(loads.reached);
+    // The server runs whatever its ELF facts say (even none).
+    files.extend(real(&view, &ImagePath::from_static(triton::SERVER_PROGRAM)));
     for name in ldso::LOADER_FILES {
         files.extend(real(&view, &ImagePath::from_static(name)));
     }
