@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust
-apt_install time isal pigz libdeflate-tools bc skopeo docker-registry
+apt_install time isal pigz libdeflate-tools bc skopeo docker-registry curl
 
 mib=${1:-2048}
 bench=target/bench
@@ -222,6 +222,78 @@ registry_compose() {
 }
 registry_compose "registry -> registry, cold" cold
 registry_compose "registry -> registry, warm (same combination)" warm
+
+echo "-- lazy pull: eStargz through containerd's stargz snapshotter against a plain pull + run"
+echo "   (python + onnxruntime --slim; containerd, from the registry above; time from pull start"
+echo "   to the first inference answer, and blob bytes the registry sent before it)"
+lazydir=$(mktemp -d /tmp/tc-bench-lazy.XXXXXX)
+TRITON_COMPOSE_STARGZ=$(stargz_tools)
+export TRITON_COMPOSE_STARGZ
+trap 'bash scripts/lazy.sh down "$lazydir" >/dev/null 2>&1 || true; rm -rf "$lazydir"; kill $regpid 2>/dev/null || true; rm -rf "$regdir"' EXIT
+models=$lazydir/models
+mkdir -p "$models/add_sub/1"
+cp tests/data/models/add_sub/config.pbtxt "$models/add_sub/"
+cp tests/data/models/add_sub/1/model.py "$models/add_sub/1/"
+chmod -R a+rX "$models"
+for kind in estargz gzip; do
+  $bin -q --enable-gpu=false --store "$bench/store-registry" --work-dir "$bench/work-lazy" \
+    --image "min,$reg/triton/min:latest" --image "full,$reg/triton/full:latest" \
+    --backend python --backend onnxruntime --slim --compression "$kind" \
+    --output "$reg/triton/lazy:$kind"
+done
+image_bytes() { # TAG: the compressed size of its layers
+  skopeo inspect --raw --tls-verify=false "docker://$reg/triton/lazy:$1" \
+    | python3 -c 'import json,sys; print(sum(l["size"] for l in json.load(sys.stdin)["layers"]))'
+}
+sent_bytes() { # blob bytes the registry has sent, from its access log
+  grep -o '"GET /v2/[^"]*/blobs/[^"]*" 2[0-9][0-9] [0-9]*' "$regdir/log" | awk '{s += $NF} END {print s + 0}'
+}
+infer='{"inputs":[{"name":"INPUT0","shape":[4],"datatype":"FP32","data":[1,2,3,4]},{"name":"INPUT1","shape":[4],"datatype":"FP32","data":[10,20,30,40]}]}'
+# One pull + run on a fresh containerd: sets answer_s and fetched.
+first_answer() { # TAG SNAPSHOTTER
+  bash scripts/lazy.sh up "$lazydir"
+  local sock=$lazydir/containerd.sock http
+  http=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local before start
+  before=$(sent_bytes)
+  start=$(date +%s.%N)
+  "$TRITON_COMPOSE_STARGZ/tcpull" -address "$sock" -namespace tc -snapshotter "$2" "$reg/triton/lazy:$1" 2>/dev/null
+  ctr -a "$sock" -n tc run -d --net-host --snapshotter "$2" \
+    --mount "type=bind,src=$models,dst=/models,options=rbind:ro" "$reg/triton/lazy:$1" "bench-$1-$RANDOM" \
+    tritonserver --model-repository=/models --http-address=127.0.0.1 --http-port="$http" \
+    --grpc-address=127.0.0.1 --grpc-port=0 --metrics-address=127.0.0.1 --allow-metrics=false >/dev/null
+  answer_s=""
+  for _ in $(seq 1 1200); do
+    if curl -sf -o /dev/null -X POST "http://127.0.0.1:$http/v2/models/add_sub/infer" -d "$infer"; then
+      answer_s=$(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.2f')
+      break
+    fi
+    sleep 0.05
+  done
+  fetched=$(($(sent_bytes) - before))
+  bash scripts/lazy.sh down "$lazydir"
+  [ -n "$answer_s" ] || { echo "error: no inference answer from $1 within 60 s" >&2; exit 1; }
+}
+declare -A best_s bytes
+for round in 1 2 3; do
+  for kind in estargz gzip; do
+    snap=overlayfs
+    [ "$kind" = estargz ] && snap=stargz
+    first_answer "$kind" "$snap"
+    if [ -z "${best_s[$kind]:-}" ] || [ "$(echo "$answer_s < ${best_s[$kind]}" | bc -l)" = 1 ]; then
+      best_s[$kind]=$answer_s
+    fi
+    bytes[$kind]=$fetched
+  done
+done
+for kind in estargz gzip; do
+  total=$(image_bytes "$kind")
+  label="plain pull + run (gzip, overlayfs)"
+  [ "$kind" = estargz ] && label="lazy pull + run (eStargz, stargz)"
+  printf '%-44s %6s s to the first answer (best of 3); fetched %d of %d bytes (%s%%)\n' \
+    "$label" "${best_s[$kind]}" "${bytes[$kind]}" "$total" "$(echo "100 * ${bytes[$kind]} / $total" | bc)"
+done
+echo "lazy / plain: $(ratio2 "${best_s[estargz]}" "${best_s[gzip]}")x the time to the first answer"
 # Part 2: memory against full's file count. The fixtures' full with small
 # python files (pip-installed: dist-info RECORDs) added in one layer; a cold
 # compose of the selection, no store. MANY_FILES="300000 1000000" (0: skip).

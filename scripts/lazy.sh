@@ -45,8 +45,19 @@ down() {
   # Containers first (their tasks hold the snapshotter's mounts).
   if [ -S "$dir/containerd.sock" ]; then
     for ns in $(ctr -a "$dir/containerd.sock" namespaces ls -q 2>/dev/null); do
-      for task in $(ctr -a "$dir/containerd.sock" -n "$ns" tasks ls -q 2>/dev/null); do
-        ctr -a "$dir/containerd.sock" -n "$ns" tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true
+      local c=(ctr -a "$dir/containerd.sock" -n "$ns")
+      for task in $("${c[@]}" tasks ls -q 2>/dev/null); do
+        "${c[@]}" tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true
+      done
+      # runc keeps its state outside DIR (/run/containerd/runc): delete the
+      # tasks and containers so that none outlives the stack.
+      for container in $("${c[@]}" containers ls -q 2>/dev/null); do
+        for _ in $(seq 1 50); do
+          "${c[@]}" tasks delete -f "$container" >/dev/null 2>&1 || true
+          "${c[@]}" tasks ls -q 2>/dev/null | grep -qx "$container" || break
+          sleep 0.1
+        done
+        "${c[@]}" containers delete "$container" >/dev/null 2>&1 || true
       done
     done
   fi

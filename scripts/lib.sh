@@ -77,9 +77,10 @@ nvidia_libs() {
 # The eStargz tools of the lazy-pull tests, built offline from Debian's Go
 # sources of stargz-snapshotter with Debian's Go (GOPATH mode, no module
 # downloads), once per change of tests/stargz: tcverify (the format,
-# checked by the estargz package itself) and tcstargz (the snapshotter as
-# a containerd proxy plugin). Also installs containerd and FUSE for the
-# lazy pull. Prints the directory holding both programs.
+# checked by the estargz package itself), tcstargz (the snapshotter as
+# a containerd proxy plugin) and tcpull (a lazy pull, as ctr-remote's
+# rpull). Also installs containerd and FUSE for the lazy pull. Prints the
+# directory holding the three programs.
 stargz_tools() {
   apt_install golang-go golang-github-containerd-stargz-snapshotter-dev containerd fuse3 >&2
   local key

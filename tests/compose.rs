@@ -1639,16 +1639,35 @@ fn estargz_writes_every_layer_with_its_landmark_the_same_files_and_stores_min_co
         .iter()
         .find(|p| p.iter().any(|p| p == "opt/tritonserver/bin/tritonserver"))
         .unwrap();
-    let at = |wanted: &str| core.iter().position(|p| p == wanted).unwrap_or_else(|| panic!("no {wanted}: {core:?}"));
+    let at = |wanted: &str| {
+        core.iter()
+            .position(|p| p == wanted)
+            .unwrap_or_else(|| panic!("no {wanted}: {core:?}"))
+    };
     let landmark = at(".prefetch.landmark");
-    assert!(at("opt/tritonserver/bin/tritonserver") < landmark, "{core:?}");
+    assert!(
+        at("opt/tritonserver/bin/tritonserver") < landmark,
+        "{core:?}"
+    );
     assert!(at("opt/tritonserver/include/new.h") > landmark, "{core:?}");
     // min's layer, rewritten, came from no store the first time.
-    let min_layer = summary.layers.iter().find(|l| l.purpose.starts_with("min layer")).unwrap();
-    assert!(min_layer.purpose.ends_with("as eStargz"), "{}", min_layer.purpose);
+    let min_layer = summary
+        .layers
+        .iter()
+        .find(|l| l.purpose.starts_with("min layer"))
+        .unwrap();
+    assert!(
+        min_layer.purpose.ends_with("as eStargz"),
+        "{}",
+        min_layer.purpose
+    );
     assert!(!min_layer.from_store);
     // Again: every layer from the store, min's converted one too; the same image.
     let (again, summary) = compose_to("again", Compression::Estargz { level: 4 });
-    assert!(summary.layers.iter().all(|l| l.from_store), "{:?}", summary.layers);
+    assert!(
+        summary.layers.iter().all(|l| l.from_store),
+        "{:?}",
+        summary.layers
+    );
     assert_eq!(again.manifest_digest, esgz.manifest_digest);
 }

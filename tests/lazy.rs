@@ -213,3 +213,63 @@ fn estargz_image_is_valid_reproducible_stored_and_pulls_lazily_to_an_answer() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn variants_with_estargz_write_every_image_as_verified_estargz() {
+    let Some(fixtures) = Fixtures::get() else {
+        return;
+    };
+    let Some(tools) = stargz_tools() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let variants = work.path().join("variants.toml");
+    std::fs::write(
+        &variants,
+        format!(
+            "[[variant]]\nname = \"python\"\nbackends = [\"python\"]\noutput = \"oci:{out}:python\"\n\n\
+             [[variant]]\nname = \"onnx\"\nbackends = [\"onnxruntime\"]\noutput = \"oci:{out}:onnx\"\n",
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = support::run_cli_output(&[
+        "--enable-gpu=false",
+        "--image",
+        &format!("min,{}", fixtures.oci("min")),
+        "--image",
+        &format!("full,{}", fixtures.oci("full")),
+        "--compression",
+        "estargz",
+        "--work-dir",
+        work.path().to_str().unwrap(),
+        "--variants",
+        variants.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for (tag, component) in [
+        (
+            "python",
+            "opt/tritonserver/backends/python/libtriton_python.so",
+        ),
+        (
+            "onnx",
+            "opt/tritonserver/backends/onnxruntime/libtriton_onnxruntime.so",
+        ),
+    ] {
+        let reports = verify_estargz_layout(&tools, &out, tag);
+        assert!(
+            reports.iter().all(|r| r.landmark != "none"),
+            "{tag}: {reports:?}"
+        );
+        // Without --slim min's layer is converted, and prefetches libc.
+        let prefetched: Vec<&String> = reports.iter().flat_map(|r| &r.prefetched).collect();
+        for wanted in [component, "usr/lib/x86_64-linux-gnu/libc.so.6"] {
+            assert!(
+                prefetched.iter().any(|p| *p == wanted),
+                "{tag}: {wanted} not prefetched"
+            );
+        }
+    }
+}

@@ -990,7 +990,10 @@ fn serve_with_estargz_serves_every_layer_as_estargz_with_its_toc_digest() {
     ]);
     let (_, manifest) = served.manifest("python.onnxruntime");
     for layer in manifest["layers"].as_array().unwrap() {
-        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
         assert!(
             layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
             "{layer}"
@@ -999,7 +1002,10 @@ fn serve_with_estargz_serves_every_layer_as_estargz_with_its_toc_digest() {
     // What a client pulls is eStargz, layer for layer, min's too.
     let pulled = served.dir.path().join("pulled");
     skopeo_copy(
-        &format!("docker://127.0.0.1:{}/tritonserver:python.onnxruntime", served.port),
+        &format!(
+            "docker://127.0.0.1:{}/tritonserver:python.onnxruntime",
+            served.port
+        ),
         &pulled,
         "esgz",
     );

@@ -108,7 +108,10 @@ mod tests {
     }
 
     fn set(paths: &[&str]) -> BTreeSet<ImagePath> {
-        paths.iter().map(|p| ImagePath::parse(p.as_bytes()).unwrap()).collect()
+        paths
+            .iter()
+            .map(|p| ImagePath::parse(p.as_bytes()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -118,7 +121,11 @@ mod tests {
             entry("a/doc", EntryKind::File, None),
             entry("a/lib", EntryKind::Dir, None),
             entry("a/lib/libx.so.1", EntryKind::File, None),
-            entry("a/lib/liby.so", EntryKind::HardLink, Some("a/lib/libx.so.1")),
+            entry(
+                "a/lib/liby.so",
+                EntryKind::HardLink,
+                Some("a/lib/libx.so.1"),
+            ),
             entry("b", EntryKind::Dir, None),
             entry("b/run", EntryKind::File, None),
             entry("b/rest", EntryKind::File, None),
@@ -127,7 +134,16 @@ mod tests {
         put_first(&mut plan, &set(&["a/lib/liby.so", "b/run", "a"]));
         assert_eq!(
             paths(&plan),
-            ["a", "a/lib", "a/lib/libx.so.1", "a/lib/liby.so", "b", "b/run", "a/doc", "b/rest"]
+            [
+                "a",
+                "a/lib",
+                "a/lib/libx.so.1",
+                "a/lib/liby.so",
+                "b",
+                "b/run",
+                "a/doc",
+                "b/rest"
+            ]
         );
         assert_eq!(plan.prefetch, Some(6));
     }

@@ -7,6 +7,7 @@ pub mod lazy;
 pub mod pki;
 pub mod proxy;
 pub mod registry;
+#[allow(unused_imports)] // not every test crate reads images
 pub use images::*;
 
 /// Runs the built binary; returns (success, stderr).
