@@ -479,19 +479,8 @@ fn registry_to_registry_mounts_min_and_the_result_runs_after_docker_pull() {
     // skopeo reads it back; docker pulls and runs it.
     let pulled = work.path().join("pulled");
     registry.pull_oci("triton/composed:python", &pulled, "python");
-    let docker_config = tempfile::tempdir().unwrap();
-    let docker_as_user = |args: &[&str]| {
-        let out = Command::new("docker")
-            .env("DOCKER_CONFIG", docker_config.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let docker_user = DockerUser::new();
+    let docker_as_user = |args: &[&str]| docker_user.run(args);
     docker_as_user(&[
         "login",
         "-u",

@@ -170,19 +170,8 @@ fn estargz_image_is_valid_reproducible_stored_and_pulls_lazily_to_an_answer() {
 
     // An ordinary image to everyone else: docker pulls and runs it, skopeo
     // and podman pull it.
-    let docker_config = tempfile::tempdir().unwrap();
-    let docker_as_user = |args: &[&str]| {
-        let out = Command::new("docker")
-            .env("DOCKER_CONFIG", docker_config.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let docker_user = DockerUser::new();
+    let docker_as_user = |args: &[&str]| docker_user.run(args);
     docker_as_user(&["login", "-u", USER, "-p", PASSWORD, &registry.host]);
     let reference = format!("{}/triton/lazy:esgz", registry.host);
     docker_as_user(&["pull", "-q", &reference]);

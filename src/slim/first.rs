@@ -48,12 +48,7 @@ pub(crate) fn first_loads(
         }
         files.insert(entrypoint);
     }
-    let install = triton::install_dir();
-    let installed: Vec<&ImagePath> = input
-        .added
-        .keys()
-        .filter(|p| p.is_within(&install))
-        .collect();
+    let installed = input.installed();
     let mut roots = Roots::find(installed.iter().copied(), input.entrypoint.as_ref(), |p| {
         view.elf(p)
     });

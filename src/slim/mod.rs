@@ -120,6 +120,16 @@ pub(crate) struct SlimInput<'a> {
     pub options: &'a SlimOptions,
 }
 
+impl SlimInput<'_> {
+    /// The composed image's new files under Triton's installation.
+    pub(crate) fn installed(&self) -> Vec<&ImagePath> {
+        let install = triton::install_dir();
+        (self.added.keys())
+            .filter(|p| p.is_within(&install))
+            .collect()
+    }
+}
+
 /// The composed image as the loader sees it, without what is removed.
 struct View<'a> {
     input: &'a SlimInput<'a>,
@@ -508,12 +518,7 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
 /// python, and what Triton loads by name at run time.
 fn initial_starts(view: &View<'_>) -> Starts {
     let input = view.input;
-    let install = triton::install_dir();
-    let installed: Vec<&ImagePath> = input
-        .added
-        .keys()
-        .filter(|p| p.is_within(&install))
-        .collect();
+    let installed = input.installed();
     let entrypoint = input
         .entrypoint
         .as_ref()

@@ -195,6 +195,34 @@ impl Server {
     }
 }
 
+/// The docker CLI with a config directory of its own (for `docker login`
+/// to a test registry without touching the user's).
+pub struct DockerUser {
+    config: tempfile::TempDir,
+}
+
+impl DockerUser {
+    pub fn new() -> DockerUser {
+        DockerUser {
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs docker; panics with its output unless it succeeds.
+    pub fn run(&self, args: &[&str]) {
+        let out = Command::new("docker")
+            .env("DOCKER_CONFIG", self.config.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A model repository holding add_sub (tests/data/models) served by
 /// `backend` (its model.py only for python), readable to all.
 pub fn add_sub_models(backend: &str) -> tempfile::TempDir {
