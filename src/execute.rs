@@ -622,9 +622,6 @@ impl Execution<'_> {
             writer.landmark(false)?;
         }
         for (index, entry) in layer.entries.iter().enumerate() {
-            if index > 0 && layer.prefetch == Some(index) {
-                writer.landmark(true)?;
-            }
             crate::scratch::check()?;
             if let Some(bar) = &bar {
                 bar.inc(entry.meta.size);
@@ -650,12 +647,10 @@ impl Execution<'_> {
                     writer.append(&entry.path, &entry.meta, Some(&mut reader))?;
                 }
             }
-        }
-        if layer
-            .prefetch
-            .is_some_and(|n| n > 0 && n == layer.entries.len())
-        {
-            writer.landmark(true)?;
+            // The prefetch ends after its last entry.
+            if layer.prefetch == Some(index + 1) {
+                writer.landmark(true)?;
+            }
         }
         let written = writer
             .finish()

@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::docker::*;
@@ -185,21 +184,10 @@ fn estargz_image_is_valid_reproducible_stored_and_pulls_lazily_to_an_answer() {
     let copied = work.path().join("copied");
     registry.pull_oci("triton/lazy:esgz", &copied, "esgz");
     verify_estargz_layout(&tools, &copied, "esgz");
-    let podman = work.path().join("podman");
-    let out = Command::new("podman")
-        .args(["--storage-driver", "vfs", "--root"])
-        .arg(podman.join("root"))
-        .arg("--runroot")
-        .arg(podman.join("run"))
-        .args(["pull", "-q", "--tls-verify=false", "--creds"])
-        .arg(format!("{USER}:{PASSWORD}"))
-        .arg(&reference)
-        .output()
-        .expect("podman is installed (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let creds = format!("{USER}:{PASSWORD}");
+    podman_pull(
+        &work.path().join("podman"),
+        &["--creds", &creds, &reference],
     );
 }
 

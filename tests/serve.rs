@@ -352,28 +352,13 @@ fn docker_skopeo_and_podman_pull_variants_and_errors_follow_the_spec() {
     assert_eq!(moved, expected, "{}", served.log());
 
     // podman (Debian's) pulls a fourth, into a store of its own.
-    let podman = served.dir.path().join("podman");
-    let out = Command::new("podman")
-        .args(["--storage-driver", "vfs", "--root"])
-        .arg(podman.join("root"))
-        .arg("--runroot")
-        .arg(podman.join("run"))
-        .args([
-            "pull",
-            "-q",
-            "--tls-verify=false",
-            &format!("{host}/tritonserver:onnxruntime"),
-        ])
-        .output()
-        .expect("podman is installed (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let id = podman_pull(
+        &served.dir.path().join("podman"),
+        &[&format!("{host}/tritonserver:onnxruntime")],
     );
     // podman names the image by its config's digest.
     let (_, onnx) = served.manifest("onnxruntime");
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = id.trim().to_string();
     assert_eq!(
         format!("sha256:{id}"),
         onnx["config"]["digest"].as_str().unwrap()

@@ -223,6 +223,27 @@ impl DockerUser {
     }
 }
 
+/// `podman pull -q --tls-verify=false ARGS` (Debian's podman) into a
+/// store of its own under `dir`; its stdout (the image's id). Panics with
+/// podman's error unless it succeeds.
+pub fn podman_pull(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(["--storage-driver", "vfs", "--root"])
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["pull", "-q", "--tls-verify=false"])
+        .args(args)
+        .output()
+        .expect("podman is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A model repository holding add_sub (tests/data/models) served by
 /// `backend` (its model.py only for python), readable to all.
 pub fn add_sub_models(backend: &str) -> tempfile::TempDir {

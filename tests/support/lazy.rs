@@ -272,8 +272,8 @@ impl CtrServer {
         );
     }
 
-    /// Stops the server with SIGTERM; its exit code.
-    pub fn stop(mut self) -> Option<i32> {
+    /// Sends `signal` to the server's task.
+    fn signal(&self, signal: &str) {
         let _ = Command::new("ctr")
             .args([
                 "-a",
@@ -283,10 +283,15 @@ impl CtrServer {
                 "tasks",
                 "kill",
                 "-s",
-                "SIGTERM",
+                signal,
             ])
             .arg(&self.name)
             .output();
+    }
+
+    /// Stops the server with SIGTERM; its exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("SIGTERM");
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -301,19 +306,7 @@ impl CtrServer {
 impl Drop for CtrServer {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("ctr")
-                .args([
-                    "-a",
-                    &self.socket,
-                    "-n",
-                    "tc",
-                    "tasks",
-                    "kill",
-                    "-s",
-                    "SIGKILL",
-                ])
-                .arg(&self.name)
-                .output();
+            self.signal("SIGKILL");
             let _ = self.child.wait();
         }
     }
