@@ -258,7 +258,7 @@ first_answer() { # TAG SNAPSHOTTER
   before=$(sent_bytes)
   start=$(date +%s.%N)
   "$TRITON_COMPOSE_STARGZ/tcpull" -address "$sock" -namespace tc -snapshotter "$2" "$reg/triton/lazy:$1" 2>/dev/null
-  ctr -a "$sock" -n tc run -d --net-host --snapshotter "$2" \
+  ctr -a "$sock" -n tc run -d --net-host --snapshotter "$2" --log-uri "file://$lazydir/server.log" \
     --mount "type=bind,src=$models,dst=/models,options=rbind:ro" "$reg/triton/lazy:$1" "bench-$1-$RANDOM" \
     tritonserver --model-repository=/models --http-address=127.0.0.1 --http-port="$http" \
     --grpc-address=127.0.0.1 --grpc-port=0 --metrics-address=127.0.0.1 --allow-metrics=false >/dev/null
