@@ -1,5 +1,5 @@
 //! The shape of the code, checked: module imports run down the floors
-//! (never up, never in a circle), and no function in `src/` is longer than
+//! (never up, never in a circle, nor between the files of a folder), and no function in `src/` is longer than
 //! 80 lines. A new module gets a floor in [`FLOORS`] when it is added.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -221,10 +221,8 @@ fn imports_run_down_the_floors() {
     );
 }
 
-#[test]
-fn no_import_circles() {
-    let edges = imports();
-    // Depth-first search for a back edge.
+/// A circle in `edges`, if there is one (depth-first search for a back edge).
+fn circle_in(edges: &BTreeMap<String, BTreeMap<String, String>>) -> Option<Vec<String>> {
     fn visit(
         module: &str,
         edges: &BTreeMap<String, BTreeMap<String, String>>,
@@ -250,11 +248,76 @@ fn no_import_circles() {
         None
     }
     let mut done = BTreeSet::new();
-    for module in edges.keys() {
-        if let Some(circle) = visit(module, &edges, &mut Vec::new(), &mut done) {
-            panic!("an import circle: {}", circle.join(" -> "));
+    edges
+        .keys()
+        .find_map(|module| visit(module, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_import_circles() {
+    if let Some(circle) = circle_in(&imports()) {
+        panic!("an import circle: {}", circle.join(" -> "));
+    }
+}
+
+/// For each folder module, which of its files name which siblings with
+/// `super::` (its `mod.rs`, the parent, is left out: children may use it).
+fn sibling_imports() -> BTreeMap<PathBuf, BTreeMap<String, BTreeMap<String, String>>> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut folders: BTreeMap<PathBuf, BTreeMap<String, BTreeMap<String, String>>> =
+        BTreeMap::new();
+    for file in &files {
+        let (Some(dir), Some(stem)) = (file.parent(), file.file_stem()) else {
+            continue;
+        };
+        if stem == "mod" || dir == src() {
+            continue;
+        }
+        let stem = stem.to_string_lossy().into_owned();
+        let siblings: BTreeSet<String> = files
+            .iter()
+            .filter(|f| f.parent() == Some(dir))
+            .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .chain(std::fs::read_dir(dir).unwrap().filter_map(|e| {
+                let path = e.ok()?.path();
+                path.is_dir()
+                    .then(|| path.file_name().unwrap().to_string_lossy().into_owned())
+            }))
+            .filter(|name| name != "mod" && *name != stem)
+            .collect();
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = code_only(&text);
+        let code = non_test(&code);
+        let deps = folders
+            .entry(dir.to_path_buf())
+            .or_default()
+            .entry(stem)
+            .or_default();
+        for (at, _) in code.match_indices("super::") {
+            let name: String = code[at + 7..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let line = code[..at].lines().count();
+            if siblings.contains(&name) {
+                deps.entry(name)
+                    .or_insert_with(|| format!("{}:{line}", file.display()));
+            }
         }
     }
+    folders
+}
+
+#[test]
+fn no_import_circles_between_the_files_of_a_folder() {
+    let mut circles = Vec::new();
+    for (dir, edges) in sibling_imports() {
+        if let Some(circle) = circle_in(&edges) {
+            circles.push(format!("{}: {}", dir.display(), circle.join(" -> ")));
+        }
+    }
+    assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
 }
 
 /// Each `fn` of a file, with its first line and its length in lines.
@@ -338,4 +401,13 @@ fn the_checks_see_what_they_check() {
     assert!(imports()
         .get("compose")
         .is_some_and(|d| d.contains_key("plan")));
+    let folders = sibling_imports();
+    let compose = &folders[&src().join("compose")];
+    assert!(compose["target"].contains_key("workdir"));
+    // And a circle is found.
+    let edges: BTreeMap<String, BTreeMap<String, String>> = [("a", "b"), ("b", "c"), ("c", "a")]
+        .into_iter()
+        .map(|(from, to)| (from.into(), BTreeMap::from([(to.into(), String::new())])))
+        .collect();
+    assert_eq!(circle_in(&edges).map(|c| c.len()), Some(4));
 }

@@ -76,7 +76,7 @@ fn compose_all(request: &ComposeRequest) -> Result<Vec<(Option<String>, Outcome)
     let started = std::time::Instant::now();
     let targets = targets(request);
     for target in &targets {
-        workdir::prepare(target, request.store.as_ref())?;
+        workdir::prepare(&target.work_dir, &target.output, request.store.as_ref())?;
     }
     // The destinations first: an unreachable engine or a taken path fails
     // before any image is read. Variants may share one (tags of one OCI
@@ -157,7 +157,7 @@ fn compose_platforms(request: &ComposeRequest) -> Result<Vec<(Option<String>, Ou
         target.work_dir = request
             .work_dir
             .join(platform.to_string().replace('/', "-"));
-        workdir::prepare(&target, request.store.as_ref())?;
+        workdir::prepare(&target.work_dir, &target.output, request.store.as_ref())?;
         let mut transport = request.transport.clone();
         transport.platform = platform.clone();
         let prepared = Prepared::new(

@@ -26,7 +26,7 @@ impl Session {
     /// `base` names the images, the store and the work directory; its
     /// components and output are ignored.
     pub(crate) fn open(base: &ComposeRequest) -> Result<Session> {
-        workdir::prepare(&Target::of(base), base.store.as_ref())?;
+        workdir::prepare(&base.work_dir, &base.output, base.store.as_ref())?;
         let prepared = Prepared::new(
             base,
             &Preparation {

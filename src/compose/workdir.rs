@@ -10,24 +10,27 @@ use crate::request::{ComposeRequest, StoreSettings};
 use crate::transport::ImageRef;
 use crate::triton;
 
-use super::target::Target;
-
 pub(crate) const DOCKERFILE_NAME: &str = "Dockerfile.compose";
 
-/// Makes a target's work directory and sweeps what killed runs left.
-pub(super) fn prepare(target: &Target, store: Option<&StoreSettings>) -> Result<()> {
-    let dir = &target.work_dir;
-    std::fs::create_dir_all(dir).ctx(|| format!("creating --work-dir {}", dir.display()))?;
-    sweep_leftovers(target, store);
+/// Makes a target's work directory and sweeps what killed runs left
+/// there and beside its `output`.
+pub(super) fn prepare(
+    work_dir: &Path,
+    output: &ImageRef,
+    store: Option<&StoreSettings>,
+) -> Result<()> {
+    std::fs::create_dir_all(work_dir)
+        .ctx(|| format!("creating --work-dir {}", work_dir.display()))?;
+    sweep_leftovers(work_dir, output, store);
     Ok(())
 }
 
 /// Removes what runs that are gone (killed with SIGKILL) left where this
 /// one writes: the work directory, beside the destination, and the store's
 /// staging directory.
-fn sweep_leftovers(target: &Target, store: Option<&StoreSettings>) {
-    let mut dirs = vec![target.work_dir.clone()];
-    match &target.output {
+fn sweep_leftovers(work_dir: &Path, output: &ImageRef, store: Option<&StoreSettings>) {
+    let mut dirs = vec![work_dir.to_path_buf()];
+    match output {
         ImageRef::Oci { dir, .. } => {
             dirs.push(dir.parent().map(Path::to_path_buf).unwrap_or_default());
             dirs.push(dir.join("blobs/sha256"));
@@ -56,14 +59,16 @@ pub(super) fn context_name(component: &triton::Component) -> String {
     format!("triton-compose-{}-{}", component.kind.dir(), component.name)
 }
 
-/// Writes Dockerfile.compose (and the files it copies from its context)
-/// into the target's work directory; returns its path.
+/// Writes Dockerfile.compose (and the files it copies from its context,
+/// the `local` components' trees among them) into `work_dir`; returns its
+/// path.
 pub(super) fn write_dockerfile(
     request: &ComposeRequest,
-    target: &Target,
+    work_dir: &Path,
+    local: &[(triton::Component, PathBuf)],
     plan: &Plan,
 ) -> Result<PathBuf> {
-    let dockerfile_path = target.work_dir.join(DOCKERFILE_NAME);
+    let dockerfile_path = work_dir.join(DOCKERFILE_NAME);
     let gpu_min_from = request
         .gpu_min
         .as_ref()
@@ -80,11 +85,11 @@ pub(super) fn write_dockerfile(
     std::fs::write(&dockerfile_path, dockerfile)
         .ctx(|| format!("writing {}", dockerfile_path.display()))?;
     for (name, bytes) in render::context_files(plan) {
-        let path = target.work_dir.join(name);
+        let path = work_dir.join(name);
         std::fs::write(&path, bytes).ctx(|| format!("writing {}", path.display()))?;
     }
-    for (component, dir) in &target.local {
-        crate::local::copy_tree(dir, &target.work_dir.join(context_name(component)))?;
+    for (component, dir) in local {
+        crate::local::copy_tree(dir, &work_dir.join(context_name(component)))?;
     }
     tracing::info!("wrote {}", dockerfile_path.display());
     Ok(dockerfile_path)
