@@ -41,15 +41,16 @@ start_docker() {
 }
 
 # Python tools the tests use, pinned, in a venv under the cache: spdx-tools'
-# validator (pyspdxtools) and the oras SDK (a referrers client not ours).
+# validator (pyspdxtools), the oras SDK (a referrers client not ours) and
+# Prometheus' own client library (its text-format parser reads /metrics).
 # Prints the venv's bin directory.
 python_tools() {
   apt_install python3-venv >&2
   local dir=${TRITON_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/triton-compose}/pytools-1
-  if [ ! -x "$dir/bin/pyspdxtools" ] || ! "$dir/bin/python" -c 'import oras' 2>/dev/null; then
+  if [ ! -x "$dir/bin/pyspdxtools" ] || ! "$dir/bin/python" -c 'import oras, prometheus_client' 2>/dev/null; then
     rm -rf "$dir"
     python3 -m venv "$dir" >&2
-    "$dir/bin/pip" install -q spdx-tools==0.8.5 oras==0.2.43 >&2
+    "$dir/bin/pip" install -q spdx-tools==0.8.5 oras==0.2.43 prometheus-client==0.21.1 >&2
   fi
   echo "$dir/bin"
 }

@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 need_rust
 # gcc: tests/deps.rs compiles the ELF files it composes.
-# podman: a second client pulling from `serve`.
-apt_install skopeo umoci oci-image-tool docker-registry apache2-utils gcc podman
+# podman: a second client pulling from `serve`. chromium and its driver:
+# serve's browse page in a real headless browser (tests/serve.rs).
+apt_install skopeo umoci oci-image-tool docker-registry apache2-utils gcc podman \
+  chromium chromium-driver
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::compose::{self, Preparation, Prepared, Target};
+use crate::compose::{self, Preparation, Prepared};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
 use crate::plan::LayerRole;
@@ -253,25 +253,13 @@ fn uncosted(prepared: &Prepared, component: &Component) -> CatalogEntry {
     CatalogEntry {
         kind: kind_name(component.kind),
         name: component.name.clone(),
-        size: content_size(prepared, component),
+        size: prepared.content_size(component),
         compressed_size: 0,
         deps: Vec::new(),
         deps_size: 0,
         needs: None,
         error: None,
     }
-}
-
-/// The bytes of content under a component's directory in full.
-fn content_size(prepared: &Prepared, component: &Component) -> u64 {
-    prepared
-        .scans
-        .full
-        .tree
-        .subtree(&component.path())
-        .filter(|(_, node)| node.meta.kind == crate::layer::EntryKind::File)
-        .map(|(_, node)| node.meta.size)
-        .sum()
 }
 
 /// The composed image of the request's selection against full.
@@ -329,32 +317,13 @@ struct Costs {
 }
 
 fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]) -> Result<Costs> {
-    let target = Target {
-        components: components.to_vec(),
-        local: Vec::new(),
-        ..Target::of(request)
-    };
-    let plan = compose::plan_compose(request, &target, &prepared.images(), &prepared.scans)?;
-    let execution = prepared.execution(request, &plan);
-    let reports = execution.build_only(&prepared.spools)?;
-    let slimmed = execution.rewritten_sizes()?;
-    // Every part of the layer with that role.
-    let layer = |role: &LayerRole| -> (u64, u64) {
-        plan.layers
-            .iter()
-            .zip(&reports)
-            .filter(|(l, _)| l.role == *role)
-            .fold((0, 0), |(content, written), (l, r)| {
-                (
-                    content + l.entries.iter().map(|e| e.meta.size).sum::<u64>(),
-                    written + r.size,
-                )
-            })
-    };
+    let parts = prepared.build_parts(request, components, None)?;
+    let slimmed = prepared.execution(request, &parts.plan).rewritten_sizes()?;
     let component = components
         .first()
-        .map(|c| layer(&LayerRole::Component(c.clone())))
+        .map(|c| parts.sizes(&LayerRole::Component(c.clone())))
         .unwrap_or((0, 0));
+    let plan = &parts.plan;
     let mut deps: Vec<String> = plan
         .deps
         .as_ref()
@@ -364,11 +333,11 @@ fn costs(request: &ComposeRequest, prepared: &Prepared, components: &[Component]
         deps.extend(d.packages.iter().map(|p| format!("package {p}")));
     }
     Ok(Costs {
-        core: layer(&LayerRole::Core),
+        core: parts.sizes(&LayerRole::Core),
         component,
         deps,
-        deps_size: layer(&LayerRole::RuntimeDependencies).1,
-        total: reports.iter().map(|r| r.size).sum(),
+        deps_size: parts.sizes(&LayerRole::RuntimeDependencies).1,
+        total: parts.reports.iter().map(|r| r.size).sum(),
         slimmed,
         slim_removed: plan.slim.as_ref().map(|s| s.size()),
     })

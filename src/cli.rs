@@ -312,6 +312,12 @@ pub struct ServeCli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "50G")]
     pub state_max_size: u64,
 
+    /// Do not build the core's and each component's layers into the store
+    /// once ready (by default they are, in the background, pulls first, so
+    /// that the first pull of any tag only assembles layers).
+    #[arg(long)]
+    pub no_prebuild: bool,
+
     /// On SIGTERM or SIGINT, stop accepting and give in-flight responses
     /// this long to finish (a second signal stops at once).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]

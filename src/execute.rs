@@ -38,7 +38,14 @@ pub(crate) struct Execution<'a> {
     pub store: Option<&'a Store>,
     /// The scans of the images copied from, for their access points.
     pub scans: HashMap<Origin, &'a ScannedImage>,
+    /// Asked between the entries of a layer: true when this execution is
+    /// to stop and give way (a prebuild in `serve` when a pull waits). It
+    /// then fails; the layers finished before stay in the store.
+    pub give_way: Option<GiveWay<'a>>,
 }
+
+/// See [`Execution::give_way`].
+pub(crate) type GiveWay<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// Bumped whenever the layer writer's output changes for the same plan.
 const LAYER_FORMAT: &str = "1";
@@ -566,6 +573,7 @@ impl Execution<'_> {
             })
         });
         let refills = refills.transpose()?.unwrap_or_default();
+        self.check_give_way()?;
         let _phase = crate::progress::phase("write layers that waited for the re-read");
         self.write_queue(&waiting, spools, &refills, deliver);
         Ok(())
@@ -605,6 +613,14 @@ impl Execution<'_> {
         });
     }
 
+    /// Fails when this execution is to give way ([`Execution::give_way`]).
+    fn check_give_way(&self) -> Result<()> {
+        match self.give_way {
+            Some(give_way) if give_way() => Err(Error::new("gave way to a pull")),
+            _ => Ok(()),
+        }
+    }
+
     fn write_layer(
         &self,
         layer: &LayerPlan,
@@ -623,6 +639,7 @@ impl Execution<'_> {
         }
         for (index, entry) in layer.entries.iter().enumerate() {
             crate::scratch::check()?;
+            self.check_give_way()?;
             if let Some(bar) = &bar {
                 bar.inc(entry.meta.size);
             }

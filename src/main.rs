@@ -187,6 +187,7 @@ fn serve(cli: ServeCli) -> ExitCode {
         let shutdown_grace = std::time::Duration::from_secs(cli.shutdown_grace);
         let max_pending = cli.max_pending;
         let state_max_size = cli.state_max_size;
+        let prebuild = !cli.no_prebuild;
         let base = ComposeRequest::new(cli.into_raw(gpu, compression, &state_dir))?;
         triton_compose::serve(triton_compose::ServeOptions {
             base,
@@ -199,6 +200,7 @@ fn serve(cli: ServeCli) -> ExitCode {
             shutdown_grace,
             max_pending,
             state_max_size,
+            prebuild,
         })
     })();
     match result {

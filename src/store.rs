@@ -288,6 +288,11 @@ impl Store {
         out
     }
 
+    /// The bound the store is pruned to.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
     pub fn usage(&self) -> Usage {
         let mut usage = Usage::default();
         for (kind, _, size, _) in self.entries() {

@@ -317,7 +317,11 @@ fn no_import_circles_between_the_files_of_a_folder() {
             circles.push(format!("{}: {}", dir.display(), circle.join(" -> ")));
         }
     }
-    assert!(circles.is_empty(), "import circles:\n{}", circles.join("\n"));
+    assert!(
+        circles.is_empty(),
+        "import circles:\n{}",
+        circles.join("\n")
+    );
 }
 
 /// Each `fn` of a file, with its first line and its length in lines.

@@ -998,3 +998,442 @@ fn serve_with_estargz_serves_every_layer_as_estargz_with_its_toc_digest() {
     assert_eq!(reports.len(), manifest["layers"].as_array().unwrap().len());
     assert!(reports.iter().all(|r| r.landmark != "none"), "{reports:?}");
 }
+
+/// Waits until `/metrics` says the prebuild is done.
+fn wait_prebuilt(served: &Served) {
+    let start = Instant::now();
+    while served.metric("triton_compose_prebuild_finished") != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the prebuild did not finish:\n{}",
+            served.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `/metrics` as Prometheus' own text parser (prometheus_client) reads it:
+/// family → {type, samples: [[name, labels, value]]}. A parse error fails.
+fn parsed_metrics(served: &Served, tools: &Path) -> serde_json::Value {
+    let (status, _, body) = request(served.port, "GET", "/metrics", &[]).unwrap();
+    assert_eq!(status, 200);
+    let mut child = Command::new(tools.join("python"))
+        .args([
+            "-c",
+            "import sys, json\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             out = {f.name: {'type': f.type, 'samples': [[s.name, s.labels, s.value] for s in f.samples]}\n\
+                    for f in text_string_to_metric_families(sys.stdin.read())}\n\
+             print(json.dumps(out))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client cannot parse /metrics: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A sample's value: the family, the sample's name and some of its labels.
+fn sample(metrics: &serde_json::Value, family: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let family = &metrics[family];
+    family["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no family {family} in {metrics}"))
+        .iter()
+        .find(|s| s[0] == name && labels.iter().all(|(k, v)| s[1][*k] == *v))
+        .and_then(|s| s[2].as_f64())
+        .unwrap_or_else(|| panic!("no {name} {labels:?} in {family}"))
+}
+
+/// The components serve offers (its tag list, `latest` aside).
+fn offered(served: &Served) -> Vec<String> {
+    let (_, _, body) = request(served.port, "GET", "/v2/tritonserver/tags/list", &[]).unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    list["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str().filter(|t| *t != "latest").map(String::from))
+        .collect()
+}
+
+#[test]
+fn prebuild_builds_every_part_so_first_pulls_only_assemble_and_a_restart_builds_nothing() {
+    let Some(fx) = Fixtures::get() else { return };
+    let Some(tools) = support::pytools() else {
+        return;
+    };
+    let served = Served::start(&fx);
+    // A pull while the prebuild runs is answered (the prebuild gives way).
+    served.manifest("python.onnxruntime");
+    wait_prebuilt(&served);
+    let parts = offered(&served).len() + 1;
+    let metrics = parsed_metrics(&served, &tools);
+    let parts_in = |state: &str| {
+        sample(
+            &metrics,
+            "triton_compose_prebuild_parts",
+            "triton_compose_prebuild_parts",
+            &[("state", state)],
+        )
+    };
+    assert_eq!(parts_in("prebuilt") as usize, parts, "{metrics}");
+    assert_eq!(parts_in("waiting") + parts_in("failed"), 0.0, "{metrics}");
+    assert!(served.log().contains("INFO prebuild finished in"));
+    // Every single-component tag now only assembles stored layers.
+    let built = served.metric("triton_compose_layers_built_total");
+    for tag in offered(&served) {
+        served.manifest(&tag);
+    }
+    assert_eq!(
+        served.metric("triton_compose_layers_built_total"),
+        built,
+        "{}",
+        served.log()
+    );
+    // The metrics' types and labels, as Prometheus reads them.
+    let metrics = parsed_metrics(&served, &tools);
+    for (family, kind) in [
+        ("triton_compose_requests", "counter"),
+        ("triton_compose_compose_seconds", "histogram"),
+        ("triton_compose_pending_selections", "gauge"),
+        ("triton_compose_store_bytes", "gauge"),
+        ("triton_compose_prebuild_layers_built", "counter"),
+    ] {
+        assert_eq!(metrics[family]["type"], kind, "{family}: {metrics}");
+    }
+    let pulls = sample(
+        &metrics,
+        "triton_compose_requests",
+        "triton_compose_requests_total",
+        &[("kind", "manifest"), ("status", "200")],
+    );
+    assert!(pulls as usize > parts - 1, "{metrics}");
+    let store = sample(
+        &metrics,
+        "triton_compose_store_bytes",
+        "triton_compose_store_bytes",
+        &[],
+    );
+    assert!(store > 1e6, "{metrics}");
+    let composes = sample(
+        &metrics,
+        "triton_compose_compose_seconds",
+        "triton_compose_compose_seconds_count",
+        &[],
+    );
+    assert_eq!(
+        composes as u64,
+        served.metric("triton_compose_composes_total")
+    );
+    // A restart finds every part in the store.
+    let served = served.restart();
+    wait_prebuilt(&served);
+    assert_eq!(
+        served.metric("triton_compose_prebuild_layers_built_total"),
+        0,
+        "{}",
+        served.log()
+    );
+    assert!(served.metric("triton_compose_prebuild_layers_found_total") > 0);
+}
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = support::free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (chromium-driver; scripts/test.sh installs it)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child,
+            port,
+            _profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A headless Chromium session (flags that keep it off the network).
+    async fn browser(&self) -> fantoccini::Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", self._profile.path().display()),
+                ],
+            }),
+        );
+        // fantoccini's client is built with rustls, which needs a provider
+        // (chromedriver itself is spoken to over plain HTTP).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        fantoccini::ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("chromedriver starts chromium")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page's components table shows: name → [uncompressed,
+/// compressed, dependencies] in bytes (from each cell's data-bytes).
+async fn page_components(browser: &fantoccini::Client) -> Vec<(String, Vec<Option<u64>>)> {
+    use fantoccini::Locator;
+    let mut rows = Vec::new();
+    for row in browser
+        .find_all(Locator::Css("table#components tr[data-kind]"))
+        .await
+        .unwrap()
+    {
+        let name = row.attr("data-name").await.unwrap().unwrap();
+        let mut sizes = Vec::new();
+        for cell in row.find_all(Locator::Css("td.n")).await.unwrap() {
+            sizes.push(
+                cell.attr("data-bytes")
+                    .await
+                    .unwrap()
+                    .and_then(|b| b.parse().ok()),
+            );
+        }
+        rows.push((name, sizes));
+    }
+    rows
+}
+
+fn within_a_percent(shown: Option<u64>, catalogued: u64) -> bool {
+    shown.is_some_and(|s| (s as f64 - catalogued as f64).abs() <= catalogued as f64 * 0.01)
+}
+
+#[test]
+fn the_browse_page_in_headless_chromium_lists_every_component_and_its_pull_line_pulls() {
+    let Some(fx) = Fixtures::get() else { return };
+    let served = Served::start(&fx);
+    wait_prebuilt(&served);
+    let catalog = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+        .args([
+            "catalog",
+            &fx.oci("full"),
+            "--min",
+            &fx.oci("min"),
+            "--json",
+        ])
+        .arg("--store")
+        .arg(served.dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        catalog.status.success(),
+        "{}",
+        String::from_utf8_lossy(&catalog.stderr)
+    );
+    let catalog: serde_json::Value = serde_json::from_slice(&catalog.stdout).unwrap();
+    let driver = Driver::start();
+    let base = format!("http://{}", served.host());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pull_line = runtime.block_on(async {
+        use fantoccini::Locator;
+        let browser = driver.browser().await;
+        browser.goto(&format!("{base}/")).await.unwrap();
+        assert_eq!(browser.title().await.unwrap(), "triton-compose serve");
+        // Every component catalog lists, with its sizes within 1%.
+        let shown = page_components(&browser).await;
+        let listed = catalog["components"].as_array().unwrap();
+        assert_eq!(shown.len(), listed.len(), "{shown:?}\n{catalog}");
+        for entry in listed {
+            let name = entry["name"].as_str().unwrap();
+            let (_, sizes) = shown
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} is not on the page: {shown:?}"));
+            for (at, key) in [(0, "size"), (1, "compressed_size"), (2, "deps_size")] {
+                assert!(
+                    within_a_percent(sizes[at], entry[key].as_u64().unwrap()),
+                    "{name} {key}: page {:?}, catalog {}",
+                    sizes[at],
+                    entry[key]
+                );
+            }
+        }
+        // Every tag link of the page leads to a tag's page.
+        let mut links = Vec::new();
+        for link in browser.find_all(Locator::Css("ul#tags a")).await.unwrap() {
+            links.push(link.attr("href").await.unwrap().unwrap());
+        }
+        assert!(links.len() >= 3, "{links:?}");
+        for href in &links {
+            browser.goto(&format!("{base}{href}")).await.unwrap();
+            browser.find(Locator::Css("table#layers")).await.unwrap();
+            assert!(browser
+                .find_all(Locator::Css(".error"))
+                .await
+                .unwrap()
+                .is_empty());
+        }
+        // A click from the components table, and its layers as served.
+        browser.goto(&format!("{base}/")).await.unwrap();
+        browser
+            .find(Locator::Css("a[href='/tags/python']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .wait()
+            .for_element(Locator::Css("table#layers"))
+            .await
+            .unwrap();
+        assert_eq!(browser.title().await.unwrap(), "tritonserver:python");
+        let rows = browser
+            .find_all(Locator::Css("table#layers tr"))
+            .await
+            .unwrap();
+        let (_, manifest) = served.manifest("python");
+        assert_eq!(rows.len() - 1, manifest["layers"].as_array().unwrap().len());
+        let command = browser
+            .find(Locator::Id("command-triton-compose"))
+            .await
+            .unwrap();
+        assert!(command.text().await.unwrap().contains("--backend python"));
+        let line = browser
+            .find(Locator::Id("pull-docker"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        browser
+            .find(Locator::LinkText("All components"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .wait()
+            .for_element(Locator::Css("table#components"))
+            .await
+            .unwrap();
+        assert_eq!(browser.current_url().await.unwrap().path(), "/");
+        browser.close().await.unwrap();
+        line
+    });
+    // The pull line, as copied from the page, pulls.
+    let words: Vec<&str> = pull_line.split_whitespace().collect();
+    assert_eq!(words[..2], ["docker", "pull"], "{pull_line}");
+    let _pulled = Pulled(vec![words[2].to_string()]);
+    docker(&words[1..]);
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", words[2]]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+}
+
+#[test]
+fn hostile_requests_to_the_page_get_4xx_and_nothing_is_echoed_unescaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let min = support::min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    support::full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "viewer", "s3cret-view"])
+        .output()
+        .expect("htpasswd is installed (apache2-utils)");
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, htpasswd.stdout).unwrap();
+    let served = Served::start_with(&[
+        "--image",
+        &format!("min,oci:{}:latest", dir.path().join("min").display()),
+        "--image",
+        &format!("full,oci:{}:24.10", dir.path().join("full").display()),
+        "--htpasswd",
+        users.to_str().unwrap(),
+        "--no-prebuild",
+    ]);
+    use base64::Engine;
+    let auth = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("viewer:s3cret-view")
+    );
+    // The page needs the registry's credentials.
+    let (status, _, _) = request(served.port, "GET", "/", &[]).unwrap();
+    assert_eq!(status, 401);
+    let (status, _, body) = request(served.port, "GET", "/", &[&auth]).unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("data-name=\"python\""));
+    // A hostile Host is not used for the pull lines.
+    let (status, _, body) = request(
+        served.port,
+        "GET",
+        "/",
+        &[&auth, "Host: \"><script>alert(1)</script>"],
+    )
+    .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert!(status < 500 && !body.contains("<script"), "{status} {body}");
+    let long = "a".repeat(5000);
+    let huge = format!("/tags/{}", "python.".repeat(20_000));
+    for path in [
+        "/tags/nope",
+        "/tags/python..checksum",
+        "/tags/",
+        "/tags/%3Cscript%3Ealert(1)%3C/script%3E",
+        "/tags/python\"onmouseover='x'",
+        "/tags/../../etc/passwd",
+        "/tags/python/extra",
+        "/nothing-here",
+        &format!("/tags/{long}"),
+        &huge,
+    ] {
+        let (status, _, body) = request(served.port, "GET", path, &[&auth])
+            .unwrap_or_else(|| panic!("no answer to {:.80}", path));
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            (400..500).contains(&status),
+            "{status} for {path:.80}: {body:.300}"
+        );
+        assert!(
+            !body.contains("<script") && !body.contains("\"onmouseover") && !body.contains("'x'"),
+            "{path:.80} echoed: {body:.500}"
+        );
+    }
+    assert!(!served.log().contains(" 500 "), "{}", served.log());
+}

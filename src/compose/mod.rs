@@ -6,6 +6,7 @@
 //! summarize what was written ([`summary`]). `serve` composes through a
 //! [`Session`] over the same pieces.
 
+mod parts;
 mod sbom;
 mod session;
 mod sources;
@@ -20,11 +21,12 @@ use crate::image::{ImageSink, OutputImage, Platform};
 use crate::request::{ComposeRequest, Platforms};
 use crate::transport::{self, ImageRef};
 
-pub(crate) use session::Session;
+pub(crate) use session::{About, PrebuiltPart, Session};
 pub(crate) use sources::{open_images, open_store, Preparation, Prepared};
 pub(crate) use summary::stored_size;
 pub use summary::{SlimSummary, Summary};
-pub(crate) use target::{plan_compose, Target};
+pub(crate) use target::Target;
+pub(crate) use workdir::buildable_name;
 
 use target::targets;
 

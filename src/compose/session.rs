@@ -5,8 +5,9 @@ use std::path::Path;
 
 use crate::digest::Digest;
 use crate::error::{IoContext, Result};
-use crate::execute::LayerReport;
+use crate::execute::{GiveWay, LayerReport};
 use crate::image::Committed;
+use crate::plan::LayerRole;
 use crate::request::ComposeRequest;
 use crate::transport::{self, ImageRef};
 use crate::triton;
@@ -14,6 +15,33 @@ use crate::triton;
 use super::sources::{Preparation, Prepared};
 use super::target::Target;
 use super::workdir;
+
+/// What prebuilding one part (the core, or a component alone) left in the
+/// store.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PrebuiltPart {
+    /// (content bytes, compressed bytes) of the part's own layers.
+    pub own: (u64, u64),
+    /// The same for the runtime dependencies it alone brings.
+    pub deps: (u64, u64),
+    /// Layers written now, and found in the store.
+    pub built: usize,
+    pub found: usize,
+    /// Bytes the store evicted to stay under its bound afterwards.
+    pub evicted: u64,
+}
+
+/// What a session serves from, for people.
+pub(crate) struct About {
+    pub min: String,
+    pub full: String,
+    /// Triton's version as full's config says (empty when it does not).
+    pub triton_version: String,
+    /// full's layers as stored (compressed).
+    pub full_size: u64,
+    /// min's layers as stored (compressed), in order.
+    pub min_layers: Vec<u64>,
+}
 
 /// The same pipeline as a compose, with nothing spooled up front (each
 /// layer reads what it needs, and the store keeps what was built).
@@ -46,6 +74,71 @@ impl Session {
     /// The components full offers, by kind and name.
     pub(crate) fn offered(&self) -> Vec<triton::Component> {
         self.prepared.offered()
+    }
+
+    pub(crate) fn about(&self) -> About {
+        let full = self.prepared.full.as_ref();
+        let min = self.prepared.min.as_ref();
+        About {
+            min: self.base.min.to_string(),
+            full: self.base.full.to_string(),
+            triton_version: triton::BuildInfo::from_full_config(&full.image().config, full.name())
+                .map(|info| info.version)
+                .unwrap_or_default(),
+            full_size: super::stored_size(full),
+            min_layers: (min.image().layers.iter())
+                .map(|l| l.blob.as_ref().map_or(0, |b| b.1))
+                .collect(),
+        }
+    }
+
+    /// The request every selection is composed with (its components and
+    /// output aside).
+    pub(crate) fn base(&self) -> &ComposeRequest {
+        &self.base
+    }
+
+    /// The bytes of content a component holds in full.
+    pub(crate) fn content_size(&self, component: &triton::Component) -> u64 {
+        self.prepared.content_size(component)
+    }
+
+    /// True when composing `component` needs a gpu-min image serve was
+    /// not given.
+    pub(crate) fn lacks_gpu_min(&self, component: &triton::Component) -> bool {
+        self.prepared.gpu_min.is_none()
+            && triton::needs_gpu_min(std::slice::from_ref(component), self.base.enable_gpu)
+    }
+
+    /// The store's bytes and bound.
+    pub(crate) fn store_usage(&self) -> Option<(u64, u64)> {
+        let store = self.prepared.store.as_ref()?;
+        Some((store.usage().total, store.max_size()))
+    }
+
+    /// Builds the layers of `component` alone (the core's when `None`),
+    /// its runtime dependencies' included, into the store, as a compose of
+    /// it would; stops when `give_way` says so.
+    pub(crate) fn prebuild(
+        &self,
+        component: Option<&triton::Component>,
+        give_way: GiveWay<'_>,
+    ) -> Result<PrebuiltPart> {
+        let components: Vec<triton::Component> = component.cloned().into_iter().collect();
+        let parts = self
+            .prepared
+            .build_parts(&self.base, &components, Some(give_way))?;
+        let role = match component {
+            Some(c) => LayerRole::Component(c.clone()),
+            None => LayerRole::Core,
+        };
+        Ok(PrebuiltPart {
+            own: parts.sizes(&role),
+            deps: parts.sizes(&LayerRole::RuntimeDependencies),
+            built: parts.built(),
+            found: parts.reports.len() - parts.built(),
+            evicted: self.prepared.prune(&self.base),
+        })
     }
 
     /// min's and full's digests (or image IDs).

@@ -197,16 +197,19 @@ impl Prepared {
     }
 
     /// Evicts past the store's bound, when the store is the user's.
-    pub(crate) fn prune(&self, request: &ComposeRequest) {
-        if let Some(store) = request.store.as_ref().and(self.store.as_ref()) {
-            let freed = store.prune(None);
-            if freed > 0 {
-                tracing::info!(
-                    "store: evicted {} of least recently used entries",
-                    human_size(freed)
-                );
-            }
+    /// Returns the bytes evicted.
+    pub(crate) fn prune(&self, request: &ComposeRequest) -> u64 {
+        let Some(store) = request.store.as_ref().and(self.store.as_ref()) else {
+            return 0;
+        };
+        let freed = store.prune(None);
+        if freed > 0 {
+            tracing::info!(
+                "store: evicted {} of least recently used entries",
+                human_size(freed)
+            );
         }
+        freed
     }
 }
 

@@ -126,7 +126,8 @@ impl Prepared {
         let planning = crate::progress::phase("plan");
         let plan = plan_compose(request, target, &images, &self.scans)?;
         drop(planning);
-        let dockerfile = workdir::write_dockerfile(request, &target.work_dir, &target.local, &plan)?;
+        let dockerfile =
+            workdir::write_dockerfile(request, &target.work_dir, &target.local, &plan)?;
         let slim = plan.slim.as_ref().map(summary::SlimSummary::of);
         let Some(sink) = sink else {
             return Ok(Written {
@@ -178,6 +179,7 @@ impl Prepared {
             scratch: self.scratch.path(),
             store: self.store.as_ref(),
             scans: self.scans.by_origin(),
+            give_way: None,
         }
     }
 }

@@ -96,7 +96,7 @@ pub(super) fn write_dockerfile(
 }
 
 /// A name `docker build` can resolve for a reference, for FROM lines.
-fn buildable_name(reference: &ImageRef, fallback: &str) -> String {
+pub(crate) fn buildable_name(reference: &ImageRef, fallback: &str) -> String {
     match reference {
         ImageRef::Registry(name) | ImageRef::DockerDaemon(name) => name.clone(),
         ImageRef::DockerArchive {

@@ -20,25 +20,30 @@
 
 mod auth;
 mod bound;
+mod metrics;
+mod page;
+mod prebuild;
+mod registry;
+mod respond;
 pub(crate) mod tags;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
 
-use self::bound::{blob_path, Bound, InFlight, Layout, MAX_MANIFEST};
-use crate::compose::Session;
+use self::bound::{blob_path, Bound, Layout};
+use self::metrics::Metrics;
+use self::prebuild::Prebuild;
+use self::respond::{error, set, text};
+use crate::compose::{About, Session};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::media_type;
 use crate::request::ComposeRequest;
 use crate::triton::Component;
 
@@ -66,59 +71,11 @@ pub struct ServeOptions {
     /// Least recently served tags are evicted past this many bytes of
     /// composed images ([`bound`]).
     pub state_max_size: u64,
+    /// Build every component's layers into the store once ready
+    /// ([`prebuild`]).
+    pub prebuild: bool,
 }
 
-#[derive(Default)]
-struct Metrics {
-    requests: Mutex<HashMap<(String, u16), u64>>,
-    bytes: AtomicU64,
-    composes: AtomicU64,
-    hits: AtomicU64,
-    /// New layers of composes taken from the store, and built.
-    layers_reused: AtomicU64,
-    layers_built: AtomicU64,
-    /// Manifest requests refused because too many selections were pending.
-    refused: AtomicU64,
-    /// How long composes took.
-    compose_seconds: Mutex<Histogram>,
-}
-
-/// A Prometheus histogram of seconds.
-#[derive(Default)]
-struct Histogram {
-    /// Counts at or under each of [`Histogram::BOUNDS`].
-    buckets: [u64; 6],
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    const BOUNDS: [f64; 6] = [1.0, 5.0, 15.0, 60.0, 300.0, 1800.0];
-
-    fn observe(&mut self, seconds: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(Self::BOUNDS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-
-    fn render(&self, name: &str, help: &str) -> String {
-        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
-        for (bound, count) in Self::BOUNDS.iter().zip(self.buckets) {
-            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
-        }
-        out.push_str(&format!(
-            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}\n",
-            self.count, self.sum, self.count
-        ));
-        out
-    }
-}
-
-/// What one min/full pair serves: its session and the layout its
 /// selections are composed into.
 struct Generation {
     session: Mutex<Session>,
@@ -126,11 +83,16 @@ struct Generation {
     ids: (Option<Digest>, Option<Digest>),
     /// The OCI layout the selections are composed into, with their tags.
     layout: Arc<Layout>,
+    about: About,
+    prebuild: Prebuild,
+    /// Served over HTTPS (for the pull lines of the page).
+    tls: bool,
 }
 
 impl Generation {
     /// Opens and scans the images `base` names.
-    fn open(base: &ComposeRequest, state_dir: &Path) -> Result<Generation> {
+    fn open(base: &ComposeRequest, options: &Opening) -> Result<Generation> {
+        let state_dir = &options.state_dir;
         let session = Session::open(base)?;
         let ids = session.ids();
         // The pair and every setting that changes an image name the layout,
@@ -163,11 +125,32 @@ impl Generation {
                 .join(", ")
         );
         Ok(Generation {
+            about: session.about(),
+            prebuild: Prebuild::new(&session, &offered, options.prebuild),
             session: Mutex::new(session),
             offered,
             ids,
             layout,
+            tls: options.tls,
         })
+    }
+}
+
+/// What opening a pair takes besides the request.
+#[derive(Clone)]
+struct Opening {
+    state_dir: PathBuf,
+    prebuild: bool,
+    tls: bool,
+}
+
+impl ServeOptions {
+    fn opening(&self) -> Opening {
+        Opening {
+            state_dir: self.state_dir.clone(),
+            prebuild: self.prebuild,
+            tls: self.tls.is_some(),
+        }
     }
 }
 
@@ -186,7 +169,11 @@ struct State {
     /// New selections waiting to be composed or composing, with how many
     /// requests wait for each.
     pending: Mutex<HashMap<String, usize>>,
+    /// Requests waiting for a compose (the prebuild gives way to them).
+    waiting: AtomicUsize,
     max_pending: usize,
+    /// The address served, for pull lines when a request names none.
+    listen: SocketAddr,
 }
 
 impl State {
@@ -197,6 +184,18 @@ impl State {
             .expect("not poisoned")
             .clone()
             .expect("requests are routed once the images are read")
+    }
+
+    /// Notes the store's size for `/metrics`.
+    fn measure_store(&self, session: &Session) {
+        if let Some((used, max)) = session.store_usage() {
+            self.metrics.store_bytes.store(used, Ordering::Relaxed);
+            self.metrics.store_max_bytes.store(max, Ordering::Relaxed);
+        }
+    }
+
+    fn pulls_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// True once min and full are opened and scanned.
@@ -228,20 +227,24 @@ impl State {
 
     /// Opens the pair `base` names, with the other layouts of the state
     /// directory, and brings them under the bound.
-    fn open(&self, base: &ComposeRequest, state_dir: &Path) -> Result<()> {
-        let generation = Generation::open(base, state_dir)?;
-        let others = bound::other_layouts(state_dir, &generation.layout.dir);
+    fn open(self: &Arc<Self>, base: &ComposeRequest, opening: &Opening) -> Result<()> {
+        let generation = Arc::new(Generation::open(base, opening)?);
+        self.measure_store(&generation.session.lock().expect("not poisoned"));
+        let others = bound::other_layouts(&opening.state_dir, &generation.layout.dir);
         let current = generation.layout.clone();
         *self.previous.write().expect("not poisoned") = others;
-        *self.current.write().expect("not poisoned") = Some(Arc::new(generation));
-        let _writing = current.writing();
-        self.bound.enforce(&self.layouts(), &current, None);
+        *self.current.write().expect("not poisoned") = Some(generation.clone());
+        {
+            let _writing = current.writing();
+            self.bound.enforce(&self.layouts(), &current, None);
+        }
+        prebuild::start(self, &generation);
         Ok(())
     }
 
     /// With `--refresh`: when min's or full's reference now names another
     /// image, opens the new pair; the old layout keeps being served.
-    fn refresh(&self, base: &ComposeRequest, state_dir: &Path) -> Result<()> {
+    fn refresh(self: &Arc<Self>, base: &ComposeRequest, opening: &Opening) -> Result<()> {
         let ids = |reference: &crate::transport::ImageRef| -> Result<Option<Digest>> {
             Ok(crate::transport::open_source(reference, &base.transport)?
                 .image()
@@ -254,14 +257,17 @@ impl State {
             return Ok(());
         }
         tracing::info!("min or full moved: opening the new pair");
-        let mut next = Generation::open(base, state_dir)?;
+        let mut next = Generation::open(base, opening)?;
         let mut previous = self.previous.write().expect("not poisoned");
         // One `Layout` per directory: the new pair may have been served before.
         if let Some(known) = previous.iter().position(|l| l.dir == next.layout.dir) {
             next.layout = previous.remove(known);
         }
         previous.insert(0, current.layout.clone());
-        *self.current.write().expect("not poisoned") = Some(Arc::new(next));
+        let next = Arc::new(next);
+        *self.current.write().expect("not poisoned") = Some(next.clone());
+        current.prebuild.retire();
+        prebuild::start(self, &next);
         Ok(())
     }
 }
@@ -277,7 +283,9 @@ pub fn serve(options: ServeOptions) -> Result<()> {
     let state = Arc::new(State {
         current: RwLock::new(None),
         pending: Mutex::new(HashMap::new()),
+        waiting: AtomicUsize::new(0),
         max_pending: options.max_pending.max(1),
+        listen: options.listen,
         previous: RwLock::new(Vec::new()),
         bound: Arc::new(Bound::new(options.state_max_size)),
         metrics: Metrics::default(),
@@ -374,12 +382,12 @@ fn stop_when_idle(state: &Arc<State>, handle: &axum_server::Handle<SocketAddr>, 
 /// Checks every `every` whether min or full moved ([`State::refresh`]).
 fn refresh_every(state: &Arc<State>, options: &ServeOptions, every: Duration) {
     let state = state.clone();
-    let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
+    let (base, opening) = (options.base.clone(), options.opening());
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            let (state, base, dir) = (state.clone(), base.clone(), state_dir.clone());
-            let checked = tokio::task::spawn_blocking(move || state.refresh(&base, &dir)).await;
+            let (state, base, opening) = (state.clone(), base.clone(), opening.clone());
+            let checked = tokio::task::spawn_blocking(move || state.refresh(&base, &opening)).await;
             if let Ok(Err(err)) = checked {
                 tracing::warn!("refresh: {err}; still serving the images read before");
             }
@@ -397,8 +405,8 @@ fn open_in_background(
 ) -> Arc<Mutex<Option<Error>>> {
     let failed = Arc::new(Mutex::new(None));
     let (state, failed_slot, handle) = (state.clone(), failed.clone(), handle.clone());
-    let (base, state_dir) = (options.base.clone(), options.state_dir.clone());
-    tokio::task::spawn_blocking(move || match state.open(&base, &state_dir) {
+    let (base, opening) = (options.base.clone(), options.opening());
+    tokio::task::spawn_blocking(move || match state.open(&base, &opening) {
         Ok(()) => tracing::info!("ready"),
         Err(err) => {
             *failed_slot.lock().expect("not poisoned") = Some(err);
@@ -454,8 +462,9 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|_| method != Method::HEAD)
         .unwrap_or(0);
+    let shown: String = path.chars().take(200).collect();
     tracing::info!(
-        "{method} {path} {status} {bytes} B {} ms",
+        "{method} {shown} {status} {bytes} B {} ms",
         started.elapsed().as_millis()
     );
     *state.last_request.lock().expect("not poisoned") = Instant::now();
@@ -464,7 +473,7 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response<Body> {
         .requests
         .lock()
         .expect("not poisoned")
-        .entry((method.to_string(), status))
+        .entry((metrics::kind(&path), method.to_string(), status))
         .or_default() += 1;
     state.metrics.bytes.fetch_add(bytes, Ordering::Relaxed);
     response
@@ -499,8 +508,9 @@ async fn route(
             "this registry is read-only",
         );
     }
+    let head = method == Method::HEAD;
     if path == "/metrics" {
-        return text(metrics(state));
+        return text(metrics::render(state));
     }
     if !state.ready() {
         let mut response = error(
@@ -511,538 +521,8 @@ async fn route(
         set(&mut response, header::RETRY_AFTER, "5");
         return response;
     }
-    if path == "/v2/" || path == "/v2" {
-        let mut response = Response::new(Body::from("{}"));
-        set(&mut response, header::CONTENT_TYPE, "application/json");
-        set(&mut response, header::CONTENT_LENGTH, "2");
-        set(
-            &mut response,
-            "docker-distribution-api-version",
-            "registry/2.0",
-        );
-        return response;
+    if path == "/v2" || path.starts_with("/v2/") {
+        return registry::route(state, path, head, headers).await;
     }
-    let Some(rest) = path.strip_prefix("/v2/") else {
-        return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "not a /v2/ path");
-    };
-    let head = method == Method::HEAD;
-    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
-        if !valid_name(name) {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NAME_INVALID",
-                "invalid repository name",
-            );
-        }
-        return manifest(state, reference, head).await;
-    }
-    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
-        if !valid_name(name) {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NAME_INVALID",
-                "invalid repository name",
-            );
-        }
-        return blob(state, digest, head, headers).await;
-    }
-    if let Some(name) = rest.strip_suffix("/tags/list") {
-        let mut tags: Vec<String> = state
-            .current()
-            .offered
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
-        tags.sort();
-        tags.dedup();
-        tags.insert(0, "latest".into());
-        let body = serde_json::to_vec(&json!({"name": name, "tags": tags})).expect("serializes");
-        return bytes_response(body, "application/json", None, head);
-    }
-    error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such endpoint")
-}
-
-/// Repository names as the distribution spec allows them (any is served).
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-        })
-}
-
-async fn manifest(state: &Arc<State>, reference: &str, head: bool) -> Response<Body> {
-    let digest = if reference.contains(':') {
-        let Ok(digest) = reference.parse::<Digest>() else {
-            return invalid_digest(reference);
-        };
-        if let Err(response) = recompose_evicted(state, &digest).await {
-            return response;
-        }
-        digest
-    } else {
-        match resolve_tag(state, reference).await {
-            Ok(d) => d,
-            Err(response) => return response,
-        }
-    };
-    let path = state.find_blob(&digest);
-    let bytes = match tokio::fs::metadata(&path).await {
-        Ok(meta) if meta.is_file() && meta.len() <= MAX_MANIFEST => {
-            tokio::fs::read(&path).await.ok()
-        }
-        _ => None,
-    };
-    let media_type = bytes.as_deref().and_then(|b| {
-        serde_json::from_slice::<serde_json::Value>(b)
-            .ok()?
-            .get("mediaType")?
-            .as_str()
-            .filter(|m| *m == media_type::OCI_MANIFEST || *m == media_type::OCI_INDEX)
-            .map(str::to_string)
-    });
-    match (bytes, media_type) {
-        (Some(bytes), Some(media_type)) => bytes_response(bytes, &media_type, Some(&digest), head),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "MANIFEST_UNKNOWN",
-            &format!("no manifest {digest}"),
-        ),
-    }
-}
-
-/// A manifest digest of the current pair whose tag was evicted is
-/// composed again (to the same digest: composition is deterministic).
-async fn recompose_evicted(state: &Arc<State>, digest: &Digest) -> Result<(), Response<Body>> {
-    let layout = state.current().layout.clone();
-    if blob_path(&layout.dir, digest).exists() {
-        return Ok(());
-    }
-    let Some(tag) = layout.selection_of(digest) else {
-        return Ok(());
-    };
-    tracing::info!("{digest} was {tag}'s, evicted: composing it again");
-    let again = resolve_tag(state, &tag).await?;
-    if &again != digest {
-        tracing::error!("{tag} composed again is {again}, not {digest}");
-    }
-    Ok(())
-}
-
-/// The manifest a tag names in the current pair, composed if need be.
-async fn resolve_tag(state: &Arc<State>, reference: &str) -> Result<Digest, Response<Body>> {
-    let generation = state.current();
-    let components =
-        tags::parse(reference, &generation.offered).map_err(|tags::TagError(message)| {
-            error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", &message)
-        })?;
-    let tag = tags::canonical(&components);
-    if let Some(d) = generation.layout.get(&tag, state.bound.tick()) {
-        state.metrics.hits.fetch_add(1, Ordering::Relaxed);
-        return Ok(d);
-    }
-    let Some(_waiting) = Pending::admit(state, &tag) else {
-        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOOMANYREQUESTS",
-            &format!(
-                "{} new selections are being composed; try {reference} again shortly",
-                state.max_pending
-            ),
-        );
-        set(&mut response, header::RETRY_AFTER, "10");
-        return Err(response);
-    };
-    let state = state.clone();
-    let composed =
-        tokio::task::spawn_blocking(move || compose_once(&state, &generation, &components, &tag))
-            .await;
-    let failed = |message: String| {
-        tracing::error!("{message}");
-        error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", &message)
-    };
-    match composed {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err(err)) => Err(failed(format!("composing {reference} failed: {err}"))),
-        Err(_) => Err(failed(format!("composing {reference} panicked"))),
-    }
-}
-
-/// A request waiting for a new selection: counted in [`State::pending`]
-/// until dropped.
-struct Pending {
-    state: Arc<State>,
-    tag: String,
-}
-
-impl Pending {
-    /// Admits a request for `tag` unless `max_pending` other selections
-    /// wait already (requests for a selection already waiting join it).
-    fn admit(state: &Arc<State>, tag: &str) -> Option<Pending> {
-        let mut pending = state.pending.lock().expect("not poisoned");
-        if !pending.contains_key(tag) && pending.len() >= state.max_pending {
-            return None;
-        }
-        *pending.entry(tag.to_string()).or_default() += 1;
-        Some(Pending {
-            state: state.clone(),
-            tag: tag.to_string(),
-        })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        bound::release(&self.state.pending, &self.tag);
-    }
-}
-
-/// Composes a selection unless it was meanwhile: the lock makes composes
-/// one at a time, so concurrent requests for one selection compose it once.
-fn compose_once(
-    state: &State,
-    generation: &Generation,
-    components: &[Component],
-    tag: &str,
-) -> Result<Digest> {
-    let session = generation.session.lock().expect("not poisoned");
-    let layout = &generation.layout;
-    if let Some(d) = layout.get(tag, state.bound.tick()) {
-        state.metrics.hits.fetch_add(1, Ordering::Relaxed);
-        return Ok(d);
-    }
-    let _writing = layout.writing();
-    tracing::info!("composing {tag}");
-    let started = Instant::now();
-    let (committed, layers) = session.compose(components, &layout.dir, tag)?;
-    state
-        .metrics
-        .compose_seconds
-        .lock()
-        .expect("not poisoned")
-        .observe(started.elapsed().as_secs_f64());
-    state.metrics.composes.fetch_add(1, Ordering::Relaxed);
-    let reused = layers.iter().filter(|l| l.from_store).count() as u64;
-    let m = &state.metrics;
-    m.layers_reused.fetch_add(reused, Ordering::Relaxed);
-    m.layers_built
-        .fetch_add(layers.len() as u64 - reused, Ordering::Relaxed);
-    tracing::info!("composed {tag}: {}", committed.description);
-    let digest = committed.digest;
-    layout.insert(tag, &digest, state.bound.tick());
-    state.bound.enforce(&state.layouts(), layout, Some(tag));
-    Ok(digest)
-}
-
-async fn blob(
-    state: &Arc<State>,
-    reference: &str,
-    head: bool,
-    headers: &HeaderMap,
-) -> Response<Body> {
-    let Ok(digest) = reference.parse::<Digest>() else {
-        return invalid_digest(reference);
-    };
-    // Its tags stay until the body is sent (an open file would be read to
-    // its end anyway, even once removed).
-    let in_flight = state.bound.serving(&digest);
-    let Some((mut file, size)) = open_blob(&state.find_blob(&digest)).await else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "BLOB_UNKNOWN",
-            &format!("no blob {digest}"),
-        );
-    };
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, size));
-    let (status, start, len) = match range {
-        None => (StatusCode::OK, 0, size),
-        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(None) => {
-            let mut response = error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UNKNOWN",
-                "the range lies outside the blob",
-            );
-            set(
-                &mut response,
-                header::CONTENT_RANGE,
-                &format!("bytes */{size}"),
-            );
-            return response;
-        }
-    };
-    let body = if head {
-        Body::empty()
-    } else {
-        if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                "cannot read the blob",
-            );
-        }
-        let reader = Guarded {
-            inner: file.take(len),
-            _in_flight: in_flight,
-        };
-        Body::from_stream(tokio_util::io::ReaderStream::new(reader))
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    set(
-        &mut response,
-        header::CONTENT_TYPE,
-        "application/octet-stream",
-    );
-    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
-    set(&mut response, header::ACCEPT_RANGES, "bytes");
-    set(&mut response, "docker-content-digest", digest.as_str());
-    if status == StatusCode::PARTIAL_CONTENT {
-        set(
-            &mut response,
-            header::CONTENT_RANGE,
-            &format!("bytes {start}-{}/{size}", start + len - 1),
-        );
-    }
-    response
-}
-
-/// A blob's reader that keeps its download counted as in flight.
-struct Guarded<R> {
-    inner: R,
-    _in_flight: InFlight,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Guarded<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-/// A manifest or blob path whose digest is malformed (the distribution
-/// spec's `DIGEST_INVALID`).
-fn invalid_digest(reference: &str) -> Response<Body> {
-    error(
-        StatusCode::BAD_REQUEST,
-        "DIGEST_INVALID",
-        &format!("{reference:?} is not a digest (sha256:<64 hex digits>)"),
-    )
-}
-
-/// A blob's file and its size, if it is a regular file.
-async fn open_blob(path: &Path) -> Option<(tokio::fs::File, u64)> {
-    let file = tokio::fs::File::open(path).await.ok()?;
-    match file.metadata().await {
-        Ok(m) if m.is_file() => Some((file, m.len())),
-        _ => None,
-    }
-}
-
-/// `bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX` within `size`:
-/// the first and last byte; `None` when it cannot be satisfied.
-fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || size == 0 {
-        return None;
-    }
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = match (start.trim(), end.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().ok()?;
-            (size.saturating_sub(n), size - 1)
-        }
-        (s, "") => (s.parse().ok()?, size - 1),
-        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(size - 1)),
-    };
-    (start <= end && start < size).then_some((start, end))
-}
-
-fn bytes_response(
-    bytes: Vec<u8>,
-    content_type: &str,
-    digest: Option<&Digest>,
-    head: bool,
-) -> Response<Body> {
-    let len = bytes.len();
-    let digest = digest.cloned().unwrap_or_else(|| Digest::of(&bytes));
-    let mut response = Response::new(if head {
-        Body::empty()
-    } else {
-        Body::from(bytes)
-    });
-    set(&mut response, header::CONTENT_TYPE, content_type);
-    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
-    set(&mut response, "docker-content-digest", digest.as_str());
-    response
-}
-
-fn text(body: String) -> Response<Body> {
-    let len = body.len();
-    let mut response = Response::new(Body::from(body));
-    set(
-        &mut response,
-        header::CONTENT_TYPE,
-        "text/plain; version=0.0.4",
-    );
-    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
-    response
-}
-
-/// An error in the distribution spec's JSON form.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::to_vec(
-        &json!({"errors": [{"code": code, "message": message, "detail": null}]}),
-    )
-    .expect("serializes");
-    let len = body.len();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    set(&mut response, header::CONTENT_TYPE, "application/json");
-    set(&mut response, header::CONTENT_LENGTH, &len.to_string());
-    response
-}
-
-fn set<K: header::IntoHeaderName>(response: &mut Response<Body>, key: K, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        response.headers_mut().insert(key, value);
-    }
-}
-
-/// The counters in Prometheus' text format.
-fn metrics(state: &State) -> String {
-    let m = &state.metrics;
-    let mut out = String::from(
-        "# HELP triton_compose_requests_total HTTP requests answered.\n# TYPE triton_compose_requests_total counter\n",
-    );
-    let mut requests: Vec<((String, u16), u64)> = m
-        .requests
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    requests.sort();
-    for ((method, status), count) in requests {
-        out.push_str(&format!(
-            "triton_compose_requests_total{{method=\"{method}\",status=\"{status}\"}} {count}\n"
-        ));
-    }
-    for (name, kind, help, value) in series(state) {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    out.push_str(
-        &m.compose_seconds
-            .lock()
-            .expect("not poisoned")
-            .render("triton_compose_compose_seconds", "How long composes took."),
-    );
-    out
-}
-
-/// The single-valued counters and gauges: name, type, help, value.
-fn series(state: &State) -> [(&'static str, &'static str, &'static str, u64); 10] {
-    let m = &state.metrics;
-    let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let pending = state.pending.lock().expect("not poisoned").len() as u64;
-    [
-        (
-            "triton_compose_sent_bytes_total",
-            "counter",
-            "Body bytes sent.",
-            count(&m.bytes),
-        ),
-        (
-            "triton_compose_composes_total",
-            "counter",
-            "Selections composed.",
-            count(&m.composes),
-        ),
-        (
-            "triton_compose_store_hits_total",
-            "counter",
-            "Manifests served without composing (composed before).",
-            count(&m.hits),
-        ),
-        (
-            "triton_compose_store_layer_hits_total",
-            "counter",
-            "New layers of composes taken from the store.",
-            count(&m.layers_reused),
-        ),
-        (
-            "triton_compose_layers_built_total",
-            "counter",
-            "New layers of composes built.",
-            count(&m.layers_built),
-        ),
-        (
-            "triton_compose_refused_total",
-            "counter",
-            "Manifest requests refused with 429 (too many selections pending).",
-            count(&m.refused),
-        ),
-        (
-            "triton_compose_evictions_total",
-            "counter",
-            "Tags evicted to keep the state under --state-max-size.",
-            state.bound.evictions(),
-        ),
-        (
-            "triton_compose_pending_selections",
-            "gauge",
-            "New selections waiting to be composed or composing.",
-            pending,
-        ),
-        (
-            "triton_compose_state_bytes",
-            "gauge",
-            "Bytes of the composed images kept, as last measured.",
-            state.bound.size(),
-        ),
-        (
-            "triton_compose_state_max_bytes",
-            "gauge",
-            "The bound on them (--state-max-size).",
-            state.bound.max(),
-        ),
-    ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_as_http_reads_them() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-    }
-
-    #[test]
-    fn repository_names_follow_the_spec() {
-        assert!(valid_name("tritonserver"));
-        assert!(valid_name("team/triton-server_1.x"));
-        assert!(!valid_name("Upper"));
-        assert!(!valid_name("a//b"));
-        assert!(!valid_name(""));
-    }
+    page::route(state, path, head, headers).await
 }
