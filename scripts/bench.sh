@@ -10,6 +10,10 @@
 #   time goes (its phases); and what users would do instead: `docker build`
 #   of the same Dockerfile.compose on a warm engine (no build cache) plus
 #   `docker save`.
+#   serve (scripts/bench_serve.sh), on the fixtures and on Part 3's pair:
+#   a first pull while the prebuild runs against one with --no-prebuild, the
+#   prebuild against a cold compose of every component, first pulls' manifest
+#   times once prebuilt, and docker pull from serve against docker-registry.
 #   Part 2, memory against full's file count: the fixtures' full with 300k
 #   and 1M small python files added (MANY_FILES="300000 1000000"; 0 skips),
 #   composed cold: time and peak RSS.
@@ -294,6 +298,10 @@ for kind in estargz gzip; do
     "$label" "${best_s[$kind]}" "${bytes[$kind]}" "$total" "$(echo "100 * ${bytes[$kind]} / $total" | bc)"
 done
 echo "lazy / plain: $(ratio2 "${best_s[estargz]}" "${best_s[gzip]}")x the time to the first answer"
+
+# serve: first pulls during and after the prebuild, the prebuild against a
+# cold compose of everything, docker pull against docker-registry.
+BIN=$bin bash scripts/bench_serve.sh
 # Part 2: memory against full's file count. The fixtures' full with small
 # python files (pip-installed: dist-info RECORDs) added in one layer; a cold
 # compose of the selection, no store. MANY_FILES="300000 1000000" (0: skip).
@@ -320,6 +328,7 @@ fi
 echo "== synthetic image, $mib MiB"
 target/release/examples/bench_images "$bench" "$mib"
 du -sh "$bench/min" "$bench/full"
+MIN=oci:$bench/min:latest FULL=oci:$bench/full:bench BIN=$bin bash scripts/bench_serve.sh
 
 run() {
   local label=$1; shift

@@ -45,7 +45,7 @@ pub(crate) struct Execution<'a> {
 }
 
 /// See [`Execution::give_way`].
-pub(crate) type GiveWay<'a> = &'a (dyn Fn() -> bool + Sync);
+pub(crate) type GiveWay<'a> = crate::scratch::Stop<'a>;
 
 /// Bumped whenever the layer writer's output changes for the same plan.
 const LAYER_FORMAT: &str = "1";
@@ -491,11 +491,49 @@ impl Execution<'_> {
             if missing.is_empty() {
                 continue;
             }
-            let mut spool = Spool::create(self.scratch)?;
-            for (layer, ordinals) in missing {
-                if !self.refill_at(origin, source, layer, &ordinals, &mut spool) {
-                    scan::spool_inodes(source, source.name(), layer, &ordinals, &mut spool)?;
+            // One layer per worker, the largest first, each into a spool of
+            // its own.
+            let mut missing: Vec<(u32, HashSet<u32>)> = missing.into_iter().collect();
+            let size = |layer: u32| {
+                let layers = &source.image().layers;
+                layers
+                    .get(layer as usize)
+                    .and_then(|l| l.blob.as_ref())
+                    .map_or(0, |b| b.1)
+            };
+            missing.sort_by_key(|(layer, _)| std::cmp::Reverse(size(*layer)));
+            let read = crate::layer::each_in_parallel(&missing, |(layer, ordinals)| {
+                self.check_give_way()?;
+                let mut spool = Spool::create(self.scratch)?;
+                if !self.refill_at(origin, source, *layer, ordinals, &mut spool) {
+                    self.check_give_way()?;
+                    scan::spool_inodes(
+                        source,
+                        source.name(),
+                        *layer,
+                        ordinals,
+                        &mut spool,
+                        self.give_way,
+                    )?;
                 }
+                Ok::<Spool, Error>(spool)
+            });
+            // A failed read is the error, not the layers it left unread.
+            let mut spools = Vec::with_capacity(read.len());
+            let mut unread = false;
+            for result in read {
+                match result {
+                    Some(Ok(spool)) => spools.push(spool),
+                    Some(Err(err)) => return Err(err),
+                    None => unread = true,
+                }
+            }
+            if unread {
+                return Err(Error::new("internal error: a layer was not re-read"));
+            }
+            let mut spool = Spool::create(self.scratch)?;
+            for one in spools {
+                spool.absorb(one)?;
             }
             refills.insert(origin, spool);
         }
@@ -535,8 +573,19 @@ impl Execution<'_> {
                 _ => return false,
             }
         }
-        match scan::spool_inodes_at(source, source.name(), layer, access, &wanted, spool) {
+        let read = scan::spool_inodes_at(
+            source,
+            source.name(),
+            layer,
+            access,
+            &wanted,
+            spool,
+            self.give_way,
+        );
+        match read {
             Ok(done) => done,
+            // Stopped to give way (the caller sees it), not failed.
+            Err(_) if self.check_give_way().is_err() => false,
             Err(err) => {
                 tracing::warn!(
                     "{} layer {}: reading through its access points failed ({err}); reading it whole",
@@ -597,19 +646,12 @@ impl Execution<'_> {
         };
         let mut queue: Vec<usize> = indexes.to_vec();
         queue.sort_by_key(|i| std::cmp::Reverse(size(i)));
-        let queue = std::sync::Mutex::new(queue.into_iter());
-        let workers = crate::layer::threads().min(indexes.len());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
-                    let Some(index) = next else { break };
-                    deliver(
-                        index,
-                        self.write_layer(&self.plan.layers[index], spools, refills),
-                    );
-                });
-            }
+        crate::layer::each_in_parallel(&queue, |&index| {
+            deliver(
+                index,
+                self.write_layer(&self.plan.layers[index], spools, refills),
+            );
+            Ok::<(), ()>(())
         });
     }
 

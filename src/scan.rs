@@ -366,46 +366,28 @@ impl LayerReader<'_> {
     /// Reads the `wanted` layers, one per core at most; returns what each
     /// yielded, in layer order. The first failed read is the error.
     fn read_all(&self, wanted: &[usize]) -> Result<Vec<LayerRead>> {
-        let queue = Mutex::new(wanted.iter().copied());
-        let results: Mutex<HashMap<usize, Result<LayerRead>>> = Mutex::new(HashMap::new());
-        let workers = crate::layer::threads().min(wanted.len()).max(1);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
-                    let Some(index) = next else { break };
-                    let read = self.layer(index);
-                    let failed = read.is_err();
-                    if let Ok(mut results) = results.lock() {
-                        results.insert(index, read);
-                    }
-                    if failed {
-                        // Leave the rest: the scan fails anyway.
-                        if let Ok(mut q) = queue.lock() {
-                            for _ in q.by_ref() {}
-                        }
-                    }
-                });
-            }
-        });
-        let mut results = results.into_inner().unwrap_or_default();
-        // A failed read is the error to report, not the layers left unread.
-        if let Some(failed) = results
-            .keys()
-            .copied()
-            .filter(|i| results[i].is_err())
-            .min()
-        {
-            if let Some(Err(err)) = results.remove(&failed) {
-                return Err(err);
-            }
-        }
         let mut order = wanted.to_vec();
         order.sort();
+        // Read in the order asked (largest first), kept in layer order.
+        let mut results: HashMap<usize, Option<Result<LayerRead>>> = wanted
+            .iter()
+            .copied()
+            .zip(crate::layer::each_in_parallel(wanted, |&index| {
+                self.layer(index)
+            }))
+            .collect();
+        // A failed read is the error to report, not the layers left unread.
+        let failed = order
+            .iter()
+            .copied()
+            .find(|i| matches!(results.get(i), Some(Some(Err(_)))));
+        if let Some(Some(Some(Err(err)))) = failed.map(|i| results.remove(&i)) {
+            return Err(err);
+        }
         order
             .into_iter()
             .map(|index| {
-                results.remove(&index).unwrap_or_else(|| {
+                results.remove(&index).flatten().unwrap_or_else(|| {
                     Err(Error::new(format!(
                         "{} layer {} was not read",
                         self.what,
@@ -756,7 +738,8 @@ fn layer_error(err: Error, what: &str, index: usize) -> Error {
 /// Copies the content of the given files of one layer (ordinal, offset in
 /// the uncompressed layer, size) to the spool through the layer's access
 /// points, inflating only the spans that hold them. `Ok(false)` when the
-/// transport cannot read part of a blob: the caller reads the layer whole.
+/// transport cannot read part of a blob, or when the spans would read most
+/// of the layer anyway: the caller reads the layer whole.
 /// On an error nothing was added to the spool.
 pub(crate) fn spool_inodes_at(
     source: &dyn ImageSource,
@@ -765,6 +748,7 @@ pub(crate) fn spool_inodes_at(
     access: &AccessIndex,
     wanted: &[(u32, u64, u64)],
     spool: &mut Spool,
+    stop: Option<crate::scratch::Stop<'_>>,
 ) -> Result<bool> {
     let mut wanted = wanted.to_vec();
     wanted.sort_by_key(|w| w.1);
@@ -782,19 +766,32 @@ pub(crate) fn spool_inodes_at(
             _ => runs.push(vec![file]),
         }
     }
-    let mut local = Spool::create(spool.dir())?;
-    let (mut compressed, mut inflated) = (0u64, 0u64);
+    let mut ranges = Vec::with_capacity(runs.len());
     for run in &runs {
         let start = run[0].1;
         let end = run.iter().map(|f| f.1 + f.2).max().unwrap_or(start);
-        let Some((first, from, to)) = ztoc::compressed_range(access, start, end - start) else {
+        let Some(range) = ztoc::compressed_range(access, start, end - start) else {
             return Ok(false);
         };
+        ranges.push((end, range));
+    }
+    // Runs start at the access point before them, so their ranges overlap:
+    // past three quarters of the layer, one pass over it reads less.
+    let to_read: u64 = ranges.iter().map(|(_, (_, from, to))| to - from).sum();
+    if to_read > access.compressed / 4 * 3 {
+        return Ok(false);
+    }
+    let mut local = Spool::create(spool.dir())?;
+    let (mut compressed, mut inflated) = (0u64, 0u64);
+    for (run, (end, (first, from, to))) in runs.iter().zip(ranges) {
         let Some(raw) = source.open_layer_range(layer as usize, from, to - from)? else {
             return Ok(false);
         };
         compressed += to - from;
-        let raw = crate::scratch::Interruptible(raw);
+        let raw = crate::scratch::Stoppable {
+            inner: crate::scratch::Interruptible(raw),
+            stop,
+        };
         let mut reader = ztoc::RandomReader::new(access, first, raw)?;
         for &(ordinal, offset, size) in run {
             reader.skip_to(offset)?;
@@ -822,19 +819,24 @@ pub(crate) fn spool_inodes_at(
 
 /// Copies the content of the given inodes of one layer to the spool: for
 /// entries needed after the main scan (hard-link targets outside the selected
-/// subtrees, files a symlink led to under an unexpected name).
+/// subtrees, files a symlink led to under an unexpected name). Fails once
+/// `stop` says so.
 pub(crate) fn spool_inodes(
     source: &dyn ImageSource,
     what: &str,
     layer: u32,
     wanted: &HashSet<u32>,
     spool: &mut Spool,
+    stop: Option<crate::scratch::Stop<'_>>,
 ) -> Result<()> {
     tracing::info!(
         "re-reading {what} layer {} for content the scan did not keep",
         layer + 1
     );
-    let raw = crate::scratch::Interruptible(source.open_layer(layer as usize)?);
+    let raw = crate::scratch::Stoppable {
+        inner: crate::scratch::Interruptible(source.open_layer(layer as usize)?),
+        stop,
+    };
     let diff_id = read_layer(raw, |ordinal, item| {
         if let LayerItem::Entry(entry) = item {
             if wanted.contains(&ordinal) && entry.meta.kind == EntryKind::File {

@@ -68,6 +68,25 @@ impl<R: Read> Read for Interruptible<R> {
     }
 }
 
+/// A check a job makes besides the interruption flag: true when it is to
+/// stop now (a `serve` prebuild giving way to a pull).
+pub(crate) type Stop<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// A reader that fails once `stop` says so.
+pub(crate) struct Stoppable<'a, R> {
+    pub inner: R,
+    pub stop: Option<Stop<'a>>,
+}
+
+impl<R: Read> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.is_some_and(|stop| stop()) {
+            return Err(io::Error::other("stopped to give way"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// The start time of a process (clock ticks since boot), from /proc.
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

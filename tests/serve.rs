@@ -1073,9 +1073,21 @@ fn prebuild_builds_every_part_so_first_pulls_only_assemble_and_a_restart_builds_
         return;
     };
     let served = Served::start(&fx);
-    // A pull while the prebuild runs is answered (the prebuild gives way).
-    served.manifest("python.onnxruntime");
+    // A pull right after ready goes first: the prebuild, which starts with
+    // every component together, gives way to it (or waits for it).
+    served.manifest("checksum");
     wait_prebuilt(&served);
+    let log = served.log();
+    let composed = log
+        .find("composed checksum")
+        .expect("checksum was composed");
+    let together = log
+        .find("prebuilt the core and")
+        .unwrap_or_else(|| panic!("no step of every component together:\n{log}"));
+    assert!(
+        composed < together,
+        "the pull waited for the prebuild:\n{log}"
+    );
     let parts = offered(&served).len() + 1;
     let metrics = parsed_metrics(&served, &tools);
     let parts_in = |state: &str| {
@@ -1436,4 +1448,50 @@ fn hostile_requests_to_the_page_get_4xx_and_nothing_is_echoed_unescaped() {
         );
     }
     assert!(!served.log().contains(" 500 "), "{}", served.log());
+}
+
+#[test]
+fn prebuild_stops_at_the_store_bound_and_pulls_still_compose() {
+    let dir = tempfile::tempdir().unwrap();
+    let min = support::min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    support::full_image(&min).write_oci(&dir.path().join("full"), "24.10");
+    let served = Served::start_with(&[
+        "--image",
+        &format!("min,oci:{}:latest", dir.path().join("min").display()),
+        "--image",
+        &format!("full,oci:{}:24.10", dir.path().join("full").display()),
+        "--store-max-size",
+        "1K",
+    ]);
+    wait_prebuilt(&served);
+    let (_, _, body) = request(served.port, "GET", "/metrics", &[]).unwrap();
+    let metrics = String::from_utf8_lossy(&body);
+    let parts = |state: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "triton_compose_prebuild_parts{{state=\"{state}\"}} "
+                ))?
+                .parse()
+                .ok()
+            })
+            .unwrap_or_else(|| panic!("no {state} parts in {metrics}"))
+    };
+    assert_eq!(
+        parts("prebuilt") + parts("waiting") + parts("failed"),
+        0,
+        "{metrics}"
+    );
+    assert_eq!(parts("skipped") as usize, offered(&served).len() + 1);
+    assert!(
+        served.log().contains("--store-max-size"),
+        "{}",
+        served.log()
+    );
+    // The page says why, and a pull is composed as before.
+    let (_, _, page) = request(served.port, "GET", "/", &[]).unwrap();
+    assert!(String::from_utf8_lossy(&page).contains("the store is full"));
+    served.manifest("python.checksum");
 }

@@ -21,7 +21,8 @@ use crate::image::{ImageSink, OutputImage, Platform};
 use crate::request::{ComposeRequest, Platforms};
 use crate::transport::{self, ImageRef};
 
-pub(crate) use session::{About, PrebuiltPart, Session};
+pub(crate) use parts::Parts;
+pub(crate) use session::{About, Session};
 pub(crate) use sources::{open_images, open_store, Preparation, Prepared};
 pub(crate) use summary::stored_size;
 pub use summary::{SlimSummary, Summary};

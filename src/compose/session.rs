@@ -7,29 +7,14 @@ use crate::digest::Digest;
 use crate::error::{IoContext, Result};
 use crate::execute::{GiveWay, LayerReport};
 use crate::image::Committed;
-use crate::plan::LayerRole;
 use crate::request::ComposeRequest;
 use crate::transport::{self, ImageRef};
 use crate::triton;
 
+use super::parts::Parts;
 use super::sources::{Preparation, Prepared};
 use super::target::Target;
 use super::workdir;
-
-/// What prebuilding one part (the core, or a component alone) left in the
-/// store.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PrebuiltPart {
-    /// (content bytes, compressed bytes) of the part's own layers.
-    pub own: (u64, u64),
-    /// The same for the runtime dependencies it alone brings.
-    pub deps: (u64, u64),
-    /// Layers written now, and found in the store.
-    pub built: usize,
-    pub found: usize,
-    /// Bytes the store evicted to stay under its bound afterwards.
-    pub evicted: u64,
-}
 
 /// What a session serves from, for people.
 pub(crate) struct About {
@@ -92,12 +77,6 @@ impl Session {
         }
     }
 
-    /// The request every selection is composed with (its components and
-    /// output aside).
-    pub(crate) fn base(&self) -> &ComposeRequest {
-        &self.base
-    }
-
     /// The bytes of content a component holds in full.
     pub(crate) fn content_size(&self, component: &triton::Component) -> u64 {
         self.prepared.content_size(component)
@@ -116,29 +95,19 @@ impl Session {
         Some((store.usage().total, store.max_size()))
     }
 
-    /// Builds the layers of `component` alone (the core's when `None`),
-    /// its runtime dependencies' included, into the store, as a compose of
-    /// it would; stops when `give_way` says so.
+    /// Builds the new layers of `components` (the core's alone when
+    /// empty), their runtime dependencies' included, into the store, as a
+    /// compose of them would; stops when `give_way` says so. Returns them,
+    /// and the bytes the store evicted afterwards to stay under its bound.
     pub(crate) fn prebuild(
         &self,
-        component: Option<&triton::Component>,
+        components: &[triton::Component],
         give_way: GiveWay<'_>,
-    ) -> Result<PrebuiltPart> {
-        let components: Vec<triton::Component> = component.cloned().into_iter().collect();
+    ) -> Result<(Parts, u64)> {
         let parts = self
             .prepared
-            .build_parts(&self.base, &components, Some(give_way))?;
-        let role = match component {
-            Some(c) => LayerRole::Component(c.clone()),
-            None => LayerRole::Core,
-        };
-        Ok(PrebuiltPart {
-            own: parts.sizes(&role),
-            deps: parts.sizes(&LayerRole::RuntimeDependencies),
-            built: parts.built(),
-            found: parts.reports.len() - parts.built(),
-            evicted: self.prepared.prune(&self.base),
-        })
+            .build_parts(&self.base, components, Some(give_way))?;
+        Ok((parts, self.prepared.prune(&self.base)))
     }
 
     /// min's and full's digests (or image IDs).

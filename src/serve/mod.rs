@@ -30,7 +30,7 @@ pub(crate) mod tags;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,8 @@ struct Generation {
     /// The OCI layout the selections are composed into, with their tags.
     layout: Arc<Layout>,
     about: About,
+    /// The request every selection is composed with.
+    base: ComposeRequest,
     prebuild: Prebuild,
     /// Served over HTTPS (for the pull lines of the page).
     tls: bool,
@@ -126,6 +128,7 @@ impl Generation {
         );
         Ok(Generation {
             about: session.about(),
+            base: base.clone(),
             prebuild: Prebuild::new(&session, &offered, options.prebuild),
             session: Mutex::new(session),
             offered,
@@ -169,8 +172,9 @@ struct State {
     /// New selections waiting to be composed or composing, with how many
     /// requests wait for each.
     pending: Mutex<HashMap<String, usize>>,
-    /// Requests waiting for a compose (the prebuild gives way to them).
-    waiting: AtomicUsize,
+    /// The components of each selection in `pending` (the prebuild gives
+    /// way to them).
+    wanted: Mutex<HashMap<String, Vec<Component>>>,
     max_pending: usize,
     /// The address served, for pull lines when a request names none.
     listen: SocketAddr,
@@ -194,8 +198,18 @@ impl State {
         }
     }
 
-    fn pulls_waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+    /// True while a pull waits for a compose.
+    fn pulls_waiting(&self) -> bool {
+        !self.wanted.lock().expect("not poisoned").is_empty()
+    }
+
+    /// True while a pull waits for a compose that lacks one of
+    /// `components` (none lacks any of none: every selection has the core).
+    fn pulls_lack_one_of(&self, components: &[Component]) -> bool {
+        let wanted = self.wanted.lock().expect("not poisoned");
+        wanted
+            .values()
+            .any(|selection| components.iter().any(|c| !selection.contains(c)))
     }
 
     /// True once min and full are opened and scanned.
@@ -283,7 +297,7 @@ pub fn serve(options: ServeOptions) -> Result<()> {
     let state = Arc::new(State {
         current: RwLock::new(None),
         pending: Mutex::new(HashMap::new()),
-        waiting: AtomicUsize::new(0),
+        wanted: Mutex::new(HashMap::new()),
         max_pending: options.max_pending.max(1),
         listen: options.listen,
         previous: RwLock::new(Vec::new()),

@@ -301,12 +301,7 @@ async fn tag_page(state: &Arc<State>, tag: &str, host: &str) -> Result<String, R
         );
     }
     body.push_str("</table>\n");
-    let base = generation
-        .session
-        .lock()
-        .expect("not poisoned")
-        .base()
-        .clone();
+    let base = &generation.base;
     if base.slim.is_some() {
         let before: u64 = about.min_layers.iter().sum();
         let after: u64 = layers
@@ -327,7 +322,7 @@ async fn tag_page(state: &Arc<State>, tag: &str, host: &str) -> Result<String, R
     body.push_str("<h2>Pull</h2>\n");
     body.push_str(&pull_lines(host, &canonical, &generation));
     body.push_str("<h2>The same image by hand</h2>\n");
-    let (ours, theirs) = command_lines(&base, &components, &canonical);
+    let (ours, theirs) = command_lines(base, &components, &canonical);
     let _ = write!(
         body,
         "<p>With triton-compose:</p>\n<pre id=command-triton-compose>{}</pre>\n\

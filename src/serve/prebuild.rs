@@ -1,11 +1,16 @@
 //! Prebuild: once the images are read, the core and each component alone
 //! (its runtime dependencies included) are built into the store in the
 //! background, so that a first pull of any tag only assembles layers.
+//! Every component is built together first (full's layers are read once
+//! for all, as a compose of all of them reads them, and `latest` is then
+//! prebuilt too); each alone then adds only its own runtime dependencies.
 //!
-//! A pull always goes first. The prebuild takes the compose lock only while
-//! no pull waits, and gives way between the entries of a layer as soon as
-//! one does: what it had finished stays in the store, and the part is
-//! built again (from there) once the pulls are served. It stops when the
+//! A pull always goes first. The prebuild starts a step only while no pull
+//! waits, and gives way (between the entries of a layer, and while it reads
+//! full's layers) as soon as one waits that lacks a component of the step
+//! (one that has them all would only build them again: the core, say):
+//! what it had finished stays in the store, and the step is built again
+//! (from there) once the pulls are served. It stops when the
 //! store is full (more would evict what it built) and when the pair it
 //! builds for is replaced or the server stops. A restart finds the parts
 //! in the store and builds nothing again.
@@ -14,10 +19,33 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::compose::{PrebuiltPart, Session};
+use crate::compose::{Parts, Session};
+use crate::plan::LayerRole;
 use crate::triton::Component;
 
 use super::{Generation, State};
+
+/// What prebuilding one part left in the store.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PrebuiltPart {
+    /// (content bytes, compressed bytes) of the part's own layers.
+    pub own: (u64, u64),
+    /// The same for the runtime dependencies it alone brings.
+    pub deps: (u64, u64),
+}
+
+impl PrebuiltPart {
+    fn of(parts: &Parts, component: Option<&Component>) -> PrebuiltPart {
+        let role = match component {
+            Some(c) => LayerRole::Component(c.clone()),
+            None => LayerRole::Core,
+        };
+        PrebuiltPart {
+            own: parts.sizes(&role),
+            deps: parts.sizes(&LayerRole::RuntimeDependencies),
+        }
+    }
+}
 
 /// Where one part stands.
 #[derive(Clone, Debug)]
@@ -125,11 +153,111 @@ pub(super) fn start(state: &Arc<State>, generation: &Arc<Generation>) {
     }
 }
 
+/// Why a step ended without its layers.
+enum Unbuilt {
+    /// The pair was replaced, or the server stops.
+    Stopped,
+    /// The store is at its bound: more would evict what was built.
+    StoreFull,
+    Failed(String),
+}
+
+/// Builds `components` together (the core alone when empty), pulls first.
+fn step(
+    state: &State,
+    generation: &Generation,
+    components: &[Component],
+) -> Result<Parts, Unbuilt> {
+    let prebuild = &generation.prebuild;
+    let stopped = || prebuild.retired.load(Ordering::Relaxed) || crate::scratch::interrupted();
+    // A pull that needs all of them would only build them again.
+    let give_way = || stopped() || state.pulls_lack_one_of(components);
+    loop {
+        if stopped() {
+            return Err(Unbuilt::Stopped);
+        }
+        if state.pulls_waiting() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let session = generation.session.lock().expect("not poisoned");
+        if state.pulls_waiting() {
+            continue;
+        }
+        if let Some((used, max)) = session.store_usage().filter(|(used, max)| used >= max) {
+            tracing::warn!(
+                "prebuild: the store holds {} of its {} (--store-max-size); the rest is \
+                 built when pulled",
+                crate::progress::human_size(used),
+                crate::progress::human_size(max)
+            );
+            return Err(Unbuilt::StoreFull);
+        }
+        let built = session.prebuild(components, &give_way);
+        state.measure_store(&session);
+        match built {
+            Ok((parts, evicted)) => {
+                prebuild
+                    .layers_built
+                    .fetch_add(parts.built() as u64, Ordering::Relaxed);
+                prebuild.layers_found.fetch_add(
+                    (parts.reports.len() - parts.built()) as u64,
+                    Ordering::Relaxed,
+                );
+                if evicted > 0 {
+                    tracing::warn!(
+                        "prebuild: the store evicted older entries to stay under \
+                         --store-max-size; the rest is built when pulled"
+                    );
+                    return Err(Unbuilt::StoreFull);
+                }
+                return Ok(parts);
+            }
+            Err(_) if give_way() => {
+                prebuild.gave_way.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("prebuild: gave way to a pull");
+            }
+            Err(err) => return Err(Unbuilt::Failed(err.to_string())),
+        }
+    }
+}
+
 fn run(state: &State, generation: &Generation) {
     let prebuild = &generation.prebuild;
     let started = Instant::now();
-    let stopped = || prebuild.retired.load(Ordering::Relaxed) || crate::scratch::interrupted();
-    let give_way = || stopped() || state.pulls_waiting() > 0;
+    let waiting: Vec<Component> = prebuild
+        .parts()
+        .iter()
+        .filter(|p| matches!(p.status, Status::Waiting))
+        .filter_map(|p| p.component.clone())
+        .collect();
+    // Every component together: the core and each component's layers.
+    match step(state, generation, &waiting) {
+        Ok(parts) => {
+            let core = PrebuiltPart::of(&parts, None);
+            tracing::info!(
+                "prebuilt the core and {} component(s) together: {} layer(s) built, {} found",
+                waiting.len(),
+                parts.built(),
+                parts.reports.len() - parts.built()
+            );
+            prebuild.set(
+                0,
+                Status::Prebuilt(PrebuiltPart {
+                    deps: (0, 0),
+                    ..core
+                }),
+            );
+        }
+        Err(Unbuilt::Stopped) => return,
+        Err(Unbuilt::StoreFull) => {
+            prebuild.skip_rest("the store is full (--store-max-size)");
+        }
+        // One of them fails: each is tried alone below, and says which.
+        Err(Unbuilt::Failed(err)) => {
+            tracing::warn!("prebuild: every component together: {err}; trying each alone");
+        }
+    }
     let count = prebuild.parts().len();
     for index in 0..count {
         let part = prebuild.parts()[index].clone();
@@ -139,55 +267,29 @@ fn run(state: &State, generation: &Generation) {
         let name = part.component.as_ref().map_or("the core".to_string(), |c| {
             format!("{} {}", c.kind.noun(), c.name)
         });
-        let status = loop {
-            if stopped() {
-                return;
-            }
-            if state.pulls_waiting() > 0 {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            let session = generation.session.lock().expect("not poisoned");
-            if state.pulls_waiting() > 0 {
-                continue;
-            }
-            if let Some((used, max)) = session.store_usage().filter(|(used, max)| used >= max) {
-                tracing::warn!(
-                    "prebuild: stopped before {name}: the store holds {} of its {} \
-                     (--store-max-size); the rest is built when pulled",
-                    crate::progress::human_size(used),
-                    crate::progress::human_size(max)
+        let components: Vec<Component> = part.component.clone().into_iter().collect();
+        let status = match step(state, generation, &components) {
+            Ok(parts) => {
+                let built = PrebuiltPart::of(&parts, part.component.as_ref());
+                tracing::info!(
+                    "prebuilt {name}: {} ({} with its dependencies), {} layer(s) built",
+                    crate::progress::human_size(built.own.1),
+                    crate::progress::human_size(built.own.1 + built.deps.1),
+                    parts.built(),
                 );
-                prebuild.skip_rest("the store is full (--store-max-size)");
-                break None;
+                Status::Prebuilt(built)
             }
-            let built = session.prebuild(part.component.as_ref(), &give_way);
-            state.measure_store(&session);
-            match built {
-                Ok(built) => break Some(Status::Prebuilt(built)),
-                Err(_) if give_way() => {
-                    prebuild.gave_way.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("prebuild: {name} gave way to a pull");
-                }
-                Err(err) => {
-                    tracing::warn!("prebuild: {name}: {err}");
-                    break Some(Status::Failed(err.to_string()));
-                }
+            Err(Unbuilt::Stopped) => return,
+            Err(Unbuilt::StoreFull) => {
+                prebuild.skip_rest("the store is full (--store-max-size)");
+                break;
+            }
+            Err(Unbuilt::Failed(err)) => {
+                tracing::warn!("prebuild: {name}: {err}");
+                Status::Failed(err)
             }
         };
-        let Some(status) = status else { break };
-        if let Status::Prebuilt(built) = &status {
-            record(prebuild, &name, built);
-        }
-        prebuild.set(index, status.clone());
-        if matches!(status, Status::Prebuilt(built) if built.evicted > 0) {
-            tracing::warn!(
-                "prebuild: stopped after {name}: the store evicted older entries to stay \
-                 under --store-max-size; the rest is built when pulled"
-            );
-            prebuild.skip_rest("the store is full (--store-max-size)");
-            break;
-        }
+        prebuild.set(index, status);
     }
     prebuild.finished.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -195,21 +297,5 @@ fn run(state: &State, generation: &Generation) {
         started.elapsed().as_secs_f64(),
         prebuild.layers_built.load(Ordering::Relaxed),
         prebuild.layers_found.load(Ordering::Relaxed),
-    );
-}
-
-fn record(prebuild: &Prebuild, name: &str, built: &PrebuiltPart) {
-    prebuild
-        .layers_built
-        .fetch_add(built.built as u64, Ordering::Relaxed);
-    prebuild
-        .layers_found
-        .fetch_add(built.found as u64, Ordering::Relaxed);
-    tracing::info!(
-        "prebuilt {name}: {} ({} with its dependencies), {} layer(s) built, {} found in the store",
-        crate::progress::human_size(built.own.1),
-        crate::progress::human_size(built.own.1 + built.deps.1),
-        built.built,
-        built.found
     );
 }

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, Response, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::bound::{self, blob_path, InFlight, MAX_MANIFEST};
+use super::bound::{blob_path, InFlight, MAX_MANIFEST};
 use super::respond::{bytes_response, error, set};
 use super::{tags, Generation, State};
 use crate::digest::Digest;
@@ -171,7 +171,7 @@ pub(super) async fn resolve_tag(
         state.metrics.hits.fetch_add(1, Ordering::Relaxed);
         return Ok(d);
     }
-    let Some(_waiting) = Pending::admit(state, &tag) else {
+    let Some(_waiting) = Pending::admit(state, &tag, &components) else {
         state.metrics.refused.fetch_add(1, Ordering::Relaxed);
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -209,13 +209,15 @@ struct Pending {
 impl Pending {
     /// Admits a request for `tag` unless `max_pending` other selections
     /// wait already (requests for a selection already waiting join it).
-    fn admit(state: &Arc<State>, tag: &str) -> Option<Pending> {
+    fn admit(state: &Arc<State>, tag: &str, components: &[Component]) -> Option<Pending> {
         let mut pending = state.pending.lock().expect("not poisoned");
         if !pending.contains_key(tag) && pending.len() >= state.max_pending {
             return None;
         }
         *pending.entry(tag.to_string()).or_default() += 1;
-        state.waiting.fetch_add(1, Ordering::Relaxed);
+        (state.wanted.lock().expect("not poisoned"))
+            .entry(tag.to_string())
+            .or_insert_with(|| components.to_vec());
         Some(Pending {
             state: state.clone(),
             tag: tag.to_string(),
@@ -225,8 +227,13 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        bound::release(&self.state.pending, &self.tag);
-        self.state.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut pending = self.state.pending.lock().expect("not poisoned");
+        let count = pending.entry(self.tag.clone()).or_insert(1);
+        *count -= 1;
+        if *count == 0 {
+            pending.remove(&self.tag);
+            (self.state.wanted.lock().expect("not poisoned")).remove(&self.tag);
+        }
     }
 }
 
