@@ -1249,6 +1249,17 @@ async fn page_components(browser: &fantoccini::Client) -> Vec<(String, Vec<Optio
     rows
 }
 
+/// Clicks what `link` finds, then waits for the page to show `css`.
+async fn click_and_wait(browser: &fantoccini::Client, link: fantoccini::Locator<'_>, css: &str) {
+    let found = browser.find(link).await.unwrap();
+    found.click().await.unwrap();
+    browser
+        .wait()
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+        .unwrap();
+}
+
 fn within_a_percent(shown: Option<u64>, catalogued: u64) -> bool {
     shown.is_some_and(|s| (s as f64 - catalogued as f64).abs() <= catalogued as f64 * 0.01)
 }
@@ -1323,18 +1334,12 @@ fn the_browse_page_in_headless_chromium_lists_every_component_and_its_pull_line_
         }
         // A click from the components table, and its layers as served.
         browser.goto(&format!("{base}/")).await.unwrap();
-        browser
-            .find(Locator::Css("a[href='/tags/python']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        browser
-            .wait()
-            .for_element(Locator::Css("table#layers"))
-            .await
-            .unwrap();
+        click_and_wait(
+            &browser,
+            Locator::Css("a[href='/tags/python']"),
+            "table#layers",
+        )
+        .await;
         assert_eq!(browser.title().await.unwrap(), "tritonserver:python");
         let rows = browser
             .find_all(Locator::Css("table#layers tr"))
@@ -1354,18 +1359,12 @@ fn the_browse_page_in_headless_chromium_lists_every_component_and_its_pull_line_
             .text()
             .await
             .unwrap();
-        browser
-            .find(Locator::LinkText("All components"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        browser
-            .wait()
-            .for_element(Locator::Css("table#components"))
-            .await
-            .unwrap();
+        click_and_wait(
+            &browser,
+            Locator::LinkText("All components"),
+            "table#components",
+        )
+        .await;
         assert_eq!(browser.current_url().await.unwrap().path(), "/");
         browser.close().await.unwrap();
         line

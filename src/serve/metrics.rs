@@ -106,9 +106,7 @@ pub(super) fn render(state: &State) -> String {
         ));
     }
     for (name, kind, help, value) in series(state) {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+        single(&mut out, name, kind, help, value);
     }
     out.push_str(&prebuild_series(state));
     out.push_str(
@@ -177,11 +175,16 @@ fn prebuild_series(state: &State) -> String {
             count(&prebuild.gave_way),
         ),
     ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+        single(&mut out, name, kind, help, value);
     }
     out
+}
+
+/// A series of one value, with its help and type.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    ));
 }
 
 /// The single-valued counters and gauges: name, type, help, value.
