@@ -260,18 +260,7 @@ async fn tag_page(state: &Arc<State>, tag: &str, host: &str) -> Result<String, R
         tags::canonical(&components)
     };
     let digest = registry::resolve_tag(state, tag).await?;
-    let manifest = registry::read_json(state, &digest).await;
-    let config = match manifest
-        .as_ref()
-        .and_then(|m| m["config"]["digest"].as_str())
-    {
-        Some(d) => match d.parse() {
-            Ok(d) => registry::read_json(state, &d).await,
-            Err(_) => None,
-        },
-        None => None,
-    };
-    let (Some(manifest), Some(config)) = (manifest, config) else {
+    let Some((manifest, config)) = image_of(state, &digest).await else {
         return Err(page_error(
             StatusCode::NOT_FOUND,
             "The image of that tag is not kept any more; try again.",
@@ -332,6 +321,17 @@ async fn tag_page(state: &Arc<State>, tag: &str, host: &str) -> Result<String, R
         escape(&theirs)
     );
     Ok(document(&format!("{REPOSITORY}:{canonical}"), &body))
+}
+
+/// A manifest of the layouts and its config.
+async fn image_of(
+    state: &State,
+    digest: &crate::digest::Digest,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    let manifest = registry::read_json(state, digest).await?;
+    let config = manifest["config"]["digest"].as_str()?.parse().ok()?;
+    let config = registry::read_json(state, &config).await?;
+    Some((manifest, config))
 }
 
 /// Each layer of a manifest: what it is (its history comment, or what made
