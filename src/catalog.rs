@@ -14,7 +14,7 @@ use crate::image::ImageSource;
 use crate::plan::LayerRole;
 use crate::request::ComposeRequest;
 use crate::transport::ImageRef;
-use crate::triton::{self, Component, ComponentKind};
+use crate::triton::{self, Component};
 
 #[derive(Debug, Serialize)]
 pub struct CatalogEntry {
@@ -63,14 +63,6 @@ pub struct Selection {
     /// With `--slim`: what it removes from min (uncompressed bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slim_removed: Option<u64>,
-}
-
-fn kind_name(kind: ComponentKind) -> &'static str {
-    match kind {
-        ComponentKind::Backend => "backend",
-        ComponentKind::RepoAgent => "repoagent",
-        ComponentKind::Cache => "cache",
-    }
 }
 
 /// A min that is nothing: full's config, no layers. Without a min, full is
@@ -233,7 +225,7 @@ fn component_entries(
         };
         entries.push((
             CatalogEntry {
-                kind: kind_name(kind),
+                kind: kind.name(),
                 name,
                 size: costs.component.0,
                 compressed_size: costs.component.1,
@@ -251,7 +243,7 @@ fn component_entries(
 /// A component's row before (or without) its costs: what its files take.
 fn uncosted(prepared: &Prepared, component: &Component) -> CatalogEntry {
     CatalogEntry {
-        kind: kind_name(component.kind),
+        kind: component.kind.name(),
         name: component.name.clone(),
         size: prepared.content_size(component),
         compressed_size: 0,
@@ -293,7 +285,7 @@ fn selection(
         components: request
             .components
             .iter()
-            .map(|c| format!("{} {}", kind_name(c.kind), c.name))
+            .map(|c| format!("{} {}", c.kind.name(), c.name))
             .collect(),
         compressed_size: size,
         saved: full_size.saturating_sub(size),

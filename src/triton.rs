@@ -92,6 +92,12 @@ impl ComponentKind {
         }
     }
 
+    /// The short name catalog and serve's page print ("backend",
+    /// "repoagent", "cache"): compose.py's flag without its dashes.
+    pub fn name(self) -> &'static str {
+        &self.flag()[2..]
+    }
+
     pub fn noun(self) -> &'static str {
         match self {
             Self::Backend => "backend",

@@ -108,12 +108,7 @@ fn size_cell(bytes: Option<u64>) -> String {
 }
 
 fn kind_of(component: Option<&Component>) -> &'static str {
-    match component.map(|c| c.kind) {
-        None => "core",
-        Some(crate::triton::ComponentKind::Backend) => "backend",
-        Some(crate::triton::ComponentKind::RepoAgent) => "repoagent",
-        Some(crate::triton::ComponentKind::Cache) => "cache",
-    }
+    component.map_or("core", |c| c.kind.name())
 }
 
 fn index(generation: &Generation, host: &str) -> String {
