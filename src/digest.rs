@@ -76,6 +76,42 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// SHA-1 and SHA-256 of a file's content, hex: what an SPDX file entry
+/// carries (SPDX 2.3 requires the SHA-1).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileDigests {
+    pub sha1: String,
+    pub sha256: String,
+}
+
+/// Computes [`FileDigests`] of bytes fed to it in order.
+#[derive(Default)]
+pub(crate) struct FileHasher {
+    sha1: sha1::Sha1,
+    sha256: Sha256,
+}
+
+impl FileHasher {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.sha1.update(bytes);
+        self.sha256.update(bytes);
+    }
+
+    pub(crate) fn finish(self) -> FileDigests {
+        FileDigests {
+            sha1: hex::encode(self.sha1.finalize()),
+            sha256: hex::encode(self.sha256.finalize()),
+        }
+    }
+
+    /// The digests of `bytes`.
+    pub(crate) fn of(bytes: &[u8]) -> FileDigests {
+        let mut hasher = FileHasher::default();
+        hasher.update(bytes);
+        hasher.finish()
+    }
+}
+
 /// Hashes and counts everything read through it.
 pub(crate) struct HashingReader<R> {
     inner: R,

@@ -1,22 +1,34 @@
 //! What the dynamic loader reads from an ELF file: its DT_NEEDED entries,
 //! DT_RPATH, DT_RUNPATH, DT_SONAME and PT_INTERP, plus class and machine to
-//! tell incompatible libraries apart.
+//! tell incompatible libraries apart; and, for the SBOM, the package
+//! metadata note (`.note.package`) some builds stamp into it.
 //!
 //! Only the headers, the dynamic segment and the dynamic string table are
 //! read, through [`ReadAt`], so a multi-GB library costs a few reads and no
 //! more memory than its string table. goblin parses the headers.
 
+use std::io::{self, Read};
+
 use goblin::container::{Container, Ctx};
 use goblin::elf::dynamic::{
     Dyn, DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ, DT_STRTAB,
 };
-use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_INTERP, PT_LOAD};
+use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_INTERP, PT_LOAD, PT_NOTE};
 use goblin::elf::Elf;
+
+use crate::digest::{FileDigests, FileHasher};
 
 /// Caps on what a (possibly hostile) header can make us read.
 const MAX_PROGRAM_HEADERS: usize = 4096;
 const MAX_DYNAMIC: u64 = 1 << 20;
 const MAX_STRTAB: u64 = 256 << 20;
+const MAX_NOTES: u64 = 64 << 10;
+
+/// The owner and type of a package metadata note, from systemd's "Package
+/// Metadata for Executable Files" (uapi-group.org/specifications/specs/
+/// package_metadata_for_executable_files): owner `FDO`, a JSON payload.
+const PACKAGE_NOTE_OWNER: &[u8] = b"FDO";
+const PACKAGE_NOTE_TYPE: u32 = 0xcafe_1a7e;
 
 /// Random access to a file's bytes.
 pub trait ReadAt {
@@ -58,6 +70,25 @@ pub struct ElfInfo {
     pub runpath: Vec<String>,
     /// PT_INTERP, for executables.
     pub interpreter: Option<String>,
+    /// The package metadata note, when the file has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageNote>,
+    /// The file's content digests, when the scan that read it hashed it
+    /// (for the SBOM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digests: Option<FileDigests>,
+}
+
+/// What a `.note.package` says of the file (the fields the SBOM uses).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PackageNote {
+    /// The package format (`deb`, `rpm`, ...), the note's `type`.
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub architecture: Option<String>,
+    /// The note's `osCpe`.
+    pub os_cpe: Option<String>,
 }
 
 impl ElfInfo {
@@ -83,6 +114,55 @@ impl ElfInfo {
 /// True when `head` starts like an ELF file.
 pub(crate) fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
+}
+
+/// Passes a file's content through, and hashes it ([`FileDigests`]) when
+/// it starts as an ELF file does: the SBOM's digests of files no package
+/// owns cost one pass over the ELF files, nothing over the rest.
+pub(crate) struct ElfHashingReader<R> {
+    inner: R,
+    /// What was read before the first four bytes were seen.
+    head: Vec<u8>,
+    hasher: Option<FileHasher>,
+    decided: bool,
+}
+
+impl<R: Read> ElfHashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        ElfHashingReader {
+            inner,
+            head: Vec::new(),
+            hasher: None,
+            decided: false,
+        }
+    }
+
+    /// The digests, when the content was an ELF file.
+    pub(crate) fn finish(self) -> Option<FileDigests> {
+        self.hasher.map(FileHasher::finish)
+    }
+}
+
+impl<R: Read> Read for ElfHashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let read = &buf[..n];
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(read);
+        } else if !self.decided {
+            self.head.extend_from_slice(read);
+            if self.head.len() >= 4 || n == 0 {
+                self.decided = true;
+                if is_elf(&self.head) {
+                    let mut hasher = FileHasher::default();
+                    hasher.update(&self.head);
+                    self.hasher = Some(hasher);
+                }
+                self.head = Vec::new();
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// Reads the dynamic-linking facts of an ELF file of `size` bytes; `None`
@@ -114,6 +194,7 @@ pub fn read(file: &(impl ReadAt + ?Sized), size: u64) -> Option<ElfInfo> {
         machine: header.e_machine,
         ..ElfInfo::default()
     };
+    info.package = package_note(file, &phdrs, ctx);
     if let Some(interp) = phdrs.iter().find(|p| p.p_type == PT_INTERP) {
         if interp.p_filesz <= 4096 {
             let mut buf = vec![0u8; interp.p_filesz as usize];
@@ -157,6 +238,71 @@ pub fn read(file: &(impl ReadAt + ?Sized), size: u64) -> Option<ElfInfo> {
     Some(info)
 }
 
+/// The first package metadata note of the PT_NOTE segments, if any.
+fn package_note(
+    file: &(impl ReadAt + ?Sized),
+    phdrs: &[ProgramHeader],
+    ctx: Ctx,
+) -> Option<PackageNote> {
+    phdrs
+        .iter()
+        .filter(|p| p.p_type == PT_NOTE && p.p_filesz <= MAX_NOTES)
+        .find_map(|segment| {
+            let mut bytes = vec![0u8; segment.p_filesz as usize];
+            if !file.fill_at(&mut bytes, segment.p_offset) {
+                return None;
+            }
+            let align = if segment.p_align == 8 { 8 } else { 4 };
+            let note = notes(&bytes, align, ctx.le)
+                .find(|(owner, kind, _)| *owner == PACKAGE_NOTE_OWNER && *kind == PACKAGE_NOTE_TYPE)
+                .and_then(|(_, _, desc)| parse_package_note(desc));
+            note
+        })
+}
+
+/// The notes of a note segment: (owner without its NUL, type, descriptor).
+fn notes(
+    bytes: &[u8],
+    align: usize,
+    endian: scroll::Endian,
+) -> impl Iterator<Item = (&[u8], u32, &[u8])> {
+    use scroll::Pread;
+    let up = move |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let word = |i: usize| bytes.pread_with::<u32>(at + 4 * i, endian).ok();
+        let (namesz, descsz, kind) = (word(0)? as usize, word(1)? as usize, word(2)?);
+        let name_at = at.checked_add(12)?;
+        let desc_at = name_at.checked_add(up(namesz)?)?;
+        let next = desc_at.checked_add(up(descsz)?)?;
+        let name = bytes.get(name_at..name_at.checked_add(namesz)?)?;
+        let desc = bytes.get(desc_at..desc_at.checked_add(descsz)?)?;
+        at = next;
+        let owner = name.strip_suffix(b"\0").unwrap_or(name);
+        Some((owner, kind, desc))
+    })
+}
+
+/// A package note's JSON (NUL-padded), or `None` when it is not JSON.
+fn parse_package_note(desc: &[u8]) -> Option<PackageNote> {
+    let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
+    let value: serde_json::Value = serde_json::from_slice(&desc[..end]).ok()?;
+    let field = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .map(str::to_string)
+    };
+    Some(PackageNote {
+        kind: field("type"),
+        name: field("name"),
+        version: field("version"),
+        architecture: field("architecture"),
+        os_cpe: field("osCpe"),
+    })
+}
+
 fn dyn_entries(bytes: &[u8], ctx: Ctx) -> Option<Vec<Dyn>> {
     use goblin::elf::dynamic::dyn32::Dyn as Dyn32;
     use goblin::elf::dynamic::dyn64::Dyn as Dyn64;
@@ -195,6 +341,46 @@ fn c_string(bytes: &[u8], at: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn note(owner: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let pad = |n: usize| vec![0u8; (4 - n % 4) % 4];
+        let mut out = Vec::new();
+        out.extend_from_slice(&(owner.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(owner);
+        out.extend(pad(owner.len()));
+        out.extend_from_slice(desc);
+        out.extend(pad(desc.len()));
+        out
+    }
+
+    #[test]
+    fn package_notes_are_found_among_others_and_bad_ones_yield_nothing() {
+        let json = br#"{"type":"deb","name":"hpcx","version":"2.21","osCpe":"cpe:/o:debian:debian_linux:12"}"#;
+        let mut json_nul = json.to_vec();
+        json_nul.push(0);
+        let mut segment = note(b"GNU\0", 3, &[1, 2, 3, 4]);
+        segment.extend(note(b"FDO\0", PACKAGE_NOTE_TYPE, &json_nul));
+        let found: Vec<_> = notes(&segment, 4, scroll::LE).collect();
+        assert_eq!(found.len(), 2);
+        let (owner, kind, desc) = found[1];
+        assert_eq!((owner, kind), (PACKAGE_NOTE_OWNER, PACKAGE_NOTE_TYPE));
+        let parsed = parse_package_note(desc).unwrap();
+        assert_eq!(parsed.name.as_deref(), Some("hpcx"));
+        assert_eq!(parsed.version.as_deref(), Some("2.21"));
+        assert_eq!(parsed.kind.as_deref(), Some("deb"));
+        assert_eq!(
+            parsed.os_cpe.as_deref(),
+            Some("cpe:/o:debian:debian_linux:12")
+        );
+        // A size that points past the segment ends the walk; no panic.
+        let mut hostile = note(b"FDO\0", PACKAGE_NOTE_TYPE, json);
+        hostile[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(notes(&hostile, 4, scroll::LE).count(), 0);
+        assert_eq!(notes(&hostile[..7], 4, scroll::LE).count(), 0);
+        assert_eq!(parse_package_note(b"not json\0"), None);
+    }
 
     #[test]
     fn offsets_near_the_top_of_u64_are_refused_not_wrapped() {

@@ -67,6 +67,9 @@ pub struct LayerReport {
     pub diff_id: String,
     /// Taken from the store rather than written now.
     pub from_store: bool,
+    /// The ELF files written into it and their digests (for the SBOM).
+    #[serde(skip)]
+    pub elf_files: Vec<(crate::layer::ImagePath, crate::digest::FileDigests)>,
 }
 
 /// Where a new layer goes once it is ready: its index in the plan, and it.
@@ -120,6 +123,7 @@ impl BuiltLayer {
             digest: self.written.digest.to_string(),
             diff_id: self.written.diff_id.to_string(),
             from_store: self.staged.is_none(),
+            elf_files: self.written.elf_files.clone(),
         }
     }
 }

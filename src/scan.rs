@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{CheckpointSlot, Digest};
-use crate::elf::{self, ElfInfo};
+use crate::elf::{self, ElfHashingReader, ElfInfo};
 use crate::entrylog::{EntryLog, LogEntry, LogWriter};
 use crate::error::{Error, Result};
 use crate::image::ImageSource;
@@ -75,6 +75,10 @@ pub(crate) struct ScanOptions<'a> {
     pub listed: Option<PathFilter<'a>>,
     /// Files whose ELF dynamic section is read, if they are ELF files.
     pub elf: Option<PathFilter<'a>>,
+    /// Hash the ELF files the `elf` filter chose ([`ElfInfo::digests`]),
+    /// for the SBOM: for the images whose layers are kept as they are (min).
+    /// The store key's kind must say so too.
+    pub digests: bool,
     /// Where indexes are reused from and kept, under a name that stands for
     /// the `keep` and `elf` filters (which must always be the same for it).
     pub store: Option<(&'a Store, &'a str)>,
@@ -173,6 +177,7 @@ pub(crate) fn scan(
         keep,
         listed,
         elf,
+        digests,
         store,
         access,
     } = options;
@@ -199,6 +204,7 @@ pub(crate) fn scan(
         keep: keep.unwrap_or(&|_| false),
         listed: listed.unwrap_or(&|_| false),
         elf: elf.unwrap_or(&|_| false),
+        digests,
         spool: spool_filter.zip(spool_dir),
         store,
         access,
@@ -351,6 +357,8 @@ struct LayerReader<'a> {
     keep: PathFilter<'a>,
     listed: PathFilter<'a>,
     elf: PathFilter<'a>,
+    /// [`ScanOptions::digests`].
+    digests: bool,
     spool: Option<(PathFilter<'a>, std::path::PathBuf)>,
     store: Option<(&'a Store, &'a str)>,
     /// Keep access points ([`ScanOptions::access`]).
@@ -601,6 +609,27 @@ impl LayerReader<'_> {
     /// Keeps, spools and reads the ELF facts of one file as the filters
     /// say; returns its ELF facts.
     fn file(
+        &self,
+        sinks: &mut FileSinks<'_>,
+        inode: InodeRef,
+        path: &ImagePath,
+        content: &mut dyn Read,
+        size: u64,
+    ) -> Result<Option<ElfInfo>> {
+        if !self.digests || !(self.elf)(path) {
+            return self.file_facts(sinks, inode, path, content, size);
+        }
+        let mut hashing = ElfHashingReader::new(content);
+        let Some(mut info) = self.file_facts(sinks, inode, path, &mut hashing, size)? else {
+            return Ok(None);
+        };
+        // An ELF file is read whole above; this only makes sure of it.
+        std::io::copy(&mut hashing, &mut std::io::sink())?;
+        info.digests = hashing.finish();
+        Ok(Some(info))
+    }
+
+    fn file_facts(
         &self,
         sinks: &mut FileSinks<'_>,
         inode: InodeRef,

@@ -28,9 +28,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{digest_of, Digest};
+use crate::digest::{digest_of, Digest, FileDigests};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::{EstargzFacts, WrittenLayer};
+use crate::layer::{EstargzFacts, ImagePath, WrittenLayer};
 
 /// Bumped whenever what an index holds changes meaning.
 const INDEX_MAGIC: &[u8] = b"triton-compose index 1\n";
@@ -42,6 +42,28 @@ const STALE_TMP: Duration = Duration::from_secs(6 * 3600);
 pub struct Store {
     root: PathBuf,
     max_size: u64,
+    /// Blobs this process checked against their digest, with what their
+    /// file looked like then: a blob taken again while its file is the
+    /// same (inode, size, modification time) is not hashed again. A
+    /// long-running `serve` takes the same layers for every tag.
+    checked: std::sync::Mutex<std::collections::HashMap<Digest, BlobStamp>>,
+}
+
+/// What identifies a blob file's state: device, inode, size, mtime.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct BlobStamp(u64, u64, u64, Option<SystemTime>);
+
+impl BlobStamp {
+    fn of(path: &Path) -> Option<BlobStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?;
+        Some(BlobStamp(
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.modified().ok(),
+        ))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -52,6 +74,10 @@ struct LayerRecord {
     /// An eStargz layer's TOC digest and uncompressed size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     estargz: Option<(String, u64)>,
+    /// The ELF files of the layer and their digests; a record from before
+    /// they were kept has none, and its layer is built again.
+    #[serde(default)]
+    elf_files: Option<Vec<(ImagePath, FileDigests)>>,
 }
 
 /// What the store holds, by kind.
@@ -87,6 +113,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             max_size,
+            checked: Default::default(),
         })
     }
 
@@ -211,6 +238,7 @@ impl Store {
             diff_id: record.diff_id.parse().ok()?,
             size: record.size,
             estargz,
+            elf_files: record.elf_files?,
         };
         let blob = self.blob_path(&written.digest);
         let _ = fs::remove_file(dest);
@@ -218,10 +246,14 @@ impl Store {
             // Evicted meanwhile, or never complete: build it again.
             return None;
         }
-        let sound = File::open(dest).is_ok_and(|file| {
-            digest_of(file)
-                .is_ok_and(|(digest, size)| digest == written.digest && size == written.size)
-        });
+        let stamp = BlobStamp::of(dest);
+        let seen = stamp.is_some() && self.checked_before(&written.digest) == stamp;
+        let sound = seen
+            || File::open(dest).is_ok_and(|file| {
+                digest_of(file)
+                    .is_ok_and(|(digest, size)| digest == written.digest && size == written.size)
+            });
+
         if !sound {
             tracing::warn!(
                 "store: the layer blob {} is damaged; it is removed and the layer built again",
@@ -230,11 +262,26 @@ impl Store {
             let _ = fs::remove_file(dest);
             let _ = fs::remove_file(&blob);
             let _ = fs::remove_file(&record_path);
+            self.lock_checked().remove(&written.digest);
             return None;
         }
         touch(&record_path);
         touch(dest);
+        // As the file is now (touched): what the next take compares with.
+        if let Some(stamp) = BlobStamp::of(dest) {
+            self.lock_checked().insert(written.digest.clone(), stamp);
+        }
         Some(written)
+    }
+
+    fn lock_checked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, BlobStamp>> {
+        self.checked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checked_before(&self, digest: &Digest) -> Option<BlobStamp> {
+        self.lock_checked().get(digest).copied()
     }
 
     /// Keeps a layer just written at `staged` under `key`. The staged file
@@ -253,6 +300,10 @@ impl Store {
             }
             fs::rename(&temp_path, &blob)
                 .ctx(|| format!("storing a layer in {}", self.root.display()))?;
+            // Its digest was taken as it was written.
+            if let Some(stamp) = BlobStamp::of(&blob) {
+                self.lock_checked().insert(written.digest.clone(), stamp);
+            }
         }
         let record = LayerRecord {
             digest: written.digest.to_string(),
@@ -260,6 +311,7 @@ impl Store {
             size: written.size,
             estargz: (written.estargz.as_ref())
                 .map(|e| (e.toc_digest.to_string(), e.uncompressed_size)),
+            elf_files: Some(written.elf_files.clone()),
         };
         let bytes = serde_json::to_vec(&record).expect("records serialize");
         self.put_atomically(&self.record_path(key), &bytes[..])

@@ -1827,3 +1827,286 @@ fn slim_of_a_min_with_nothing_to_cut_is_the_plain_image() {
     let manifest = |w: &str| w.rsplit("manifest ").next().unwrap().to_string();
     assert_eq!(manifest(&plain), manifest(&slim));
 }
+
+/// An hpcx-like tree for a min: an unowned library that carries a package
+/// note (ld's `--package-metadata`, systemd's `.note.package`), a symlink
+/// to it, and an unowned program.
+fn hpcx_layer(at: &Path) -> Vec<u8> {
+    use support::images::*;
+    let d = at.join("hpcx-cc");
+    std::fs::create_dir_all(&d).unwrap();
+    let ucp = support::images::cc_library(
+        &d,
+        ("libucp.so.0.0.0", "libucp.so.0"),
+        "int ucp(void) { return 0; }",
+        // -Xlinker: -Wl would split the JSON at its commas.
+        &[
+            "-Xlinker",
+            r#"--package-metadata={"type":"deb","name":"hpcx-ucx","version":"2.21.0"}"#,
+        ],
+        true,
+    );
+    let main = d.join("main.c");
+    std::fs::write(&main, "int main(void) { return 0; }\n").unwrap();
+    let tool = d.join("ucx_info");
+    let built = Command::new("cc")
+        .arg("-o")
+        .arg(&tool)
+        .arg(&main)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let items = vec![
+        dir("opt"),
+        dir("opt/hpcx"),
+        dir("opt/hpcx/ucx"),
+        dir("opt/hpcx/ucx/lib"),
+        Item::File {
+            path: "opt/hpcx/ucx/lib/libucp.so.0.0.0".into(),
+            data: ucp,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: vec![],
+        },
+        symlink("opt/hpcx/ucx/lib/libucp.so.0", "libucp.so.0.0.0"),
+        dir("opt/hpcx/ucx/bin"),
+        Item::File {
+            path: "opt/hpcx/ucx/bin/ucx_info".into(),
+            data: std::fs::read(&tool).unwrap(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: vec![],
+        },
+    ];
+    layer_tar(&items)
+}
+
+/// The ELF files of a loaded image that no installed dpkg package lists and
+/// no python distribution's RECORD names, found by walking the image's own
+/// file system from inside it: path -> (sha1, sha256).
+fn unowned_elf_files_inside(image: &str) -> BTreeMap<String, (String, String)> {
+    let script = r#"
+import glob, hashlib, json, os, importlib.metadata as md
+installed = set()
+for stanza in open('/var/lib/dpkg/status').read().split('\n\n'):
+    fields = dict(l.split(': ', 1) for l in stanza.splitlines() if ': ' in l and not l.startswith(' '))
+    if fields.get('Status', '').endswith(' installed'):
+        installed.add(fields['Package'])
+owned = set()
+for listing in glob.glob('/var/lib/dpkg/info/*.list'):
+    if os.path.basename(listing)[:-5].split(':')[0] in installed:
+        owned.update(os.path.realpath(l.strip()) for l in open(listing) if l.strip())
+for dist in md.distributions():
+    owned.update(os.path.realpath(dist.locate_file(f)) for f in (dist.files or []))
+out = {}
+for root, dirs, files in os.walk('/'):
+    if root == '/':
+        dirs[:] = [d for d in dirs if d not in ('proc', 'sys', 'dev')]
+    for name in files:
+        path = os.path.join(root, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        with open(path, 'rb') as f:
+            if f.read(4) != b'\x7fELF':
+                continue
+            f.seek(0)
+            data = f.read()
+        if os.path.realpath(path) not in owned:
+            out[path] = [hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()]
+print(json.dumps(out))
+"#;
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "python3",
+        image,
+        "-c",
+        script,
+    ]);
+    let found: BTreeMap<String, (String, String)> = serde_json::from_str(out.trim()).unwrap();
+    found
+}
+
+/// The SBOM's files: path -> ((sha1, sha256), comment).
+fn sbom_files(doc: &serde_json::Value) -> BTreeMap<String, ((String, String), String)> {
+    let files = doc["files"].as_array().cloned().unwrap_or_default();
+    files
+        .iter()
+        .map(|f| {
+            let sum = |algorithm: &str| {
+                f["checksums"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["algorithm"] == algorithm)
+                    .map(|c| c["checksumValue"].as_str().unwrap().to_string())
+                    .unwrap_or_else(|| panic!("no {algorithm} for {f}"))
+            };
+            let name = f["fileName"].as_str().unwrap();
+            (
+                name.trim_start_matches('.').to_string(),
+                (
+                    (sum("SHA1"), sum("SHA256")),
+                    f["comment"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The SONAME `readelf` (binutils, on this machine) reads from a file.
+fn readelf_soname(path: &Path) -> Option<String> {
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "readelf -d {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("(SONAME)"))
+        .and_then(|l| l.split('[').nth(1))
+        .map(|s| s.trim_end_matches(']').to_string())
+}
+
+#[test]
+fn the_sbom_lists_every_elf_file_no_package_owns_and_none_that_slim_removed() {
+    let Some(fx) = Fixtures::get() else { return };
+    let Some(tools) = support::pytools() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (gpu_min, backend) = gpu_shaped_min(&fx, work.path());
+    let min = work.path().join("min-hpcx");
+    support::images::derive_oci(
+        &gpu_min,
+        "latest",
+        &min,
+        Some(&hpcx_layer(work.path())),
+        &[],
+    );
+    let min_ref = format!("oci:{}:latest", min.display());
+    let full_ref = format!("oci:{}:latest", fx.dir.join("full-oci").display());
+    let cudnnuser = format!("cudnnuser={}", backend.display());
+    let mut listed_by_plain = BTreeSet::new();
+    for slim in [false, true] {
+        let name = if slim { "slim" } else { "plain" };
+        let archive = work.path().join(format!("{name}.tar"));
+        let tag = format!("triton-compose-e2e/{}:test", unique(name));
+        let output = format!("docker-archive:{}:{tag}", archive.display());
+        let sbom_dir = work.path().join(format!("work-{name}"));
+        let mut compose = Compose::new(&min_ref, &full_ref)
+            .select(&[
+                "--backend",
+                "python",
+                "--backend",
+                "onnxruntime",
+                "--backend",
+                &cudnnuser,
+            ])
+            .output(&output)
+            .work_dir(&sbom_dir)
+            .args(&["-q", "--no-store"]);
+        if slim {
+            compose = compose.arg("--slim");
+        }
+        let (code, _, stderr) = compose.output_of();
+        assert_eq!(code, 0, "{stderr}");
+        let sbom = std::fs::read(sbom_dir.join("sbom.spdx.json")).unwrap();
+        support::assert_valid_spdx(&tools, &sbom);
+        let doc: serde_json::Value = serde_json::from_slice(&sbom).unwrap();
+        let listed = sbom_files(&doc);
+        let image = load(&archive, &tag);
+        std::fs::remove_file(&archive).unwrap();
+        // Exactly what the image's own file system holds unowned, with the
+        // same digests: nothing --slim removed, nothing owned.
+        let inside = unowned_elf_files_inside(&image.0);
+        let listed_sums: BTreeMap<String, (String, String)> = listed
+            .iter()
+            .map(|(p, (sums, _))| (p.clone(), sums.clone()))
+            .collect();
+        assert_eq!(
+            listed_sums, inside,
+            "{name}: the SBOM's files against the image's"
+        );
+        for must in [
+            "/opt/tritonserver/bin/tritonserver",
+            "/opt/hpcx/ucx/bin/ucx_info",
+        ] {
+            assert!(listed.contains_key(must), "{name}: {must} is not listed");
+        }
+        // Owned files are not listed: the dpkg-owned cuDNN stand-in.
+        assert!(!listed.contains_key("/usr/local/cuda/lib64/libcudnn.so.9.1.0"));
+        // Each file is in its directory root's package, or its part's.
+        let package_of = |file: &str| -> String {
+            let id = doc["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["fileName"] == format!(".{file}"))
+                .map(|f| f["SPDXID"].as_str().unwrap().to_string())
+                .unwrap();
+            let holder = doc["relationships"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["relationshipType"] == "CONTAINS" && r["relatedSpdxElement"] == id)
+                .map(|r| r["spdxElementId"].as_str().unwrap().to_string())
+                .unwrap();
+            doc["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["SPDXID"] == holder)
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .unwrap()
+        };
+        assert_eq!(
+            package_of("/opt/tritonserver/bin/tritonserver"),
+            "tritonserver core"
+        );
+        assert_eq!(
+            package_of("/opt/tritonserver/backends/python/libtriton_python.so"),
+            "tritonserver backend python"
+        );
+        if !slim {
+            assert_eq!(package_of("/opt/hpcx/ucx/bin/ucx_info"), "/opt/hpcx");
+            // The package note's version, and readelf's soname.
+            let (_, comment) = &listed["/opt/hpcx/ucx/lib/libucp.so.0.0.0"];
+            assert!(
+                comment.contains("version 2.21.0 (from its package note)")
+                    && comment.contains("name hpcx-ucx")
+                    && comment.contains("soname libucp.so.0"),
+                "{comment}"
+            );
+            // libcufft's stand-in: unowned, nothing loads it.
+            assert!(listed.contains_key("/usr/local/cuda/lib64/libcufft.so.11"));
+            if let Some(nvidia) = nvidia_libs() {
+                let real = nvidia.join("libcudart.so.12");
+                let soname = readelf_soname(&real).expect("libcudart has a soname");
+                let (_, comment) = &listed["/usr/local/cuda/lib64/libcudart.so.12"];
+                assert!(comment.contains(&format!("soname {soname};")), "{comment}");
+                assert_eq!(
+                    package_of("/usr/local/cuda/lib64/libcudart.so.12"),
+                    "/usr/local/cuda"
+                );
+            }
+            listed_by_plain = listed.keys().cloned().collect();
+        } else {
+            // What --slim removed is gone from the SBOM too.
+            let gone: Vec<&String> = listed_by_plain
+                .iter()
+                .filter(|p| !listed.contains_key(*p))
+                .collect();
+            assert!(
+                gone.iter().any(|p| p.ends_with("libcufft.so.11")),
+                "{gone:?}"
+            );
+        }
+    }
+}

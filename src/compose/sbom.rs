@@ -12,6 +12,7 @@ use crate::plan::{LayerRole, Plan};
 use crate::provenance;
 use crate::sbom::{self, Kept, Layered, Role};
 use crate::scan::ScannedImage;
+use crate::triton;
 
 use super::sources::{Images, Scans};
 
@@ -72,7 +73,8 @@ pub(super) fn document(
         trees,
         architecture: &plan.info.architecture,
     };
-    let contents = contents(&files, min_scan, plan, reports);
+    let mut contents = contents(&files, min_scan, plan, reports);
+    contents.files = unowned_files(scans, min_scan, plan, reports, &contents, &from_min);
     let sources = sources(images, plan);
     let mut identity = image.config.clone();
     for layer in &image.layers {
@@ -135,18 +137,90 @@ fn contents(
     )
 }
 
+/// The ELF files of the image that no record of it owns: those the new
+/// layers copy (with the digests their writer took), and min's that it
+/// keeps (with the digests min's scan took); not those `--slim` removed.
+fn unowned_files(
+    scans: &Scans,
+    min_scan: Option<&ScannedImage>,
+    plan: &Plan,
+    reports: &[LayerReport],
+    contents: &sbom::Contents,
+    from_min: &dyn Fn(&ImagePath) -> bool,
+) -> Vec<sbom::ElfFile> {
+    let written: HashMap<&ImagePath, &crate::digest::FileDigests> = reports
+        .iter()
+        .flat_map(|r| r.elf_files.iter().map(|(p, d)| (p, d)))
+        .collect();
+    let entries: HashMap<&ImagePath, &crate::plan::PlannedEntry> = plan
+        .layers
+        .iter()
+        .flat_map(|l| &l.entries)
+        .map(|e| (&e.path, e))
+        .collect();
+    let mut candidates = Vec::new();
+    for entry in entries.values() {
+        // A hard link is the file it links to, under another name.
+        let source = match entry.meta.kind {
+            crate::layer::EntryKind::HardLink => (entry.meta.link_target.as_deref())
+                .and_then(|t| ImagePath::parse(t).ok())
+                .and_then(|t| entries.get(&t).copied()),
+            _ => Some(*entry),
+        };
+        let Some((source, digests)) = source.and_then(|s| Some((s, written.get(&s.path)?))) else {
+            continue;
+        };
+        let (info, role) = match source.content.copied() {
+            Some((crate::plan::Origin::Full, inode)) => (scans.full.elf.get(&inode), Role::Full),
+            Some((crate::plan::Origin::GpuMin, inode)) => (
+                scans.gpu_min.as_ref().and_then(|s| s.elf.get(&inode)),
+                Role::GpuMin,
+            ),
+            None => (None, Role::Full),
+        };
+        candidates.push(sbom::ElfFile {
+            path: entry.path.clone(),
+            size: source.meta.size,
+            digests: (*digests).clone(),
+            soname: info.and_then(|i| i.soname.clone()),
+            package: info.and_then(|i| i.package.clone()),
+            origin: role,
+        });
+    }
+    let removed = plan.slim.as_ref().map(|s| &s.paths);
+    let kept_from_min = |p: &ImagePath| from_min(p) && !removed.is_some_and(|r| r.contains(p));
+    if let Some(min) = min_scan {
+        candidates.extend(sbom::elf_files(
+            &min.tree,
+            &min.elf,
+            Role::Min,
+            kept_from_min,
+        ));
+    }
+    let mut sources: Vec<sbom::RecordFiles<'_>> = vec![(&scans.full.kept, &scans.full.listed)];
+    if let Some(min) = min_scan {
+        sources.push((&min.kept, &min.listed));
+    }
+    let records = sbom::Records::new(
+        &sources,
+        &contents.status,
+        contents.dists.iter().map(|d| d.path.clone()),
+    );
+    records.unowned(candidates)
+}
+
 /// The Triton parts of a plan (the core and each component), with the
 /// layers written for each, found by their role.
 fn parts(plan: &Plan, reports: &[LayerReport]) -> Vec<sbom::Part> {
-    let mut roles = vec![(LayerRole::Core, "core".to_string())];
+    let mut roles = vec![(LayerRole::Core, "core".to_string(), triton::install_dir())];
     roles.extend(plan.components.iter().map(|c| {
         let role = LayerRole::Component(c.clone());
         let name = role.to_string();
-        (role, name)
+        (role, name, triton::kind_dir(c.kind).join(c.name.as_bytes()))
     }));
     roles
         .into_iter()
-        .map(|(role, name)| sbom::Part {
+        .map(|(role, name, dir)| sbom::Part {
             name,
             layers: reports
                 .iter()
@@ -154,6 +228,7 @@ fn parts(plan: &Plan, reports: &[LayerReport]) -> Vec<sbom::Part> {
                 .map(|r| (r.digest.clone(), r.diff_id.clone()))
                 .collect(),
             origin: Role::Full,
+            dir,
         })
         .collect()
 }

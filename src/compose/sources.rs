@@ -310,10 +310,11 @@ fn check_local_components(
 
 /// The name under which the store keeps indexes made with [`index_keep`]
 /// and [`index_elf`]; for min, with `index_keep` only.
-const INDEX_KIND: &str = "compose-7";
-const MIN_INDEX_KIND: &str = "keep-7";
-/// min's index for `--slim`: the same small files, and every ELF file.
-const SLIM_INDEX_KIND: &str = "slim-7";
+const INDEX_KIND: &str = "compose-8";
+const MIN_INDEX_KIND: &str = "keep-8";
+/// min's index for `--slim` and for the SBOM: the same small files, and
+/// every ELF file's facts and digests.
+const ELF_INDEX_KIND: &str = "elf-8";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a
@@ -471,6 +472,8 @@ fn scan_min_and_full(
         keep: Some(&index_keep),
         listed: Some(&deps::lists),
         elf: Some(&index_elf),
+        // What full's layers lend is hashed as the new layers are written.
+        digests: false,
         store: filters.store.map(|s| (s, INDEX_KIND)),
         access: true,
     };
@@ -484,7 +487,8 @@ fn scan_min_and_full(
     }
     let read_min = !base || filters.slim || filters.sbom;
     let (min_scan, full_scan) = std::thread::scope(|scope| {
-        let min_job = read_min.then(|| scope.spawn(|| scan_min(min, filters.store, filters.slim)));
+        let min_job = read_min
+            .then(|| scope.spawn(|| scan_min(min, filters.store, filters.slim || filters.sbom)));
         let full_scan = scan::scan(full, "full", full_options);
         let min_scan = min_job.map(|job| {
             job.join()
@@ -521,11 +525,11 @@ type MinAndFull = (
 fn scan_min(
     min: &dyn ImageSource,
     store: Option<&Store>,
-    slim: bool,
+    every_elf: bool,
 ) -> Result<scan::ScannedImage> {
     let every = |_: &ImagePath| true;
-    let (elf, kind) = if slim {
-        (Some(&every as PathFilter<'_>), SLIM_INDEX_KIND)
+    let (elf, kind) = if every_elf {
+        (Some(&every as PathFilter<'_>), ELF_INDEX_KIND)
     } else {
         (None, MIN_INDEX_KIND)
     };
@@ -536,6 +540,7 @@ fn scan_min(
             keep: Some(&index_keep),
             listed: Some(&deps::lists),
             elf,
+            digests: every_elf,
             store: store.map(|s| (s, kind)),
             ..Default::default()
         },

@@ -12,7 +12,8 @@ use super::compression::{Compression, Compressor};
 use super::entry::{EntryKind, EntryMeta, ImagePath};
 use super::estargz::{self, EstargzFacts, Toc};
 use super::gzip::ParallelGzip;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{Digest, FileDigests, HashingWriter};
+use crate::elf::ElfHashingReader;
 use crate::error::{Error, Result};
 
 type Sink = HashingWriter<BufWriter<File>>;
@@ -21,6 +22,8 @@ pub(crate) struct LayerWriter {
     builder: tar::Builder<HashingWriter<Compressor<Sink>>>,
     /// The table of contents of an eStargz layer.
     toc: Option<Toc>,
+    /// The digests of the ELF files written, for the SBOM.
+    elf_files: Vec<(ImagePath, FileDigests)>,
 }
 
 /// What was written: both digests and the compressed size.
@@ -31,6 +34,9 @@ pub struct WrittenLayer {
     pub size: u64,
     /// What an eStargz layer's descriptor says of it.
     pub estargz: Option<EstargzFacts>,
+    /// The ELF files it holds and their content digests, in the order
+    /// written: what the SBOM lists of files no package owns.
+    pub elf_files: Vec<(ImagePath, FileDigests)>,
 }
 
 impl LayerWriter {
@@ -40,7 +46,11 @@ impl LayerWriter {
         let mut builder = tar::Builder::new(HashingWriter::new(compressor));
         builder.follow_symlinks(false);
         let toc = matches!(compression, Compression::Estargz { .. }).then(Toc::default);
-        Ok(LayerWriter { builder, toc })
+        Ok(LayerWriter {
+            builder,
+            toc,
+            elf_files: Vec::new(),
+        })
     }
 
     /// The eStargz layer's gzip stream, whose members it cuts.
@@ -90,6 +100,23 @@ impl LayerWriter {
         } else {
             0
         };
+        let mut sniffed = content.map(ElfHashingReader::new);
+        let content = sniffed.as_mut().map(|c| c as &mut dyn Read);
+        self.append_entry(path, meta, &mut header, size, content)?;
+        if let Some(digests) = sniffed.and_then(ElfHashingReader::finish) {
+            self.elf_files.push((path.clone(), digests));
+        }
+        Ok(())
+    }
+
+    fn append_entry(
+        &mut self,
+        path: &ImagePath,
+        meta: &EntryMeta,
+        header: &mut Header,
+        size: u64,
+        content: Option<&mut dyn Read>,
+    ) -> Result<()> {
         header.set_size(size);
         if !meta.xattrs.is_empty() {
             let records: Vec<(String, &[u8])> = meta
@@ -111,7 +138,7 @@ impl LayerWriter {
                 let content =
                     content.ok_or_else(|| Error::new(format!("no content for file {path}")))?;
                 return self
-                    .append_chunked(&mut header, &name, content)
+                    .append_chunked(header, &name, content)
                     .map_err(|e| e.context(format!("writing {path} into a new layer")));
             }
         }
@@ -123,7 +150,7 @@ impl LayerWriter {
                     .as_deref()
                     .ok_or_else(|| Error::new(format!("link {path} has no target")))?;
                 self.builder
-                    .append_link(&mut header, name, bytes_path(target))
+                    .append_link(header, name, bytes_path(target))
                     .map_err(|e| write_error(path, e))?;
             }
             EntryKind::File => {
@@ -134,12 +161,12 @@ impl LayerWriter {
                     remaining: size,
                 };
                 self.builder
-                    .append_data(&mut header, name, &mut exact)
+                    .append_data(header, name, &mut exact)
                     .map_err(|e| write_error(path, e))?;
             }
             _ => {
                 self.builder
-                    .append_data(&mut header, name, io::empty())
+                    .append_data(header, name, io::empty())
                     .map_err(|e| write_error(path, e))?;
             }
         }
@@ -246,6 +273,7 @@ impl LayerWriter {
             digest,
             size,
             estargz,
+            elf_files: self.elf_files,
         })
     }
 

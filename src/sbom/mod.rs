@@ -5,7 +5,8 @@
 //! machine-readable) and every python distribution the image's python sees
 //! (`*.dist-info` and `*.egg-info` in its site directories), the Triton
 //! core and each component (with TRITON_VERSION and the layer it is in),
-//! and the source images by digest. Relationships say that the image
+//! the ELF files no package record owns, one package per directory root
+//! ([`files`]), and the source images by digest. Relationships say that the image
 //! CONTAINS each of them, that each GENERATED_FROM the image it was taken
 //! from (min, or full for what was carried over), and that the image is a
 //! DESCENDANT_OF min.
@@ -28,6 +29,10 @@ use crate::digest::Digest;
 use crate::layer::ImagePath;
 use crate::provenance;
 use crate::tree::MergedTree;
+
+mod files;
+
+pub(crate) use files::{ElfFile, RecordFiles, Records};
 
 /// The media type (and OCI `artifactType`) of an SPDX JSON document.
 pub(crate) const MEDIA_TYPE: &str = "application/spdx+json";
@@ -91,6 +96,8 @@ pub(crate) struct Part {
     /// `(digest, diff-id)` of each layer holding it.
     pub layers: Vec<(String, String)>,
     pub origin: Role,
+    /// Its directory: the files listed below it are its own.
+    pub dir: ImagePath,
 }
 
 /// What an image holds, for its SBOM.
@@ -99,6 +106,10 @@ pub(crate) struct Contents {
     pub packages: Vec<DebPackage>,
     pub dists: Vec<PyDist>,
     pub parts: Vec<Part>,
+    /// ELF files no package record owns ([`Records::unowned`]).
+    pub files: Vec<ElfFile>,
+    /// The dpkg status the packages were read from.
+    pub status: String,
     pub triton_version: Option<String>,
     /// `ID` of os-release (`debian`, `ubuntu`), for package URLs.
     pub distro: Option<String>,
@@ -209,6 +220,8 @@ impl Contents {
             packages,
             dists: python_dists(files),
             parts,
+            files: Vec::new(),
+            status: status.to_string(),
             triton_version,
             distro,
         }
@@ -359,8 +372,22 @@ pub(crate) fn document(meta: &Meta<'_>, contents: &Contents) -> Vec<u8> {
     for (n, dist) in contents.dists.iter().enumerate() {
         doc.dist(n, dist);
     }
-    for (n, part) in contents.parts.iter().enumerate() {
-        doc.part(n, part, contents.triton_version.as_deref());
+    let dirs: Vec<ImagePath> = contents.parts.iter().map(|p| p.dir.clone()).collect();
+    let mut of_part: Vec<Vec<&ElfFile>> = vec![Vec::new(); contents.parts.len()];
+    let mut by_root: BTreeMap<ImagePath, Vec<&ElfFile>> = BTreeMap::new();
+    for file in &contents.files {
+        match files::filed(&file.path, &dirs) {
+            files::Filed::Part(index) => of_part[index].push(file),
+            files::Filed::Root(root) => by_root.entry(root).or_default().push(file),
+        }
+    }
+    for (n, (part, held)) in contents.parts.iter().zip(&of_part).enumerate() {
+        let id = doc.part(n, part, contents.triton_version.as_deref());
+        doc.files(&id, held);
+    }
+    for (n, (root, held)) in by_root.iter().enumerate() {
+        let id = doc.file_root(n, root, held);
+        doc.files(&id, held);
     }
     doc.finish(meta)
 }
@@ -372,6 +399,7 @@ const IMAGE_ID: &str = "SPDXRef-Image";
 #[derive(Default)]
 struct Document {
     packages: Vec<Value>,
+    files: Vec<Value>,
     relationships: Vec<Value>,
     licenses: BTreeMap<String, String>,
     source_ids: HashMap<Role, String>,
@@ -471,7 +499,8 @@ impl Document {
         self.contains(package, dist.origin);
     }
 
-    fn part(&mut self, n: usize, part: &Part, triton_version: Option<&str>) {
+    /// The part's package; returns its SPDX ID.
+    fn part(&mut self, n: usize, part: &Part, triton_version: Option<&str>) -> String {
         let layers: Vec<String> = part
             .layers
             .iter()
@@ -488,7 +517,82 @@ impl Document {
         if let Some(version) = triton_version {
             package["versionInfo"] = json!(version);
         }
+        let id = package["SPDXID"].as_str().expect("set").to_string();
         self.contains(package, part.origin);
+        id
+    }
+
+    /// The package of the unowned files under a directory root outside
+    /// Triton's parts; returns its SPDX ID.
+    fn file_root(&mut self, n: usize, root: &ImagePath, held: &[&ElfFile]) -> String {
+        let id = format!("SPDXRef-Files-{n}-{}", id_part(&root.display_abs()));
+        let package = json!({
+            "SPDXID": id,
+            "name": root.display_abs(),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "comment": format!(
+                "ELF files under {} that no dpkg or pip record owns",
+                root.display_abs()
+            ),
+        });
+        // Each file says which image it came from; the package, the first's.
+        self.contains(package, held[0].origin);
+        id
+    }
+
+    /// The files of the package `id`: each listed, with both digests, and
+    /// the package's verification code.
+    fn files(&mut self, id: &str, held: &[&ElfFile]) {
+        if held.is_empty() {
+            return;
+        }
+        for file in held {
+            let file_id = format!("SPDXRef-File-{}", self.files.len());
+            let mut comment = format!("ELF file of {} bytes", file.size);
+            if let Some(soname) = &file.soname {
+                comment.push_str(&format!("; soname {soname}"));
+            }
+            if let Some((version, from)) = file.version() {
+                comment.push_str(&format!("; version {version} (from {from})"));
+            }
+            if let Some(note) = &file.package {
+                let said: Vec<String> = [
+                    ("type", &note.kind),
+                    ("name", &note.name),
+                    ("version", &note.version),
+                    ("architecture", &note.architecture),
+                    ("osCpe", &note.os_cpe),
+                ]
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+                .collect();
+                comment.push_str(&format!("; package note: {}", said.join(", ")));
+            }
+            self.files.push(json!({
+                "SPDXID": file_id,
+                "fileName": format!(".{}", file.path.display_abs()),
+                "fileTypes": ["BINARY"],
+                "checksums": [
+                    {"algorithm": "SHA1", "checksumValue": file.digests.sha1},
+                    {"algorithm": "SHA256", "checksumValue": file.digests.sha256},
+                ],
+                "comment": comment,
+            }));
+            self.relationships.push(relation(id, "CONTAINS", &file_id));
+            if let Some(source) = self.source_ids.get(&file.origin) {
+                self.relationships
+                    .push(relation(&file_id, "GENERATED_FROM", source));
+            }
+        }
+        let package = self
+            .packages
+            .iter_mut()
+            .find(|p| p["SPDXID"] == id)
+            .expect("the package was written first");
+        package["filesAnalyzed"] = json!(true);
+        package["packageVerificationCode"] =
+            json!({"packageVerificationCodeValue": files::verification_code(held)});
     }
 
     fn finish(self, meta: &Meta<'_>) -> Vec<u8> {
@@ -510,6 +614,9 @@ impl Document {
             "packages": self.packages,
             "relationships": self.relationships,
         });
+        if !self.files.is_empty() {
+            doc["files"] = json!(self.files);
+        }
         if !self.licenses.is_empty() {
             doc["hasExtractedLicensingInfos"] = self
                 .licenses
@@ -550,13 +657,21 @@ pub(crate) fn for_image(
         .get(&ImagePath::from_static(dpkg::STATUS))
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
-    let contents = Contents::gather(
+    let mut contents = Contents::gather(
         &files,
         &status,
         &|_| Role::Image,
         parts,
         crate::config::env_var(&image.config, "TRITON_SERVER_VERSION"),
     );
+    let records = Records::new(
+        &[(&scanned.kept, &scanned.listed)],
+        &status,
+        contents.dists.iter().map(|d| d.path.clone()),
+    );
+    contents.files = records.unowned(elf_files(&scanned.tree, &scanned.elf, Role::Image, |_| {
+        true
+    }));
     let created = image.config["created"]
         .as_str()
         .and_then(|t| crate::config::parse_timestamp(t).ok())
@@ -579,6 +694,30 @@ pub(crate) fn for_image(
         },
         &contents,
     )
+}
+
+/// The ELF files of a scanned tree whose digests the scan took, among the
+/// paths `held` says the image holds.
+pub(crate) fn elf_files<'a>(
+    tree: &'a MergedTree,
+    elf: &'a HashMap<crate::tree::InodeRef, crate::elf::ElfInfo>,
+    origin: Role,
+    held: impl Fn(&ImagePath) -> bool + 'a,
+) -> impl Iterator<Item = ElfFile> + 'a {
+    tree.iter().filter_map(move |(path, node)| {
+        if node.meta.kind != crate::layer::EntryKind::File || !held(&path) {
+            return None;
+        }
+        let info = elf.get(&node.inode)?;
+        Some(ElfFile {
+            size: node.meta.size,
+            digests: info.digests.clone()?,
+            soname: info.soname.clone(),
+            package: info.package.clone(),
+            origin,
+            path,
+        })
+    })
 }
 
 /// The Triton parts of an image we did not compose: the core and each
@@ -612,6 +751,7 @@ fn image_parts(
             name: "core".into(),
             layers: layers_under(&install.join(b"bin")),
             origin: Role::Image,
+            dir: install.clone(),
         });
         for kind in ComponentKind::ALL {
             for name in triton::offered(&scanned.tree, kind) {
@@ -620,6 +760,7 @@ fn image_parts(
                     name: format!("{} {name}", kind.noun()),
                     layers: layers_under(&path),
                     origin: Role::Image,
+                    dir: path,
                 });
             }
         }
@@ -643,11 +784,15 @@ pub fn of_reference(
         tracing::info!("{}: no SBOM attached; computing one", source.name());
     }
     let keep = |p: &ImagePath| keeps(p) || crate::deps::keeps(p);
+    let every = |_: &ImagePath| true;
     let scanned = crate::scan::scan(
         source.as_ref(),
         "image",
         crate::scan::ScanOptions {
             keep: Some(&keep),
+            listed: Some(&crate::deps::lists),
+            elf: Some(&every),
+            digests: true,
             ..Default::default()
         },
     )?;
@@ -710,7 +855,10 @@ Upstream-Name: x\n\nFiles: debian/*\nLicense: GPL-3+\n\nFiles: *\nCopyright: som
                 name: "backend python".into(),
                 layers: vec![("sha256:aa".into(), "sha256:bb".into())],
                 origin: Role::Full,
+                dir: ImagePath::from_static("opt/tritonserver/backends/python"),
             }],
+            files: Vec::new(),
+            status: String::new(),
             triton_version: Some("2.51.0".into()),
             distro: Some("debian".into()),
         }
