@@ -121,6 +121,12 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_layer_size: Option<u64>,
 
+    /// Run the server as this user (numeric, e.g. 1000 or 1000:1000; 1000
+    /// is Triton's triton-server account). /tmp stays writable for it.
+    /// Default: as full's config says.
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+
     /// An SPDX 2.3 SBOM of the result: attached as an OCI referrer (registry,
     /// OCI layout) and written to --work-dir as sbom.spdx.json.
     #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
@@ -643,6 +649,7 @@ impl Cli {
             slim: self.slim.slim,
             keep: self.slim.keep,
             slim_drop: self.slim.slim_drop,
+            user: self.user,
         }
     }
 }

@@ -16,6 +16,8 @@ pub(crate) enum ConfigChange {
     Workdir(String),
     /// `ENTRYPOINT [...]`; like Docker, it clears an inherited CMD.
     Entrypoint(Vec<String>),
+    /// `USER UID[:GID]` (`--user`, or full's own user).
+    User(String),
 }
 
 fn container_config(config: &mut Value) -> &mut Map<String, Value> {
@@ -23,6 +25,15 @@ fn container_config(config: &mut Value) -> &mut Map<String, Value> {
         config["config"] = Value::Object(Map::new());
     }
     config["config"].as_object_mut().expect("just ensured")
+}
+
+/// The config's `User`, when it sets one.
+pub(crate) fn user(config: &Value) -> Option<String> {
+    config
+        .pointer("/config/User")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
 }
 
 /// The config's environment as (key, value) pairs, in order.
@@ -164,6 +175,9 @@ pub(crate) fn apply(config: &mut Value, change: &ConfigChange) {
         }
         ConfigChange::Workdir(dir) => {
             container_config(config).insert("WorkingDir".into(), Value::String(dir.clone()));
+        }
+        ConfigChange::User(user) => {
+            container_config(config).insert("User".into(), Value::String(user.clone()));
         }
         ConfigChange::Entrypoint(args) => {
             let cfg = container_config(config);

@@ -122,6 +122,13 @@ pub(crate) fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
     for layer in &plan.layers {
         out.push_str(&layer_steps(layer));
     }
+    // Last, so that every RUN above runs as root.
+    for change in &plan.config_changes {
+        if let ConfigChange::User(user) = change {
+            no_control("USER", user)?;
+            out.push_str(&format!("\n# The user the server runs as.\nUSER {user}\n"));
+        }
+    }
     Ok(out)
 }
 
@@ -319,6 +326,8 @@ fn config_changes(plan: &Plan) -> Result<String> {
                 "ENTRYPOINT {}\n",
                 serde_json::to_string(args).expect("strings serialize")
             ),
+            // After the layers' steps (see [`dockerfile`]).
+            ConfigChange::User(_) => String::new(),
         });
     }
     Ok(out)

@@ -50,6 +50,44 @@ pub struct ComposeRequest {
     pub variants: Vec<Variant>,
     /// `--slim`: min cut to what the selection loads.
     pub slim: Option<SlimOptions>,
+    /// `--user`: the user the server runs as; `None`, full's.
+    pub user: Option<User>,
+}
+
+/// `--user UID[:GID]`: numeric, as the image config's `User` holds it
+/// without needing the image's /etc/passwd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: Option<u32>,
+}
+
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.gid {
+            Some(gid) => write!(f, "{}:{gid}", self.uid),
+            None => write!(f, "{}", self.uid),
+        }
+    }
+}
+
+impl std::str::FromStr for User {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<User> {
+        let number = |part: &str| {
+            part.parse::<u32>().map_err(|_| {
+                Error::new(format!("--user {text:?}: {part:?} is not a numeric id")).hint(
+                    "give --user UID or UID:GID as numbers, e.g. --user 1000 or --user 1000:1000",
+                )
+            })
+        };
+        let (uid, gid) = match text.split_once(':') {
+            Some((uid, gid)) => (number(uid)?, Some(number(gid)?)),
+            None => (number(text)?, None),
+        };
+        Ok(User { uid, gid })
+    }
 }
 
 /// What `--slim` was asked to keep and drop beyond its analysis.
@@ -216,6 +254,8 @@ pub struct RawRequest {
     pub slim: bool,
     pub keep: Vec<String>,
     pub slim_drop: Vec<String>,
+    /// `--user UID[:GID]`, unparsed.
+    pub user: Option<String>,
 }
 
 impl ComposeRequest {
@@ -269,6 +309,7 @@ impl ComposeRequest {
         }
         transport.scratch_dir = raw.work_dir.clone();
         let slim = slim_options(&raw)?;
+        let user = raw.user.as_deref().map(str::parse).transpose()?;
         Ok(ComposeRequest {
             min,
             full,
@@ -292,6 +333,7 @@ impl ComposeRequest {
             local: from_dirs,
             variants,
             slim,
+            user,
         })
     }
 }

@@ -107,6 +107,13 @@ impl ComponentKind {
     }
 }
 
+/// Directories the server writes to, which must stay writable whatever
+/// user it runs as (`--user`), with the mode they get: /tmp, where the
+/// python backend unpacks the `EXECUTION_ENV_PATH` archives of models
+/// (python_backend's src/pb_env.cc extracts them under /tmp) and where
+/// Triton's shared-memory helpers and python's tempfile put their files.
+pub(crate) const WRITABLE_DIRS: &[(&str, u32)] = &[("tmp", 0o1777)];
+
 /// A selected backend, repository agent or cache.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Component {

@@ -1671,3 +1671,48 @@ fn estargz_writes_every_layer_with_its_landmark_the_same_files_and_stores_min_co
     );
     assert_eq!(again.manifest_digest, esgz.manifest_digest);
 }
+
+#[test]
+fn user_sets_the_config_user_keeps_tmp_writable_and_renders_last() {
+    let fx = Fixture::oci();
+    let out = fx.path("out");
+    let mut raw = fx.request(
+        &format!("oci:{}:u", out.display()),
+        &[("backend", "python")],
+    );
+    raw.user = Some("4242:4343".into());
+    run(raw).unwrap();
+    let image = read_oci(&out, "u");
+    assert_eq!(image.config["config"]["User"], "4242:4343");
+    let tmp = image.tree.get("tmp").expect("the image has /tmp");
+    assert_eq!((tmp.kind, tmp.mode & 0o7777), ('d', 0o1777), "{tmp:?}");
+    // Dockerfile.compose sets it after every RUN, so those run as root.
+    let dockerfile = fs::read_to_string(fx.path("work/Dockerfile.compose")).unwrap();
+    let last = dockerfile.lines().rfind(|l| !l.trim().is_empty()).unwrap();
+    assert_eq!(last, "USER 4242:4343", "{dockerfile}");
+    let run_at = dockerfile.rfind("\nRUN ").unwrap();
+    assert!(run_at < dockerfile.rfind("\nUSER ").unwrap());
+    // Without --user the image's user is full's: none here.
+    let mut raw = fx.request(
+        &format!("oci:{}:v", out.display()),
+        &[("backend", "python")],
+    );
+    raw.work_dir = fx.path("work-v");
+    run(raw).unwrap();
+    let plain = read_oci(&out, "v");
+    assert!(plain.config["config"].get("User").is_none_or(|u| u == ""));
+    // A name is refused with what to give instead.
+    for bad in ["triton-server", "1000:", "-1", "1000:1000:1"] {
+        let mut raw = fx.request(
+            &format!("oci:{}:w", out.display()),
+            &[("backend", "python")],
+        );
+        raw.user = Some(bad.into());
+        let err = run(raw).unwrap_err();
+        assert!(
+            err.to_string().contains("not a numeric id")
+                && err.hint_text().is_some_and(|h| h.contains("--user 1000")),
+            "{bad}: {err}"
+        );
+    }
+}

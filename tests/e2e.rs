@@ -2110,3 +2110,49 @@ fn the_sbom_lists_every_elf_file_no_package_owns_and_none_that_slim_removed() {
         }
     }
 }
+
+#[test]
+fn a_user_image_runs_as_that_user_writes_tmp_and_answers_inference() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let image = compose_and_load(
+        &fx,
+        work.path(),
+        &["--backend", "python", "--user", "4242:4243"],
+    );
+    // The config's user is who runs, with no --user on docker run.
+    let ids = sh_in(
+        &image.0,
+        "id -u; id -g; t=$(mktemp) && echo written > \"$t\" && cat \"$t\"",
+    );
+    assert_eq!(
+        ids.split_whitespace().collect::<Vec<_>>(),
+        ["4242", "4243", "written"],
+        "{ids}"
+    );
+    // The real server, as that user, loads the python model and answers;
+    // the model repository must be readable by it.
+    let models = models_dir(true);
+    let open = |path: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open(models.path(), 0o755);
+    for entry in walk(models.path()) {
+        open(&entry, if entry.is_dir() { 0o755 } else { 0o644 });
+    }
+    serve_add_sub(&image.0, models.path());
+}
+
+/// Every path below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

@@ -231,6 +231,7 @@ pub(crate) fn plan_compose(
                 .collect::<Vec<_>>(),
             slim: request.slim.as_ref(),
             estargz: request.estargz(),
+            user: request.user,
         },
     )?;
     // The trees live on disk: a lookup that could not read them answered

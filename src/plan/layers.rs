@@ -335,6 +335,7 @@ pub(super) fn account_layer(
     min: &MinInput<'_>,
     full: &PlanInput<'_>,
     timestamp: u64,
+    other_user: bool,
 ) -> Result<Option<LayerPlan>> {
     // When min is not read, the account files come from full's own layers
     // (compose checks first that they are there) and are always written.
@@ -377,10 +378,16 @@ pub(super) fn account_layer(
         }
         None => files.add_user(triton::SERVER_USER, triton::SERVER_UID, timestamp / 86_400)?,
     }
-    if files == original && !always {
+    let writable = writable_dirs(&source.tree, other_user, timestamp);
+    if files == original && !always && writable.is_empty() {
         return Ok(None);
     }
     let mut entries = Vec::new();
+    let mut steps = vec![Step::Run(triton::USER_SCRIPT.to_string())];
+    for (entry, step) in writable {
+        entries.push(entry);
+        steps.push(step);
+    }
     for (name, text) in [
         ("etc/passwd", Some(&files.passwd)),
         ("etc/group", Some(&files.group)),
@@ -406,8 +413,42 @@ pub(super) fn account_layer(
         role: LayerRole::Accounts,
         part: None,
         notes: Vec::new(),
-        steps: vec![Step::Run(triton::USER_SCRIPT.to_string())],
+        steps,
         entries,
         prefetch: None,
     }))
+}
+
+/// The directories the server writes to ([`triton::WRITABLE_DIRS`]) that
+/// another user than root could not write in `tree`: each as a planned
+/// directory and the step that makes it.
+fn writable_dirs(
+    tree: &crate::tree::MergedTree,
+    other_user: bool,
+    timestamp: u64,
+) -> Vec<(PlannedEntry, Step)> {
+    if !other_user {
+        return Vec::new();
+    }
+    triton::WRITABLE_DIRS
+        .iter()
+        .map(|(dir, mode)| (ImagePath::from_static(dir), *mode))
+        .filter(|(dir, mode)| {
+            !tree
+                .get(dir)
+                .is_some_and(|n| n.meta.kind == EntryKind::Dir && n.meta.mode & 0o7777 == *mode)
+        })
+        .map(|(dir, mode)| {
+            let step = Step::Run(format!(
+                "mkdir -p {p} && chmod {mode:o} {p}",
+                p = dir.display_abs()
+            ));
+            let entry = PlannedEntry {
+                path: dir,
+                meta: EntryMeta::plain_dir(mode, timestamp),
+                content: Content::None,
+            };
+            (entry, step)
+        })
+        .collect()
 }

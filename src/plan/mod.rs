@@ -287,6 +287,14 @@ pub(crate) struct PlanOptions<'a> {
     /// Every layer eStargz, with what the server reads first up front
     /// ([`prefetch`]).
     pub estargz: bool,
+    /// `--user`: the image's user; `None` keeps full's.
+    pub user: Option<crate::request::User>,
+}
+
+/// The user the image runs as when it is not min's: `--user`, else full's.
+fn image_user(options: &PlanOptions<'_>, min: &Value, full: &Value) -> Option<String> {
+    let full_user = || config::user(full).filter(|u| Some(u) != config::user(min).as_ref());
+    options.user.map(|u| u.to_string()).or_else(full_user)
 }
 
 /// The subtrees of the full image that a request could need, known before
@@ -357,7 +365,9 @@ pub(crate) fn build(
         config_changes: &config_changes,
     };
     let deps = deps_sources.add(&builder, options.deps, &mut layers, gpu_min_layer)?;
-    layers.extend(account_layer(min, full, timestamp)?);
+    let user = image_user(options, min.config, full.config);
+    layers.extend(account_layer(min, full, timestamp, user.is_some())?);
+    config_changes.extend(user.map(ConfigChange::User));
     if let Some(cap) = options.max_layer_size {
         layers = split_layers(layers, cap)?;
     }
