@@ -363,21 +363,7 @@ pub(super) fn account_layer(
         shadow: file("etc/shadow"),
         gshadow: file("etc/gshadow"),
     };
-    let mut files = original.clone();
-    for user in triton::REMOVED_USERS {
-        files.remove_user(user);
-    }
-    match files.user(triton::SERVER_USER) {
-        Some((uid, gid)) if uid == triton::SERVER_UID && gid == triton::SERVER_UID => {}
-        Some((uid, gid)) => {
-            return Err(Error::new(format!(
-                "the min image's {} user has uid {uid} and gid {gid}; compose.py requires 1000 for both",
-                triton::SERVER_USER
-            ))
-            .hint("use a min image whose triton-server user has id 1000, or none"))
-        }
-        None => files.add_user(triton::SERVER_USER, triton::SERVER_UID, timestamp / 86_400)?,
-    }
+    let files = server_accounts(&original, timestamp)?;
     let writable = writable_dirs(&source.tree, other_user, timestamp);
     if files == original && !always && writable.is_empty() {
         return Ok(None);
@@ -417,6 +403,27 @@ pub(super) fn account_layer(
         entries,
         prefetch: None,
     }))
+}
+
+/// The account files as compose.py's RUN leaves them: its removed users
+/// gone, its server user there with id 1000.
+fn server_accounts(original: &AccountFiles, timestamp: u64) -> Result<AccountFiles> {
+    let mut files = original.clone();
+    for user in triton::REMOVED_USERS {
+        files.remove_user(user);
+    }
+    match files.user(triton::SERVER_USER) {
+        Some((uid, gid)) if uid == triton::SERVER_UID && gid == triton::SERVER_UID => {}
+        Some((uid, gid)) => {
+            return Err(Error::new(format!(
+                "the min image's {} user has uid {uid} and gid {gid}; compose.py requires 1000 for both",
+                triton::SERVER_USER
+            ))
+            .hint("use a min image whose triton-server user has id 1000, or none"))
+        }
+        None => files.add_user(triton::SERVER_USER, triton::SERVER_UID, timestamp / 86_400)?,
+    }
+    Ok(files)
 }
 
 /// The directories the server writes to ([`triton::WRITABLE_DIRS`]) that

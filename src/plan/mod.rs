@@ -368,9 +368,7 @@ pub(crate) fn build(
     let user = image_user(options, min.config, full.config);
     layers.extend(account_layer(min, full, timestamp, user.is_some())?);
     config_changes.extend(user.map(ConfigChange::User));
-    if let Some(cap) = options.max_layer_size {
-        layers = split_layers(layers, cap)?;
-    }
+    layers = split_layers(layers, options.max_layer_size)?;
     let config = composed_config(min.config, &config_changes, &layers, timestamp);
     let min_sources = MinSources {
         min,

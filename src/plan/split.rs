@@ -30,7 +30,10 @@ fn tar_cost(entry: &PlannedEntry) -> u64 {
 /// order), so that each compresses to at most `cap` bytes: compression
 /// never grows data by more than a small margin, which is kept free. The
 /// first part keeps the layer's steps; the others say they continue it.
-pub(super) fn split_layers(layers: Vec<LayerPlan>, cap: u64) -> Result<Vec<LayerPlan>> {
+pub(super) fn split_layers(layers: Vec<LayerPlan>, cap: Option<u64>) -> Result<Vec<LayerPlan>> {
+    let Some(cap) = cap else {
+        return Ok(layers);
+    };
     // End-of-archive blocks, gzip framing and stored-block overhead.
     let budget = cap.saturating_sub(cap / 1000 + 2048);
     let mut out = Vec::new();
