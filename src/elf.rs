@@ -70,12 +70,12 @@ pub struct ElfInfo {
     pub runpath: Vec<String>,
     /// PT_INTERP, for executables.
     pub interpreter: Option<String>,
-    /// The package metadata note, when the file has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The package metadata note, when the file has one. (No
+    /// `skip_serializing_if` here: the store's indexes are postcard, whose
+    /// fields are positional.)
     pub package: Option<PackageNote>,
     /// The file's content digests, when the scan that read it hashed it
     /// (for the SBOM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<FileDigests>,
 }
 

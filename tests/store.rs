@@ -24,10 +24,31 @@ impl Setup {
         let min = min_image();
         min.write_oci(&root.path().join("min"), "latest");
         let mut full = full_image(&min);
-        full.layers.push(layer_tar(&[file(
-            "opt/tritonserver/backends/python/big.txt",
-            &noise(24 << 20, 7),
-        )]));
+        // A real ELF library too: its facts are in the layer's index, which a
+        // warm compose must read back.
+        let cc = root.path().join("cc");
+        std::fs::create_dir_all(&cc).unwrap();
+        let elf = images::cc_library(
+            &cc,
+            ("libtriton_helper.so", "libtriton_helper.so"),
+            "int helper(void) { return 1; }",
+            &[],
+            false,
+        );
+        full.layers.push(layer_tar(&[
+            file(
+                "opt/tritonserver/backends/python/big.txt",
+                &noise(24 << 20, 7),
+            ),
+            Item::File {
+                path: "opt/tritonserver/backends/python/libtriton_helper.so".into(),
+                data: elf,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                xattrs: vec![],
+            },
+        ]));
         full.layers.push(layer_tar(&[
             dir("opt/tritonserver/backends/extra"),
             file(

@@ -201,12 +201,7 @@ fn unowned_files(
     if let Some(min) = min_scan {
         sources.push((&min.kept, &min.listed));
     }
-    let records = sbom::Records::new(
-        &sources,
-        &contents.status,
-        contents.dists.iter().map(|d| d.path.clone()),
-    );
-    records.unowned(candidates)
+    sbom::Records::new(&sources, contents).unowned(candidates)
 }
 
 /// The Triton parts of a plan (the core and each component), with the
@@ -216,7 +211,7 @@ fn parts(plan: &Plan, reports: &[LayerReport]) -> Vec<sbom::Part> {
     roles.extend(plan.components.iter().map(|c| {
         let role = LayerRole::Component(c.clone());
         let name = role.to_string();
-        (role, name, triton::kind_dir(c.kind).join(c.name.as_bytes()))
+        (role, name, c.path())
     }));
     roles
         .into_iter()

@@ -13,14 +13,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::deps::dpkg::{self, Owners};
+use crate::deps::dpkg::Owners;
 use crate::deps::python::Dists;
 use crate::digest::FileDigests;
 use crate::elf::PackageNote;
 use crate::layer::ImagePath;
 use crate::listed::Listed;
 
-use super::Role;
+use super::{Contents, Role};
 
 /// An ELF file of the image, with what the SBOM says of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,29 +73,17 @@ pub(crate) struct Records<'a> {
 pub(crate) type RecordFiles<'a> = (&'a HashMap<ImagePath, Vec<u8>>, &'a Listed);
 
 impl<'a> Records<'a> {
-    /// `status` is the image's dpkg status; `dists`, the dist-info paths
-    /// of the distributions the SBOM lists.
-    pub(crate) fn new(
-        sources: &[RecordFiles<'a>],
-        status: &str,
-        dists: impl IntoIterator<Item = String>,
-    ) -> Self {
-        let installed = dpkg::parse_status(status)
-            .into_iter()
-            .filter(|s| {
-                s.field("Status")
-                    .is_some_and(|st| !st.ends_with("not-installed"))
-            })
-            .map(|s| s.package)
-            .collect();
+    /// The records of `sources` that count: those of the packages and
+    /// distributions `contents` lists (what the image has installed).
+    pub(crate) fn new(sources: &[RecordFiles<'a>], contents: &Contents) -> Self {
         Records {
             dpkg: sources.iter().map(|(kept, _)| Owners::new(kept)).collect(),
             pip: sources
                 .iter()
                 .map(|(kept, listed)| Dists::new(kept, listed))
                 .collect(),
-            installed,
-            dists: dists.into_iter().collect(),
+            installed: contents.packages.iter().map(|p| p.name.clone()).collect(),
+            dists: contents.dists.iter().map(|d| d.path.clone()).collect(),
         }
     }
 

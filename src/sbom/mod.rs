@@ -108,8 +108,6 @@ pub(crate) struct Contents {
     pub parts: Vec<Part>,
     /// ELF files no package record owns ([`Records::unowned`]).
     pub files: Vec<ElfFile>,
-    /// The dpkg status the packages were read from.
-    pub status: String,
     pub triton_version: Option<String>,
     /// `ID` of os-release (`debian`, `ubuntu`), for package URLs.
     pub distro: Option<String>,
@@ -221,7 +219,6 @@ impl Contents {
             dists: python_dists(files),
             parts,
             files: Vec::new(),
-            status: status.to_string(),
             triton_version,
             distro,
         }
@@ -664,11 +661,7 @@ pub(crate) fn for_image(
         parts,
         crate::config::env_var(&image.config, "TRITON_SERVER_VERSION"),
     );
-    let records = Records::new(
-        &[(&scanned.kept, &scanned.listed)],
-        &status,
-        contents.dists.iter().map(|d| d.path.clone()),
-    );
+    let records = Records::new(&[(&scanned.kept, &scanned.listed)], &contents);
     contents.files = records.unowned(elf_files(&scanned.tree, &scanned.elf, Role::Image, |_| {
         true
     }));
@@ -858,7 +851,6 @@ Upstream-Name: x\n\nFiles: debian/*\nLicense: GPL-3+\n\nFiles: *\nCopyright: som
                 dir: ImagePath::from_static("opt/tritonserver/backends/python"),
             }],
             files: Vec::new(),
-            status: String::new(),
             triton_version: Some("2.51.0".into()),
             distro: Some("debian".into()),
         }
