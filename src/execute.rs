@@ -20,7 +20,10 @@ use crate::spool::Spool;
 use crate::store::Store;
 use crate::tree::InodeRef;
 
+mod kept;
 mod min;
+
+pub(crate) use kept::Kept;
 
 /// Content read ahead of writing: one spool per image the plan copies from.
 pub(crate) type Spools = HashMap<Origin, Spool>;
@@ -42,6 +45,9 @@ pub(crate) struct Execution<'a> {
     /// to stop and give way (a prebuild in `serve` when a pull waits). It
     /// then fails; the layers finished before stay in the store.
     pub give_way: Option<GiveWay<'a>>,
+    /// Runtime-dependency content kept from one execution to the next
+    /// (serve's generation): read from, and filled with what is re-read.
+    pub kept: Option<&'a Kept>,
 }
 
 /// See [`Execution::give_way`].
@@ -346,6 +352,7 @@ impl Execution<'_> {
     /// image: what each would be, for `catalog`.
     pub(crate) fn build_only(&self, spools: &Spools) -> Result<Vec<LayerReport>> {
         let built = self.collect_layers(spools)?;
+        self.keep_dependencies(spools)?;
         Ok(self
             .plan
             .layers
@@ -353,6 +360,28 @@ impl Execution<'_> {
             .zip(built)
             .map(|(plan, built)| built.report(plan.role.clone(), plan.part, plan.entries.len()))
             .collect())
+    }
+
+    /// Fills [`Execution::kept`] with the content of the runtime-dependency
+    /// layers it lacks (layers the store held, so nothing was re-read),
+    /// when all of it fits.
+    fn keep_dependencies(&self, spools: &Spools) -> Result<()> {
+        let Some(kept) = self.kept else {
+            return Ok(());
+        };
+        let layers: Vec<usize> = (0..self.plan.layers.len())
+            .filter(|&i| self.plan.layers[i].role == crate::plan::LayerRole::RuntimeDependencies)
+            .collect();
+        let lacking = kept.lacking(self.plan, &layers);
+        if lacking.is_empty() || !kept.has_room(lacking.iter().map(|l| l.2).sum()) {
+            return Ok(());
+        }
+        let refills = {
+            let held = kept.read();
+            self.refill(&[spools, &held], &layers)?
+        };
+        kept.retain(self.plan, &layers, &refills)?;
+        Ok(())
     }
 
     /// Every new layer, handed to `deliver` (with its index in the plan)
@@ -469,7 +498,7 @@ impl Execution<'_> {
     /// Reads content the scans did not keep, such as targets of hard links
     /// that lie outside the selected subtrees and the runtime dependencies,
     /// re-reading only the layers that hold it, into spools of their own.
-    fn refill(&self, spools: &Spools, layers: &[usize]) -> Result<Spools> {
+    fn refill(&self, have: &[&Spools], layers: &[usize]) -> Result<Spools> {
         let _phase = crate::progress::phase("re-read content the scan did not keep");
         let mut refills = Spools::new();
         for (origin, source) in [
@@ -485,7 +514,7 @@ impl Execution<'_> {
                 .filter(|(from, _)| *from == origin)
                 .map(|(_, inode)| inode);
             for inode in inodes {
-                if !spools.get(&origin).is_some_and(|s| s.contains(inode)) {
+                if !holds(have, origin, inode) {
                     missing
                         .entry(inode.layer)
                         .or_default()
@@ -606,20 +635,20 @@ impl Execution<'_> {
     /// while the layers that still miss content are re-read; the rest
     /// follow when that is done.
     fn write_layers(&self, spools: &Spools, layers: &[usize], deliver: Staged<'_>) -> Result<()> {
+        let kept = self.kept.map(Kept::read);
+        let none = Spools::new();
+        let have = [spools, kept.as_deref().unwrap_or(&none)];
         let has_all = |layer: &LayerPlan| {
-            layer.entries.iter().all(|e| {
-                e.content.copied().is_none_or(|(origin, inode)| {
-                    spools.get(&origin).is_some_and(|s| s.contains(inode))
-                })
+            (layer.entries.iter()).all(|e| {
+                (e.content.copied()).is_none_or(|(origin, inode)| holds(&have, origin, inode))
             })
         };
         let (ready, waiting): (Vec<usize>, Vec<usize>) =
             layers.iter().partition(|&&i| has_all(&self.plan.layers[i]));
-        let empty = Spools::new();
         let refills = std::thread::scope(|scope| {
             let refill =
-                (!waiting.is_empty()).then(|| scope.spawn(|| self.refill(spools, &waiting)));
-            self.write_queue(&ready, spools, &empty, deliver);
+                (!waiting.is_empty()).then(|| scope.spawn(|| self.refill(&have, &waiting)));
+            self.write_queue(&ready, &have, deliver);
             refill.map(|job| {
                 job.join()
                     .unwrap_or_else(|_| Err(Error::new("re-reading a layer panicked")))
@@ -627,20 +656,26 @@ impl Execution<'_> {
         });
         let refills = refills.transpose()?.unwrap_or_default();
         self.check_give_way()?;
-        let _phase = crate::progress::phase("write layers that waited for the re-read");
-        self.write_queue(&waiting, spools, &refills, deliver);
+        {
+            let _phase = crate::progress::phase("write layers that waited for the re-read");
+            self.write_queue(&waiting, &[have[0], have[1], &refills], deliver);
+        }
+        drop(kept);
+        if let Some(kept) = self.kept {
+            let copied = kept.retain(self.plan, &waiting, &refills)?;
+            if copied > 0 {
+                tracing::debug!(
+                    "kept {} of runtime-dependency content for later combinations",
+                    crate::progress::human_size(copied)
+                );
+            }
+        }
         Ok(())
     }
 
     /// Writes the given layers with one worker per core, each taking the
     /// largest layer left.
-    fn write_queue(
-        &self,
-        indexes: &[usize],
-        spools: &Spools,
-        refills: &Spools,
-        deliver: Staged<'_>,
-    ) {
+    fn write_queue(&self, indexes: &[usize], have: &[&Spools], deliver: Staged<'_>) {
         let size = |i: &usize| -> u64 {
             self.plan.layers[*i]
                 .entries
@@ -651,10 +686,7 @@ impl Execution<'_> {
         let mut queue: Vec<usize> = indexes.to_vec();
         queue.sort_by_key(|i| std::cmp::Reverse(size(i)));
         crate::layer::each_in_parallel(&queue, |&index| {
-            deliver(
-                index,
-                self.write_layer(&self.plan.layers[index], spools, refills),
-            );
+            deliver(index, self.write_layer(&self.plan.layers[index], have));
             Ok::<(), ()>(())
         });
     }
@@ -670,8 +702,7 @@ impl Execution<'_> {
     fn write_layer(
         &self,
         layer: &LayerPlan,
-        spools: &Spools,
-        refills: &Spools,
+        have: &[&Spools],
     ) -> Result<(tempfile::NamedTempFile, WrittenLayer)> {
         let staged = tempfile::Builder::new()
             .prefix("layer-")
@@ -698,9 +729,8 @@ impl Execution<'_> {
                 )?,
                 Content::Full(_) | Content::GpuMin(_) => {
                     let (origin, inode) = entry.content.copied().expect("copied content");
-                    let reader = [spools, refills]
-                        .iter()
-                        .find_map(|s| s.get(&origin).and_then(|s| s.open(inode)));
+                    let reader =
+                        (have.iter()).find_map(|s| s.get(&origin).and_then(|s| s.open(inode)));
                     let mut reader = reader.ok_or_else(|| {
                         Error::new(format!(
                             "internal error: no content kept for {}",
@@ -723,4 +753,10 @@ impl Execution<'_> {
         }
         Ok((staged, written))
     }
+}
+
+/// True when one of `have` holds the content of `origin`'s `inode`.
+fn holds(have: &[&Spools], origin: Origin, inode: InodeRef) -> bool {
+    have.iter()
+        .any(|s| s.get(&origin).is_some_and(|s| s.contains(inode)))
 }

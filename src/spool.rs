@@ -43,6 +43,11 @@ impl Spool {
         self.index.contains_key(&inode)
     }
 
+    /// The bytes of content it holds.
+    pub(crate) fn held(&self) -> u64 {
+        self.index.values().map(|&(_, _, len)| len).sum()
+    }
+
     /// Copies `content` (exactly `size` bytes) in under `inode`.
     pub(crate) fn store(
         &mut self,

@@ -1159,6 +1159,103 @@ fn prebuild_builds_every_part_so_first_pulls_only_assemble_and_a_restart_builds_
     assert!(served.metric("triton_compose_prebuild_layers_found_total") > 0);
 }
 
+/// The layer blobs of the image an OCI layout's `tag` names.
+fn layout_layers(layout: &Path, tag: &str) -> Vec<std::path::PathBuf> {
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &str| layout.join("blobs").join(digest.replace(':', "/"));
+    let index = read(layout.join("index.json"));
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no {tag} in {index}"));
+    let manifest = read(blob(manifest["digest"].as_str().unwrap()));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| blob(l["digest"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn once_prebuilt_a_combination_with_a_dependency_layer_of_its_own_reads_nothing_from_full() {
+    let Some(fx) = Fixtures::get() else { return };
+    // full, linked into a layout of the test's own, whose layers are put
+    // aside while the combinations are pulled.
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full-oci");
+    let copied = Command::new("cp")
+        .arg("-rl")
+        .arg(fx.dir.join("full-oci"))
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let layers = layout_layers(&full, "latest");
+    assert!(layers.len() > 1);
+    let aside = |layer: &std::path::PathBuf| layer.with_extension("aside");
+    let min = format!("min,oci:{}:latest", fx.dir.join("min-oci").display());
+    let images = [
+        "--image".to_string(),
+        min.clone(),
+        "--image".to_string(),
+        format!("full,oci:{}:latest", full.display()),
+    ];
+    // What a serve with nothing prebuilt composes from the whole full.
+    let fresh = Served::start_with(&[
+        "--image",
+        &min,
+        "--image",
+        &format!("full,oci:{}:latest", fx.dir.join("full-oci").display()),
+        "--no-prebuild",
+    ]);
+    let tag = "python.standin";
+    let (fresh_digest, fresh_manifest) = fresh.manifest(tag);
+    // Then after a restart whose prebuild found every layer in the store.
+    for restart in [false, true] {
+        for layer in &layers {
+            if aside(layer).exists() {
+                std::fs::rename(aside(layer), layer).unwrap();
+            }
+        }
+        let mut served = Served::start_in(images.to_vec(), tempfile::tempdir().unwrap());
+        if restart {
+            wait_prebuilt(&served);
+            served = served.restart();
+        }
+        wait_prebuilt(&served);
+        for layer in &layers {
+            std::fs::rename(layer, aside(layer)).unwrap();
+        }
+        // python brings python3's packages and standin libgomp: their
+        // layer together is no single component's, so no prebuild step
+        // built it.
+        let built = served.metric("triton_compose_layers_built_total");
+        let (digest, manifest) = served.manifest(tag);
+        assert_eq!(
+            served.metric("triton_compose_layers_built_total"),
+            built + 1,
+            "restart {restart}: not one new layer (the dependencies'):\n{}",
+            served.log()
+        );
+        assert_eq!(layer_digests(&manifest), layer_digests(&fresh_manifest));
+        assert_eq!(digest, fresh_digest, "restart {restart}");
+        // A real client pulls it whole, and libgomp is in it.
+        let layout = dir.path().join(format!("pulled-{restart}"));
+        let host = served.host();
+        skopeo_copy(&format!("docker://{host}/tritonserver:{tag}"), &layout, tag);
+        let image = support::read_oci(&layout, tag);
+        assert!(
+            image.tree.keys().any(|p| p.contains("libgomp.so")),
+            "no libgomp in the pulled image"
+        );
+    }
+}
+
 /// chromedriver on a free port, stopped when dropped.
 struct Driver {
     child: Child,

@@ -16,6 +16,11 @@ use super::sources::{Preparation, Prepared};
 use super::target::Target;
 use super::workdir;
 
+/// The most bytes of runtime-dependency content a session keeps on disk
+/// for the combinations it composes (a quarter of the store's bound when
+/// that is less).
+const KEPT_MAX: u64 = 2 << 30;
+
 /// What a session serves from, for people.
 pub(crate) struct About {
     pub min: String,
@@ -40,7 +45,7 @@ impl Session {
     /// components and output are ignored.
     pub(crate) fn open(base: &ComposeRequest) -> Result<Session> {
         workdir::prepare(&base.work_dir, &base.output, base.store.as_ref())?;
-        let prepared = Prepared::new(
+        let mut prepared = Prepared::new(
             base,
             &Preparation {
                 transport: &base.transport,
@@ -50,6 +55,12 @@ impl Session {
                 sbom: base.sbom && !base.dry_run,
             },
         )?;
+        // Each combination's dependency layer then only compresses.
+        let bound = (prepared.store.as_ref()).map_or(u64::MAX, |s| s.max_size() / 4);
+        prepared.kept = Some(crate::execute::Kept::new(
+            prepared.scratch.path(),
+            bound.min(KEPT_MAX),
+        ));
         Ok(Session {
             prepared,
             base: base.clone(),

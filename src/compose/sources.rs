@@ -110,6 +110,8 @@ pub(crate) struct Prepared {
     pub gpu_min: Option<Box<dyn ImageSource>>,
     pub scans: Scans,
     pub spools: Spools,
+    /// Runtime-dependency content kept across composes (serve's).
+    pub kept: Option<crate::execute::Kept>,
     // Last: removed after everything that may hold files in it.
     pub scratch: tempfile::TempDir,
 }
@@ -172,6 +174,7 @@ impl Prepared {
             gpu_min,
             scans,
             spools,
+            kept: None,
             scratch,
         })
     }

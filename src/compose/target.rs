@@ -180,6 +180,7 @@ impl Prepared {
             store: self.store.as_ref(),
             scans: self.scans.by_origin(),
             give_way: None,
+            kept: self.kept.as_ref(),
         }
     }
 }
