@@ -151,6 +151,13 @@ pub struct SlimFlags {
     /// names (repeatable).
     #[arg(long = "slim-drop", value_name = "GLOB", action = ArgAction::Append)]
     pub slim_drop: Vec<String>,
+
+    /// With --slim, also remove the shell, apt, dpkg's programs and every
+    /// program nothing in the selection runs (a backend that runs a shell,
+    /// such as python, keeps it, and the summary says why); the entrypoint
+    /// becomes tritonserver itself.
+    #[arg(long)]
+    pub distroless: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -234,6 +241,7 @@ impl CatalogCli {
             slim: self.slim.slim,
             keep: self.slim.keep,
             slim_drop: self.slim.slim_drop,
+            distroless: self.slim.distroless,
             ..Default::default()
         }
     }
@@ -303,7 +311,8 @@ pub struct ServeCli {
     #[arg(long, value_enum, default_value_t = SbomKind::Spdx)]
     pub sbom: SbomKind,
 
-    /// Every tag is composed with --slim (and its --keep, --slim-drop).
+    /// Every tag is composed with --slim (and its --keep, --slim-drop,
+    /// --distroless).
     #[command(flatten)]
     pub slim: SlimFlags,
 
@@ -367,6 +376,7 @@ impl ServeCli {
             slim: self.slim.slim,
             keep: self.slim.keep,
             slim_drop: self.slim.slim_drop,
+            distroless: self.slim.distroless,
             ..Default::default()
         }
     }
@@ -649,6 +659,7 @@ impl Cli {
             slim: self.slim.slim,
             keep: self.slim.keep,
             slim_drop: self.slim.slim_drop,
+            distroless: self.slim.distroless,
             user: self.user,
         }
     }

@@ -24,6 +24,10 @@ const DIRS_LIST: &str = "triton-compose-deps.dirs";
 const SLIM_STAGE: &str = "slimmed";
 const SLIM_LIST: &str = "triton-compose-slim.remove";
 const SLIM_STATUS: &str = "triton-compose-slim.status";
+/// Where the slimmed stage keeps a copy of rm while it removes.
+const SLIM_RM: &str = "triton-compose-slim.rm";
+/// Prefix of the other files of min the slimmed stage writes again.
+const SLIM_REPLACE: &str = "triton-compose-slim.replace";
 /// eStargz's prefetch, one JSON record per line in the format of
 /// stargz-snapshotter's `ctr-remote optimize --record-out` (its `recorder`
 /// package), which `nerdctl image convert --estargz-record-in` reads.
@@ -52,6 +56,9 @@ pub(crate) fn context_files(plan: &Plan) -> Vec<(String, Vec<u8>)> {
         out.push((SLIM_LIST.to_string(), list));
         if let Some(status) = &slim.status {
             out.push((SLIM_STATUS.to_string(), status.clone()));
+        }
+        for (index, text) in slim.replace.values().enumerate() {
+            out.push((format!("{SLIM_REPLACE}-{index}"), text.clone()));
         }
     }
     if let Some(paths) = plan.prefetched() {
@@ -119,8 +126,9 @@ pub(crate) fn dockerfile(plan: &Plan, from: &FromNames<'_>) -> Result<String> {
         Some(_) => out.push_str(&slimmed_base(plan)?),
     }
     out.push_str(&config_changes(plan)?);
+    let distroless = plan.slim.as_ref().is_some_and(|s| s.distroless);
     for layer in &plan.layers {
-        out.push_str(&layer_steps(layer));
+        out.push_str(&layer_steps(layer, distroless));
     }
     // Last, so that every RUN above runs as root.
     for change in &plan.config_changes {
@@ -233,6 +241,23 @@ fn slim_stage(plan: &Plan) -> String {
          FROM ${{MIN_IMAGE}} AS {SLIM_STAGE}\n",
         slim.paths.len()
     );
+    // A distroless image has no shell to run them in: they run here first,
+    // with the environment they would have had (its values are checked
+    // where the final stage sets them).
+    let runs = (plan.layers.iter().filter(|_| slim.distroless))
+        .any(|l| l.steps.iter().any(|s| matches!(s, Step::Run(_))));
+    for change in plan.config_changes.iter().filter(|_| runs) {
+        if let ConfigChange::Env(key, value) = change {
+            out.push_str(&format!("ENV {key}={}\n", quote(value)));
+        }
+    }
+    for layer in plan.layers.iter().filter(|_| slim.distroless) {
+        for step in &layer.steps {
+            if let Step::Run(script) = step {
+                out.push_str(&format!("RUN {script}\n"));
+            }
+        }
+    }
     let status = slim.status.is_some();
     out.push_str(&format!(
         "COPY {SLIM_LIST}{} /\n",
@@ -242,14 +267,28 @@ fn slim_stage(plan: &Plan) -> String {
             String::new()
         }
     ));
-    out.push_str(&format!("RUN xargs -0 -r -a /{SLIM_LIST} rm -f -- \\\n"));
+    // rm from a copy: the list may hold rm itself (--distroless), and that
+    // copy goes last.
+    out.push_str(&format!("RUN cp /bin/rm /{SLIM_RM} \\\n"));
     if status {
         out.push_str(&format!(
-            "      && cat /{SLIM_STATUS} > /{} && rm /{SLIM_STATUS} \\\n",
+            "      && cat /{SLIM_STATUS} > /{} && /{SLIM_RM} /{SLIM_STATUS} \\\n",
             crate::deps::dpkg::STATUS
         ));
     }
-    out.push_str(&format!("      && rm /{SLIM_LIST}\n\n"));
+    out.push_str(&format!(
+        "      && xargs -0 -r -a /{SLIM_LIST} /{SLIM_RM} -f -- \\\n      && /{SLIM_RM} /{SLIM_LIST} /{SLIM_RM}\n"
+    ));
+    if !slim.replace.is_empty() {
+        out.push_str("# The dpkg lists of packages that stay without some of their programs.\n");
+    }
+    for (index, path) in slim.replace.keys().enumerate() {
+        out.push_str(&format!(
+            "COPY {SLIM_REPLACE}-{index} {}\n",
+            path.display_abs()
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -334,7 +373,7 @@ fn config_changes(plan: &Plan) -> Result<String> {
 }
 
 /// One layer of the plan: a comment saying what it is and why, and its steps.
-fn layer_steps(layer: &crate::plan::LayerPlan) -> String {
+fn layer_steps(layer: &crate::plan::LayerPlan, distroless: bool) -> String {
     let mut out = format!("\n# {}\n", comment(&layer.purpose()));
     if layer.steps.is_empty() {
         out.push_str("#   (docker build writes this part in the layer above)\n");
@@ -345,6 +384,9 @@ fn layer_steps(layer: &crate::plan::LayerPlan) -> String {
     for step in &layer.steps {
         out.push_str(&match step {
             Step::Copy(path) => format!("COPY --from=full {path} {path}\n"),
+            Step::Run(_) if distroless => {
+                "# (run in the slimmed stage above: this image has no shell)\n".to_string()
+            }
             Step::Run(script) => format!("RUN {script}\n"),
             Step::CopyListed { files, dirs } => format!(
                 "# {} files and links, {} directories: see {FILES_LIST}, {DIRS_LIST}\n\

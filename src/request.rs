@@ -97,6 +97,9 @@ pub struct SlimOptions {
     pub keep: Vec<String>,
     /// `--slim-drop`: globs of files no package owns, to remove.
     pub drop: Vec<String>,
+    /// `--distroless`: no shell, package manager or program the selection
+    /// does not run ([`crate::slim`]'s module docs).
+    pub distroless: bool,
 }
 
 /// One image of a `--variants` file.
@@ -250,10 +253,11 @@ pub struct RawRequest {
     pub sbom: bool,
     /// `--variants FILE`.
     pub variants_file: Option<PathBuf>,
-    /// `--slim`, `--keep`, `--slim-drop`.
+    /// `--slim`, `--keep`, `--slim-drop`, `--distroless`.
     pub slim: bool,
     pub keep: Vec<String>,
     pub slim_drop: Vec<String>,
+    pub distroless: bool,
     /// `--user UID[:GID]`, unparsed.
     pub user: Option<String>,
 }
@@ -351,11 +355,18 @@ fn slim_options(raw: &RawRequest) -> Result<Option<SlimOptions>> {
                     .hint("add --slim, or leave it out"),
             );
         }
+        if raw.distroless {
+            return Err(Error::new(
+                "--distroless removes programs from min, which only --slim's analysis can justify",
+            )
+            .hint("add --slim: --slim --distroless"));
+        }
         return Ok(None);
     }
     Ok(Some(SlimOptions {
         keep: raw.keep.clone(),
         drop: raw.slim_drop.clone(),
+        distroless: raw.distroless,
     }))
 }
 

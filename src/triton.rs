@@ -710,6 +710,60 @@ pub(crate) const SERVER_PROGRAM: &str = "opt/tritonserver/bin/tritonserver";
 /// The library in that process that calls dlopen.
 pub(crate) const SERVER_LIBRARY: &str = "libtritonserver.so";
 
+/// A program one of Triton's backends runs from the image (not one of its
+/// own files), which `--distroless` must keep: a name looked up on the
+/// image's PATH, or an absolute path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProgramRun {
+    pub backend: &'static str,
+    pub program: &'static str,
+    pub source: &'static str,
+}
+
+/// What the backends run. The python backend starts each model's stub
+/// through a shell; a distroless image with it keeps that shell.
+pub(crate) const PROGRAMS_RUN: &[ProgramRun] = &[
+    ProgramRun {
+        backend: PYTHON_BACKEND,
+        program: "bash",
+        source: "python_backend src/stub_launcher.cc, StubLauncher::Launch: \
+                 execvp(\"bash\", {\"bash\", \"-c\", \"exec <stub> ...\"})",
+    },
+    ProgramRun {
+        backend: PYTHON_BACKEND,
+        program: "/bin/sh",
+        source: "python_backend src/stub_launcher.cc, StubLauncher::Launch: \
+                 system(\"<stub> > /dev/null 2>&1\") (a permission check), run by /bin/sh -c",
+    },
+    ProgramRun {
+        backend: PYTHON_BACKEND,
+        program: "env",
+        source: "python_backend src/stub_launcher.cc, StubLauncher::Launch: with a model's \
+                 EXECUTION_ENV_PATH, bash -c \"source <activate> && exec env LD_LIBRARY_PATH=... <stub>\"",
+    },
+];
+
+/// The programs `components` run (see [`PROGRAMS_RUN`]).
+pub(crate) fn programs_run(components: &[Component]) -> Vec<&'static ProgramRun> {
+    PROGRAMS_RUN
+        .iter()
+        .filter(|p| has_backend(components, p.backend))
+        .collect()
+}
+
+/// The directories `--distroless` counts as holding programs: those of a
+/// default PATH (Debian's login.defs and docker's default), and libexec.
+pub(crate) const PROGRAM_DIRS: &[&str] = &[
+    "usr/local/sbin",
+    "usr/local/bin",
+    "usr/sbin",
+    "usr/bin",
+    "sbin",
+    "bin",
+    "usr/libexec",
+    "usr/lib/apt/methods",
+];
+
 /// Whether the installation's file at `path` is where a load starts.
 /// `executable` says the file has a program interpreter (PT_INTERP).
 pub(crate) fn load_root(path: &ImagePath, executable: bool) -> Option<LoadRoot> {

@@ -2156,3 +2156,151 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// An image's file system, exported by docker into `root`.
+fn export_rootfs(image: &str, root: &Path) {
+    // A command is needed to create it (never run).
+    let id = docker(&["create", image, "/never-run"]);
+    let container = Container(id.trim().to_string());
+    std::fs::create_dir_all(root).unwrap();
+    let export = format!(
+        "docker export {} | tar -x -C {}",
+        container.0,
+        root.display()
+    );
+    docker_free(&["sh", "-c", &export]);
+}
+
+/// `dpkg --verify` of an exported file system, by this machine's dpkg: its
+/// problems, one per line.
+fn dpkg_verify(root: &Path) -> Vec<String> {
+    let out = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("--verify")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn distroless_images_have_no_package_manager_run_as_a_user_answer_and_dpkg_verifies_them() {
+    let Some(fx) = Fixtures::get() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let python = ["--backend", "python", "--backend", "onnxruntime", "--slim"];
+    let slim = compose_and_load(&fx, work.path(), &python);
+    let distroless_args = [&python[..], &["--distroless", "--user", "1000"]].concat();
+    let (archive, name) = compose_to_archive(&fx, work.path(), &distroless_args);
+    let (code, report) = verify(&archive);
+    assert_eq!(code, 0, "{report}");
+    let image = load(&archive, &name);
+    std::fs::remove_file(&archive).unwrap();
+    let (distroless_size, slim_size) = (image_size(&image.0), image_size(&slim.0));
+    eprintln!(
+        "distroless {distroless_size} B against --slim {slim_size} B: {:.2}",
+        distroless_size as f64 / slim_size as f64
+    );
+    assert!(distroless_size < slim_size);
+    let root = work.path().join("root");
+    export_rootfs(&image.0, &root);
+    let min_root = work.path().join("min-root");
+    export_rootfs(&fx.min_image, &min_root);
+    let present = |root: &Path, path: &str| root.join(path).symlink_metadata().is_ok();
+    for program in [
+        "usr/bin/apt",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+        "usr/bin/dpkg-query",
+        "usr/lib/apt/methods/http",
+        "usr/bin/ls",
+        "usr/bin/cat",
+        "usr/sbin/useradd",
+    ] {
+        assert!(present(&min_root, program), "min lacks {program}");
+        assert!(!present(&root, program), "{program} stayed");
+    }
+    // The python backend starts its stub with bash, after a check through
+    // /bin/sh: both stay.
+    assert!(present(&root, "usr/bin/bash"));
+    assert!(root.join("bin/sh").exists());
+    // dpkg's database says what is there: whatever dpkg finds wrong, it
+    // found wrong in min already (debootstrap leaves some out).
+    let before = dpkg_verify(&min_root);
+    for line in dpkg_verify(&root) {
+        assert!(before.contains(&line), "{line}");
+    }
+    // The server is the entrypoint, runs as 1000, and answers.
+    let models = models_dir(true);
+    let open = |path: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open(models.path(), 0o755);
+    for entry in walk(models.path()) {
+        open(&entry, if entry.is_dir() { 0o755 } else { 0o644 });
+    }
+    let server = Server::start_as(&image.0, models.path(), None);
+    server.wait_ready(Duration::from_secs(120));
+    assert_add_sub_answers(&server);
+    let user = docker(&["exec", &server.container.0, "bash", "-c", "echo $UID"]);
+    assert_eq!(user.trim(), "1000");
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+    drop(image);
+    drop(slim);
+
+    // Without python nothing runs a shell: there is none.
+    let onnx = compose_and_load(
+        &fx,
+        work.path(),
+        &[
+            "--backend",
+            "onnxruntime",
+            "--slim",
+            "--distroless",
+            "--user",
+            "1000",
+        ],
+    );
+    let onnx_root = work.path().join("onnx-root");
+    export_rootfs(&onnx.0, &onnx_root);
+    for program in [
+        "bin/sh",
+        "usr/bin/sh",
+        "usr/bin/bash",
+        "usr/bin/dash",
+        "usr/bin/env",
+    ] {
+        assert!(!present(&onnx_root, program), "{program} stayed");
+    }
+    for line in dpkg_verify(&onnx_root) {
+        assert!(before.contains(&line), "{line}");
+    }
+    let empty = models_dir(false);
+    let server = Server::start_as(&onnx.0, empty.path(), None);
+    server.wait_ready(Duration::from_secs(120));
+    assert_eq!(server.stop(), 0, "tritonserver did not shut down cleanly");
+    // docker build of Dockerfile.compose (the last compose wrote it) gives
+    // the same programs and dpkg database, with no RUN where no shell is.
+    let built = Loaded(format!("triton-compose-e2e/{}:built", unique("distroless")));
+    docker_build(
+        &work.path().join("Dockerfile.compose"),
+        work.path(),
+        &[
+            format!("FULL_IMAGE={}", fx.full_image),
+            format!("MIN_IMAGE={}", fx.min_image),
+        ],
+        &built.0,
+    );
+    assert_same_tree(
+        &onnx.0,
+        &built.0,
+        &[
+            "usr/bin",
+            "usr/sbin",
+            "var/lib/dpkg",
+            "opt/tritonserver/bin",
+        ],
+    );
+}

@@ -462,6 +462,65 @@ fn slim_dry_run_says_what_goes_and_the_dockerfile_mirrors_it() {
     assert!(stderr.contains("is not a glob"), "{stderr}");
 }
 
+/// `serve FLAGS` of min and full until `skopeo copy` of `tag` from it is
+/// done: the image pulled.
+fn serve_pull(setup: &Setup, min: &str, full: &str, flags: &[&str], tag: &str) -> ReadImage {
+    let port = free_port();
+    let state = setup.path(&format!("serve-{}", flags.join("")));
+    fs::create_dir_all(&state).unwrap();
+    let log = state.join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
+        .args([
+            "serve",
+            "--image",
+            &format!("min,{min}"),
+            "--image",
+            &format!("full,{full}"),
+        ])
+        .args(flags)
+        .args([
+            "--exit-after-idle",
+            "120",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--state-dir")
+        .arg(state.join("state"))
+        .arg("--store")
+        .arg(state.join("store"))
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("INFO ready")
+    {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pulled = state.join("pulled");
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://127.0.0.1:{port}/tritonserver:{tag}"))
+        .arg(format!("oci:{}:x", pulled.display()))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(&log).unwrap()
+    );
+    read_oci(&pulled, "x")
+}
+
 #[test]
 fn catalog_sizes_a_slim_selection_and_serve_slims_every_tag() {
     let setup = Setup::new();
@@ -489,58 +548,7 @@ fn catalog_sizes_a_slim_selection_and_serve_slims_every_tag() {
     assert!(stderr.contains("--min REF and a selection"), "{stderr}");
 
     // serve --slim: a real client pulls a slimmed tag.
-    let port = free_port();
-    let log = setup.path("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_triton-compose"))
-        .args([
-            "serve",
-            "--image",
-            &format!("min,{min}"),
-            "--image",
-            &format!("full,{full}"),
-        ])
-        .args([
-            "--slim",
-            "--exit-after-idle",
-            "120",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--state-dir")
-        .arg(setup.path("state"))
-        .arg("--store")
-        .arg(setup.path("store"))
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("INFO ready")
-    {
-        assert!(
-            start.elapsed().as_secs() < 60,
-            "{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let pulled = setup.path("pulled");
-    let out = Command::new("skopeo")
-        .args(["copy", "-q", "--src-tls-verify=false"])
-        .arg(format!("docker://127.0.0.1:{port}/tritonserver:cudnnuser"))
-        .arg(format!("oci:{}:x", pulled.display()))
-        .output()
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        fs::read_to_string(&log).unwrap()
-    );
-    let image = read_oci(&pulled, "x");
+    let image = serve_pull(&setup, &min, &full, &["--slim"], "cudnnuser");
     assert!(!image.tree.contains_key(&*format!("{CUDA}/libnccl.so.2")));
     assert!(image
         .tree
@@ -587,4 +595,211 @@ fn every_variant_of_a_slim_run_is_slimmed() {
     for image in [&user, &plain] {
         assert!(!image.tree.contains_key(&*format!("{CUDA}/libnccl.so.2")));
     }
+}
+
+/// min with a shell, dpkg, apt and coreutils (priority required or
+/// important, as Debian's are), and a program of a package that stays.
+fn distroless_min(libs: &Libs) -> TestImage {
+    let mut min = min(libs);
+    let essential = |name: &str, priority: &str| {
+        stanza(name, priority, "").replace("Priority:", "Essential: yes\nPriority:")
+    };
+    let status = [
+        stanza("base-files", "required", ""),
+        stanza("libcudnn9", "optional", "libcublas12"),
+        stanza("libcublas12", "optional", ""),
+        stanza("libnccl2", "optional", ""),
+        stanza("unused-tool", "optional", "base-files"),
+        stanza("libold1", "optional", ""),
+        essential("bash", "required"),
+        essential("dash", "required"),
+        essential("dpkg", "required"),
+        essential("coreutils", "required"),
+        stanza("apt", "important", ""),
+    ]
+    .join("\n");
+    min.layers.push(layer_tar(&[
+        file("var/lib/dpkg/status", &status),
+        exe("usr/bin/bash", "#!bash\n"),
+        exe("usr/bin/dash", "#!dash\n"),
+        symlink("bin", "usr/bin"),
+        symlink("usr/bin/sh", "dash"),
+        exe("usr/bin/dpkg", "#!dpkg\n"),
+        exe("usr/bin/dpkg-query", "#!dpkg-query\n"),
+        exe("usr/bin/env", "#!env\n"),
+        exe("usr/bin/ls", "#!ls\n"),
+        exe("usr/bin/apt", "#!apt\n"),
+        dir("usr/lib/apt"),
+        dir("usr/lib/apt/methods"),
+        exe("usr/lib/apt/methods/http", "#!http\n"),
+        exe("usr/bin/cublas-tool", "#!cublas\n"),
+        file(
+            "var/lib/dpkg/info/bash.list",
+            "/.\n/usr\n/usr/bin\n/usr/bin/bash\n",
+        ),
+        file("var/lib/dpkg/info/dash.list", "/usr/bin/dash\n/bin/sh\n"),
+        file(
+            "var/lib/dpkg/info/dpkg.list",
+            "/usr/bin/dpkg\n/usr/bin/dpkg-query\n",
+        ),
+        file(
+            "var/lib/dpkg/info/coreutils.list",
+            "/usr/bin/env\n/usr/bin/ls\n",
+        ),
+        file(
+            "var/lib/dpkg/info/apt.list",
+            "/usr/bin/apt\n/usr/lib/apt/methods/http\n",
+        ),
+        file(
+            "var/lib/dpkg/info/libcublas12.list",
+            &format!("/.\n/{CUDA}/libcublas.so.12\n/usr/bin/cublas-tool\n"),
+        ),
+        file(
+            "var/lib/dpkg/info/libcublas12.md5sums",
+            &format!("aa  {CUDA}/libcublas.so.12\nbb  usr/bin/cublas-tool\n"),
+        ),
+    ]));
+    min
+}
+
+#[test]
+fn distroless_removes_the_shell_dpkg_apt_and_every_program_nothing_runs_and_keeps_dpkg_truthful() {
+    let setup = Setup::new();
+    let libs = compile();
+    let min = distroless_min(&libs);
+    min.write_oci(&setup.path("dmin"), "latest");
+    let compose = |name: &str, extra: &[&str]| {
+        Compose::new(
+            &format!("oci:{}:latest", setup.path("dmin").display()),
+            &format!("oci:{}:24.10", setup.path("full").display()),
+        )
+        .select(&["--backend", "cudnnuser"])
+        .work_dir(&setup.path(&format!("work-{name}")))
+        .output(&format!("oci:{}:latest", setup.path(name).display()))
+        .args(&["--json", "--no-store", "--slim"])
+        .args(extra)
+        .output_of()
+    };
+    // Without --slim it is refused, saying what to add.
+    let (code, _, stderr) = Compose::new(
+        &format!("oci:{}:latest", setup.path("dmin").display()),
+        &format!("oci:{}:24.10", setup.path("full").display()),
+    )
+    .select(&["--backend", "cudnnuser"])
+    .work_dir(&setup.path("work-refused"))
+    .output(&format!("oci:{}:latest", setup.path("refused").display()))
+    .args(&["--distroless"])
+    .output_of();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--slim --distroless"), "{stderr}");
+
+    let (code, _, stderr) = compose("plain", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let plain = read_oci(&setup.path("plain"), "latest");
+    let (code, stdout, stderr) = compose("distroless", &["--distroless"]);
+    assert_eq!(code, 0, "{stderr}");
+    let image = read_oci(&setup.path("distroless"), "latest");
+    let gone = [
+        "usr/bin/bash",
+        "usr/bin/sh",
+        "usr/bin/dash",
+        "usr/bin/dpkg",
+        "usr/bin/dpkg-query",
+        "usr/bin/env",
+        "usr/bin/ls",
+        "usr/bin/apt",
+        "usr/lib/apt/methods/http",
+        "usr/bin/cublas-tool",
+        "usr/local/bin/tool",
+        "var/lib/dpkg/info/apt.list",
+    ];
+    for path in gone {
+        // --slim alone keeps them all (they are required, or unowned programs).
+        assert!(
+            plain.tree.contains_key(path),
+            "{path} went without --distroless"
+        );
+        assert!(!image.tree.contains_key(path), "{path} stayed\n{stderr}");
+    }
+    for path in [
+        format!("{CUDA}/libcublas.so.12"),
+        format!("{CUDA}/libcudnn.so.9.1.0"),
+        "etc/debian_version".to_string(),
+    ] {
+        assert!(image.tree.contains_key(path.as_str()), "{path} went");
+    }
+    // dpkg's database says exactly what is there: removed packages left
+    // the status, and a package that stays lists only the files it has.
+    let work = setup.path("work-distroless");
+    assert_eq!(
+        status_packages(&image, &work),
+        ["base-files", "libcudnn9", "libcublas12"]
+    );
+    let has = |path: &str, text: &str| {
+        assert_eq!(
+            image.tree[path].content.as_deref(),
+            Some(sha256(text.as_bytes()).as_str()),
+            "{path}"
+        );
+    };
+    let list = format!("/.\n/{CUDA}/libcublas.so.12\n");
+    has("var/lib/dpkg/info/libcublas12.list", &list);
+    has(
+        "var/lib/dpkg/info/libcublas12.md5sums",
+        &format!("aa  {CUDA}/libcublas.so.12\n"),
+    );
+    for line in list.lines().skip(1) {
+        let path = line.trim_start_matches('/');
+        assert!(image.tree.contains_key(path), "{path} is listed, not there");
+    }
+    // The entrypoint is the server itself; the summary says what went.
+    assert_eq!(
+        image.config["config"]["Entrypoint"],
+        serde_json::json!(["/opt/tritonserver/bin/tritonserver"])
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let removed = summary["slim"]["removed"].as_array().unwrap();
+    let named = |kind: &str, name: &str| {
+        removed
+            .iter()
+            .any(|r| r["kind"] == kind && r["name"].as_str().unwrap().starts_with(name))
+    };
+    assert!(named("program", "programs of libcublas12"), "{removed:?}");
+    assert!(named("program", "/usr/local/bin/tool"), "{removed:?}");
+    assert!(named("package", "bash "), "{removed:?}");
+    assert!(named("package", "apt "), "{removed:?}");
+    // Dockerfile.compose: every RUN in the slimmed stage (from min, which
+    // has a shell), the dpkg lists copied in, the server as entrypoint.
+    let dockerfile = fs::read_to_string(work.join("Dockerfile.compose")).unwrap();
+    let final_stage = dockerfile.rsplit("FROM scratch").next().unwrap();
+    assert!(!final_stage.contains("\nRUN "), "{dockerfile}");
+    assert!(
+        dockerfile.contains("/var/lib/dpkg/info/libcublas12.list\n"),
+        "{dockerfile}"
+    );
+    assert!(
+        final_stage.contains("ENTRYPOINT [\"/opt/tritonserver/bin/tritonserver\"]"),
+        "{dockerfile}"
+    );
+    let (code, _, verify) = run_cli_output(&[
+        "verify",
+        &format!("oci:{}:latest", setup.path("distroless").display()),
+    ]);
+    assert_eq!(code, 0, "{verify}");
+    // serve --slim --distroless serves the same image.
+    let served = serve_pull(
+        &setup,
+        &format!("oci:{}:latest", setup.path("dmin").display()),
+        &format!("oci:{}:24.10", setup.path("full").display()),
+        &["--slim", "--distroless"],
+        "cudnnuser",
+    );
+    assert_eq!(
+        served.tree.keys().collect::<Vec<_>>(),
+        image.tree.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        served.config["config"]["Entrypoint"],
+        image.config["config"]["Entrypoint"]
+    );
 }

@@ -312,12 +312,13 @@ fn check_local_components(
 }
 
 /// The name under which the store keeps indexes made with [`index_keep`]
-/// and [`index_elf`]; for min, with `index_keep` only.
-const INDEX_KIND: &str = "compose-8";
-const MIN_INDEX_KIND: &str = "keep-8";
+/// and [`index_elf`]; for min, with `index_keep` only. Bumped when what
+/// they keep changes (-9: dpkg's md5sums, for `--distroless`).
+const INDEX_KIND: &str = "compose-9";
+const MIN_INDEX_KIND: &str = "keep-9";
 /// min's index for `--slim` and for the SBOM: the same small files, and
 /// every ELF file's facts and digests.
-const ELF_INDEX_KIND: &str = "elf-8";
+const ELF_INDEX_KIND: &str = "elf-9";
 
 /// Small files every compose may read: the account files and what the
 /// dependency closure reads. The same for every selection, so that a

@@ -43,6 +43,9 @@ pub struct SlimSummary {
     pub removed_files: usize,
     /// Objects whose load chains were checked after slimming.
     pub objects_checked: usize,
+    /// Programs `--distroless` kept, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_programs: Vec<crate::slim::KeptProgram>,
 }
 
 impl SlimSummary {
@@ -54,6 +57,7 @@ impl SlimSummary {
             removed_files: slim.paths.len(),
             objects_checked: slim.checked,
             removed,
+            kept_programs: slim.kept_programs.clone(),
         }
     }
 
@@ -67,6 +71,7 @@ impl SlimSummary {
                 RemovedKind::Library => "library",
                 RemovedKind::DanglingLink => "symlink",
                 RemovedKind::Dropped => "dropped",
+                RemovedKind::Program => "program",
             };
             out.push_str(&format!(
                 "  - {kind:<8} {:<50} {:>6} files {:>11}\n",
@@ -88,6 +93,13 @@ impl SlimSummary {
             self.removed.iter().filter(|r| r.kind == RemovedKind::Package).count(),
             self.objects_checked
         ));
+        for kept in &self.kept_programs {
+            out.push_str(&format!(
+                "--distroless kept {}: {}
+",
+                kept.path, kept.why
+            ));
+        }
         out
     }
 }

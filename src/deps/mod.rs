@@ -50,7 +50,7 @@ pub(crate) fn keeps(path: &ImagePath) -> bool {
         || (path
             .parent()
             .is_some_and(|p| p.as_bytes() == dpkg::INFO_DIR.as_bytes())
-            && bytes.ends_with(b".list"))
+            && (bytes.ends_with(b".list") || bytes.ends_with(b".md5sums")))
         || (python::is_dist_file(path) && !python::is_record(path))
         || triton::is_backend_source(path)
 }

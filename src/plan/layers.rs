@@ -61,7 +61,12 @@ pub(super) fn entrypoint_layer(
     builder: &LayerBuilder<'_>,
     min: &MinInput<'_>,
     full_tree: &crate::tree::MergedTree,
+    slim: Option<&crate::request::SlimOptions>,
 ) -> Result<Option<LayerPlan>> {
+    // Distroless: the server is the entrypoint, not NVIDIA's shell script.
+    if slim.is_some_and(|s| s.distroless) {
+        return Ok(None);
+    }
     let nvidia = ImagePath::from_static(triton::NVIDIA_DIR);
     let entrypoint_d = ImagePath::from_static(triton::ENTRYPOINT_D);
     let layer = match &min.view {

@@ -98,6 +98,7 @@ impl MinSources<'_> {
             full: self.full.scan,
             added,
             ld_library_path: config::env_var(config, "LD_LIBRARY_PATH"),
+            path: config::env_var(config, "PATH"),
             entrypoint,
             components: self.components,
             enable_gpu: self.enable_gpu,
@@ -135,13 +136,17 @@ fn cut(
             (layer, rewrite)
         })
         .collect();
-    if let (Some(text), Some(node)) = (&slim.status, min.tree.get(&status)) {
+    let replaced = (slim.status.iter().map(|text| (&status, text))).chain(&slim.replace);
+    for (path, text) in replaced {
+        let Some(node) = min.tree.get(path) else {
+            continue;
+        };
         let layer = node.inode.layer;
         rewrites
             .entry(layer)
             .or_insert_with(|| MinRewrite::keeping(layer as usize))
             .replace
-            .insert(status, text.clone());
+            .insert(path.clone(), text.clone());
     }
     rewrites
 }

@@ -291,6 +291,15 @@ pub(crate) struct PlanOptions<'a> {
     pub user: Option<crate::request::User>,
 }
 
+/// Distroless: the server is the entrypoint, not NVIDIA's shell script.
+fn server_entrypoint(changes: &mut Vec<ConfigChange>, slim: Option<&SlimOptions>) {
+    if slim.is_some_and(|s| s.distroless) {
+        let server = ImagePath::from_static(triton::SERVER_PROGRAM).display_abs();
+        changes.retain(|c| !matches!(c, ConfigChange::Entrypoint(_)));
+        changes.push(ConfigChange::Entrypoint(vec![server]));
+    }
+}
+
 /// The user the image runs as when it is not min's: `--user`, else full's.
 fn image_user(options: &PlanOptions<'_>, min: &Value, full: &Value) -> Option<String> {
     let full_user = || config::user(full).filter(|u| Some(u) != config::user(min).as_ref());
@@ -341,7 +350,7 @@ pub(crate) fn build(
     let cuda_copies = triton::gpu_min_copies(components, options.enable_gpu, &info.architecture);
     let gpu_min = gpu_min.filter(|_| !cuda_copies.is_empty());
     let gpu_min_layer = builder.gpu_min_copies(gpu_min, &cuda_copies)?;
-    layers.extend(entrypoint_layer(&builder, min, full_tree)?);
+    layers.extend(entrypoint_layer(&builder, min, full_tree, options.slim)?);
     let sagemaker = triton::has_sagemaker_serve(full_tree);
     if sagemaker {
         let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
@@ -355,6 +364,7 @@ pub(crate) fn build(
         config::entrypoint(min.config),
         sagemaker,
     );
+    server_entrypoint(&mut config_changes, options.slim);
     let annotations = annotations(min, full, components, timestamp);
     config_changes.extend(provenance::labels(&annotations));
     let deps_sources = DepsSources {
@@ -364,7 +374,7 @@ pub(crate) fn build(
         components,
         config_changes: &config_changes,
     };
-    let deps = deps_sources.add(&builder, options.deps, &mut layers, gpu_min_layer)?;
+    let mut deps = deps_sources.add(&builder, options.deps, &mut layers, gpu_min_layer)?;
     let user = image_user(options, min.config, full.config);
     layers.extend(account_layer(min, full, timestamp, user.is_some())?);
     config_changes.extend(user.map(ConfigChange::User));
@@ -378,7 +388,6 @@ pub(crate) fn build(
         enable_gpu: options.enable_gpu,
         architecture: &info.architecture,
     };
-    let mut deps = deps;
     let (slim, min_rewrites) = min_sources.rewrite(options, &mut layers, &config, &mut deps)?;
     Ok(Plan {
         min_name: min.name.to_string(),

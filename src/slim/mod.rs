@@ -38,9 +38,11 @@ use crate::error::{Error, Result};
 use crate::layer::{EntryKind, EntryMeta, ImagePath};
 pub(crate) use crate::request::SlimOptions;
 
+mod distroless;
 mod first;
 use crate::scan::ScannedImage;
 use crate::triton::{self, Component, RuntimeLoaded, RuntimeNeed};
+pub(crate) use distroless::KeptProgram;
 pub(crate) use first::first_loads;
 
 /// Why something went.
@@ -57,6 +59,8 @@ pub enum RemovedKind {
     DanglingLink,
     /// An unowned file `--slim-drop` named.
     Dropped,
+    /// A program nothing in the selection runs (`--distroless`).
+    Program,
 }
 
 /// One thing `--slim` removed, for the summary and `--json`.
@@ -80,6 +84,13 @@ pub(crate) struct Slim {
     pub packages: BTreeSet<String>,
     /// min's status without the removed packages, when any went.
     pub status: Option<Vec<u8>>,
+    /// Other files of min written again: the dpkg lists and md5sums of
+    /// packages that stay without some of their programs.
+    pub replace: BTreeMap<ImagePath, Vec<u8>>,
+    /// The programs `--distroless` kept because the selection runs them.
+    pub kept_programs: Vec<KeptProgram>,
+    /// `--distroless` was asked for.
+    pub distroless: bool,
     /// What was checked after: roots loaded and objects reached.
     pub checked: usize,
 }
@@ -113,6 +124,8 @@ pub(crate) struct SlimInput<'a> {
     /// What the new layers add: path, metadata, and ELF facts.
     pub added: HashMap<ImagePath, (EntryMeta, Option<ElfInfo>)>,
     pub ld_library_path: Option<String>,
+    /// The config's PATH.
+    pub path: Option<String>,
     pub entrypoint: Option<ImagePath>,
     pub components: &'a [Component],
     pub enable_gpu: bool,
@@ -485,6 +498,11 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
     };
     packaging.locate(&view);
     let mut starts = initial_starts(&view);
+    let distroless = input.options.distroless;
+    let runs = distroless.then(|| distroless::runs(&view));
+    starts
+        .each
+        .extend(runs.iter().flat_map(|r| r.programs.iter().cloned()));
     let python = python_keeps(&view, &packaging);
     starts.each.extend(
         python
@@ -493,7 +511,15 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
             .filter(|p| view.elf(p).is_some())
             .cloned(),
     );
-    let mut seeds = packaging.always_kept();
+    // Distroless: only what is loaded or run keeps a package.
+    let mut seeds = if distroless {
+        (distroless::KEPT_PACKAGES.iter())
+            .filter(|p| packaging.installed.provider(p).is_some())
+            .map(|p| p.to_string())
+            .collect()
+    } else {
+        packaging.always_kept()
+    };
     seeds.extend(patterns.keep_packages.iter().cloned());
     seeds.extend(python.packages.iter().cloned());
     let (kept_packages, reach, starts) = keep_fixpoint(
@@ -508,7 +534,11 @@ pub(crate) fn analyse(input: &SlimInput<'_>) -> Result<Slim> {
         &kept_packages,
         &reach,
         &python,
+        runs.as_ref(),
     )?;
+    if distroless {
+        distroless::rewrite_lists(&mut slim, &view, &packaging);
+    }
     check(input, &search, &slim, &reach, &starts, &python)?;
     slim.checked = reach.reached.len();
     Ok(slim)
@@ -673,8 +703,10 @@ fn keep_fixpoint(
         if kept {
             seeds.extend(packaging.owner(path).map(str::to_string));
         }
-        // Programs no package or distribution owns stay: what they load too.
-        let unowned_program = packaging.owner(path).is_none()
+        // Programs no package or distribution owns stay, with what they
+        // load (unless distroless: then only those the selection runs).
+        let unowned_program = !view.input.options.distroless
+            && packaging.owner(path).is_none()
             && packaging.dists.owner(path).is_none()
             && !patterns.drops(path)
             && view.elf(path).is_some_and(|i| i.interpreter.is_some());
@@ -699,9 +731,12 @@ fn keep_fixpoint(
                 .each
                 .extend(members.iter().filter_map(|(_, p)| view.elf_file(p)));
         }
+        // Distroless: a kept package's programs are not loaded for it
+        // (those the selection runs are starts already).
+        let distroless = view.input.options.distroless;
         for package in &kept {
             for file in packaging.files(package) {
-                if view.elf(file).is_some() {
+                if view.elf(file).is_some() && !(distroless && distroless::is_program(view, file)) {
                     starts.each.insert(file.clone());
                 }
             }
@@ -720,6 +755,7 @@ fn removals(
     kept: &BTreeSet<String>,
     reach: &Reach,
     python: &PythonKeeps,
+    runs: Option<&distroless::Runs>,
 ) -> Result<Slim> {
     let min = view.input.min;
     let added = &view.input.added;
@@ -767,6 +803,20 @@ fn removals(
     remove_dists(&mut slim, view, packaging, python, &mut record);
     remove_unowned(&mut slim, view, packaging, patterns, reach, &mut record);
     patterns.drop.warn_unmatched();
+    if let Some(runs) = runs {
+        distroless::remove_programs(
+            &mut slim,
+            view,
+            packaging,
+            patterns,
+            reach,
+            python,
+            runs,
+            &mut record,
+        );
+        slim.kept_programs = runs.kept.clone();
+        slim.distroless = true;
+    }
     keep_shared_inodes(&mut slim, min);
     remove_dangling(&mut slim, view, packaging, &mut record);
     slim.removed.retain(|r| r.files > 0);

@@ -124,10 +124,16 @@ pub struct Server {
 impl Server {
     /// Starts `tritonserver` from `image` with `models` as its model repository.
     pub fn start(image: &str, models: &Path) -> Server {
+        Server::start_as(image, models, Some("tritonserver"))
+    }
+
+    /// The same, with `program` as the command (`None`: the image's
+    /// entrypoint is the server, and gets only its arguments).
+    pub fn start_as(image: &str, models: &Path, program: Option<&str>) -> Server {
         let name = unique("triton-compose-e2e");
         let (http, grpc, metrics) = (free_port(), free_port(), free_port());
         let mount = format!("{}:/models:ro", models.display());
-        docker(&[
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -137,15 +143,28 @@ impl Server {
             "-v",
             &mount,
             image,
-            "tritonserver",
-            "--model-repository=/models",
-            "--http-address=127.0.0.1",
-            &format!("--http-port={http}"),
-            "--grpc-address=127.0.0.1",
-            &format!("--grpc-port={grpc}"),
-            "--metrics-address=127.0.0.1",
-            &format!("--metrics-port={metrics}"),
-        ]);
+        ];
+        args.extend(program);
+        let ports = [
+            format!("--http-port={http}"),
+            format!("--grpc-port={grpc}"),
+            format!("--metrics-port={metrics}"),
+        ];
+        docker(
+            &[
+                &args[..],
+                &[
+                    "--model-repository=/models",
+                    "--http-address=127.0.0.1",
+                    &ports[0],
+                    "--grpc-address=127.0.0.1",
+                    &ports[1],
+                    "--metrics-address=127.0.0.1",
+                    &ports[2],
+                ],
+            ]
+            .concat(),
+        );
         Server {
             container: Container(name),
             http_port: http,
