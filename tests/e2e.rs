@@ -2133,15 +2133,21 @@ fn a_user_image_runs_as_that_user_writes_tmp_and_answers_inference() {
     // The real server, as that user, loads the python model and answers;
     // the model repository must be readable by it.
     let models = models_dir(true);
+    readable_by_all(models.path());
+    serve_add_sub(&image.0, models.path());
+}
+
+/// Opens a model repository to every user: a server that is not root
+/// must read it.
+fn readable_by_all(dir: &Path) {
     let open = |path: &Path, mode: u32| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     };
-    open(models.path(), 0o755);
-    for entry in walk(models.path()) {
+    open(dir, 0o755);
+    for entry in walk(dir) {
         open(&entry, if entry.is_dir() { 0o755 } else { 0o644 });
     }
-    serve_add_sub(&image.0, models.path());
 }
 
 /// Every path below `dir`.
@@ -2233,14 +2239,7 @@ fn distroless_images_have_no_package_manager_run_as_a_user_answer_and_dpkg_verif
     }
     // The server is the entrypoint, runs as 1000, and answers.
     let models = models_dir(true);
-    let open = |path: &Path, mode: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    open(models.path(), 0o755);
-    for entry in walk(models.path()) {
-        open(&entry, if entry.is_dir() { 0o755 } else { 0o644 });
-    }
+    readable_by_all(models.path());
     let server = Server::start_as(&image.0, models.path(), None);
     server.wait_ready(Duration::from_secs(120));
     assert_add_sub_answers(&server);

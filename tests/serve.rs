@@ -1161,23 +1161,9 @@ fn prebuild_builds_every_part_so_first_pulls_only_assemble_and_a_restart_builds_
 
 /// The layer blobs of the image an OCI layout's `tag` names.
 fn layout_layers(layout: &Path, tag: &str) -> Vec<std::path::PathBuf> {
-    let read = |path: std::path::PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-    };
-    let blob = |digest: &str| layout.join("blobs").join(digest.replace(':', "/"));
-    let index = read(layout.join("index.json"));
-    let manifest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("no {tag} in {index}"));
-    let manifest = read(blob(manifest["digest"].as_str().unwrap()));
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| blob(l["digest"].as_str().unwrap()))
+    let image = support::read_oci(layout, tag);
+    (image.layer_digests.iter())
+        .map(|d| layout.join("blobs").join(d.replace(':', "/")))
         .collect()
 }
 

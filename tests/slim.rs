@@ -306,13 +306,7 @@ fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
         ["base-files", "libcudnn9", "libcublas12"]
     );
     // The summary says what went, and why.
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let removed = summary["slim"]["removed"].as_array().unwrap();
-    let named = |kind: &str, name: &str| {
-        removed
-            .iter()
-            .any(|r| r["kind"] == kind && r["name"].as_str().unwrap().starts_with(name))
-    };
+    let (named, removed) = removals(&stdout);
     assert!(named("package", "libnccl2 "), "{removed:?}");
     assert!(named("package", "unused-tool "), "{removed:?}");
     assert!(named("python-dist", "unused-1.0"), "{removed:?}");
@@ -324,6 +318,7 @@ fn slim_removes_what_nothing_loads_and_keeps_families_and_packages_whole() {
         named("dangling-link", &format!("/{CUDA}/libcufft.so")),
         "{removed:?}"
     );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(summary["slim"]["removed_bytes"].as_u64().unwrap() > 0);
     // min's layers that lose nothing stay as they were; the others are cut.
     let digests = oci_layer_digests(&setup.path("slim"), "latest");
@@ -597,6 +592,19 @@ fn every_variant_of_a_slim_run_is_slimmed() {
     }
 }
 
+/// What the summary (`--json` on stdout) says `--slim` removed: a test of
+/// kind and name (its start), and the list.
+fn removals(stdout: &str) -> (impl Fn(&str, &str) -> bool, Vec<serde_json::Value>) {
+    let summary: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    let removed = summary["slim"]["removed"].as_array().unwrap().clone();
+    let list = removed.clone();
+    let named = move |kind: &str, name: &str| {
+        list.iter()
+            .any(|r| r["kind"] == kind && r["name"].as_str().unwrap().starts_with(name))
+    };
+    (named, removed)
+}
+
 /// min with a shell, dpkg, apt and coreutils (priority required or
 /// important, as Debian's are), and a program of a package that stays.
 fn distroless_min(libs: &Libs) -> TestImage {
@@ -757,13 +765,7 @@ fn distroless_removes_the_shell_dpkg_apt_and_every_program_nothing_runs_and_keep
         image.config["config"]["Entrypoint"],
         serde_json::json!(["/opt/tritonserver/bin/tritonserver"])
     );
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let removed = summary["slim"]["removed"].as_array().unwrap();
-    let named = |kind: &str, name: &str| {
-        removed
-            .iter()
-            .any(|r| r["kind"] == kind && r["name"].as_str().unwrap().starts_with(name))
-    };
+    let (named, removed) = removals(&stdout);
     assert!(named("program", "programs of libcublas12"), "{removed:?}");
     assert!(named("program", "/usr/local/bin/tool"), "{removed:?}");
     assert!(named("package", "bash "), "{removed:?}");
