@@ -244,19 +244,20 @@ fn slim_stage(plan: &Plan) -> String {
     // A distroless image has no shell to run them in: they run here first,
     // with the environment they would have had (its values are checked
     // where the final stage sets them).
-    let runs = (plan.layers.iter().filter(|_| slim.distroless))
-        .any(|l| l.steps.iter().any(|s| matches!(s, Step::Run(_))));
-    for change in plan.config_changes.iter().filter(|_| runs) {
+    let runs: Vec<&String> = (plan.layers.iter().filter(|_| slim.distroless))
+        .flat_map(|l| &l.steps)
+        .filter_map(|s| match s {
+            Step::Run(script) => Some(script),
+            _ => None,
+        })
+        .collect();
+    for change in plan.config_changes.iter().filter(|_| !runs.is_empty()) {
         if let ConfigChange::Env(key, value) = change {
-            out.push_str(&format!("ENV {key}={}\n", quote(value)));
+            out.push_str(&env_line(key, value));
         }
     }
-    for layer in plan.layers.iter().filter(|_| slim.distroless) {
-        for step in &layer.steps {
-            if let Step::Run(script) = step {
-                out.push_str(&format!("RUN {script}\n"));
-            }
-        }
+    for script in runs {
+        out.push_str(&format!("RUN {script}\n"));
     }
     let status = slim.status.is_some();
     out.push_str(&format!(
@@ -351,7 +352,7 @@ fn config_changes(plan: &Plan) -> Result<String> {
         out.push_str(&match change {
             ConfigChange::Env(key, value) => {
                 no_control(&format!("ENV {key} (from {full}'s config)"), value)?;
-                format!("ENV {key}={}\n", quote(value))
+                env_line(key, value)
             }
             ConfigChange::Label(key, value) => {
                 no_control(&format!("LABEL {key} (from {full}'s config)"), value)?;
@@ -370,6 +371,11 @@ fn config_changes(plan: &Plan) -> Result<String> {
         });
     }
     Ok(out)
+}
+
+/// `ENV KEY=VALUE` (VALUE checked by the caller).
+fn env_line(key: &str, value: &str) -> String {
+    format!("ENV {key}={}\n", quote(value))
 }
 
 /// One layer of the plan: a comment saying what it is and why, and its steps.

@@ -85,11 +85,9 @@ fn stanza(name: &str, priority: &str, depends: &str) -> String {
     )
 }
 
-/// min: a base, packages and CUDA-like libraries, NCCL replaced by a later
-/// layer, and a last layer nothing touches.
-fn min(libs: &Libs) -> TestImage {
-    let mut min = min_image();
-    let status = [
+/// The status stanzas of [`min`]'s packages.
+fn min_stanzas() -> Vec<String> {
+    vec![
         stanza("base-files", "required", ""),
         stanza("libcudnn9", "optional", "libcublas12"),
         stanza("libcublas12", "optional", ""),
@@ -97,7 +95,13 @@ fn min(libs: &Libs) -> TestImage {
         stanza("unused-tool", "optional", "base-files"),
         stanza("libold1", "optional", ""),
     ]
-    .join("\n");
+}
+
+/// min: a base, packages and CUDA-like libraries, NCCL replaced by a later
+/// layer, and a last layer nothing touches.
+fn min(libs: &Libs) -> TestImage {
+    let mut min = min_image();
+    let status = min_stanzas().join("\n");
     let lib = |name: &'static str| bin(&format!("{CUDA}/{name}"), &libs.0[name]);
     min.layers.push(layer_tar(&[
         dir("etc"),
@@ -612,20 +616,15 @@ fn distroless_min(libs: &Libs) -> TestImage {
     let essential = |name: &str, priority: &str| {
         stanza(name, priority, "").replace("Priority:", "Essential: yes\nPriority:")
     };
-    let status = [
-        stanza("base-files", "required", ""),
-        stanza("libcudnn9", "optional", "libcublas12"),
-        stanza("libcublas12", "optional", ""),
-        stanza("libnccl2", "optional", ""),
-        stanza("unused-tool", "optional", "base-files"),
-        stanza("libold1", "optional", ""),
+    let mut status = min_stanzas();
+    status.extend([
         essential("bash", "required"),
         essential("dash", "required"),
         essential("dpkg", "required"),
         essential("coreutils", "required"),
         stanza("apt", "important", ""),
-    ]
-    .join("\n");
+    ]);
+    let status = status.join("\n");
     min.layers.push(layer_tar(&[
         file("var/lib/dpkg/status", &status),
         exe("usr/bin/bash", "#!bash\n"),
