@@ -338,6 +338,16 @@ impl<W: Write> HashingWriter<W> {
         )
     }
 
+    /// How many bytes went through so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The writer beneath.
+    pub(crate) fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// The writer beneath: what is written to it directly is not hashed.
     pub(crate) fn get_mut(&mut self) -> &mut W {
         &mut self.inner

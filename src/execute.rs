@@ -21,6 +21,7 @@ use crate::store::Store;
 use crate::tree::InodeRef;
 
 mod kept;
+mod measure;
 mod min;
 
 pub(crate) use kept::Kept;
@@ -159,7 +160,7 @@ enum ContentId<'a> {
     Inline(String),
 }
 
-impl Execution<'_> {
+impl<'a> Execution<'a> {
     /// Writes the image into `sink` (all but the commit); returns it, with
     /// what each new layer is.
     pub(crate) fn run(
@@ -181,6 +182,7 @@ impl Execution<'_> {
             reports.push(report);
         }
         for (plan, (built, desc)) in self.plan.layers.iter().zip(built) {
+            check_cap(self.plan.max_layer_size, plan, &built.written)?;
             diff_ids.push(serde_json::Value::String(built.written.diff_id.to_string()));
             let report = built.report(plan.role.clone(), plan.part, plan.entries.len());
             log_report(&report, "entries");
@@ -458,41 +460,13 @@ impl Execution<'_> {
             .collect()
     }
 
-    /// Digests exactly what determines a layer's bytes: this program's
-    /// version (which pins the compressors), the format and compression,
-    /// and each entry's path, metadata and content identity.
     fn layer_key(&self, layer: &LayerPlan) -> Digest {
-        let mut hasher = Sha256::new();
-        hasher.update(b"triton-compose layer\n");
-        hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
-        hasher.update(LAYER_FORMAT.as_bytes());
-        hasher.update(format!("{:?}\n", self.compression).as_bytes());
-        if let Some(prefetch) = layer.prefetch {
-            hasher.update(format!("prefetch {prefetch}\n").as_bytes());
-        }
-        fn diff_id(source: Option<&dyn ImageSource>, layer: u32) -> &str {
-            source
-                .and_then(|s| s.image().layers.get(layer as usize))
-                .map(|l| l.diff_id.as_str())
-                .unwrap_or("?")
-        }
-        for entry in &layer.entries {
-            let content = match &entry.content {
-                Content::None => ContentId::None,
-                Content::Inline(bytes) => ContentId::Inline(Digest::of(bytes).to_string()),
-                Content::Full(inode) => {
-                    ContentId::Source(diff_id(Some(self.full), inode.layer), inode.ordinal)
-                }
-                Content::GpuMin(inode) => {
-                    ContentId::Source(diff_id(self.gpu_min, inode.layer), inode.ordinal)
-                }
-            };
-            let record = postcard::to_stdvec(&(&entry.path, &entry.meta, content))
-                .expect("entries serialize");
-            hasher.update((record.len() as u64).to_le_bytes());
-            hasher.update(&record);
-        }
-        Digest::from_sha256(&hasher.finalize())
+        self.keys().key(layer)
+    }
+
+    /// What keys this execution's layers in the store.
+    pub(crate) fn keys(&self) -> LayerKeys<'a> {
+        LayerKeys::new(self.full, self.gpu_min, self.compression)
     }
 
     /// Reads content the scans did not keep, such as targets of hard links
@@ -717,6 +691,7 @@ impl Execution<'_> {
         for (index, entry) in layer.entries.iter().enumerate() {
             crate::scratch::check()?;
             self.check_give_way()?;
+            writer.entry_start();
             if let Some(bar) = &bar {
                 bar.inc(entry.meta.size);
             }
@@ -752,6 +727,79 @@ impl Execution<'_> {
             bar.finish_and_clear();
         }
         Ok((staged, written))
+    }
+}
+
+/// A layer the plan said fits `--max-layer-size`, checked as written:
+/// registries check the compressed size.
+fn check_cap(cap: Option<u64>, layer: &LayerPlan, written: &WrittenLayer) -> Result<()> {
+    match cap {
+        Some(cap) if written.size > cap => Err(Error::new(format!(
+            "internal error: the {} layer compressed to {} bytes, more than --max-layer-size ({cap} bytes)",
+            layer.purpose(),
+            written.size
+        ))
+        .hint("nothing was written; please report this, with the command")),
+        _ => Ok(()),
+    }
+}
+
+/// What determines a layer's key in the store, but for its entries.
+#[derive(Clone, Copy)]
+pub(crate) struct LayerKeys<'a> {
+    full: &'a dyn ImageSource,
+    gpu_min: Option<&'a dyn ImageSource>,
+    compression: Compression,
+}
+
+impl<'a> LayerKeys<'a> {
+    pub(crate) fn new(
+        full: &'a dyn ImageSource,
+        gpu_min: Option<&'a dyn ImageSource>,
+        compression: Compression,
+    ) -> Self {
+        LayerKeys {
+            full,
+            gpu_min,
+            compression,
+        }
+    }
+
+    /// Digests exactly what determines a layer's bytes: this program's
+    /// version (which pins the compressors), the format and compression,
+    /// and each entry's path, metadata and content identity.
+    pub(crate) fn key(&self, layer: &LayerPlan) -> Digest {
+        let mut hasher = Sha256::new();
+        hasher.update(b"triton-compose layer\n");
+        hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+        hasher.update(LAYER_FORMAT.as_bytes());
+        hasher.update(format!("{:?}\n", self.compression).as_bytes());
+        if let Some(prefetch) = layer.prefetch {
+            hasher.update(format!("prefetch {prefetch}\n").as_bytes());
+        }
+        fn diff_id(source: Option<&dyn ImageSource>, layer: u32) -> &str {
+            source
+                .and_then(|s| s.image().layers.get(layer as usize))
+                .map(|l| l.diff_id.as_str())
+                .unwrap_or("?")
+        }
+        for entry in &layer.entries {
+            let content = match &entry.content {
+                Content::None => ContentId::None,
+                Content::Inline(bytes) => ContentId::Inline(Digest::of(bytes).to_string()),
+                Content::Full(inode) => {
+                    ContentId::Source(diff_id(Some(self.full), inode.layer), inode.ordinal)
+                }
+                Content::GpuMin(inode) => {
+                    ContentId::Source(diff_id(self.gpu_min, inode.layer), inode.ordinal)
+                }
+            };
+            let record = postcard::to_stdvec(&(&entry.path, &entry.meta, content))
+                .expect("entries serialize");
+            hasher.update((record.len() as u64).to_le_bytes());
+            hasher.update(&record);
+        }
+        Digest::from_sha256(&hasher.finalize())
     }
 }
 

@@ -34,6 +34,9 @@ use crate::layer::{EstargzFacts, ImagePath, WrittenLayer};
 
 /// Bumped whenever what an index holds changes meaning.
 const INDEX_MAGIC: &[u8] = b"triton-compose index 1\n";
+
+/// The index kind of what each entry of an output layer cost compressed.
+const COSTS_KIND: &str = "costs-1";
 /// The default bound on the store's size.
 pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
 /// Staging files older than this belong to runs that died.
@@ -239,6 +242,7 @@ impl Store {
             size: record.size,
             estargz,
             elf_files: record.elf_files?,
+            costs: None,
         };
         let blob = self.blob_path(&written.digest);
         let _ = fs::remove_file(dest);
@@ -282,6 +286,24 @@ impl Store {
 
     fn checked_before(&self, digest: &Digest) -> Option<BlobStamp> {
         self.lock_checked().get(digest).copied()
+    }
+
+    /// The compressed size of the layer stored under `key`.
+    pub fn layer_size(&self, key: &Digest) -> Option<u64> {
+        let record: LayerRecord =
+            serde_json::from_slice(&fs::read(self.record_path(key)).ok()?).ok()?;
+        Some(record.size)
+    }
+
+    /// What each entry of the layer stored under `key` cost compressed,
+    /// if that was kept ([`Store::put_costs`]).
+    pub fn costs(&self, key: &Digest) -> Option<Vec<u64>> {
+        self.load_index(COSTS_KIND, key)
+    }
+
+    /// Keeps what each entry of the layer stored under `key` cost.
+    pub fn put_costs(&self, key: &Digest, costs: &[u64]) -> Result<()> {
+        self.save_index(COSTS_KIND, key, &costs)
     }
 
     /// Keeps a layer just written at `staged` under `key`. The staged file

@@ -1014,11 +1014,167 @@ fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
         "{history:?}"
     );
 
-    // A file larger than the cap cannot be split: a clear error.
-    let (ok, stderr, out) = compose_with("tiny", Some("64K"));
+    // A file that compresses to more than the cap cannot be split: a
+    // clear error.
+    let (ok, stderr, out) = compose_with("tiny", Some("32K"));
     assert!(!ok);
     assert!(
         stderr.contains("more than --max-layer-size allows") && stderr.contains("part00.txt"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+/// Bytes of a given entropy: random over `symbols` letters (2 bits each
+/// for 4), or over every byte (256).
+fn random_bytes(len: usize, symbols: u64, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let byte = (state >> 24) as u8;
+            if symbols < 256 {
+                b'A' + byte % symbols as u8
+            } else {
+                byte
+            }
+        })
+        .collect()
+}
+
+/// Registries check a layer's compressed size: a 29 MB library that
+/// compresses to about 8 MB goes into a 20M-capped layer whole; a layer
+/// whose content compresses to more is cut into parts that each fit; a file
+/// that compresses to more than the cap is the error, by name.
+#[test]
+fn a_layer_cap_checks_compressed_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let min = min_image();
+    min.write_oci(&dir.path().join("min"), "latest");
+    let backend = "opt/tritonserver/backends/python";
+    let library = bin(
+        &format!("{backend}/libbig.so"),
+        &random_bytes(29 << 20, 4, 1),
+    );
+    let fulls: [(&str, Vec<Item>); 3] = [
+        ("compressible", vec![library.clone()]),
+        (
+            "mixed",
+            vec![
+                library,
+                bin(
+                    &format!("{backend}/librandom1.so"),
+                    &random_bytes(7 << 20, 256, 2),
+                ),
+                bin(
+                    &format!("{backend}/librandom2.so"),
+                    &random_bytes(7 << 20, 256, 3),
+                ),
+            ],
+        ),
+        (
+            "incompressible",
+            vec![bin(
+                &format!("{backend}/librandom.so"),
+                &random_bytes(21 << 20, 256, 4),
+            )],
+        ),
+    ];
+    let store = dir.path().join("store");
+    let runs = std::cell::Cell::new(0);
+    let compose = |name: &str, cap: Option<&str>, extra: &[&str]| {
+        runs.set(runs.get() + 1);
+        let out = dir.path().join(format!("out-{}", runs.get()));
+        let full = format!("full,oci:{}:24.10", dir.path().join(name).display());
+        let min = format!("min,oci:{}:latest", dir.path().join("min").display());
+        let work = dir.path().join(format!("work-{}", runs.get()));
+        let output = format!("oci:{}:x", out.display());
+        let quiet = if extra.contains(&"-v") {
+            None
+        } else {
+            Some("-q")
+        };
+        let mut args: Vec<&str> = quiet.into_iter().collect();
+        args.extend([
+            "--enable-gpu=false",
+            "--image",
+            &min,
+            "--image",
+            &full,
+            "--backend",
+            "python",
+            "--work-dir",
+            work.to_str().unwrap(),
+            "--output",
+            &output,
+        ]);
+        args.extend(
+            cap.map(|cap| ["--max-layer-size", cap])
+                .into_iter()
+                .flatten(),
+        );
+        args.extend_from_slice(extra);
+        let (ok, stderr) = run_cli_env(&args, &[("TRITON_COMPOSE_STORE", store.to_str().unwrap())]);
+        (ok, stderr, out)
+    };
+    let new_layers = |out: &Path| {
+        let image = read_oci(out, "x");
+        let sizes: Vec<u64> = image.manifest["layers"].as_array().unwrap()[min.layers.len()..]
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .collect();
+        (image, sizes)
+    };
+    for (name, items) in &fulls {
+        let mut full = full_image(&min);
+        full.layers.push(layer_tar(items));
+        full.write_oci(&dir.path().join(name), "24.10");
+    }
+    let cap = 20u64 << 20;
+    for name in ["compressible", "mixed"] {
+        let (ok, stderr, whole) = compose(name, None, &["--no-store"]);
+        assert!(ok, "{stderr}");
+        let (whole, whole_sizes) = new_layers(&whole);
+        // Measured into the store, then taken from it: the same image;
+        // without a store, measured into one of the run's own.
+        let (ok, stderr, capped) = compose(name, Some("20M"), &[]);
+        assert!(ok, "{name}: {stderr}");
+        let (capped, capped_sizes) = new_layers(&capped);
+        for again in [&[][..], &["-v"], &["--no-store"]] {
+            let (ok, stderr, out) = compose(name, Some("20M"), again);
+            assert!(ok, "{name}: {stderr}");
+            assert_eq!(read_oci(&out, "x").manifest_digest, capped.manifest_digest);
+            if again == ["-v"] {
+                assert!(!stderr.contains("measured the"), "{stderr}");
+            }
+        }
+        assert_eq!(capped.tree, whole.tree, "{name}");
+        assert!(
+            capped_sizes.iter().all(|&s| s <= cap),
+            "{name}: {capped_sizes:?}"
+        );
+        let largest = *whole_sizes.iter().max().unwrap();
+        if name == "compressible" {
+            // 29 MiB of content in one layer that compresses under the cap.
+            assert!(largest <= cap && largest > 5 << 20, "{whole_sizes:?}");
+            assert_eq!(capped.layer_digests, whole.layer_digests, "not split");
+        } else {
+            assert!(largest > cap, "{whole_sizes:?}");
+            assert_eq!(
+                capped_sizes.len(),
+                whole_sizes.len() + 1,
+                "{capped_sizes:?}"
+            );
+            assert!(capped_sizes.iter().filter(|&&s| s > cap / 4).count() >= 2);
+        }
+    }
+    let (ok, stderr, out) = compose("incompressible", Some("20M"), &["--no-store"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("librandom.so compresses to")
+            && stderr.contains("more than --max-layer-size allows"),
         "{stderr}"
     );
     assert!(!out.exists());

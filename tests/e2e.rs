@@ -1103,24 +1103,38 @@ fn a_layer_cap_on_the_fixture_gives_the_same_tree_in_more_layers() {
         support::read_oci(&work.path().join(name), "x")
     };
     let whole = compose("whole", &[]);
-    let split = compose("split", &["--max-layer-size", "32M"]);
-    assert!(
-        split.layer_digests.len() >= whole.layer_digests.len() + 3,
-        "{} layers capped, {} not",
-        split.layer_digests.len(),
-        whole.layer_digests.len()
-    );
     let min_layers = support::read_oci(&fx.dir.join("min-oci"), "latest")
         .layer_digests
         .len();
-    for layer in split.manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip(min_layers)
-    {
-        let size = layer["size"].as_u64().unwrap();
-        assert!(size <= 32 << 20, "a {size}-byte layer passes the cap");
+    let new_layers = |image: &support::ReadImage| -> Vec<(String, u64)> {
+        image.manifest["layers"].as_array().unwrap()[min_layers..]
+            .iter()
+            .map(|l| {
+                (
+                    l["digest"].as_str().unwrap().to_string(),
+                    l["size"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // A cap that half the largest new layer passes, compressed.
+    let whole_layers = new_layers(&whole);
+    let largest = whole_layers.iter().map(|l| l.1).max().unwrap();
+    let cap = largest / 2;
+    let split = compose("split", &["--max-layer-size", &cap.to_string()]);
+    let split_layers = new_layers(&split);
+    let over: Vec<&(String, u64)> = whole_layers.iter().filter(|l| l.1 > cap).collect();
+    assert!(
+        split_layers.len() >= whole_layers.len() + over.len(),
+        "{split_layers:?} capped at {cap}, {whole_layers:?} not"
+    );
+    for (digest, size) in &split_layers {
+        assert!(*size <= cap, "a {size}-byte layer passes the cap of {cap}");
+        assert!(!over.iter().any(|l| &l.0 == digest));
+    }
+    // What compresses under the cap is not split.
+    for layer in whole_layers.iter().filter(|l| l.1 <= cap) {
+        assert!(split_layers.contains(layer), "{layer:?} was split");
     }
     assert_eq!(split.tree, whole.tree);
 }

@@ -55,7 +55,8 @@ impl Prepared {
             local: Vec::new(),
             ..Target::of(request)
         };
-        let plan = plan_compose(request, &target, &self.images(), &self.scans)?;
+        let plan = plan_compose(request, &target, &self.images(), &self.scans, None)?;
+        super::target::report(&plan);
         let mut execution = self.execution(request, &plan);
         execution.give_way = give_way;
         let reports = execution.build_only(&self.spools)?;

@@ -5,10 +5,17 @@
 use std::path::PathBuf;
 
 use crate::error::{IoContext, Result};
-use crate::execute::{Execution, LayerReport};
+use std::collections::HashMap;
+
+use crate::digest::Digest;
+use crate::error::Error;
+use crate::execute::{Execution, LayerKeys, LayerReport};
 use crate::image::{ImageSink, OutputImage};
-use crate::plan::{self, MinInput, MinView, Plan, PlanInput, PlanOptions};
+use crate::plan::{
+    self, LayerPlan, Measure, Measured, MinInput, MinView, Plan, PlanInput, PlanOptions,
+};
 use crate::request::ComposeRequest;
+use crate::store::Store;
 use crate::transport::ImageRef;
 use crate::triton::Component;
 
@@ -16,6 +23,11 @@ use super::sources::{Images, Prepared, Scans};
 use super::summary::{self, Summary};
 use super::workdir;
 use super::Outcome;
+
+/// How many times a plan is made again from layers measured for
+/// `--max-layer-size` before giving up (two suffice but for parts whose
+/// cut must be made tighter).
+const MEASURING_ROUNDS: usize = 12;
 
 /// One image a run writes: the request's own, one of its variants, one
 /// platform of an index, or a selection `serve` was asked for. What every
@@ -123,8 +135,24 @@ impl Prepared {
         sink: Option<&mut dyn ImageSink>,
     ) -> Result<Written> {
         let images = self.images();
+        // `--max-layer-size` measures layers; without a store, in one for
+        // this run.
+        let scratch_store = match (&self.store, request.max_layer_size, &sink) {
+            (None, Some(_), Some(_)) => Some(Store::open(
+                &self.scratch.path().join("measured"),
+                u64::MAX,
+            )?),
+            _ => None,
+        };
+        let store = self.store.as_ref().or(scratch_store.as_ref());
         let planning = crate::progress::phase("plan");
-        let plan = plan_compose(request, target, &images, &self.scans)?;
+        let plan = match (sink.is_some(), store) {
+            (true, Some(store)) if request.max_layer_size.is_some() => {
+                self.plan_measured(request, target, store)?
+            }
+            _ => plan_compose(request, target, &images, &self.scans, None)?,
+        };
+        report(&plan);
         drop(planning);
         let dockerfile =
             workdir::write_dockerfile(request, &target.work_dir, &target.local, &plan)?;
@@ -136,7 +164,9 @@ impl Prepared {
                 slim,
             });
         };
-        let (mut image, reports) = self.execution(request, &plan).run(&self.spools, sink)?;
+        let mut execution = self.execution(request, &plan);
+        execution.store = store;
+        let (mut image, reports) = execution.run(&self.spools, sink)?;
         let sbom = if request.sbom {
             let min_scan = (self.scans.min.as_ref())
                 .or(self.scans.slim_min.as_ref())
@@ -162,6 +192,42 @@ impl Prepared {
             }),
             slim,
         })
+    }
+
+    /// The plan of `target` with every layer that may pass
+    /// `--max-layer-size` measured: written into `store` (where the run
+    /// takes them), and the plan made again from what they measured, until
+    /// each layer is known to fit.
+    fn plan_measured(
+        &self,
+        request: &ComposeRequest,
+        target: &Target,
+        store: &Store,
+    ) -> Result<Plan> {
+        let images = self.images();
+        let mut known: HashMap<Digest, Measured> = HashMap::new();
+        for _ in 0..MEASURING_ROUNDS {
+            let plan = {
+                let keys = LayerKeys::new(
+                    self.full.as_ref(),
+                    self.gpu_min.as_deref(),
+                    request.compression,
+                );
+                let lookup = |layer: &LayerPlan| known.get(&keys.key(layer)).cloned();
+                plan_compose(request, target, &images, &self.scans, Some(&lookup))?
+            };
+            if plan.unmeasured.is_empty() {
+                return Ok(plan);
+            }
+            let _phase = crate::progress::phase("measure layers for --max-layer-size");
+            let mut execution = self.execution(request, &plan);
+            execution.store = Some(store);
+            known.extend(execution.measure(&self.spools, &plan.unmeasured)?);
+        }
+        Err(
+            Error::new("the layers could not be cut into parts that fit --max-layer-size")
+                .hint("raise --max-layer-size"),
+        )
     }
 
     /// How `plan` is executed from these sources.
@@ -191,6 +257,7 @@ pub(crate) fn plan_compose(
     target: &Target,
     images: &Images<'_>,
     scans: &Scans,
+    measured: Option<Measure<'_>>,
 ) -> Result<Plan> {
     let plan = plan::build(
         &MinInput {
@@ -225,6 +292,7 @@ pub(crate) fn plan_compose(
             timestamp: request.timestamp,
             deps: request.deps,
             max_layer_size: request.max_layer_size,
+            measured,
             local: &target
                 .local
                 .iter()
@@ -248,11 +316,15 @@ pub(crate) fn plan_compose(
     {
         scan.tree.health()?;
     }
+    Ok(plan)
+}
+
+/// Logs what the plan found: its dependencies and what `--slim` removes.
+pub(crate) fn report(plan: &Plan) {
     if let Some(deps) = &plan.deps {
         summary::report_deps(deps);
     }
     if let Some(slim) = &plan.slim {
         summary::report_slim(slim);
     }
-    Ok(plan)
 }

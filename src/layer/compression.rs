@@ -9,6 +9,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use flate2::read::MultiGzDecoder;
 
+use super::cost::Profile;
 use super::gzip::ParallelGzip;
 
 use crate::error::{Error, Result};
@@ -104,10 +105,19 @@ pub(super) enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    pub(super) fn finish(self) -> io::Result<W> {
+    /// Ends the stream; with gzip, also where each member ended.
+    pub(super) fn finish(self) -> io::Result<(W, Option<Profile>)> {
         match self {
-            Compressor::Gzip(e) => e.finish(),
-            Compressor::Zstd(e) => e.finish(),
+            Compressor::Gzip(e) => e.finish().map(|(w, p)| (w, Some(p))),
+            Compressor::Zstd(e) => Ok((e.finish()?, None)),
+        }
+    }
+
+    /// The stream's writer.
+    pub(super) fn get_ref(&self) -> &W {
+        match self {
+            Compressor::Gzip(e) => e.get_ref(),
+            Compressor::Zstd(e) => e.get_ref(),
         }
     }
 }
@@ -162,7 +172,7 @@ mod tests {
         for piece in data.chunks(300_007) {
             writer.write_all(piece).unwrap();
         }
-        let bytes = writer.finish().unwrap();
+        let (bytes, _) = writer.finish().unwrap();
         let mut back = Vec::new();
         decompress(&bytes[..])
             .unwrap()

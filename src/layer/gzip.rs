@@ -27,6 +27,8 @@ use std::sync::{mpsc, Arc, OnceLock};
 
 use libdeflate_sys as sys;
 
+use super::cost::Profile;
+
 /// Uncompressed bytes per member.
 pub(crate) const MEMBER: usize = 1 << 20;
 
@@ -50,7 +52,8 @@ pub(crate) fn pool() -> Arc<rayon::ThreadPool> {
     .clone()
 }
 
-type Piece = mpsc::Receiver<io::Result<Vec<u8>>>;
+/// A member being compressed, and how many input bytes it holds.
+type Piece = (u64, mpsc::Receiver<io::Result<Vec<u8>>>);
 
 pub(crate) struct ParallelGzip<W: Write> {
     inner: W,
@@ -69,6 +72,10 @@ pub(crate) struct ParallelGzip<W: Write> {
     ///
     /// [`cut`]: ParallelGzip::cut
     starts: Option<Vec<u64>>,
+    /// Where each member written so far ends, in both streams.
+    profile: Profile,
+    /// Input bytes in the members written so far.
+    consumed: u64,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -87,6 +94,8 @@ impl<W: Write> ParallelGzip<W> {
             submitted: 0,
             written: 0,
             starts: None,
+            profile: Profile::default(),
+            consumed: 0,
         }
     }
 
@@ -124,6 +133,11 @@ impl<W: Write> ParallelGzip<W> {
         self.member = usize::MAX;
     }
 
+    /// The writer the members go to.
+    pub(crate) fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Where member `number` starts in the compressed stream, once it was
     /// written ([`ParallelGzip::written_all`]).
     pub(crate) fn member_start(&self, number: usize) -> Option<u64> {
@@ -137,19 +151,20 @@ impl<W: Write> ParallelGzip<W> {
     fn submit(&mut self) {
         let capacity = self.member.min(MEMBER);
         let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
+        let length = chunk.len() as u64;
         let level = self.level;
         let (tx, rx) = mpsc::sync_channel(1);
         self.pool.spawn(move || {
             let _ = tx.send(member(&chunk, level));
         });
-        self.in_flight.push_back(rx);
+        self.in_flight.push_back((length, rx));
         self.submitted += 1;
     }
 
     /// Writes finished members until no more than `limit` are in flight.
     fn drain_to(&mut self, limit: usize) -> io::Result<()> {
         while self.in_flight.len() > limit {
-            let piece = self.in_flight.pop_front().expect("a piece in flight");
+            let (length, piece) = self.in_flight.pop_front().expect("a piece in flight");
             let bytes = piece
                 .recv()
                 .map_err(|_| io::Error::other("a gzip worker stopped"))??;
@@ -158,17 +173,20 @@ impl<W: Write> ParallelGzip<W> {
             }
             self.inner.write_all(&bytes)?;
             self.written += bytes.len() as u64;
+            self.consumed += length;
+            self.profile.pass(self.consumed, self.written);
         }
         Ok(())
     }
 
-    /// Compresses what is left and returns the writer.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    /// Compresses what is left; returns the writer and where each member
+    /// ended, in both streams.
+    pub(crate) fn finish(mut self) -> io::Result<(W, Profile)> {
         if !self.pending.is_empty() || self.submitted == 0 {
             self.submit();
         }
         self.drain_to(0)?;
-        Ok(self.inner)
+        Ok((self.inner, self.profile))
     }
 }
 
@@ -263,7 +281,7 @@ mod tests {
         for piece in data.chunks(chunk) {
             gz.write_all(piece).unwrap();
         }
-        gz.finish().unwrap()
+        gz.finish().unwrap().0
     }
 
     fn inflate(gz: &[u8]) -> Vec<u8> {

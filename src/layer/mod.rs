@@ -5,6 +5,7 @@
 //! Nothing here knows about images, Triton, or where the bytes live.
 
 mod compression;
+mod cost;
 mod entry;
 pub(crate) mod estargz;
 mod gzip;

@@ -9,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use super::compression::{Compression, Compressor};
+use super::cost::Profile;
 use super::entry::{EntryKind, EntryMeta, ImagePath};
 use super::estargz::{self, EstargzFacts, Toc};
 use super::gzip::ParallelGzip;
@@ -24,6 +25,11 @@ pub(crate) struct LayerWriter {
     toc: Option<Toc>,
     /// The digests of the ELF files written, for the SBOM.
     elf_files: Vec<(ImagePath, FileDigests)>,
+    /// Where each entry the caller marked ([`LayerWriter::entry_start`])
+    /// starts in the uncompressed stream.
+    starts: Vec<u64>,
+    /// zstd's output, sampled at each of those starts.
+    sampled: Profile,
 }
 
 /// What was written: both digests and the compressed size.
@@ -37,6 +43,10 @@ pub struct WrittenLayer {
     /// The ELF files it holds and their content digests, in the order
     /// written: what the SBOM lists of files no package owns.
     pub elf_files: Vec<(ImagePath, FileDigests)>,
+    /// What each entry the writer was told of costs compressed
+    /// ([`super::cost`]), in order; `None` for a layer taken from the
+    /// store.
+    pub costs: Option<Vec<u64>>,
 }
 
 impl LayerWriter {
@@ -50,7 +60,21 @@ impl LayerWriter {
             builder,
             toc,
             elf_files: Vec::new(),
+            starts: Vec::new(),
+            sampled: Profile::default(),
         })
+    }
+
+    /// Marks where the next entry starts: [`WrittenLayer::costs`] has one
+    /// cost for each entry so marked.
+    pub(crate) fn entry_start(&mut self) {
+        let uncompressed = self.builder.get_ref();
+        let at = uncompressed.count();
+        self.starts.push(at);
+        if let Compressor::Zstd(_) = uncompressed.get_ref() {
+            self.sampled
+                .pass(at, uncompressed.get_ref().get_ref().count());
+        }
     }
 
     /// The eStargz layer's gzip stream, whose members it cuts.
@@ -249,9 +273,12 @@ impl LayerWriter {
             .into_inner()
             .map_err(|e| Error::new("cannot finish the layer archive").with_source(e))?;
         let (compressor, diff_id, uncompressed_size) = uncompressed.finish();
-        let mut sink = compressor
+        let (mut sink, members) = compressor
             .finish()
             .map_err(|e| Error::new("cannot finish compressing the layer").with_source(e))?;
+        let mut profile = members.unwrap_or(self.sampled);
+        profile.pass(uncompressed_size, sink.count());
+        let costs = profile.costs(&self.starts, uncompressed_size);
         let estargz = match toc {
             Some((toc_digest, toc_offset)) => {
                 sink.write_all(&estargz::footer(toc_offset))?;
@@ -274,6 +301,7 @@ impl LayerWriter {
             size,
             estargz,
             elf_files: self.elf_files,
+            costs: Some(costs),
         })
     }
 

@@ -984,7 +984,7 @@ pub(crate) mod tests {
         let data = sample(23 << 20, 5);
         let mut gz = crate::layer::gzip::ParallelGzip::new(Vec::new(), 4);
         gz.write_all(&data).unwrap();
-        let blob = gz.finish().unwrap();
+        let (blob, _) = gz.finish().unwrap();
         let (out, index) = index_of(&blob);
         assert_eq!(out, data);
         assert!(index.points.len() >= 5, "{}", index.points.len());

@@ -31,6 +31,7 @@ use closure::DepsSources;
 use layers::{account_layer, component_layer, core_roots, entrypoint_layer, LayerBuilder};
 use min::MinSources;
 use split::split_layers;
+pub(crate) use split::{Measure, Measured};
 
 /// The images whose files a plan copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -188,6 +189,12 @@ pub(crate) struct Plan {
     pub deps: Option<Deps>,
     /// min's layers are all kept, unchanged; these go on top.
     pub layers: Vec<LayerPlan>,
+    /// `--max-layer-size`: no layer may compress to more.
+    pub max_layer_size: Option<u64>,
+    /// The layers (by index) that may compress to more than
+    /// `max_layer_size`: to be written, and the plan made again with what
+    /// they measured ([`PlanOptions::measured`]).
+    pub unmeasured: Vec<usize>,
     /// The composed config, complete but for the new layers' diff-ids.
     pub config: Value,
     /// Seconds since the epoch used for everything generated.
@@ -277,8 +284,11 @@ pub(crate) struct PlanOptions<'a> {
     pub timestamp: Option<u64>,
     /// Carry runtime dependencies over from full.
     pub deps: bool,
-    /// Split layers larger than this (`--max-layer-size`).
+    /// Split layers whose compressed size passes this (`--max-layer-size`).
     pub max_layer_size: Option<u64>,
+    /// What layers written before measured ([`split`]): with
+    /// `max_layer_size`, what cuts layers by their compressed size.
+    pub measured: Option<Measure<'a>>,
     /// Components that come from a directory on this machine (laid on
     /// full by [`crate::local`]), with their build-context names.
     pub local: &'a [(ImagePath, String)],
@@ -342,20 +352,14 @@ pub(crate) fn build(
         timestamp,
     };
     let full_tree = &full.scan.tree;
-    let mut layers = vec![builder.layer(LayerRole::Core, &core_roots(full)?)?];
-    let components = &triton::with_python_backend(options.components, full_tree)[..];
-    for component in components {
-        layers.push(component_layer(&builder, full, component, options.local)?);
-    }
+    let (mut layers, components) = selection_layers(&builder, full, options)?;
+    let components = &components[..];
     let cuda_copies = triton::gpu_min_copies(components, options.enable_gpu, &info.architecture);
     let gpu_min = gpu_min.filter(|_| !cuda_copies.is_empty());
     let gpu_min_layer = builder.gpu_min_copies(gpu_min, &cuda_copies)?;
     layers.extend(entrypoint_layer(&builder, min, full_tree, options.slim)?);
     let sagemaker = triton::has_sagemaker_serve(full_tree);
-    if sagemaker {
-        let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
-        layers.push(builder.layer(LayerRole::SageMakerServe, &[serve])?);
-    }
+    layers.extend(sagemaker_layer(&builder, sagemaker)?);
     let mut config_changes = triton::config_changes(
         &info,
         components,
@@ -378,7 +382,8 @@ pub(crate) fn build(
     let user = image_user(options, min.config, full.config);
     layers.extend(account_layer(min, full, timestamp, user.is_some())?);
     config_changes.extend(user.map(ConfigChange::User));
-    layers = split_layers(layers, options.max_layer_size)?;
+    let split = split_layers(layers, options.max_layer_size, options.measured)?;
+    let (mut layers, unmeasured) = (split.layers, split.unmeasured);
     let config = composed_config(min.config, &config_changes, &layers, timestamp);
     let min_sources = MinSources {
         min,
@@ -397,6 +402,8 @@ pub(crate) fn build(
         config_changes,
         deps,
         layers,
+        max_layer_size: options.max_layer_size,
+        unmeasured,
         config,
         timestamp,
         annotations,
@@ -405,6 +412,30 @@ pub(crate) fn build(
         slim,
         min_rewrites,
     })
+}
+
+/// SageMaker's `serve` script, when full has one.
+fn sagemaker_layer(builder: &LayerBuilder<'_>, sagemaker: bool) -> Result<Option<LayerPlan>> {
+    let serve = ImagePath::from_static(triton::SAGEMAKER_SERVE);
+    sagemaker
+        .then(|| builder.layer(LayerRole::SageMakerServe, &[serve]))
+        .transpose()
+}
+
+/// The layers of the core and of each component selected (the python
+/// backend included when a python-based backend needs it), and those
+/// components.
+fn selection_layers(
+    builder: &LayerBuilder<'_>,
+    full: &PlanInput<'_>,
+    options: &PlanOptions<'_>,
+) -> Result<(Vec<LayerPlan>, Vec<Component>)> {
+    let mut layers = vec![builder.layer(LayerRole::Core, &core_roots(full)?)?];
+    let components = triton::with_python_backend(options.components, &full.scan.tree);
+    for component in &components {
+        layers.push(component_layer(builder, full, component, options.local)?);
+    }
+    Ok((layers, components))
 }
 
 /// The time of everything generated: `SOURCE_DATE_EPOCH` if set, else
