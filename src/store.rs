@@ -45,10 +45,12 @@ const STALE_TMP: Duration = Duration::from_secs(6 * 3600);
 pub struct Store {
     root: PathBuf,
     max_size: u64,
-    /// Blobs this process checked against their digest, with what their
-    /// file looked like then: a blob taken again while its file is the
-    /// same (inode, size, modification time) is not hashed again. A
-    /// long-running `serve` takes the same layers for every tag.
+    /// Blobs checked against their digest (or written by us), with what
+    /// their file looked like then: a blob taken again while its file is
+    /// the same (inode, size, modification time) is not hashed again. The
+    /// stamps are kept beside the records too (`layers/checked-DIGEST`),
+    /// so that a repeat run reads no stored layer again; a long-running
+    /// `serve` takes the same layers for every tag.
     checked: std::sync::Mutex<std::collections::HashMap<Digest, BlobStamp>>,
 }
 
@@ -65,6 +67,30 @@ impl BlobStamp {
             meta.ino(),
             meta.len(),
             meta.modified().ok(),
+        ))
+    }
+
+    fn text(&self) -> Option<String> {
+        let since = self.3?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+        Some(format!(
+            "{} {} {} {}",
+            self.0,
+            self.1,
+            self.2,
+            since.as_nanos()
+        ))
+    }
+
+    fn parse(text: &str) -> Option<BlobStamp> {
+        let mut fields = text.split_ascii_whitespace();
+        let mut next = || fields.next()?.parse::<u128>().ok();
+        let (dev, ino, len, nanos) = (next()?, next()?, next()?, next()?);
+        let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).ok()?);
+        Some(BlobStamp(
+            u64::try_from(dev).ok()?,
+            u64::try_from(ino).ok()?,
+            u64::try_from(len).ok()?,
+            Some(mtime),
         ))
     }
 }
@@ -252,6 +278,9 @@ impl Store {
         }
         let stamp = BlobStamp::of(dest);
         let seen = stamp.is_some() && self.checked_before(&written.digest) == stamp;
+        if !seen {
+            tracing::debug!("store: checking the layer blob {}", written.digest);
+        }
         let sound = seen
             || File::open(dest).is_ok_and(|file| {
                 digest_of(file)
@@ -267,15 +296,32 @@ impl Store {
             let _ = fs::remove_file(&blob);
             let _ = fs::remove_file(&record_path);
             self.lock_checked().remove(&written.digest);
+            let _ = fs::remove_file(self.stamp_path(&written.digest));
             return None;
         }
         touch(&record_path);
         touch(dest);
         // As the file is now (touched): what the next take compares with.
-        if let Some(stamp) = BlobStamp::of(dest) {
-            self.lock_checked().insert(written.digest.clone(), stamp);
-        }
+        self.remember_checked(&written.digest, dest);
         Some(written)
+    }
+
+    fn stamp_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("checked-{}", digest.hex()))
+    }
+
+    /// Keeps the stamp of `file`, a blob of `digest` just checked (or
+    /// written), for this process and the next.
+    fn remember_checked(&self, digest: &Digest, file: &Path) {
+        let Some(stamp) = BlobStamp::of(file) else {
+            return;
+        };
+        self.lock_checked().insert(digest.clone(), stamp);
+        if let Some(text) = stamp.text() {
+            let _ = self.put_atomically(&self.stamp_path(digest), text.as_bytes());
+        }
     }
 
     fn lock_checked(
@@ -285,7 +331,10 @@ impl Store {
     }
 
     fn checked_before(&self, digest: &Digest) -> Option<BlobStamp> {
-        self.lock_checked().get(digest).copied()
+        if let Some(stamp) = self.lock_checked().get(digest).copied() {
+            return Some(stamp);
+        }
+        BlobStamp::parse(&fs::read_to_string(self.stamp_path(digest)).ok()?)
     }
 
     /// The compressed size of the layer stored under `key`.
@@ -323,9 +372,7 @@ impl Store {
             fs::rename(&temp_path, &blob)
                 .ctx(|| format!("storing a layer in {}", self.root.display()))?;
             // Its digest was taken as it was written.
-            if let Some(stamp) = BlobStamp::of(&blob) {
-                self.lock_checked().insert(written.digest.clone(), stamp);
-            }
+            self.remember_checked(&written.digest, &blob);
         }
         let record = LayerRecord {
             digest: written.digest.to_string(),

@@ -237,6 +237,39 @@ fn a_compose_killed_mid_write_leaves_nothing_that_is_reused() {
     }
 }
 
+/// A repeat takes every layer from the store without hashing it again:
+/// the blobs' stamps (inode, size, modification time) kept when they were
+/// written or checked say they are unchanged. A blob whose file changed
+/// is checked again.
+#[test]
+fn a_repeat_hashes_no_stored_layer_again_but_checks_a_changed_one() {
+    let setup = Setup::new();
+    let verbose: Vec<&str> = ["-v"].iter().chain(PYTHON).copied().collect();
+    let (_, cold) = setup.compose("cold", "store", PYTHON);
+    let checking = |stderr: &str| stderr.matches("checking the layer blob").count();
+    let (same, again) = setup.compose("same", "store", &verbose);
+    assert!(
+        layer_lines(&same)
+            .iter()
+            .all(|l| l.contains("from the store")),
+        "{same}"
+    );
+    assert_eq!(checking(&same), 0, "{same}");
+    assert_eq!(again.manifest_digest, cold.manifest_digest);
+    // One blob touched: its content is the same, but it is checked again.
+    let blob = (setup.store_files("store").into_iter())
+        .find(|p| p.parent().unwrap().ends_with("blobs/sha256"))
+        .unwrap();
+    let file = std::fs::File::options().write(true).open(&blob).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let (touched, again) = setup.compose("touched", "store", &verbose);
+    assert_eq!(checking(&touched), 1, "{touched}");
+    assert_eq!(again.manifest_digest, cold.manifest_digest);
+    let (after, _) = setup.compose("after", "store", &verbose);
+    assert_eq!(checking(&after), 0, "{after}");
+}
+
 #[test]
 fn a_damaged_store_entry_is_detected_and_rebuilt() {
     let setup = Setup::new();
