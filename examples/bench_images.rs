@@ -1,5 +1,7 @@
 //! Writes a large synthetic min and full image (OCI layouts) for the
-//! benchmark: `cargo run --release --example bench_images -- DIR SIZE_MIB`;
+//! benchmark: `cargo run --release --example bench_images -- DIR SIZE_MIB
+//! [LAYERS]`, with LAYERS: full's own content over that many layers, as
+//! NGC images have it, and compressing about 2:1 as their libraries do;
 //! or, with `--many-files SRC_LAYOUT TAG DST FILES`, a copy of an image
 //! with that many small python files (as pip installs them) on top.
 //! Layers are streamed to disk; file content is pseudo-random (so it does
@@ -77,8 +79,28 @@ fn finish_layer(blobs: &Path, builder: LayerBuilder) -> (String, String, u64) {
     (digest, diff_id, size)
 }
 
-/// Files of a layer: (path, size); directories are made for parents.
-fn write_layer(blobs: &Path, files: &[(String, u64)], seed: u64) -> (String, String, u64) {
+/// Noise with only the bits of `mask` set in each byte: 0xff does not
+/// compress, 0x0f compresses about 2:1.
+struct Masked(Noise, u8);
+
+impl io::Read for Masked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        for byte in &mut buf[..n] {
+            *byte &= self.1;
+        }
+        Ok(n)
+    }
+}
+
+/// Files of a layer: (path, size); directories are made for parents; file
+/// bytes are noise masked with `mask` ([`Masked`]).
+fn write_layer(
+    blobs: &Path,
+    files: &[(String, u64)],
+    seed: u64,
+    mask: u8,
+) -> (String, String, u64) {
     let mut builder = layer_builder(blobs);
     let mut dirs = std::collections::BTreeSet::new();
     for (i, (path, size)) in files.iter().enumerate() {
@@ -108,7 +130,8 @@ fn write_layer(blobs: &Path, files: &[(String, u64)], seed: u64) -> (String, Str
         h.set_mtime(1_700_000_000);
         h.set_uid(0);
         h.set_gid(0);
-        let content = io::Read::take(Noise(seed ^ ((i as u64 + 1) * 0x9e3779b97f4a7c15)), *size);
+        let noise = Noise(seed ^ ((i as u64 + 1) * 0x9e3779b97f4a7c15));
+        let content = io::Read::take(Masked(noise, mask), *size);
         builder.append_data(&mut h, path, content).unwrap();
     }
     finish_layer(blobs, builder)
@@ -120,6 +143,7 @@ fn write_image(
     layers: &[Vec<(String, u64)>],
     env: &[&str],
     shared: Option<(String, String, u64)>,
+    mask: u8,
 ) -> (String, String, u64) {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
@@ -128,7 +152,7 @@ fn write_image(
         written.push(first);
     }
     for (i, files) in layers.iter().enumerate() {
-        written.push(write_layer(&blobs, files, i as u64 + 7));
+        written.push(write_layer(&blobs, files, i as u64 + 7, mask));
     }
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux", "created": "2024-11-05T10:00:00Z",
@@ -264,6 +288,8 @@ fn main() {
     }
     let dir = std::path::PathBuf::from(args.next().unwrap_or_else(|| "target/bench".into()));
     let mib: u64 = args.next().map(|s| s.parse().unwrap()).unwrap_or(1024);
+    let layers: Option<usize> = args.next().map(|s| s.parse().unwrap());
+    let mask = if layers.is_some() { 0x0f } else { 0xff };
     let _ = fs::remove_dir_all(&dir);
     let unit = mib * 1024 * 1024 / 100;
     let many = |prefix: &str, count: u64, total: u64| -> Vec<(String, u64)> {
@@ -280,6 +306,7 @@ fn main() {
         &[base_layer],
         &["PATH=/usr/bin:/bin"],
         None,
+        mask,
     );
     let install = "opt/tritonserver";
     let mut triton = many(&format!("{install}/bin"), 4, 2 * unit);
@@ -296,10 +323,19 @@ fn main() {
     triton.extend(many(&format!("{install}/caches/local"), 2, unit / 10));
     triton.push(("opt/nvidia/nvidia_entrypoint.sh".into(), 100));
     let other = many("usr/local/lib/python3/dist-packages/big", 1000, 5 * unit);
+    let own = match layers {
+        // Consecutive runs of the files, one run a layer.
+        Some(count) => {
+            let all: Vec<(String, u64)> = other.into_iter().chain(triton).collect();
+            let per = all.len().div_ceil(count.max(1));
+            all.chunks(per).map(<[_]>::to_vec).collect()
+        }
+        None => vec![other, triton],
+    };
     write_image(
         &dir.join("full"),
         "bench",
-        &[other, triton],
+        &own,
         &[
             "PATH=/usr/bin:/bin",
             "TRITON_SERVER_VERSION=2.51.0",
@@ -307,6 +343,7 @@ fn main() {
             "TRITON_SERVER_GPU_ENABLED=0",
         ],
         Some(min_first),
+        mask,
     );
     println!(
         "wrote {dir}/min and {dir}/full (about {mib} MiB uncompressed)",

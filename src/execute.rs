@@ -311,25 +311,59 @@ impl<'a> Execution<'a> {
                     layers.push(desc);
                     continue;
                 }
-                let linked = match self.min.layer_file(index) {
-                    Some(file) => sink.link_blob(&desc, &file)?,
-                    None => false,
-                };
-                if linked {
+                if self.put_min_file(sink, &desc, index)? {
                     layers.push(desc);
                     continue;
                 }
             }
             let known = layer.blob.as_ref().map(|(digest, _)| digest);
+            let file = self.min.layer_file(index);
+            let before = file.as_deref().and_then(Store::stamp);
             let mut blob = crate::scratch::Interruptible(self.min.open_layer(index)?);
             let stored = sink
                 .put_blob(&layer.media_type, known, &mut blob)
                 .map_err(|e| {
                     e.context(format!("copying {} layer {}", self.min.name(), index + 1))
                 })?;
+            // Checked against its digest on the way, as it was read.
+            if let (Some(store), Some(file), Some(_)) = (self.store, &file, known) {
+                store.remember_source(&stored.digest, file, before);
+            }
             layers.push(stored);
         }
         Ok((layers, slimmed))
+    }
+
+    /// Gets min's layer `index` to the sink from its blob file, if min has
+    /// one: without hashing it when the store says it was checked before
+    /// and is unchanged, else linked and checked through the link.
+    fn put_min_file(
+        &self,
+        sink: &mut dyn ImageSink,
+        desc: &BlobDescriptor,
+        index: usize,
+    ) -> Result<bool> {
+        let Some(file) = self.min.layer_file(index) else {
+            return Ok(false);
+        };
+        if self
+            .store
+            .is_some_and(|s| s.source_checked(&desc.digest, &file))
+            && sink.put_checked_copy(desc, &file)?
+        {
+            tracing::debug!(
+                "{} layer {}: checked before and unchanged, not hashed again",
+                self.min.name(),
+                index + 1
+            );
+            return Ok(true);
+        }
+        let before = Store::stamp(&file);
+        let linked = sink.link_blob(desc, &file)?;
+        if let Some(store) = self.store.filter(|_| linked) {
+            store.remember_source(&desc.digest, &file, before);
+        }
+        Ok(linked)
     }
 
     /// A min layer written again (cut by `--slim`, or as eStargz), handed

@@ -282,6 +282,14 @@ pub(crate) trait ImageSink {
         Ok(false)
     }
 
+    /// Gets a blob to the destination from `file`, which the caller
+    /// checked holds exactly `desc`'s bytes (a source's blob it hashed
+    /// before, unchanged since): linked or copied without hashing it
+    /// again, where the destination can. `false` means it must be put.
+    fn put_checked_copy(&mut self, _desc: &BlobDescriptor, _file: &Path) -> Result<bool> {
+        Ok(false)
+    }
+
     /// True when the destination holds the bottom layers with these
     /// diff-ids already, as one stack, so that the last of them need not be
     /// written (it is still listed in the manifest). Only the local Docker

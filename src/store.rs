@@ -95,6 +95,10 @@ impl BlobStamp {
     }
 }
 
+/// What a source's blob file looked like ([`Store::stamp`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SourceStamp(BlobStamp);
+
 #[derive(Serialize, Deserialize)]
 struct LayerRecord {
     digest: String,
@@ -304,6 +308,42 @@ impl Store {
         // As the file is now (touched): what the next take compares with.
         self.remember_checked(&written.digest, dest);
         Some(written)
+    }
+
+    fn source_stamp_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("source-{}", digest.hex()))
+    }
+
+    /// The stamp of a source's blob file, taken before it is read and
+    /// checked ([`Store::remember_source`]).
+    pub fn stamp(file: &Path) -> Option<SourceStamp> {
+        BlobStamp::of(file).map(SourceStamp)
+    }
+
+    /// True when `file`, a source image's blob of `digest`, was checked
+    /// against it before ([`Store::remember_source`]) and is unchanged
+    /// since (the same inode, size and modification time).
+    pub fn source_checked(&self, digest: &Digest, file: &Path) -> bool {
+        let kept = fs::read_to_string(self.source_stamp_path(digest)).ok();
+        let kept = kept.as_deref().and_then(BlobStamp::parse);
+        kept.is_some() && kept == BlobStamp::of(file)
+    }
+
+    /// Remembers that `file`, stamped `before` it was read, held the bytes
+    /// of `digest`, as a check that read it found: unless it changed
+    /// meanwhile, a later run need not hash it again.
+    pub fn remember_source(&self, digest: &Digest, file: &Path, before: Option<SourceStamp>) {
+        let Some(SourceStamp(before)) = before else {
+            return;
+        };
+        if BlobStamp::of(file) != Some(before) {
+            return;
+        }
+        if let Some(text) = before.text() {
+            let _ = self.put_atomically(&self.source_stamp_path(digest), text.as_bytes());
+        }
     }
 
     fn stamp_path(&self, digest: &Digest) -> PathBuf {

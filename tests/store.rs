@@ -268,6 +268,47 @@ fn a_repeat_hashes_no_stored_layer_again_but_checks_a_changed_one() {
     assert_eq!(again.manifest_digest, cold.manifest_digest);
     let (after, _) = setup.compose("after", "store", &verbose);
     assert_eq!(checking(&after), 0, "{after}");
+    // min's blobs too, once checked on their way into an output.
+    let unhashed = |stderr: &str| stderr.matches("not hashed again").count();
+    assert!(unhashed(&after) > 0, "{after}");
+    let min_layer = read_oci(&setup.path("min"), "latest").layer_digests[0].clone();
+    let min_blob =
+        (setup.path("min").join("blobs/sha256")).join(min_layer.trim_start_matches("sha256:"));
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&min_blob)
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let (min_touched, image) = setup.compose("min-touched", "store", &verbose);
+    assert_eq!(
+        unhashed(&min_touched),
+        unhashed(&after) - 1,
+        "{min_touched}"
+    );
+    assert_eq!(image.manifest_digest, cold.manifest_digest);
+    let archive = |name: &str, store: &str| {
+        let mut args = setup.args(name, store, &verbose);
+        let output = args.iter().position(|a| a == "--output").unwrap() + 1;
+        args[output] = format!(
+            "docker-archive:{}",
+            setup.path(name).with_extension("tar").display()
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stderr) = run_cli(&args);
+        assert!(ok, "{stderr}");
+        (
+            stderr,
+            std::fs::read(setup.path(name).with_extension("tar")).unwrap(),
+        )
+    };
+    // A docker-archive takes copies of them, byte for byte what a run
+    // that hashes them (with a store of its own) writes.
+    let (first, bytes) = archive("archive-1", "fresh");
+    let (second, again) = archive("archive-2", "store");
+    assert_eq!(unhashed(&first), 0, "{first}");
+    assert_eq!(unhashed(&second), unhashed(&after), "{second}");
+    assert!(bytes == again, "the archives differ");
 }
 
 #[test]

@@ -454,6 +454,17 @@ impl ImageSink for DockerArchiveSink {
         self.append_blob_file(desc, &mut file)
     }
 
+    fn put_checked_copy(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<bool> {
+        let Ok(mut file) = File::open(path) else {
+            return Ok(false);
+        };
+        if file.metadata().map(|m| m.len()).ok() != Some(desc.size) {
+            return Ok(false);
+        }
+        self.append_blob_file(desc, &mut file)?;
+        Ok(true)
+    }
+
     fn commit(mut self: Box<Self>, image: &OutputImage) -> Result<Committed> {
         let config = self.append_document(media_type::OCI_CONFIG, &image.config)?;
         let manifest_bytes =
