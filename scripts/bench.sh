@@ -2,7 +2,8 @@
 # Prints speed and memory figures, never asserts them (the machines are
 # shared and noisy: read the ratios, measured in the same run).
 #
-#   BENCH_ONLY=layouts stops after Part 1's layouts.
+#   BENCH_ONLY=layouts stops after Part 1's layouts; BENCH_ONLY=many-layer
+#   runs only the many-layer one.
 #
 #   Part 1, the fixtures (scripts/fixtures.sh: real Triton 2.51 in a full
 #   image FROM a debootstrapped min): the machine's limit, which is
@@ -203,13 +204,13 @@ bench_layout() {
   compose_fixture "warm, same combination" "$cores" "store-$name" "$full" "same-$name" "${selection[@]}"
   echo "  warm same / cold: $(echo "100 * $last_wall / $cold" | bc -l | xargs printf '%.0f')%"
   [ "$cold_index" = "$(output_id "same-$name")" ] && echo "  warm same output: byte-identical to cold"
-  compose_fixture "warm, another combination (+onnxruntime)" "$cores" "store-$name" "$full" "other-$name" "${selection[@]}" "${other[@]}"
+  compose_fixture "warm, another combination (+$(echo "${other[*]}" | sed 's/--backend //g'))" "$cores" "store-$name" "$full" "other-$name" "${selection[@]}" "${other[@]}"
   local warm_other=$last_wall
   compose_fixture "cold, that combination, no store" "$cores" "" "$full" "ref-$name" "${selection[@]}" "${other[@]}"
   [ "$(output_id "other-$name")" = "$(output_id "ref-$name")" ] \
     && echo "  warm other output: byte-identical to cold" || echo "  warm other output: DIFFERS from cold"
   if [ -z "$engine_name" ]; then
-    echo "docker build + save: this full is not in the engine; skipped"
+    echo "docker build + save: not measured for this full (not in the engine, or its min has no shell to RUN in)"
   elif docker info >/dev/null 2>&1; then
     docker_build "$bench/work-other-$name" "$engine_name"
     echo "docker build (warm engine, no cache) + docker save of that combination: $build_s s + $save_s s"
@@ -219,6 +220,7 @@ bench_layout() {
   fi
 }
 
+if [ "${BENCH_ONLY:-}" != many-layer ]; then
 bench_layout layered "oci:$fx/full-oci:latest" "$fx/full-oci" "$FULL_IMAGE"
 
 rm -rf "$bench/flat"
@@ -235,7 +237,9 @@ rm -rf "$bench/flat"
 # shaped as NGC's (its own content over 18 layers, compressing about 2:1):
 # MANY_LAYER_MIB of it (0 skips), composed into a docker-archive.
 out_kind=docker-archive
-bench_layout "layered-to-docker-archive" "oci:$fx/full-oci:latest" "$fx/full-oci" ""
+bench_layout "layered-to-docker-archive" "oci:$fx/full-oci:latest" "$fx/full-oci" "$FULL_IMAGE"
+fi
+out_kind=docker-archive
 many_mib=${MANY_LAYER_MIB:-1024}
 if [ "$many_mib" -gt 0 ]; then
   target/release/examples/bench_images "$bench/many" "$many_mib" 18 >/dev/null
@@ -244,13 +248,14 @@ if [ "$many_mib" -gt 0 ]; then
   min_layout=$bench/many/min
   selection=(--backend python --backend onnxruntime --cache local)
   other=(--backend openvino)
+  # Its min has no shell: docker build could not RUN the account step.
   bench_layout many-layer-to-docker-archive "oci:$bench/many/full:bench" "$bench/many/full" ""
   selection=("${saved[@]}"); other=("${saved_other[@]}"); min_layout=$fx/min-oci
   rm -rf "$bench/many"
 fi
 out_kind=oci
 rm -rf "$bench"/*-layered-to-docker-archive* "$bench"/*-many-layer-to-docker-archive*
-[ "${BENCH_ONLY:-}" = layouts ] && exit 0
+[ -n "${BENCH_ONLY:-}" ] && exit 0
 
 echo "-- registry to registry (docker-registry on 127.0.0.1)"
 regdir=$(mktemp -d)

@@ -1025,25 +1025,6 @@ fn a_layer_cap_splits_layers_by_path_and_their_union_is_the_same_tree() {
     assert!(!out.exists());
 }
 
-/// Bytes of a given entropy: random over `symbols` letters (2 bits each
-/// for 4), or over every byte (256).
-fn random_bytes(len: usize, symbols: u64, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let byte = (state >> 24) as u8;
-            if symbols < 256 {
-                b'A' + byte % symbols as u8
-            } else {
-                byte
-            }
-        })
-        .collect()
-}
-
 /// Registries check a layer's compressed size: a 29 MB library that
 /// compresses to about 8 MB goes into a 20M-capped layer whole; a layer
 /// whose content compresses to more is cut into parts that each fit; a file

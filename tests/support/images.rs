@@ -222,16 +222,36 @@ pub fn layer_tar(items: &[Item]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
+/// A xorshift stream: cheap, fixed pseudo-random numbers from `seed`.
+pub fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
+    let mut state = seed | 1;
+    std::iter::repeat_with(move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    })
+}
+
 /// ASCII noise that deflate cannot shrink much, so that layers holding it
 /// are large and slow to write.
 pub fn noise(len: usize, seed: u64) -> String {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (b'a' + (state % 26) as u8) as char
+    (xorshift(seed).take(len))
+        .map(|n| (b'a' + (n % 26) as u8) as char)
+        .collect()
+}
+
+/// Bytes of a given entropy: random over `symbols` letters (2 bits each
+/// for 4), or over every byte (256).
+pub fn random_bytes(len: usize, symbols: u64, seed: u64) -> Vec<u8> {
+    (xorshift(seed).take(len))
+        .map(|n| {
+            let byte = (n >> 24) as u8;
+            if symbols < 256 {
+                b'A' + byte % symbols as u8
+            } else {
+                byte
+            }
         })
         .collect()
 }
