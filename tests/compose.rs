@@ -1149,6 +1149,18 @@ fn a_layer_cap_checks_compressed_sizes() {
                 "{capped_sizes:?}"
             );
             assert!(capped_sizes.iter().filter(|&&s| s > cap / 4).count() >= 2);
+            // zstd's costs are sampled, eStargz's are gzip's: parts fit too.
+            for compression in ["zstd", "estargz"] {
+                let (ok, stderr, out) = compose(name, Some("20M"), &["--compression", compression]);
+                assert!(ok, "{compression}: {stderr}");
+                let (image, sizes) = new_layers(&out);
+                assert!(sizes.iter().all(|&s| s <= cap), "{compression}: {sizes:?}");
+                assert!(sizes.len() > whole_sizes.len(), "{compression}: {sizes:?}");
+                let mut tree = image.tree.clone();
+                // eStargz's own entries.
+                tree.retain(|path, _| !path.ends_with(".landmark") && path != "stargz.index.json");
+                assert_eq!(tree, whole.tree, "{compression}");
+            }
         }
     }
     let (ok, stderr, out) = compose("incompressible", Some("20M"), &["--no-store"]);

@@ -222,7 +222,11 @@ impl Prepared {
             let _phase = crate::progress::phase("measure layers for --max-layer-size");
             let mut execution = self.execution(request, &plan);
             execution.store = Some(store);
-            known.extend(execution.measure(&self.spools, &plan.unmeasured)?);
+            let keys = execution.keys();
+            for (index, measured) in execution.measure(&self.spools, &plan.unmeasured)? {
+                let (layer, measured) = as_split(&plan.layers[index], measured);
+                known.insert(keys.key(&layer), measured);
+            }
         }
         Err(
             Error::new("the layers could not be cut into parts that fit --max-layer-size")
@@ -249,6 +253,29 @@ impl Prepared {
             kept: self.kept.as_ref(),
         }
     }
+}
+
+/// A layer measured as written, as the cut sees it: eStargz puts what is
+/// read first ahead of the rest after the cut is made, so the cut's layer
+/// is in path order, with no prefetch, and its entries' costs follow.
+fn as_split(layer: &LayerPlan, measured: Measured) -> (LayerPlan, Measured) {
+    let mut order: Vec<usize> = (0..layer.entries.len()).collect();
+    order.sort_by(|&a, &b| layer.entries[a].path.cmp(&layer.entries[b].path));
+    let costs = (measured.costs)
+        .filter(|costs| costs.len() == order.len())
+        .map(|costs| order.iter().map(|&i| costs[i]).collect());
+    let split = LayerPlan {
+        entries: order.iter().map(|&i| layer.entries[i].clone()).collect(),
+        prefetch: None,
+        ..layer.clone()
+    };
+    (
+        split,
+        Measured {
+            size: measured.size,
+            costs,
+        },
+    )
 }
 
 /// The plan of one target, from the scans of the run.

@@ -6,19 +6,18 @@
 use std::sync::Mutex;
 
 use super::{Execution, Spools};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::plan::Measured;
 
 impl Execution<'_> {
-    /// What the plan's `layers` (by index) measure, by layer key: from the
-    /// store when it knows, else written now and kept there. Needs a store
-    /// (a run without one measures into a scratch store).
+    /// What the plan's `layers` (by index) measure, with their indexes:
+    /// from the store when it knows, else written now and kept there.
+    /// Needs a store (a run without one measures into a scratch store).
     pub(crate) fn measure(
         &self,
         spools: &Spools,
         layers: &[usize],
-    ) -> Result<Vec<(Digest, Measured)>> {
+    ) -> Result<Vec<(usize, Measured)>> {
         let store = self
             .store
             .ok_or_else(|| Error::new("internal error: measuring layers needs a store"))?;
@@ -31,15 +30,15 @@ impl Execution<'_> {
             let size = store.layer_size(&key);
             let costs = size.filter(|&s| s > cap).map(|_| store.costs(&key));
             match (size, costs) {
-                (Some(size), None) => known.push((key, Measured { size, costs: None })),
+                (Some(size), None) => known.push((index, Measured { size, costs: None })),
                 (Some(size), Some(Some(costs))) => known.push((
-                    key,
+                    index,
                     Measured {
                         size,
                         costs: Some(costs),
                     },
                 )),
-                _ => to_write.push((index, key)),
+                _ => to_write.push(index),
             }
         }
         let written = Mutex::new(Vec::new());
@@ -59,7 +58,7 @@ impl Execution<'_> {
                         crate::progress::human_size(written.size)
                     );
                     Ok((
-                        key,
+                        index,
                         Measured {
                             size: written.size,
                             costs,
@@ -68,8 +67,7 @@ impl Execution<'_> {
                 });
                 written.lock().expect("not poisoned").push(measured);
             };
-        let indexes: Vec<usize> = to_write.iter().map(|(i, _)| *i).collect();
-        self.write_layers(spools, &indexes, &deliver)?;
+        self.write_layers(spools, &to_write, &deliver)?;
         for measured in written.into_inner().expect("not poisoned") {
             known.push(measured?);
         }
