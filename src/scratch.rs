@@ -116,29 +116,50 @@ fn owner_of(name: &str) -> Option<(u32, u64)> {
 /// Removes from `dir` the scratch that runs which are gone left behind.
 /// Returns how many entries were removed.
 pub(crate) fn sweep(dir: &Path) -> usize {
+    let removed = remove_scratch(dir, |pid, start| start_time(pid) != Some(start));
+    for path in &removed {
+        tracing::info!("removed {}, left by a run that is gone", path.display());
+    }
+    removed.len()
+}
+
+/// Removes from `dir` the scratch of this run, as it ends: what a task it
+/// abandoned (a compose stopped by a signal) may still hold.
+pub(crate) fn remove_own(dir: &Path) -> usize {
+    let me = std::process::id();
+    let started = start_time(me);
+    let removed = remove_scratch(dir, |pid, start| pid == me && started == Some(start));
+    for path in &removed {
+        tracing::debug!("removed {}, this run's", path.display());
+    }
+    removed.len()
+}
+
+/// Removes the scratch entries of `dir` whose owner `remove(pid, start)`
+/// says; returns their paths.
+fn remove_scratch(dir: &Path, remove: impl Fn(u32, u64) -> bool) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
-    let mut swept = 0;
+    let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some((pid, start)) = name.to_str().and_then(owner_of) else {
             continue;
         };
-        if start_time(pid) == Some(start) {
-            continue; // a live run's
+        if !remove(pid, start) {
+            continue;
         }
         let path = entry.path();
-        let removed = match entry.file_type() {
+        let gone = match entry.file_type() {
             Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
             _ => std::fs::remove_file(&path),
         };
-        if removed.is_ok() {
-            tracing::info!("removed {}, left by a run that is gone", path.display());
-            swept += 1;
+        if gone.is_ok() {
+            removed.push(path);
         }
     }
-    swept
+    removed
 }
 
 #[cfg(test)]

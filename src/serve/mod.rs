@@ -310,7 +310,12 @@ pub fn serve(options: ServeOptions) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::new("cannot start the server's runtime").with_source(e))?;
-    runtime.block_on(run(state, &options))
+    let served = runtime.block_on(run(state, &options));
+    // A compose abandoned by the stop may still be winding down on the
+    // blocking pool; what it holds in the work directory goes with us.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    crate::scratch::remove_own(&options.base.work_dir);
+    served
 }
 
 async fn run(state: Arc<State>, options: &ServeOptions) -> Result<()> {
