@@ -37,6 +37,9 @@ const INDEX_MAGIC: &[u8] = b"triton-compose index 1\n";
 
 /// The index kind of what each entry of an output layer cost compressed.
 const COSTS_KIND: &str = "costs-1";
+/// The stamps of our own blobs, and of sources' blob files, when checked.
+const OWN_STAMP: &str = "checked";
+const SOURCE_STAMP: &str = "source";
 /// The default bound on the store's size.
 pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
 /// Staging files older than this belong to runs that died.
@@ -258,7 +261,7 @@ impl Store {
     /// `None` returned: the caller builds the layer again.
     pub fn take_layer(&self, key: &Digest, dest: &Path) -> Option<WrittenLayer> {
         let record_path = self.record_path(key);
-        let record: LayerRecord = serde_json::from_slice(&fs::read(&record_path).ok()?).ok()?;
+        let record = self.record(key)?;
         let estargz = match record.estargz {
             Some((toc, uncompressed_size)) => Some(EstargzFacts {
                 toc_digest: toc.parse().ok()?,
@@ -300,7 +303,7 @@ impl Store {
             let _ = fs::remove_file(&blob);
             let _ = fs::remove_file(&record_path);
             self.lock_checked().remove(&written.digest);
-            let _ = fs::remove_file(self.stamp_path(&written.digest));
+            let _ = fs::remove_file(self.stamp_path(OWN_STAMP, &written.digest));
             return None;
         }
         touch(&record_path);
@@ -308,12 +311,6 @@ impl Store {
         // As the file is now (touched): what the next take compares with.
         self.remember_checked(&written.digest, dest);
         Some(written)
-    }
-
-    fn source_stamp_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("layers")
-            .join(format!("source-{}", digest.hex()))
     }
 
     /// The stamp of a source's blob file, taken before it is read and
@@ -326,8 +323,7 @@ impl Store {
     /// against it before ([`Store::remember_source`]) and is unchanged
     /// since (the same inode, size and modification time).
     pub fn source_checked(&self, digest: &Digest, file: &Path) -> bool {
-        let kept = fs::read_to_string(self.source_stamp_path(digest)).ok();
-        let kept = kept.as_deref().and_then(BlobStamp::parse);
+        let kept = self.kept_stamp(SOURCE_STAMP, digest);
         kept.is_some() && kept == BlobStamp::of(file)
     }
 
@@ -335,21 +331,27 @@ impl Store {
     /// of `digest`, as a check that read it found: unless it changed
     /// meanwhile, a later run need not hash it again.
     pub fn remember_source(&self, digest: &Digest, file: &Path, before: Option<SourceStamp>) {
-        let Some(SourceStamp(before)) = before else {
-            return;
-        };
-        if BlobStamp::of(file) != Some(before) {
-            return;
-        }
-        if let Some(text) = before.text() {
-            let _ = self.put_atomically(&self.source_stamp_path(digest), text.as_bytes());
+        if let Some(SourceStamp(before)) = before.filter(|b| BlobStamp::of(file) == Some(b.0)) {
+            self.keep_stamp(SOURCE_STAMP, digest, before);
         }
     }
 
-    fn stamp_path(&self, digest: &Digest) -> PathBuf {
+    /// Where a blob's stamp of `kind` ([`OWN_STAMP`], [`SOURCE_STAMP`]) is
+    /// kept, beside the records.
+    fn stamp_path(&self, kind: &str, digest: &Digest) -> PathBuf {
         self.root
             .join("layers")
-            .join(format!("checked-{}", digest.hex()))
+            .join(format!("{kind}-{}", digest.hex()))
+    }
+
+    fn kept_stamp(&self, kind: &str, digest: &Digest) -> Option<BlobStamp> {
+        BlobStamp::parse(&fs::read_to_string(self.stamp_path(kind, digest)).ok()?)
+    }
+
+    fn keep_stamp(&self, kind: &str, digest: &Digest, stamp: BlobStamp) {
+        if let Some(text) = stamp.text() {
+            let _ = self.put_atomically(&self.stamp_path(kind, digest), text.as_bytes());
+        }
     }
 
     /// Keeps the stamp of `file`, a blob of `digest` just checked (or
@@ -359,9 +361,7 @@ impl Store {
             return;
         };
         self.lock_checked().insert(digest.clone(), stamp);
-        if let Some(text) = stamp.text() {
-            let _ = self.put_atomically(&self.stamp_path(digest), text.as_bytes());
-        }
+        self.keep_stamp(OWN_STAMP, digest, stamp);
     }
 
     fn lock_checked(
@@ -374,14 +374,16 @@ impl Store {
         if let Some(stamp) = self.lock_checked().get(digest).copied() {
             return Some(stamp);
         }
-        BlobStamp::parse(&fs::read_to_string(self.stamp_path(digest)).ok()?)
+        self.kept_stamp(OWN_STAMP, digest)
+    }
+
+    fn record(&self, key: &Digest) -> Option<LayerRecord> {
+        serde_json::from_slice(&fs::read(self.record_path(key)).ok()?).ok()
     }
 
     /// The compressed size of the layer stored under `key`.
     pub fn layer_size(&self, key: &Digest) -> Option<u64> {
-        let record: LayerRecord =
-            serde_json::from_slice(&fs::read(self.record_path(key)).ok()?).ok()?;
-        Some(record.size)
+        Some(self.record(key)?.size)
     }
 
     /// What each entry of the layer stored under `key` cost compressed,

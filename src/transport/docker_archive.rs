@@ -455,13 +455,10 @@ impl ImageSink for DockerArchiveSink {
     }
 
     fn put_checked_copy(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<bool> {
-        let Ok(mut file) = File::open(path) else {
-            return Ok(false);
-        };
-        if file.metadata().map(|m| m.len()).ok() != Some(desc.size) {
+        if std::fs::metadata(path).map(|m| m.len()).ok() != Some(desc.size) {
             return Ok(false);
         }
-        self.append_blob_file(desc, &mut file)?;
+        self.put_blob_file(desc, path)?;
         Ok(true)
     }
 

@@ -379,6 +379,49 @@ impl OciLayoutSink {
         })
     }
 
+    /// A hard link to `file` as the blob of `desc`, if the layout's
+    /// filesystem allows: checked against `desc` through the link first,
+    /// unless the caller checked it (`check` false: then its size only).
+    /// The link pins the inode: what is checked is what is kept, even if
+    /// the source's name is replaced meanwhile.
+    fn link_in(&mut self, desc: &BlobDescriptor, file: &Path, check: bool) -> Result<bool> {
+        let target = blob_path(&self.root, &desc.digest);
+        if target.exists() {
+            return Ok(true);
+        }
+        let is_file = fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_file());
+        if !is_file {
+            return Ok(false);
+        }
+        let link = self.root.join("blobs/sha256").join(format!(
+            "{}link-{}",
+            crate::scratch::prefix("blob"),
+            desc.digest.hex()
+        ));
+        if fs::hard_link(file, &link).is_err() {
+            return Ok(false);
+        }
+        let checked = File::open(&link).and_then(|f| {
+            let got = if check {
+                crate::digest::digest_of(io::BufReader::with_capacity(1 << 20, &f))?
+            } else {
+                (desc.digest.clone(), f.metadata()?.len())
+            };
+            f.sync_all()?;
+            Ok(got)
+        });
+        match checked {
+            Ok((digest, size)) if digest == desc.digest && size == desc.size => {
+                fs::rename(&link, &target).ctx(|| format!("storing blob {}", desc.digest))?;
+                Ok(true)
+            }
+            _ => {
+                let _ = fs::remove_file(&link);
+                Ok(false)
+            }
+        }
+    }
+
     fn write_document(&mut self, media_type: &str, bytes: &[u8]) -> Result<BlobDescriptor> {
         self.put_blob(media_type, None, &mut &bytes[..])
     }
@@ -429,60 +472,11 @@ impl ImageSink for OciLayoutSink {
     }
 
     fn link_blob(&mut self, desc: &BlobDescriptor, file: &Path) -> Result<bool> {
-        let target = blob_path(&self.root, &desc.digest);
-        if target.exists() {
-            return Ok(true);
-        }
-        let is_file = fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_file());
-        if !is_file {
-            return Ok(false);
-        }
-        // The link pins the inode: what is checked is what is kept, even if
-        // the source's name is replaced meanwhile.
-        let link = self.root.join("blobs/sha256").join(format!(
-            "{}link-{}",
-            crate::scratch::prefix("blob"),
-            desc.digest.hex()
-        ));
-        if fs::hard_link(file, &link).is_err() {
-            return Ok(false);
-        }
-        let checked = File::open(&link).and_then(|f| {
-            let got = crate::digest::digest_of(io::BufReader::with_capacity(1 << 20, &f))?;
-            f.sync_all()?;
-            Ok(got)
-        });
-        match checked {
-            Ok((digest, size)) if digest == desc.digest && size == desc.size => {
-                fs::rename(&link, &target).ctx(|| format!("storing blob {}", desc.digest))?;
-                Ok(true)
-            }
-            _ => {
-                let _ = fs::remove_file(&link);
-                Ok(false)
-            }
-        }
+        self.link_in(desc, file, true)
     }
 
     fn put_checked_copy(&mut self, desc: &BlobDescriptor, file: &Path) -> Result<bool> {
-        let target = blob_path(&self.root, &desc.digest);
-        if target.exists() {
-            return Ok(true);
-        }
-        let same_size = fs::metadata(file).is_ok_and(|m| m.is_file() && m.len() == desc.size);
-        let link = self.root.join("blobs/sha256").join(format!(
-            "{}checked-{}",
-            crate::scratch::prefix("blob"),
-            desc.digest.hex()
-        ));
-        if !same_size || fs::hard_link(file, &link).is_err() {
-            return Ok(false);
-        }
-        File::open(&link)
-            .and_then(|f| f.sync_all())
-            .ctx(|| format!("syncing {}", link.display()))?;
-        fs::rename(&link, &target).ctx(|| format!("storing blob {}", desc.digest))?;
-        Ok(true)
+        self.link_in(desc, file, false)
     }
 
     fn put_blob_file(&mut self, desc: &BlobDescriptor, path: &Path) -> Result<()> {
