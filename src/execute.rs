@@ -725,7 +725,10 @@ impl<'a> Execution<'a> {
         for (index, entry) in layer.entries.iter().enumerate() {
             crate::scratch::check()?;
             self.check_give_way()?;
-            writer.entry_start();
+            // What each entry costs compressed: only `--max-layer-size` asks.
+            if self.plan.max_layer_size.is_some() {
+                writer.entry_start();
+            }
             if let Some(bar) = &bar {
                 bar.inc(entry.meta.size);
             }

@@ -205,14 +205,14 @@ impl Prepared {
         store: &Store,
     ) -> Result<Plan> {
         let images = self.images();
+        let keys = LayerKeys::new(
+            self.full.as_ref(),
+            self.gpu_min.as_deref(),
+            request.compression,
+        );
         let mut known: HashMap<Digest, Measured> = HashMap::new();
         for _ in 0..MEASURING_ROUNDS {
             let plan = {
-                let keys = LayerKeys::new(
-                    self.full.as_ref(),
-                    self.gpu_min.as_deref(),
-                    request.compression,
-                );
                 let lookup = |layer: &LayerPlan| known.get(&keys.key(layer)).cloned();
                 plan_compose(request, target, &images, &self.scans, Some(&lookup))?
             };
@@ -222,7 +222,6 @@ impl Prepared {
             let _phase = crate::progress::phase("measure layers for --max-layer-size");
             let mut execution = self.execution(request, &plan);
             execution.store = Some(store);
-            let keys = execution.keys();
             for (index, measured) in execution.measure(&self.spools, &plan.unmeasured)? {
                 let (layer, measured) = as_split(&plan.layers[index], measured);
                 known.insert(keys.key(&layer), measured);

@@ -24,21 +24,25 @@ impl Execution<'_> {
         let cap = self.plan.max_layer_size.unwrap_or(u64::MAX);
         let keys = self.keys();
         let mut known = Vec::new();
-        let mut to_write = Vec::new();
+        let mut to_write = std::collections::BTreeMap::new();
         for &index in layers {
             let key = keys.key(&self.plan.layers[index]);
-            let size = store.layer_size(&key);
-            let costs = size.filter(|&s| s > cap).map(|_| store.costs(&key));
-            match (size, costs) {
-                (Some(size), None) => known.push((index, Measured { size, costs: None })),
-                (Some(size), Some(Some(costs))) => known.push((
-                    index,
-                    Measured {
-                        size,
-                        costs: Some(costs),
-                    },
-                )),
-                _ => to_write.push(index),
+            // Costs are needed, and kept, only past the cap.
+            let stored = store.layer_size(&key).and_then(|size| {
+                if size <= cap {
+                    return Some(Measured { size, costs: None });
+                }
+                let costs = store.costs(&key)?;
+                Some(Measured {
+                    size,
+                    costs: Some(costs),
+                })
+            });
+            match stored {
+                Some(measured) => known.push((index, measured)),
+                None => {
+                    to_write.insert(index, key);
+                }
             }
         }
         let written = Mutex::new(Vec::new());
@@ -46,11 +50,11 @@ impl Execution<'_> {
             |index: usize,
              result: Result<(tempfile::NamedTempFile, crate::layer::WrittenLayer)>| {
                 let measured = result.and_then(|(staged, written)| {
-                    let key = keys.key(&self.plan.layers[index]);
-                    store.put_layer(&key, &written, staged.path())?;
+                    let key = &to_write[&index];
+                    store.put_layer(key, &written, staged.path())?;
                     let costs = written.costs.filter(|_| written.size > cap);
                     if let Some(costs) = &costs {
-                        store.put_costs(&key, costs)?;
+                        store.put_costs(key, costs)?;
                     }
                     tracing::debug!(
                         "measured the {} layer: {} compressed",
@@ -67,7 +71,8 @@ impl Execution<'_> {
                 });
                 written.lock().expect("not poisoned").push(measured);
             };
-        self.write_layers(spools, &to_write, &deliver)?;
+        let indexes: Vec<usize> = to_write.keys().copied().collect();
+        self.write_layers(spools, &indexes, &deliver)?;
         for measured in written.into_inner().expect("not poisoned") {
             known.push(measured?);
         }

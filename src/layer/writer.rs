@@ -44,8 +44,8 @@ pub struct WrittenLayer {
     /// written: what the SBOM lists of files no package owns.
     pub elf_files: Vec<(ImagePath, FileDigests)>,
     /// What each entry the writer was told of costs compressed
-    /// ([`super::cost`]), in order; `None` for a layer taken from the
-    /// store.
+    /// ([`super::cost`]), in order; `None` when it was told of none (no
+    /// cap asked for it) and for a layer taken from the store.
     pub costs: Option<Vec<u64>>,
 }
 
@@ -276,9 +276,11 @@ impl LayerWriter {
         let (mut sink, members) = compressor
             .finish()
             .map_err(|e| Error::new("cannot finish compressing the layer").with_source(e))?;
-        let mut profile = members.unwrap_or(self.sampled);
-        profile.pass(uncompressed_size, sink.count());
-        let costs = profile.costs(&self.starts, uncompressed_size);
+        let costs = (!self.starts.is_empty()).then(|| {
+            let mut profile = members.unwrap_or(self.sampled);
+            profile.pass(uncompressed_size, sink.count());
+            profile.costs(&self.starts, uncompressed_size)
+        });
         let estargz = match toc {
             Some((toc_digest, toc_offset)) => {
                 sink.write_all(&estargz::footer(toc_offset))?;
@@ -301,7 +303,7 @@ impl LayerWriter {
             size,
             estargz,
             elf_files: self.elf_files,
-            costs: Some(costs),
+            costs,
         })
     }
 

@@ -77,16 +77,14 @@ pub(super) fn split_layers(
     let measure = |layer: &LayerPlan| measured.and_then(|m| m(layer));
     for layer in layers {
         let costs = match fits(&layer, cap, &measure) {
-            Fit::Fits => None,
-            Fit::Unknown => {
-                split.unmeasured.push(split.layers.len());
-                None
+            Fit::Over(costs) => costs,
+            fit => {
+                if matches!(fit, Fit::Unknown) {
+                    split.unmeasured.push(split.layers.len());
+                }
+                split.layers.push(layer);
+                continue;
             }
-            Fit::Over(costs) => Some(costs),
-        };
-        let Some(costs) = costs else {
-            split.layers.push(layer);
-            continue;
         };
         for part in cut_measured(layer, &costs, cap, &measure)? {
             if matches!(fits(&part, cap, &measure), Fit::Unknown) {
